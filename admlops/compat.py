@@ -1,0 +1,71 @@
+"""Every compatibility shim between torch 2.13 and the OpenMMLab 1.x/3.x stack, in one place.
+
+``apply()`` installs them once per process; every step that touches torch calls it first.
+Each shim has a test (tests/test_compat.py) that fails if the shim is removed or stops being needed.
+
+1. ``torch.onnx.export`` defaults to the dynamo exporter since torch 2.9. mmdeploy's rewriters patch
+   the TorchScript exporter, so its exports break; we default ``dynamo=False`` (an explicit
+   ``dynamo=True`` from a caller still wins).
+2. ``torch.load`` defaults to ``weights_only=True`` since torch 2.6, and mmengine 0.10.7 checkpoints
+   carry a ``message_hub`` with mmengine and numpy objects, so loading them fails. Instead of turning
+   the safe loader off (``weights_only=False`` unpickles arbitrary code from whatever bucket a
+   checkpoint came from) we allowlist exactly the types mmengine checkpoints contain.
+"""
+from __future__ import annotations
+
+import builtins
+import functools
+
+_applied = False
+
+
+def _onnx_export_legacy_default() -> None:
+    import torch.onnx
+
+    original = torch.onnx.export
+    if getattr(original, "_admlops_shim", False):
+        return
+
+    @functools.wraps(original)
+    def export(*args, dynamo: bool = False, **kwargs):
+        return original(*args, dynamo=dynamo, **kwargs)
+
+    export._admlops_shim = True
+    torch.onnx.export = export
+
+
+def mmengine_checkpoint_globals() -> list:
+    """The non-tensor types inside an mmengine 0.10.7 checkpoint (measured on checkpoints it wrote)."""
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    return [
+        HistoryBuffer,
+        np.core.multiarray._reconstruct,
+        np.core.multiarray.scalar,
+        np.ndarray,
+        np.dtype,
+        type(np.dtype(np.float64)),
+        type(np.dtype(np.float32)),
+        type(np.dtype(np.int64)),
+        type(np.dtype(np.int32)),
+        # numpy pickles its dtype classes through getattr(module, name); the unpickler still refuses to
+        # call anything that getattr returns unless it is allowlisted too.
+        builtins.getattr,
+    ]
+
+
+def _allow_mmengine_checkpoints() -> None:
+    import torch.serialization
+
+    torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
+
+
+def apply() -> None:
+    """Install all shims (idempotent)."""
+    global _applied
+    if _applied:
+        return
+    _onnx_export_legacy_default()
+    _allow_mmengine_checkpoints()
+    _applied = True

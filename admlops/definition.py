@@ -1,0 +1,80 @@
+"""Dataset definitions (configs/datasets/*.yaml): the task's categories and how each source maps onto them.
+
+A source class maps to a category name, or to ``ignore``: an ignore region that is neither a positive
+nor a negative in training, and whose detections count as neither true nor false in evaluation (KITTI's
+DontCare, and classes the task does not cover such as Van for a Car detector).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from admlops.errors import InputError
+
+IGNORE = "ignore"
+
+
+
+@dataclass(frozen=True)
+class Category:
+    id: int
+    name: str
+    color: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class DatasetDefinition:
+    name: str
+    task: str
+    categories: tuple[Category, ...]
+    sources: dict[str, dict[str, str]]
+
+    def mapping(self, source: str, path: str | Path) -> dict[str, str]:
+        """Source class -> category name or ``ignore``; ``path`` names the definition in errors."""
+        if source not in self.sources:
+            raise InputError(path, f"no class mapping for source {source!r}; defined: {', '.join(self.sources)}")
+        return self.sources[source]
+
+
+def definition_path(name_or_path: str | Path) -> Path:
+    """A definition by file path, or by name from the packaged configs/datasets/."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    from admlops.configs import CONFIG_DIR
+
+    return CONFIG_DIR / "datasets" / f"{name_or_path}.yaml"
+
+
+def load_definition(name_or_path: str | Path) -> DatasetDefinition:
+    path = definition_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "dataset definition not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(path, f"invalid YAML: {exc}", mark.line + 1 if mark else None) from None
+    if not isinstance(raw, dict):
+        raise InputError(path, f"expected a mapping at the top level, got {type(raw).__name__}")
+    for key in ("name", "task", "categories", "sources"):
+        if key not in raw:
+            raise InputError(path, f"missing required key {key!r}")
+    categories = []
+    for i, cat in enumerate(raw["categories"]):
+        try:
+            categories.append(Category(int(cat["id"]), str(cat["name"]), tuple(int(c) for c in cat["color"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(path, f"categories[{i}]: expected id, name and color [r, g, b] ({exc})") from None
+    names = [c.name for c in categories]
+    if len(set(names)) != len(names) or len({c.id for c in categories}) != len(categories):
+        raise InputError(path, "category names and ids must be unique")
+    sources = {}
+    for source, mapping in raw["sources"].items():
+        for cls, target in mapping.items():
+            if target != IGNORE and target not in names:
+                raise InputError(path, f"sources.{source}.{cls}: expected one of {names + [IGNORE]}, got {target!r}")
+        sources[source] = {str(k): str(v) for k, v in mapping.items()}
+    return DatasetDefinition(str(raw["name"]), str(raw["task"]), tuple(categories), sources)

@@ -1,0 +1,1 @@
+"""On-disk dataset formats: parsing and writing, with errors that name file and line."""

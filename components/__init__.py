@@ -1,0 +1,1 @@
+"""One package per lifecycle step: its logic plus a thin ``component.py`` (the KFP component)."""

@@ -1,0 +1,78 @@
+# RTMDet-tiny for KITTI-style 2D detection, sized to train from scratch on 2 CPU cores in minutes.
+# The train step fills in data_root, ann_file, classes and num_classes from the converted dataset
+# and may override max_iters / batch size; everything else is here.
+_base_ = 'mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py'
+
+input_size = (640, 192)  # (w, h): KITTI's 1242x375 frames scaled by ~0.51, padded to a multiple of 32
+max_iters = 300
+val_interval = 300
+batch_size = 8
+classes = ('Car', 'Pedestrian', 'Cyclist')
+norm_cfg = dict(type='BN')  # SyncBN (upstream) needs a process group; BN exports and runs anywhere
+
+model = dict(
+    backbone=dict(init_cfg=None, norm_cfg=norm_cfg),  # no ImageNet weights: nothing is downloaded
+    neck=dict(norm_cfg=norm_cfg),
+    bbox_head=dict(num_classes=len(classes), norm_cfg=norm_cfg),
+    test_cfg=dict(nms_pre=1000, score_thr=0.01, nms=dict(type='nms', iou_threshold=0.6), max_per_img=100),
+)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='RandomResize', scale=input_size, ratio_range=(0.8, 1.25), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=input_size, allow_negative_crop=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='Pad', size=input_size, pad_val=dict(img=(114, 114, 114))),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='Resize', scale=input_size, keep_ratio=True),
+    dict(type='Pad', size=input_size, pad_val=dict(img=(114, 114, 114))),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+
+_dataset = dict(
+    type='CocoDataset',
+    data_root='',
+    metainfo=dict(classes=classes),
+    data_prefix=dict(img=''),
+    backend_args=None,
+)
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=1,
+    persistent_workers=True,
+    pin_memory=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    batch_sampler=None,
+    dataset=dict(_dataset, ann_file='annotations/train.json', filter_cfg=dict(filter_empty_gt=False, min_size=4),
+                 pipeline=train_pipeline),
+)
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    persistent_workers=False,
+    dataset=dict(_dataset, ann_file='annotations/val.json', test_mode=True, pipeline=test_pipeline),
+)
+test_dataloader = val_dataloader
+val_evaluator = dict(type='CocoMetric', ann_file='annotations/val.json', metric='bbox', classwise=True,
+                     format_only=False, backend_args=None)
+test_evaluator = val_evaluator
+
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
+optim_wrapper = dict(optimizer=dict(lr=0.004))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=30),
+    dict(type='CosineAnnealingLR', eta_min=2e-4, by_epoch=False, begin=30, end=max_iters, T_max=max_iters - 30),
+]
+custom_hooks = []  # upstream's EMA and epoch-based pipeline switch do not fit a few hundred iterations
+default_hooks = dict(
+    checkpoint=dict(type='CheckpointHook', interval=100, by_epoch=False, max_keep_ckpts=1),
+    logger=dict(type='LoggerHook', interval=10),
+)
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)
+auto_scale_lr = dict(enable=False)

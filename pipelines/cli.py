@@ -1,0 +1,176 @@
+"""``admlops``: every lifecycle step as a command, plus compiling and running the pipelines.
+
+Exit codes: 0 success; 1 an unexpected failure (a bug or an environment problem: see the traceback);
+2 a usage error; 3 bad input data (the message names the file and line); 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from admlops.errors import InputError
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_synth(args) -> None:
+    from admlops.components.synth.kitti import synth_kitti
+
+    out = synth_kitti(args.out, frames=args.frames, seed=args.seed)
+    print(f"wrote {args.frames} synthetic KITTI frames to {out}")
+
+
+def cmd_convert(args) -> None:
+    from admlops.components.convert.kitti_coco import kitti_to_coco
+
+    _print_json(kitti_to_coco(args.src, args.out, args.definition, args.val_fraction, args.seed))
+
+
+def cmd_train(args) -> None:
+    from admlops.components.train.train import train
+
+    _print_json(train(args.dataset, args.out, args.config, args.max_iters, args.batch_size, args.seed))
+
+
+def cmd_evaluate(args) -> None:
+    from admlops.components.evaluate.evaluate import evaluate
+
+    _print_json(evaluate(args.dataset, args.model, args.out, args.split))
+
+
+def cmd_export(args) -> None:
+    from admlops.components.export.export import export
+
+    pytorch = json.loads(Path(args.pytorch_metrics).read_text()) if args.pytorch_metrics else None
+    _print_json(export(args.dataset, args.model, args.out, args.deploy_config, pytorch))
+
+
+def cmd_benchmark(args) -> None:
+    from admlops.components.benchmark.benchmark import benchmark
+
+    result = benchmark(args.dataset, args.onnx, args.out, args.warmup, args.max_images, args.threads)
+    print((Path(args.out) / "benchmark.md").read_text())
+    del result
+
+
+def _parse_params(name: str, pairs: list[str]) -> dict:
+    from admlops.pipelines.registry import PIPELINES
+
+    inputs = PIPELINES[name].component_spec.inputs or {}
+    casts = {"Integer": int, "Float": float, "Boolean": lambda v: v.lower() in ("1", "true", "yes"), "String": str}
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in inputs:
+            raise SystemExit(f"admlops: --param {pair!r}: expected KEY=VALUE with KEY one of {', '.join(inputs)}")
+        try:
+            params[key] = casts.get(inputs[key].type, str)(value)
+        except ValueError:
+            raise SystemExit(f"admlops: --param {pair!r}: expected a {inputs[key].type}") from None
+    return params
+
+
+def cmd_run(args) -> None:
+    from admlops.pipelines.local import run_local
+    from admlops.pipelines.report import summarize_run
+
+    if not args.local:
+        raise SystemExit("admlops run: only --local is available here; use `admlops submit` for a cluster")
+    run_dir = run_local(args.pipeline, _parse_params(args.pipeline, args.param), args.store)
+    print(summarize_run(run_dir))
+
+
+def cmd_compile(args) -> None:
+    from admlops.pipelines.registry import PIPELINES, compile_pipeline
+
+    for name in args.pipelines or list(PIPELINES):
+        print(compile_pipeline(name, args.out_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from admlops.pipelines.local import DEFAULT_STORE
+    from admlops.pipelines.registry import PIPELINE_DIR, PIPELINES
+
+    p = argparse.ArgumentParser(prog="admlops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="write a synthetic dataset in a real format").add_subparsers(dest="format", required=True)
+    s = synth.add_parser("kitti", help="synthetic KITTI object data (image_2, label_2, calib, velodyne, ImageSets)")
+    s.add_argument("--frames", type=int, required=True, help="number of frames")
+    s.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    s.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
+    s.set_defaults(func=cmd_synth)
+    s = data.add_parser("convert", help="KITTI object dataset -> COCO json for mmdet")
+    s.add_argument("src", help="KITTI root (holds training/ and optionally ImageSets/)")
+    s.add_argument("out", help="output directory (replaced atomically)")
+    s.add_argument("--definition", default="kitti-3class", help="dataset definition: a name in configs/datasets or a YAML path")
+    s.add_argument("--val-fraction", type=float, default=0.2, help="val share when there are no ImageSets split files")
+    s.add_argument("--seed", type=int, default=0, help="seed of the hash split")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("train", help="train a detector on a converted dataset")
+    s.add_argument("dataset", help="convert's output directory")
+    s.add_argument("out", help="model output directory")
+    s.add_argument("--config", default="rtmdet_tiny_kitti", help="a name in configs/models or a config path")
+    s.add_argument("--max-iters", type=int, default=None, help="override the config's iteration count")
+    s.add_argument("--batch-size", type=int, default=None, help="override the config's batch size")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="COCO bbox metrics of a trained model")
+    s.add_argument("dataset", help="convert's output directory")
+    s.add_argument("model", help="train's output directory")
+    s.add_argument("out", help="directory for metrics.json")
+    s.add_argument("--split", default="val", choices=["train", "val"])
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("export", help="ONNX export with mmdeploy, evaluated with ONNX Runtime")
+    s.add_argument("dataset", help="convert's output directory")
+    s.add_argument("model", help="train's output directory")
+    s.add_argument("out", help="directory for end2end.onnx and metrics.json")
+    s.add_argument("--deploy-config", default="detection_onnxruntime_dynamic", help="a name in configs/deploy or a path")
+    s.add_argument("--pytorch-metrics", help="evaluate's metrics.json, to report the difference")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("benchmark", help="ONNX Runtime latency over the val images")
+    s.add_argument("dataset", help="convert's output directory")
+    s.add_argument("onnx", help="export's output directory")
+    s.add_argument("out", help="directory for benchmark.json and benchmark.md")
+    s.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    s.add_argument("--max-images", type=int, default=0, help="0 = every val image")
+    s.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
+    s.set_defaults(func=cmd_benchmark)
+
+    s = sub.add_parser("run", help="run a pipeline")
+    s.add_argument("pipeline", choices=sorted(PIPELINES))
+    s.add_argument("--local", action="store_true", help="on this machine with kfp.local (subprocesses, no Docker)")
+    s.add_argument("--store", default=str(DEFAULT_STORE), help="local store root (default: $ADMLOPS_STORE or ~/.admlops/store)")
+    s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter (repeatable)")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("compile", help="compile pipelines to KFP YAML")
+    s.add_argument("pipelines", nargs="*", help=f"default: all ({', '.join(PIPELINES)})")
+    s.add_argument("--out-dir", default=str(PIPELINE_DIR), help="where <name>.yaml goes (default: the package's pipelines/)")
+    s.set_defaults(func=cmd_compile)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except InputError as exc:
+        print(f"admlops: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

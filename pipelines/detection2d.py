@@ -1,0 +1,47 @@
+"""The closed loop for 2D detection: convert -> train -> evaluate -> export -> benchmark."""
+from kfp import dsl
+
+from admlops.components.benchmark.component import benchmark
+from admlops.components.convert.component import convert
+from admlops.components.evaluate.component import evaluate
+from admlops.components.export.component import export
+from admlops.components.train.component import train
+
+
+@dsl.pipeline(
+    name="detection2d",
+    description="KITTI-format data to a benchmarked ONNX detector: convert, train, evaluate, export, benchmark.",
+)
+def detection2d(
+    kitti_root: str,
+    data_definition: str = "kitti-3class",
+    data_val_fraction: float = 0.2,
+    data_seed: int = 0,
+    train_config: str = "rtmdet_tiny_kitti",
+    train_max_iters: int = 0,
+    train_batch_size: int = 0,
+    train_seed: int = 0,
+    export_deploy_config: str = "detection_onnxruntime_dynamic",
+    bench_warmup: int = 5,
+    bench_max_images: int = 0,
+):
+    """``train_max_iters``/``train_batch_size`` of 0 keep the config's values; ``bench_max_images`` 0 = all."""
+    data = convert(kitti_root=kitti_root, definition=data_definition, val_fraction=data_val_fraction, seed=data_seed)
+    data.set_display_name("convert")
+    model = train(
+        dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters,
+        batch_size=train_batch_size, seed=train_seed,
+    )
+    model.set_display_name("train")
+    scores = evaluate(dataset=data.outputs["dataset"], model=model.outputs["model"])
+    scores.set_display_name("evaluate")
+    onnx = export(
+        dataset=data.outputs["dataset"], model=model.outputs["model"], pytorch_report=scores.outputs["report"],
+        deploy_config=export_deploy_config,
+    )
+    onnx.set_display_name("export")
+    bench = benchmark(
+        dataset=data.outputs["dataset"], onnx_model=onnx.outputs["onnx_model"], warmup=bench_warmup,
+        max_images=bench_max_images,
+    )
+    bench.set_display_name("benchmark")
