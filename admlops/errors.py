@@ -18,3 +18,6 @@ class InputError(Exception):
         self.message = message
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):  # keeps it picklable, so it crosses multiprocessing pools intact
+        return type(self), (self.path, self.message, self.line)

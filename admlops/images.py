@@ -5,6 +5,6 @@ VERSION = "0.1.0"
 
 # image name -> reference; images/<name>/Dockerfile builds each one.
 IMAGES = {
-    "cpu": f"{REGISTRY}/cpu:{VERSION}",  # convert, evaluate, export (CPU ONNX Runtime), benchmark
-    "train": f"{REGISTRY}/train:{VERSION}",  # mmengine training
+    # every step of the CPU closed loop: convert, train (CPU), evaluate, export, ONNX Runtime benchmark
+    "cpu": f"{REGISTRY}/cpu:{VERSION}",
 }

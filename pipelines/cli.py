@@ -13,6 +13,10 @@ from pathlib import Path
 from admlops.errors import InputError
 
 
+class UsageError(Exception):
+    """A command line that parses but cannot be used (exit code 2, like argparse's own errors)."""
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
@@ -66,11 +70,11 @@ def _parse_params(name: str, pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or key not in inputs:
-            raise SystemExit(f"admlops: --param {pair!r}: expected KEY=VALUE with KEY one of {', '.join(inputs)}")
+            raise UsageError(f"--param {pair!r}: expected KEY=VALUE with KEY one of {', '.join(inputs)}")
         try:
             params[key] = casts.get(inputs[key].type, str)(value)
         except ValueError:
-            raise SystemExit(f"admlops: --param {pair!r}: expected a {inputs[key].type}") from None
+            raise UsageError(f"--param {pair!r}: expected a {inputs[key].type}") from None
     return params
 
 
@@ -79,7 +83,7 @@ def cmd_run(args) -> None:
     from admlops.pipelines.report import summarize_run
 
     if not args.local:
-        raise SystemExit("admlops run: only --local is available here; use `admlops submit` for a cluster")
+        raise UsageError("run: only --local is available; on a cluster, submit the compiled pipeline")
     run_dir = run_local(args.pipeline, _parse_params(args.pipeline, args.param), args.store)
     print(summarize_run(run_dir))
 
@@ -167,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"admlops: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except UsageError as exc:
+        print(f"admlops: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return 0

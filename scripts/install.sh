@@ -5,7 +5,8 @@
 #  * torch 2.13.0 CPU: torch 2.14 headers break mmcv 2.1.0's C++17 build.
 #  * mmcv 2.1.0 has no wheel for torch 2.13, so it is built from source with CPU ops
 #    (~18 min on 2 cores the first time; pip caches the wheel, later installs take seconds).
-#    Its setup.py imports pkg_resources, hence setuptools<70 and --no-build-isolation.
+#    Its setup.py imports pkg_resources, hence setuptools<70 and --no-build-isolation
+#    (mmengine imports pkg_resources too, so the venv keeps setuptools<70).
 #  * mmdeploy 1.3.1 pins protobuf<=3.20.2 but kfp 2.17 needs protobuf>=6: kfp goes in last
 #    and the export path still works with protobuf 6 (pip check complains; that is expected).
 set -euo pipefail
@@ -33,6 +34,9 @@ echo "[install] OpenMMLab, ONNX Runtime" >&2
 pip install -q mmdet==3.3.0 mmdet3d==1.4.0 mmdeploy==1.3.1 onnxruntime 'numpy<2'
 echo "[install] kfp, storage, tracking, test tools" >&2
 pip install -q kfp==2.17.0 kfp-kubernetes==2.17.0 pyarrow boto3 wandb 'moto[server]' pytest pytest-timeout tqdm pyyaml 'numpy<2'
+# mmengine resolves `mmdet::` config bases through pkg_resources, which setuptools>=70 dropped
+# and which some packages above upgrade past: pin it back last.
+pip install -q 'setuptools<70'
 pip install -q --no-deps -e .
 echo "$HASH" > "$STAMP"
 echo "[install] done: $VENV" >&2

@@ -5,7 +5,7 @@ from kfp.dsl import Dataset, Input, Model, Output
 from admlops.images import IMAGES
 
 
-@dsl.component(base_image=IMAGES["train"], install_kfp_package=False)
+@dsl.component(base_image=IMAGES["cpu"], install_kfp_package=False)
 def train(dataset: Input[Dataset], config: str, max_iters: int, batch_size: int, seed: int, model: Output[Model]):
     """Train ``config`` (a name under configs/models or a path) and publish weights, config and logs."""
     from admlops.components.train.train import train as run

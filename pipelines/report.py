@@ -1,0 +1,34 @@
+"""A person-readable summary of a finished local run: where each artifact is and the headline numbers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def summarize_run(run_dir: str | Path) -> str:
+    """Text summary of a detection2d run directory (``<store>/runs/<run>``)."""
+    run_dir = Path(run_dir)
+    lines = [f"run: {run_dir}"]
+    for task in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        for output in sorted(task.iterdir()):
+            lines.append(f"  {task.name}/{output.name}: {output}")
+    data = _load(run_dir / "convert" / "dataset" / "summary.json")
+    if data:
+        lines.append(f"data: {data['frames']['train']} train / {data['frames']['val']} val frames, classes {', '.join(data['categories'])}")
+    pt = _load(run_dir / "evaluate" / "report" / "metrics.json")
+    onnx = _load(run_dir / "export" / "onnx_model" / "metrics.json")
+    if pt:
+        per_class = ", ".join(f"{k} {v['AP50']:.3f}" for k, v in pt["per_class"].items())
+        lines.append(f"PyTorch      mAP@0.5 {pt['bbox']['bbox_mAP_50']:.3f}  mAP {pt['bbox']['bbox_mAP']:.3f}  (AP@0.5: {per_class})")
+    if onnx:
+        o = onnx["onnxruntime"]["bbox"]
+        diff = onnx.get("mAP50_difference")
+        lines.append(f"ONNX Runtime mAP@0.5 {o['bbox_mAP_50']:.3f}  mAP {o['bbox_mAP']:.3f}" + (f"  (difference {diff:+.4f})" if diff is not None else ""))
+    bench = run_dir / "benchmark" / "table"
+    if bench.is_file():
+        lines += ["", bench.read_text()]
+    return "\n".join(lines)

@@ -1,0 +1,29 @@
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = [
+    [], ["data"], ["data", "synth"], ["data", "synth", "kitti"], ["data", "convert"], ["train"], ["evaluate"],
+    ["export"], ["benchmark"], ["run"], ["compile"],
+]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "admlops")
+def test_help(cmd):
+    res = subprocess.run([sys.executable, "-m", "admlops.pipelines.cli", *cmd, "--help"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "usage: admlops" in res.stdout
+
+
+def test_usage_error_exit_code():
+    res = subprocess.run([sys.executable, "-m", "admlops.pipelines.cli", "train"], capture_output=True, text=True)
+    assert res.returncode == 2 and "required" in res.stderr
+
+
+def test_bad_param_is_a_usage_error():
+    res = subprocess.run(
+        [sys.executable, "-m", "admlops.pipelines.cli", "run", "detection2d", "--local", "--param", "nope=1"],
+        capture_output=True, text=True,
+    )
+    assert res.returncode == 2 and "KEY=VALUE with KEY one of kitti_root" in res.stderr

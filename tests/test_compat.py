@@ -1,0 +1,102 @@
+"""Each shim in admlops.compat is needed (the failure it prevents still happens without it) and works."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from admlops import compat
+
+ONNX_EXPORT = textwrap.dedent(
+    """
+    import sys, torch, onnx
+    if sys.argv[2] == "shim":
+        from admlops import compat; compat.apply()
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    torch.onnx.export(model, torch.randn(1, 3, 8, 8), sys.argv[1], opset_version=11, input_names=["input"])
+    print("OPSET", {o.domain: o.version for o in onnx.load(sys.argv[1]).opset_import}.get("", None))
+    """
+)
+
+
+def _run(code, *args):
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_onnx_export_uses_the_torchscript_exporter(tmp_path):
+    # mmdeploy exports at opset 11 through the TorchScript exporter's hooks
+    res = _run(ONNX_EXPORT, str(tmp_path / "a.onnx"), "shim")
+    assert res.returncode == 0 and "OPSET 11" in res.stdout, res.stderr[-2000:]
+    # without the shim torch picks the dynamo exporter: it fails here or ignores opset 11
+    res = _run(ONNX_EXPORT, str(tmp_path / "b.onnx"), "none")
+    assert res.returncode != 0 or "OPSET 11" not in res.stdout
+
+
+def test_onnx_shim_keeps_explicit_dynamo_choice(monkeypatch):
+    import torch.onnx
+
+    seen = {}
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: seen.update(k))
+    compat._onnx_export_legacy_default()
+    torch.onnx.export("m", "x", "f")
+    torch.onnx.export("m", "x", "f", dynamo=True)
+    assert seen["dynamo"] is True
+    seen.clear()
+    torch.onnx.export("m", "x", "f")
+    assert seen["dynamo"] is False
+
+
+MAKE_CHECKPOINT = textwrap.dedent(
+    """
+    import sys, torch
+    from torch import nn
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Toy(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 1)
+        def forward(self, inputs, labels, mode="tensor"):
+            out = self.linear(inputs)
+            return {"loss": ((out - labels) ** 2).mean()} if mode == "loss" else out
+
+    data = [dict(inputs=torch.randn(2), labels=torch.randn(1)) for _ in range(8)]
+    Runner(
+        model=Toy(), work_dir=sys.argv[1],
+        train_dataloader=dict(dataset=data, sampler=dict(type="DefaultSampler", shuffle=False), batch_size=2,
+                              collate_fn=dict(type="default_collate")),
+        train_cfg=dict(by_epoch=False, max_iters=2), optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.01)),
+        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=2, by_epoch=False)),
+    ).train()
+    """
+)
+LOAD = "import sys, torch\nif sys.argv[2] == 'shim':\n    from admlops import compat; compat.apply()\nck = torch.load(sys.argv[1])\nprint(sorted(ck))"
+
+
+@pytest.fixture(scope="module")
+def mmengine_checkpoint(tmp_path_factory):
+    work = tmp_path_factory.mktemp("ckpt")
+    res = _run(MAKE_CHECKPOINT, str(work))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return work / "iter_2.pth"
+
+
+def test_mmengine_checkpoint_loads_with_the_safe_loader(mmengine_checkpoint):
+    res = _run(LOAD, str(mmengine_checkpoint), "shim")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "message_hub" in res.stdout and "state_dict" in res.stdout
+    res = _run(LOAD, str(mmengine_checkpoint), "none")
+    assert res.returncode != 0 and "Weights only load failed" in res.stderr
+
+
+def test_checkpoint_shim_does_not_allow_arbitrary_code(tmp_path):
+    import os
+
+    import torch
+
+    compat.apply()
+    path = tmp_path / "evil.pth"
+    torch.save({"x": os.getcwd}, path)  # a callable that is not on the allowlist
+    with pytest.raises(Exception, match="Weights only load failed"):
+        torch.load(path)

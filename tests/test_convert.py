@@ -1,0 +1,140 @@
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from admlops.components.convert.kitti_coco import hash_split, kitti_to_coco
+from admlops.errors import InputError
+from admlops.formats import kitti
+from admlops.pipelines.cli import main
+
+
+def test_coco_content_matches_labels(kitti_root, coco_dir):
+    summary = json.loads((coco_dir / "summary.json").read_text())
+    assert summary["categories"] == ["Car", "Pedestrian", "Cyclist"]
+    assert summary["split"]["method"] == "ImageSets"
+    val_ids = (kitti_root / "ImageSets" / "val.txt").read_text().split()
+    assert (coco_dir / "splits" / "val.txt").read_text().split() == val_ids
+    total = 0
+    for split in ("train", "val"):
+        coco = json.loads((coco_dir / "annotations" / f"{split}.json").read_text())
+        cats = {c["id"]: c["name"] for c in coco["categories"]}
+        assert cats == {1: "Car", 2: "Pedestrian", 3: "Cyclist"}
+        by_image = {im["id"]: im for im in coco["images"]}
+        for im in coco["images"]:
+            assert (coco_dir / im["file_name"]).is_file() and (im["width"], im["height"]) == (1242, 375)
+        for image in coco["images"]:
+            frame = image["file_name"].split("/")[1][:-4]
+            objs = kitti.read_label(kitti_root / "training" / "label_2" / f"{frame}.txt")
+            anns = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
+            positives = [o for o in objs if o.type in ("Car", "Pedestrian", "Cyclist")]
+            ignored = [o for o in objs if o.type not in ("Car", "Pedestrian", "Cyclist")]
+            assert len([a for a in anns if not a["iscrowd"]]) == len(positives)
+            # each ignore region is repeated for every category so COCOeval ignores any class inside it
+            assert len([a for a in anns if a["iscrowd"]]) == 3 * len(ignored)
+            for obj, ann in zip(objs, [a for a in anns if not a["iscrowd"] or a["category_id"] == 1]):
+                x1, y1, x2, y2 = obj.bbox
+                assert ann["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1])
+                assert ann["kitti"]["type"] == obj.type
+                if not ann["iscrowd"]:
+                    assert cats[ann["category_id"]] == obj.type
+            total += len(positives)
+        assert all(a["image_id"] in by_image for a in coco["annotations"])
+    assert total == sum(sum(v for k, v in c.items() if k != "ignore") for c in summary["objects"].values())
+
+
+def test_hash_split_is_reproducible_and_stable(kitti_root, tmp_path):
+    src = tmp_path / "k"
+    shutil.copytree(kitti_root, src)
+    shutil.rmtree(src / "ImageSets")
+    a = kitti_to_coco(src, tmp_path / "a", val_fraction=0.3, seed=1)
+    b = kitti_to_coco(src, tmp_path / "b", val_fraction=0.3, seed=1)
+    assert a["split"] == {"method": "sha256", "val_fraction": 0.3, "seed": 1}
+    assert (tmp_path / "a" / "splits" / "val.txt").read_text() == (tmp_path / "b" / "splits" / "val.txt").read_text()
+    # a frame's split depends on its id alone: removing other frames does not move it
+    frames = [f"{i:06d}" for i in range(1000)]
+    share = sum(hash_split(f, 0.3, 1) == "val" for f in frames) / len(frames)
+    assert 0.25 < share < 0.35
+    assert [hash_split(f, 0.3, 1) for f in frames[:50]] == [hash_split(f, 0.3, 1) for f in frames[:50]]
+
+
+def _corrupt(kitti_root, tmp_path, how):
+    src = tmp_path / "src"
+    shutil.copytree(kitti_root, src)
+    label = src / "training" / "label_2" / "000003.txt"
+    lines = label.read_text().splitlines()
+    if how == "fields":
+        lines[1] = " ".join(lines[1].split()[:14])
+    elif how == "number":
+        parts = lines[1].split()
+        parts[5] = "12.x"
+        lines[1] = " ".join(parts)
+    elif how == "class":
+        lines[1] = "Hovercraft " + lines[1].split(" ", 1)[1]
+    elif how == "no-image":
+        (src / "training" / "image_2" / "000003.png").unlink()
+    elif how == "bad-image":
+        img = src / "training" / "image_2" / "000003.png"
+        img.unlink()  # break the hard link before truncating
+        img.write_bytes((kitti_root / "training" / "image_2" / "000003.png").read_bytes()[:2000])
+    label.write_text("\n".join(lines) + "\n")
+    return src, label
+
+
+@pytest.mark.parametrize(
+    "how, where, message",
+    [
+        ("fields", "label_2/000003.txt:2", "expected 15 fields, got 14"),
+        ("number", "label_2/000003.txt:2", "field 6 is not a number: '12.x'"),
+        ("class", "label_2/000003.txt:2", "unknown class 'Hovercraft'"),
+        ("no-image", "label_2/000003.txt", "label without image"),
+        ("bad-image", "image_2/000003.png", "unreadable image"),
+    ],
+)
+def test_bad_input_names_file_and_leaves_no_output(kitti_root, tmp_path, capsys, how, where, message):
+    src, _ = _corrupt(kitti_root, tmp_path, how)
+    out = tmp_path / "out"
+    with pytest.raises(InputError) as err:
+        kitti_to_coco(src, out)
+    assert where in str(err.value) and message in str(err.value)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    # the CLI: same message, exit code 3, and a previous good output left untouched
+    out.mkdir()
+    (out / "keep").write_text("previous run")
+    assert main(["data", "convert", str(src), str(out)]) == 3
+    stderr = capsys.readouterr().err
+    assert where in stderr and message in stderr
+    assert [p.name for p in out.iterdir()] == ["keep"]
+
+
+def test_missing_dataset_directory(tmp_path):
+    with pytest.raises(InputError, match="not a KITTI object dataset"):
+        kitti_to_coco(tmp_path / "nope", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_class_without_mapping_in_definition(kitti_root, tmp_path):
+    definition = tmp_path / "cars.yaml"
+    definition.write_text(
+        "name: cars\ntask: detection2d\ncategories:\n  - {id: 1, name: Car, color: [1, 2, 3]}\n"
+        "sources:\n  kitti: {Car: Car, DontCare: ignore}\n"
+    )
+    with pytest.raises(InputError, match=r"label_2/\d{6}\.txt:\d+: unknown class '(Pedestrian|Cyclist|Van|Truck)'"):
+        kitti_to_coco(kitti_root, tmp_path / "out", definition)
+    definition.write_text(definition.read_text().replace("DontCare: ignore", "DontCare: Bus"))
+    with pytest.raises(InputError, match=r"cars.yaml: sources.kitti.DontCare: expected one of"):
+        kitti_to_coco(kitti_root, tmp_path / "out", definition)
+
+
+def test_image_size_read_from_file(kitti_root, tmp_path):
+    src = tmp_path / "small"
+    shutil.copytree(kitti_root, src)
+    for p in (src / "training" / "image_2").glob("*.png"):
+        with Image.open(p) as im:
+            big = im.copy()
+        p.unlink()
+        big.resize((1240, 376)).save(p)
+    kitti_to_coco(src, tmp_path / "out")
+    coco = json.loads((tmp_path / "out" / "annotations" / "train.json").read_text())
+    assert {(i["width"], i["height"]) for i in coco["images"]} == {(1240, 376)}

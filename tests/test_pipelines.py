@@ -1,0 +1,33 @@
+"""The committed pipeline YAML is what the code compiles to (CI fails on drift)."""
+import re
+
+import pytest
+import yaml
+
+from admlops.images import IMAGES
+from admlops.pipelines.registry import PIPELINE_DIR, PIPELINES, compile_pipeline
+
+
+def _normalized(text: str) -> str:
+    return re.sub(r"(?m)^.*sdkVersion:.*$", "", text)
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_compiled_yaml_is_up_to_date(name, tmp_path):
+    fresh = compile_pipeline(name, tmp_path).read_text()
+    committed = (PIPELINE_DIR / f"{name}.yaml").read_text()
+    assert _normalized(fresh) == _normalized(committed), f"pipelines/{name}.yaml is stale: run `admlops compile`"
+
+
+def test_detection2d_shape():
+    spec = yaml.safe_load((PIPELINE_DIR / "detection2d.yaml").read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"convert", "train", "evaluate", "export", "benchmark"}
+    assert tasks["train"]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"]["producerTask"] == "convert"
+    assert tasks["benchmark"]["inputs"]["artifacts"]["onnx_model"]["taskOutputArtifact"]["producerTask"] == "export"
+    outputs = {name: comp.get("outputDefinitions", {}).get("artifacts", {}) for name, comp in spec["components"].items()}
+    assert outputs["comp-evaluate"]["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
+    assert outputs["comp-benchmark"]["table"]["artifactType"]["schemaTitle"] == "system.Markdown"
+    assert outputs["comp-train"]["model"]["artifactType"]["schemaTitle"] == "system.Model"
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images <= set(IMAGES.values())
