@@ -1,4 +1,5 @@
 """Logging COCO results as KFP Metrics (the scalars the Kubeflow UI shows and compares across runs)."""
+import math
 
 
 def log_coco(metrics, result: dict, prefix: str = "") -> None:
@@ -7,4 +8,5 @@ def log_coco(metrics, result: dict, prefix: str = "") -> None:
         if key in result["bbox"]:
             metrics.log_metric(prefix + key.removeprefix("bbox_"), round(result["bbox"][key], 4))
     for name, ap in result["per_class"].items():
-        metrics.log_metric(f"{prefix}AP50_{name}", round(ap["AP50"], 4))
+        if math.isfinite(ap["AP50"]):  # NaN: no ground truth of this class in the split
+            metrics.log_metric(f"{prefix}AP50_{name}", round(ap["AP50"], 4))

@@ -1,7 +1,8 @@
 """``admlops``: every lifecycle step as a command, plus compiling and running the pipelines.
 
 Exit codes: 0 success; 1 an unexpected failure (a bug or an environment problem: see the traceback);
-2 a usage error; 3 bad input data (the message names the file and line); 130 interrupted.
+2 a usage error; 3 bad input data (the message names the file and line); 4 a pipeline task failed
+(its log, printed above, says why); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 from admlops.errors import InputError
+from admlops.pipelines.local import PipelineFailed
 
 
 class UsageError(Exception):
@@ -169,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except InputError as exc:
+        print(f"admlops: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except PipelineFailed as exc:
         print(f"admlops: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except UsageError as exc:

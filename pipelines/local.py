@@ -11,6 +11,12 @@ from pathlib import Path
 DEFAULT_STORE = Path(os.environ.get("ADMLOPS_STORE", Path.home() / ".admlops" / "store"))
 
 
+class PipelineFailed(Exception):
+    """A task of a local run failed; kfp.local has already printed its log."""
+
+    exit_code = 4
+
+
 def run_local(name: str, params: dict, store: str | Path = DEFAULT_STORE) -> Path:
     """Run pipeline ``name`` with ``params``; returns the run's directory under ``store/runs``."""
     from kfp import local
@@ -21,7 +27,10 @@ def run_local(name: str, params: dict, store: str | Path = DEFAULT_STORE) -> Pat
     runs.mkdir(parents=True, exist_ok=True)
     before = set(runs.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs), raise_on_error=True)
-    PIPELINES[name](**params)
+    try:
+        PIPELINES[name](**params)
+    except RuntimeError as exc:
+        raise PipelineFailed(str(exc)) from None
     new = sorted(set(runs.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     if not new:
         raise RuntimeError(f"kfp.local wrote no run directory under {runs}")

@@ -19,17 +19,17 @@ from admlops.store import atomic_dir
 
 
 def _set_max_iters(cfg, max_iters: int) -> None:
-    """Change the schedule length, moving scheduler ends that pointed at the old length."""
-    old = cfg.train_cfg.max_iters
+    """Change the schedule length, stretching every scheduler's [begin, end) window to match."""
+    scale = max_iters / cfg.train_cfg.max_iters
     cfg.train_cfg.max_iters = max_iters
     cfg.train_cfg.val_interval = max_iters
+    cfg.default_hooks.logger.interval = min(cfg.default_hooks.logger.interval, max_iters)
     for sched in cfg.param_scheduler:
-        if sched.get("end") == old:
-            sched["end"] = max_iters
-            if "T_max" in sched:
-                sched["T_max"] = max_iters - sched.get("begin", 0)
-        elif sched.get("end", 0) > max_iters:
-            sched["end"] = max_iters
+        begin = min(round(sched.get("begin", 0) * scale), max_iters - 1)
+        end = max(round(sched.get("end", max_iters / scale) * scale), begin + 1)
+        sched.update(begin=begin, end=end)
+        if "T_max" in sched:
+            sched["T_max"] = end - begin
 
 
 def publish_weights(checkpoint: str | Path, dest: str | Path, meta: dict) -> None:
