@@ -5,6 +5,6 @@ install:
 demo: install
 	scripts/demo.sh
 test: install
-	.venv/bin/python -m pytest -x -v --durations=15 tests
+	.venv/bin/python -m pytest -v --durations=15 tests
 compile: install
 	.venv/bin/admlops compile

@@ -58,9 +58,8 @@ def cmd_export(args) -> None:
 def cmd_benchmark(args) -> None:
     from admlops.components.benchmark.benchmark import benchmark
 
-    result = benchmark(args.dataset, args.onnx, args.out, args.warmup, args.max_images, args.threads)
+    benchmark(args.dataset, args.onnx, args.out, args.warmup, args.max_images, args.threads)
     print((Path(args.out) / "benchmark.md").read_text())
-    del result
 
 
 def _parse_params(name: str, pairs: list[str]) -> dict:

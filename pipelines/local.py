@@ -23,6 +23,7 @@ def run_local(name: str, params: dict, store: str | Path = DEFAULT_STORE) -> Pat
 
     from admlops.pipelines.registry import PIPELINES
 
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")  # task logs and progress stream as they happen
     runs = Path(store).resolve() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     before = set(runs.iterdir())

@@ -14,7 +14,7 @@ def summarize_run(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     lines = [f"run: {run_dir}"]
     for task in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-        for output in sorted(task.iterdir()):
+        for output in sorted(p for p in task.iterdir() if p.name != "executor_output.json"):
             lines.append(f"  {task.name}/{output.name}: {output}")
     data = _load(run_dir / "convert" / "dataset" / "summary.json")
     if data:

@@ -31,9 +31,10 @@ if ! "$VENV/bin/python" -c 'import mmcv.ops' 2>/dev/null; then
   MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} pip install -q --no-build-isolation mmcv==2.1.0
 fi
 echo "[install] OpenMMLab, ONNX Runtime" >&2
-pip install -q mmdet==3.3.0 mmdet3d==1.4.0 mmdeploy==1.3.1 onnxruntime 'numpy<2'
+pip install -q mmdet==3.3.0 mmdet3d==1.4.0 mmdeploy==1.3.1 onnxruntime==1.26.0 'numpy<2'
 echo "[install] kfp, storage, tracking, test tools" >&2
-pip install -q kfp==2.17.0 kfp-kubernetes==2.17.0 pyarrow boto3 wandb 'moto[server]' pytest pytest-timeout tqdm pyyaml 'numpy<2'
+pip install -q kfp==2.17.0 kfp-kubernetes==2.17.0 pyarrow==26.0.1 boto3==1.44.5 wandb==0.31.0 'moto[server]==5.2.5' \
+  pytest==9.2.0 pytest-timeout==2.4.0 tqdm==4.70.1 pyyaml==6.0.3 'numpy<2'
 # mmengine resolves `mmdet::` config bases through pkg_resources, which setuptools>=70 dropped
 # and which some packages above upgrade past: pin it back last.
 pip install -q 'setuptools<70'

@@ -80,3 +80,17 @@ def test_benchmark_artifact(run_dir):
     assert result["input_shape"] == [1, 3, 192, 640]
     table = (run_dir / "benchmark" / "table").read_text()
     assert table.startswith("# ONNX Runtime benchmark") and "| p99 (ms) |" in table
+
+
+def test_bad_dataset_fails_the_run_cleanly(tmp_path):
+    res = subprocess.run(
+        CLI + ["run", "detection2d", "--local", "--store", str(tmp_path), "--param", f"kitti_root={tmp_path / 'nope'}"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert res.returncode == 4, res.stderr[-3000:]
+    assert f"{tmp_path / 'nope' / 'training' / 'label_2'}: not a KITTI object dataset" in res.stdout + res.stderr
+    assert "Inner task failed: " in res.stderr and "convert" in res.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    dataset = run / "convert" / "dataset"
+    assert not dataset.exists() or not any(dataset.iterdir())
+    assert not (run / "train").exists()

@@ -1,0 +1,33 @@
+"""The README's first command, measured: the full closed-loop demo on the synthetic KITTI data.
+
+It must reach COCO mAP@0.5 >= 0.5 on the synthetic val split with the ONNX model within 0.01 of
+PyTorch. Time is checked by the person reading the README figure (tests never assert wall time).
+Marked slow: about 10 minutes on 2 cores. CI runs it.
+"""
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_demo_reaches_target(tmp_path):
+    env = dict(os.environ, ADMLOPS_STORE=str(tmp_path / "store"))
+    start = time.monotonic()
+    res = subprocess.run([str(REPO / "scripts" / "demo.sh")], env=env, capture_output=True, text=True, timeout=3600)
+    minutes = (time.monotonic() - start) / 60
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    print(res.stdout[-3000:])
+    print(f"demo wall time: {minutes:.1f} min")
+    (run_dir,) = (tmp_path / "store" / "runs").iterdir()
+    pytorch = json.loads((run_dir / "evaluate" / "report" / "metrics.json").read_text())
+    onnx = json.loads((run_dir / "export" / "onnx_model" / "metrics.json").read_text())
+    assert pytorch["bbox"]["bbox_mAP_50"] >= 0.5
+    assert abs(onnx["onnxruntime"]["bbox"]["bbox_mAP_50"] - pytorch["bbox"]["bbox_mAP_50"]) <= 0.01
+    bench = json.loads((run_dir / "benchmark" / "results" / "benchmark.json").read_text())
+    assert bench["images"] == json.loads((run_dir / "convert" / "dataset" / "summary.json").read_text())["frames"]["val"]
