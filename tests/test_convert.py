@@ -33,7 +33,7 @@ def test_coco_content_matches_labels(kitti_root, coco_dir):
             assert len([a for a in anns if not a["iscrowd"]]) == len(positives)
             # each ignore region is repeated for every category so COCOeval ignores any class inside it
             assert len([a for a in anns if a["iscrowd"]]) == 3 * len(ignored)
-            for obj, ann in zip(objs, [a for a in anns if not a["iscrowd"] or a["category_id"] == 1]):
+            for obj, ann in zip(objs, [a for a in anns if not a["iscrowd"] or a["category_id"] == 1], strict=True):
                 x1, y1, x2, y2 = obj.bbox
                 assert ann["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1])
                 assert ann["kitti"]["type"] == obj.type
@@ -49,7 +49,7 @@ def test_hash_split_is_reproducible_and_stable(kitti_root, tmp_path):
     shutil.copytree(kitti_root, src)
     shutil.rmtree(src / "ImageSets")
     a = kitti_to_coco(src, tmp_path / "a", val_fraction=0.3, seed=1)
-    b = kitti_to_coco(src, tmp_path / "b", val_fraction=0.3, seed=1)
+    kitti_to_coco(src, tmp_path / "b", val_fraction=0.3, seed=1)
     assert a["split"] == {"method": "sha256", "val_fraction": 0.3, "seed": 1}
     assert (tmp_path / "a" / "splits" / "val.txt").read_text() == (tmp_path / "b" / "splits" / "val.txt").read_text()
     # a frame's split depends on its id alone: removing other frames does not move it

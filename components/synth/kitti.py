@@ -202,7 +202,7 @@ def render_frame(seed: int, index: int, width: int = WIDTH, height: int = HEIGHT
     visible = np.bincount(np.asarray(ids).ravel(), minlength=len(objects) + 1)
     velo_origin_rect = _velo_origin(calib)
     labels, points = [], [_ground_points(rng, calib)]
-    for k, (name, dims, loc, ry, pix, clipped, truncation) in enumerate(objects, start=1):
+    for k, (name, dims, loc, ry, _, clipped, truncation) in enumerate(objects, start=1):
         seen = visible[k] / hull_area[k - 1]
         occluded = 0 if seen > 0.9 else 1 if seen > 0.5 else 2
         bbox = tuple(float(round(v, 2)) for v in clipped)

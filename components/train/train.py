@@ -10,7 +10,6 @@ Output layout (the ``Model`` artifact that evaluate and export read)::
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from admlops import compat
