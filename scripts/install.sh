@@ -33,7 +33,8 @@ fi
 echo "[install] OpenMMLab, ONNX Runtime" >&2
 pip install -q mmdet==3.3.0 mmdet3d==1.4.0 mmdeploy==1.3.1 onnxruntime==1.26.0 'numpy<2'
 echo "[install] kfp, storage, tracking, test tools" >&2
-pip install -q kfp==2.17.0 kfp-kubernetes==2.17.0 pyarrow==26.0.1 boto3==1.44.5 wandb==0.31.0 'moto[server]==5.2.5' \
+# pyarrow 20 works with numpy 1.x (pyarrow 26 needs numpy 2; mmcv and mmdeploy need numpy<2)
+pip install -q kfp==2.17.0 kfp-kubernetes==2.17.0 pyarrow==20.0.0 boto3==1.44.5 wandb==0.31.0 'moto[server]==5.2.5' \
   pytest==9.2.0 pytest-timeout==2.4.0 tqdm==4.70.1 pyyaml==6.0.3 'numpy<2'
 # mmengine resolves `mmdet::` config bases through pkg_resources, which setuptools>=70 dropped
 # and which some packages above upgrade past: pin it back last.

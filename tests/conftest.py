@@ -30,3 +30,44 @@ def coco_dir(kitti_root, tmp_path_factory) -> Path:
 def _offline(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("PYTHONHASHSEED", os.environ.get("PYTHONHASHSEED", "0"))
+
+
+FAKE_KEY_ID = "AKIDTESTONLY0000"  # moto accepts any credentials; these are not real
+FAKE_SECRET = "test-secret-not-real-0000000000000000000"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server in HTTP mode on loopback: a real S3 protocol peer, driven through boto3."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture()
+def s3_env(s3_endpoint, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return s3_endpoint
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_uri(request, tmp_path):
+    """The same storage tests run against the embedded local store and a real S3 protocol server."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    request.getfixturevalue("s3_env")
+    import uuid
+
+    import boto3
+
+    bucket = f"admlops-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/lake"

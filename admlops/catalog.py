@@ -1,0 +1,265 @@
+"""Immutable, content-addressed versions of a directory in an object store: datasets and models.
+
+Store layout::
+
+    objects/sha256/<aa>/<sha256>            a file stored whole (large files)
+    packs/sha256/<aa>/<sha256>              many small files concatenated (one PUT instead of thousands)
+    <kind>/<name>/<version>/info.json       who, when, counts, extra records (lineage for models)
+    <kind>/<name>/<version>/manifest.parquet  path, size, sha256, role, object, offset: written LAST
+
+The manifest is the commit point: readers only see versions whose manifest exists, so an upload
+killed midway leaves nothing visible. Content already stored (in any earlier version of the same
+name, or as a whole object) is never uploaded again. Pulls verify every file's sha256.
+"""
+from __future__ import annotations
+
+import getpass
+import hashlib
+import io
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from admlops.objectstore import ObjectStore, StoreError, check_key
+from admlops.store import atomic_dir
+
+KINDS = ("datasets", "models")
+PACK_FILE_MAX = 1 << 20  # files below 1 MiB go into packs
+PACK_TARGET = 32 << 20  # a pack is closed once it holds 32 MiB
+WORKERS = 16
+COLUMNS = ("path", "size", "sha256", "role", "object", "offset")
+
+
+@dataclass(frozen=True)
+class Version:
+    kind: str
+    name: str
+    version: str
+    manifest_sha256: str
+    files: int
+    bytes: int
+    info: dict
+
+
+def _check_name(value: str, what: str) -> str:
+    if not value or "/" in value or value in (".", "..") or value.startswith("."):
+        raise StoreError(f"invalid {what} {value!r}: expected a name without '/'")
+    return value
+
+
+def _prefix(kind: str, name: str, version: str | None = None) -> str:
+    if kind not in KINDS:
+        raise StoreError(f"unknown kind {kind!r}; expected one of {KINDS}")
+    parts = [kind, _check_name(name, "name")] + ([_check_name(version, "version")] if version else [])
+    return "/".join(parts) + "/"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest_bytes(rows: list[dict]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({c: [r[c] for r in rows] for c in COLUMNS}, schema=pa.schema([
+        ("path", pa.string()), ("size", pa.int64()), ("sha256", pa.string()), ("role", pa.string()),
+        ("object", pa.string()), ("offset", pa.int64()),
+    ]))
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def read_manifest(store: ObjectStore, kind: str, name: str, version: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    data = store.get_bytes(_prefix(kind, name, version) + "manifest.parquet")
+    return pq.read_table(io.BytesIO(data)).to_pylist()
+
+
+def list_versions(store: ObjectStore, kind: str, name: str | None = None) -> list[tuple[str, str]]:
+    """Committed (name, version) pairs, oldest first by commit time within each name."""
+    prefix = _prefix(kind, name) if name else f"{kind}/"
+    found = []
+    for key in store.list(prefix):
+        parts = key.split("/")
+        if len(parts) == 4 and parts[3] == "manifest.parquet":
+            found.append((parts[1], parts[2]))
+    infos = {}
+    for n, v in found:
+        infos[(n, v)] = json.loads(store.get_bytes(_prefix(kind, n, v) + "info.json")).get("created", 0)
+    return sorted(found, key=lambda nv: (nv[0], infos[nv]))
+
+
+def show(store: ObjectStore, kind: str, name: str, version: str) -> Version:
+    prefix = _prefix(kind, name, version)
+    if not store.exists(prefix + "manifest.parquet"):
+        raise StoreError(f"{store.uri(prefix)}: no committed version {name}@{version}")
+    info = json.loads(store.get_bytes(prefix + "info.json"))
+    rows = read_manifest(store, kind, name, version)
+    return Version(kind, name, version, info["manifest_sha256"], len(rows), sum(r["size"] for r in rows), info)
+
+
+def _known_content(store: ObjectStore, kind: str, name: str) -> dict[str, tuple[str, int]]:
+    """sha256 -> (object key, offset) for content already stored by earlier versions of ``name``."""
+    known = {}
+    for n, v in list_versions(store, kind, name):
+        for row in read_manifest(store, kind, n, v):
+            known[row["sha256"]] = (row["object"], row["offset"])
+    return known
+
+
+def push(
+    store: ObjectStore,
+    kind: str,
+    name: str,
+    src: str | Path,
+    version: str | None = None,
+    roles: dict[str, str] | None = None,
+    extra: dict | None = None,
+) -> Version:
+    """Publish directory ``src`` as ``<kind>/<name>/<version>``; returns the committed version.
+
+    ``version`` defaults to ``v`` + the first 12 hex digits of the content hash, so the same content
+    always gets the same version. ``roles`` maps a path prefix to a role (e.g. ``images/`` -> ``image``);
+    ``extra`` is stored in info.json (models keep their lineage there). Pushing an existing version
+    with the same content moves no bytes; with other content it is an error (versions are immutable).
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise StoreError(f"{src}: not a directory")
+    paths = sorted(p for p in src.rglob("*") if p.is_file())
+    rels = [check_key(p.relative_to(src).as_posix()) for p in paths]
+    with ThreadPoolExecutor(WORKERS) as pool:
+        hashes = list(tqdm(pool.map(_sha256_file, paths), total=len(paths), desc=f"hash {name}", unit="file", leave=False))
+    sizes = [p.stat().st_size for p in paths]
+    roles = roles or {}
+
+    def role_of(rel: str) -> str:
+        return next((r for prefix, r in sorted(roles.items(), key=lambda kv: -len(kv[0])) if rel.startswith(prefix)), "file")
+
+    listing = "".join(f"{r}\t{h}\t{role_of(r)}\n" for r, h in zip(rels, hashes, strict=True)).encode()
+    content = hashlib.sha256(listing).hexdigest()
+    version = version or f"v{content[:12]}"
+    prefix = _prefix(kind, name, version)
+    if store.exists(prefix + "manifest.parquet"):
+        existing = show(store, kind, name, version)
+        if existing.info.get("content_sha256") != content:
+            raise StoreError(f"{store.uri(prefix)} already exists with other content: versions are immutable")
+        return existing
+    known = _known_content(store, kind, name)
+    location: dict[str, tuple[str, int]] = {}
+    uploads, pack, pack_bytes = [], [], 0
+
+    def close_pack():
+        nonlocal pack, pack_bytes
+        if pack:
+            uploads.append(("pack", list(pack)))
+        pack, pack_bytes = [], 0
+
+    for path, h, size in zip(paths, hashes, sizes, strict=True):
+        if h in known or h in location:
+            location.setdefault(h, known.get(h))
+            continue
+        if size >= PACK_FILE_MAX:
+            key = f"objects/sha256/{h[:2]}/{h}"
+            location[h] = (key, 0)
+            uploads.append(("object", (path, key)))
+        else:
+            location[h] = None  # filled in when its pack is written
+            pack.append((path, h))
+            pack_bytes += size
+            if pack_bytes >= PACK_TARGET:
+                close_pack()
+    close_pack()
+
+    def upload(job):
+        what, arg = job
+        if what == "object":
+            path, key = arg
+            if not store.exists(key):
+                store.put_file(key, path)
+            return {}
+        blob, offsets = bytearray(), {}
+        for path, h in arg:
+            offsets[h] = len(blob)
+            blob += path.read_bytes()
+        digest = hashlib.sha256(blob).hexdigest()
+        key = f"packs/sha256/{digest[:2]}/{digest}"
+        store.put_bytes(key, bytes(blob))
+        return {h: (key, off) for h, off in offsets.items()}
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for placed in tqdm(pool.map(upload, uploads), total=len(uploads), desc=f"push {name}", unit="object", leave=False):
+            location.update(placed)
+    rows = [
+        {"path": r, "size": s, "sha256": h, "role": role_of(r), "object": location[h][0], "offset": location[h][1]}
+        for r, h, s in zip(rels, hashes, sizes, strict=True)
+    ]
+    manifest = _manifest_bytes(rows)
+    info = {
+        "kind": kind, "name": name, "version": version, "created": time.time(), "created_by": _who(),
+        "files": len(rows), "bytes": sum(sizes), "content_sha256": content,
+        "manifest_sha256": hashlib.sha256(manifest).hexdigest(), **(extra or {}),
+    }
+    store.put_bytes(prefix + "info.json", json.dumps(info, indent=2).encode())
+    store.put_bytes(prefix + "manifest.parquet", manifest)  # the commit point
+    return Version(kind, name, version, info["manifest_sha256"], len(rows), sum(sizes), info)
+
+
+def _who() -> str:
+    try:
+        return os.environ.get("ADMLOPS_USER") or getpass.getuser()
+    except OSError:
+        return "unknown"
+
+
+def pull(store: ObjectStore, kind: str, name: str, version: str, dest: str | Path) -> Version:
+    """Materialise a committed version at ``dest`` (atomically), verifying every file's sha256."""
+    meta = show(store, kind, name, version)
+    rows = read_manifest(store, kind, name, version)
+    for row in rows:
+        check_key(row["path"])  # before anything is written: no '..', no absolute paths
+    by_object: dict[str, list[dict]] = {}
+    for row in rows:
+        by_object.setdefault(row["object"], []).append(row)
+    with atomic_dir(dest) as tmp:
+
+        def fetch(item):
+            key, members = item
+            if key.startswith("packs/"):
+                lo = min(r["offset"] for r in members)
+                hi = max(r["offset"] + r["size"] for r in members)
+                blob = store.get_bytes(key, lo, hi - lo)
+                for r in members:
+                    _write_verified(tmp, r, blob[r["offset"] - lo : r["offset"] - lo + r["size"]], store.uri(key))
+            else:
+                first = tmp / members[0]["path"]
+                first.parent.mkdir(parents=True, exist_ok=True)
+                store.get_file(key, first)
+                if _sha256_file(first) != members[0]["sha256"]:
+                    raise StoreError(f"{store.uri(key)}: corrupted object: sha256 of {members[0]['path']} does not match the manifest")
+                for r in members[1:]:
+                    _write_verified(tmp, r, first.read_bytes(), store.uri(key))
+
+        with ThreadPoolExecutor(WORKERS) as pool:
+            list(tqdm(pool.map(fetch, by_object.items()), total=len(by_object), desc=f"pull {name}@{version}", unit="object", leave=False))
+    return meta
+
+
+def _write_verified(root: Path, row: dict, data: bytes, where: str) -> None:
+    if len(data) != row["size"] or hashlib.sha256(data).hexdigest() != row["sha256"]:
+        raise StoreError(f"{where}: corrupted object: sha256 of {row['path']} does not match the manifest")
+    path = root / row["path"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
