@@ -22,6 +22,9 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 
+DEFAULT_STORE = os.environ.get("ADMLOPS_STORE", str(Path.home() / ".admlops" / "store"))
+
+
 class StoreError(Exception):
     """A storage operation failed; the message names the store, the key and the cause."""
 

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 an unexpected failure (a bug or an environment problem: see the traceback);
 2 a usage error; 3 bad input data (the message names the file and line); 4 a pipeline task failed
-(its log, printed above, says why); 130 interrupted.
+(its log, printed above, says why); 5 a storage error (the message names the store and object); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from admlops.errors import InputError
+from admlops.objectstore import DEFAULT_STORE, StoreError
 from admlops.pipelines.local import PipelineFailed
 
 
@@ -62,6 +63,63 @@ def cmd_benchmark(args) -> None:
     print((Path(args.out) / "benchmark.md").read_text())
 
 
+def _ref(text: str) -> tuple[str, str]:
+    name, sep, version = text.partition("@")
+    if not sep or not name or not version:
+        raise UsageError(f"{text!r}: expected NAME@VERSION")
+    return name, version
+
+
+def cmd_data_push(args) -> None:
+    from admlops import catalog
+    from admlops.objectstore import open_store
+
+    v = catalog.push(open_store(args.store), "datasets", args.name, args.src, args.version)
+    print(f"{v.name}@{v.version}: {v.files} files, {v.bytes} bytes, manifest sha256 {v.manifest_sha256}")
+
+
+def cmd_data_pull(args) -> None:
+    from admlops import catalog
+    from admlops.objectstore import open_store
+
+    v = catalog.pull(open_store(args.store), "datasets", *_ref(args.ref), args.dest)
+    print(f"{v.name}@{v.version}: {v.files} files verified into {args.dest}")
+
+
+def _cmd_ls(kind: str, args) -> None:
+    from admlops import catalog
+    from admlops.objectstore import open_store
+
+    store = open_store(args.store)
+    for name, version in catalog.list_versions(store, kind, args.name):
+        v = catalog.show(store, kind, name, version)
+        print(f"{name}@{version}\t{v.files} files\t{v.bytes} bytes\t{v.info['created_by']}")
+
+
+def _cmd_show(kind: str, args) -> None:
+    from admlops import catalog, zoo
+    from admlops.objectstore import open_store
+
+    store = open_store(args.store)
+    name, version = _ref(args.ref)
+    if kind == "models":
+        version = zoo.resolve(store, name, version)
+    v = catalog.show(store, kind, name, version)
+    out = {"uri": store.uri(f"{kind}/{name}/{version}/"), **v.info}
+    out["files"] = catalog.read_manifest(store, kind, name, version)
+    if kind == "models":
+        out["aliases"] = {a: r["version"] for a, r in zoo.aliases(store, name).items()}
+    _print_json(out)
+
+
+def cmd_zoo_promote(args) -> None:
+    from admlops import zoo
+    from admlops.objectstore import open_store
+
+    record = zoo.promote(open_store(args.store), args.name, args.version, args.alias)
+    print(f"{args.name}:{args.alias} -> {record['version']} (was {record['previous']}), by {record['by']}")
+
+
 def _parse_params(name: str, pairs: list[str]) -> dict:
     from admlops.pipelines.registry import PIPELINES
 
@@ -97,7 +155,6 @@ def cmd_compile(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from admlops.pipelines.local import DEFAULT_STORE
     from admlops.pipelines.registry import PIPELINE_DIR, PIPELINES
 
     p = argparse.ArgumentParser(prog="admlops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,6 +174,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-fraction", type=float, default=0.2, help="val share when there are no ImageSets split files")
     s.add_argument("--seed", type=int, default=0, help="seed of the hash split")
     s.set_defaults(func=cmd_convert)
+
+    s = data.add_parser("push", help="publish a directory as an immutable dataset version")
+    s.add_argument("src", help="directory to publish")
+    s.add_argument("--name", required=True, help="dataset name")
+    s.add_argument("--version", help="version id (default: v + content hash)")
+    s.set_defaults(func=cmd_data_push)
+    s = data.add_parser("pull", help="download a dataset version, verifying every file")
+    s.add_argument("ref", help="NAME@VERSION")
+    s.add_argument("dest", help="destination directory (replaced atomically)")
+    s.set_defaults(func=cmd_data_pull)
+    s = data.add_parser("ls", help="list committed dataset versions")
+    s.add_argument("name", nargs="?", help="only this dataset")
+    s.set_defaults(func=lambda a: _cmd_ls("datasets", a))
+    s = data.add_parser("show", help="a dataset version's record and manifest")
+    s.add_argument("ref", help="NAME@VERSION")
+    s.set_defaults(func=lambda a: _cmd_show("datasets", a))
+
+    zoo_p = sub.add_parser("zoo", help="model zoo commands").add_subparsers(dest="zoo_command", required=True)
+    s = zoo_p.add_parser("ls", help="list committed model versions")
+    s.add_argument("name", nargs="?", help="only this model")
+    s.set_defaults(func=lambda a: _cmd_ls("models", a))
+    s = zoo_p.add_parser("show", help="a model version's lineage, files and aliases")
+    s.add_argument("ref", help="NAME@VERSION or NAME@ALIAS")
+    s.set_defaults(func=lambda a: _cmd_show("models", a))
+    s = zoo_p.add_parser("promote", help="point an alias (candidate, production, ...) at a version")
+    s.add_argument("name")
+    s.add_argument("version")
+    s.add_argument("alias")
+    s.set_defaults(func=cmd_zoo_promote)
+    store_commands = [data.choices[c] for c in ("push", "pull", "ls", "show")] + list(zoo_p.choices.values())
+    for parser in store_commands:
+        parser.add_argument("--store", default=DEFAULT_STORE,
+                            help="store URI: s3://bucket/prefix, file:// or a path (default: $ADMLOPS_STORE or ~/.admlops/store)")
 
     s = sub.add_parser("train", help="train a detector on a converted dataset")
     s.add_argument("dataset", help="convert's output directory")
@@ -154,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run a pipeline")
     s.add_argument("pipeline", choices=sorted(PIPELINES))
     s.add_argument("--local", action="store_true", help="on this machine with kfp.local (subprocesses, no Docker)")
-    s.add_argument("--store", default=str(DEFAULT_STORE), help="local store root (default: $ADMLOPS_STORE or ~/.admlops/store)")
+    s.add_argument("--store", default=DEFAULT_STORE, help="local store root (default: $ADMLOPS_STORE or ~/.admlops/store)")
     s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter (repeatable)")
     s.set_defaults(func=cmd_run)
 
@@ -172,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"admlops: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except PipelineFailed as exc:
+    except (PipelineFailed, StoreError) as exc:
         print(f"admlops: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except UsageError as exc:

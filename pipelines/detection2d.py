@@ -5,15 +5,18 @@ from admlops.components.benchmark.component import benchmark
 from admlops.components.convert.component import convert
 from admlops.components.evaluate.component import evaluate
 from admlops.components.export.component import export
+from admlops.components.register.component import register
 from admlops.components.train.component import train
 
 
 @dsl.pipeline(
     name="detection2d",
-    description="KITTI-format data to a benchmarked ONNX detector: convert, train, evaluate, export, benchmark.",
+    description="KITTI-format data to a benchmarked ONNX detector in the model zoo: "
+    "convert, train, evaluate, export, benchmark, register.",
 )
 def detection2d(
     kitti_root: str,
+    store: str = "",
     data_definition: str = "kitti-3class",
     data_val_fraction: float = 0.2,
     data_seed: int = 0,
@@ -24,9 +27,14 @@ def detection2d(
     export_deploy_config: str = "detection_onnxruntime_dynamic",
     bench_warmup: int = 5,
     bench_max_images: int = 0,
+    zoo_model_name: str = "rtmdet-tiny-kitti",
+    zoo_parent: str = "",
+    zoo_alias: str = "candidate",
 ):
-    """``train_max_iters``/``train_batch_size`` of 0 keep the config's values; ``bench_max_images`` 0 = all."""
-    data = convert(kitti_root=kitti_root, definition=data_definition, val_fraction=data_val_fraction, seed=data_seed)
+    """``kitti_root`` is a path or a dataset version ``NAME@VERSION`` in ``store`` (an ``s3://bucket/prefix``,
+    a path, or empty for the default local store). ``train_max_iters``/``train_batch_size`` of 0 keep the
+    config's values; ``bench_max_images`` 0 = all val images."""
+    data = convert(kitti=kitti_root, store=store, definition=data_definition, val_fraction=data_val_fraction, seed=data_seed)
     data.set_display_name("convert")
     model = train(
         dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters,
@@ -45,3 +53,9 @@ def detection2d(
         max_images=bench_max_images,
     )
     bench.set_display_name("benchmark")
+    zoo = register(
+        dataset=data.outputs["dataset"], model=model.outputs["model"], report=scores.outputs["report"],
+        onnx_model=onnx.outputs["onnx_model"], bench=bench.outputs["results"], name=zoo_model_name, parent=zoo_parent,
+        alias=zoo_alias, store=store, run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    )
+    zoo.set_display_name("register")

@@ -8,16 +8,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEFAULT_STORE = Path(os.environ.get("ADMLOPS_STORE", Path.home() / ".admlops" / "store"))
-
-
 class PipelineFailed(Exception):
     """A task of a local run failed; kfp.local has already printed its log."""
 
     exit_code = 4
 
 
-def run_local(name: str, params: dict, store: str | Path = DEFAULT_STORE) -> Path:
+def run_local(name: str, params: dict, store: str | Path) -> Path:
     """Run pipeline ``name`` with ``params``; returns the run's directory under ``store/runs``."""
     from kfp import local
 
@@ -28,6 +25,8 @@ def run_local(name: str, params: dict, store: str | Path = DEFAULT_STORE) -> Pat
     runs.mkdir(parents=True, exist_ok=True)
     before = set(runs.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs), raise_on_error=True)
+    if "store" in (PIPELINES[name].component_spec.inputs or {}):
+        params = {"store": str(store), **params}
     try:
         PIPELINES[name](**params)
     except RuntimeError as exc:

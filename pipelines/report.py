@@ -28,6 +28,9 @@ def summarize_run(run_dir: str | Path) -> str:
         o = onnx["onnxruntime"]["bbox"]
         diff = onnx.get("mAP50_difference")
         lines.append(f"ONNX Runtime mAP@0.5 {o['bbox_mAP_50']:.3f}  mAP {o['bbox_mAP']:.3f}" + (f"  (difference {diff:+.4f})" if diff is not None else ""))
+    zoo = _load(run_dir / "register" / "zoo_model")
+    if zoo:
+        lines.append(f"model zoo: {zoo['name']}@{zoo['version']} ({zoo['uri']}), alias {zoo['alias']['alias'] if zoo['alias'] else '-'}")
     bench = run_dir / "benchmark" / "table"
     if bench.is_file():
         lines += ["", bench.read_text()]

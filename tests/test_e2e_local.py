@@ -94,3 +94,26 @@ def test_bad_dataset_fails_the_run_cleanly(tmp_path):
     dataset = run / "convert" / "dataset"
     assert not dataset.exists() or not any(dataset.iterdir())
     assert not (run / "train").exists()
+
+
+def test_register_artifact_and_lake(run_dir):
+    from admlops import catalog, zoo
+    from admlops.objectstore import open_store
+
+    store = open_store(run_dir.parent.parent)
+    record = json.loads((run_dir / "register" / "zoo_model").read_text())
+    assert record["alias"]["alias"] == "candidate" and zoo.resolve(store, record["name"], "candidate") == record["version"]
+    info = catalog.show(store, "models", record["name"], record["version"]).info
+    lineage = info["lineage"]
+    assert lineage["pipeline_run_id"] == run_dir.name and lineage["code_version"]
+    converted = json.loads((run_dir / "convert" / "executor_output.json").read_text())
+    meta = converted["artifacts"]["dataset"]["artifacts"][0]["metadata"]
+    assert lineage["dataset"] == {k: meta["version"][k] for k in ("name", "version", "manifest_sha256")}
+    assert meta["object_uri"] == store.uri(f"datasets/{meta['version']['name']}/{meta['version']['version']}/")
+    # the dataset version in the lake is exactly what the pipeline trained on
+    data = catalog.show(store, "datasets", meta["version"]["name"], meta["version"]["version"])
+    assert data.manifest_sha256 == lineage["dataset"]["manifest_sha256"]
+    assert {n for n, _ in catalog.list_versions(store, "datasets")} == {"kitti", "kitti-coco-kitti-3class"}
+    files = {r["path"]: r["role"] for r in catalog.read_manifest(store, "models", record["name"], record["version"])}
+    assert files["model.pth"] == "checkpoint" and files["onnx/end2end.onnx"] == "exported"
+    assert {"metrics/pytorch.json", "metrics/onnx.json", "metrics/benchmark.json"} <= set(files)

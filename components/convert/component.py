@@ -6,9 +6,13 @@ from admlops.images import IMAGES
 
 
 @dsl.component(base_image=IMAGES["cpu"], install_kfp_package=False)
-def convert(kitti_root: str, definition: str, val_fraction: float, seed: int, dataset: Output[Dataset]):
-    """Convert the KITTI dataset at ``kitti_root`` into a COCO dataset artifact."""
-    from admlops.components.convert.kitti_coco import kitti_to_coco
+def convert(kitti: str, definition: str, val_fraction: float, seed: int, store: str, dataset: Output[Dataset]):
+    """Convert KITTI (a path or a dataset version NAME@VERSION in ``store``) into a COCO dataset artifact;
+    the source and the result are published as dataset versions and their URIs kept in the metadata."""
+    from admlops.components.convert.lake import convert_with_store
 
-    summary = kitti_to_coco(kitti_root, dataset.path, definition, val_fraction, seed)
-    dataset.metadata.update({"format": "coco", "frames": summary["frames"], "categories": summary["categories"]})
+    summary = convert_with_store(kitti, dataset.path, definition, val_fraction, seed, store)
+    dataset.metadata.update({
+        "format": "coco", "frames": summary["frames"], "categories": summary["categories"],
+        "source": summary["source"], "version": summary["dataset"], "object_uri": summary["dataset"]["uri"],
+    })

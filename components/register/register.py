@@ -1,0 +1,42 @@
+"""Register a finished model in the zoo: one immutable version holding the checkpoint, config, metrics,
+the exported ONNX model and the benchmark, with its lineage; then point an alias (``candidate``) at it."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from admlops import zoo
+from admlops.objectstore import DEFAULT_STORE, open_store
+
+
+def register(
+    model_dir: str | Path,
+    eval_dir: str | Path,
+    onnx_dir: str | Path,
+    bench_dir: str | Path,
+    dataset: dict,
+    name: str,
+    run_id: str = "",
+    parent: str = "",
+    alias: str = "candidate",
+    store_uri: str = "",
+) -> dict:
+    """Publish and alias; ``dataset`` is the converted dataset's version record. Returns the zoo record."""
+    store = open_store(store_uri or DEFAULT_STORE)
+    model_dir, onnx_dir = Path(model_dir), Path(onnx_dir)
+    with tempfile.TemporaryDirectory(prefix="admlops-register-") as tmp:
+        stage = Path(tmp)
+        for src, dst in ((model_dir / "model.pth", "model.pth"), (model_dir / "config.py", "config.py"),
+                         (model_dir / "train_log.json", "metrics/train_log.json"),
+                         (Path(eval_dir) / "metrics.json", "metrics/pytorch.json"), (onnx_dir / "metrics.json", "metrics/onnx.json"),
+                         (Path(bench_dir) / "benchmark.json", "metrics/benchmark.json"), (onnx_dir / "end2end.onnx", "onnx/end2end.onnx"),
+                         (onnx_dir / "deploy.py", "onnx/deploy.py")):
+            (stage / dst).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, stage / dst)
+        record = zoo.lineage(None, stage / "config.py", run_id=run_id, parent=parent)
+        record["dataset"] = {k: dataset[k] for k in ("name", "version", "manifest_sha256")}
+        version = zoo.publish(store, name, stage, record)
+    promoted = zoo.promote(store, name, version.version, alias) if alias else None
+    return {"name": name, "version": version.version, "uri": store.uri(f"models/{name}/{version.version}/"),
+            "lineage": record, "alias": promoted}
