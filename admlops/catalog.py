@@ -228,8 +228,10 @@ def pull(store: ObjectStore, kind: str, name: str, version: str, dest: str | Pat
     """Materialise a committed version at ``dest`` (atomically), verifying every file's sha256."""
     meta = show(store, kind, name, version)
     rows = read_manifest(store, kind, name, version)
-    for row in rows:
-        check_key(row["path"])  # before anything is written: no '..', no absolute paths
+    for row in rows:  # before anything is written: no '..', no absolute paths, no keys outside the content area
+        check_key(row["path"])
+        if not check_key(row["object"]).startswith(("packs/sha256/", "objects/sha256/")):
+            raise StoreError(f"unsafe object key {row['object']!r} in the manifest of {name}@{version}")
     by_object: dict[str, list[dict]] = {}
     for row in rows:
         by_object.setdefault(row["object"], []).append(row)

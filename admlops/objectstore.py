@@ -85,7 +85,7 @@ class LocalStore(ObjectStore):
         return self.root / check_key(key)
 
     def uri(self, key: str = "") -> str:
-        return (self.root / key).as_uri() if key else self.root.as_uri()
+        return (self.root / key).as_uri() + ("/" if key.endswith("/") else "") if key else self.root.as_uri()
 
     def _atomic_write(self, key: str, write) -> None:
         dest = self._path(key)

@@ -5,7 +5,8 @@ import pytest
 
 COMMANDS = [
     [], ["data"], ["data", "synth"], ["data", "synth", "kitti"], ["data", "convert"], ["train"], ["evaluate"],
-    ["export"], ["benchmark"], ["run"], ["compile"],
+    ["export"], ["benchmark"], ["run"], ["compile"], ["data", "push"], ["data", "pull"], ["data", "ls"], ["data", "show"],
+    ["zoo"], ["zoo", "ls"], ["zoo", "show"], ["zoo", "promote"],
 ]
 
 

@@ -1,0 +1,164 @@
+"""Push/pull throughput of the data lake against moto's S3 server, behind an added round-trip delay.
+
+Compares, in one run and on the same data: admlops (catalog.push / catalog.pull: packing small files
+into content-addressed packs, concurrency, s3transfer for large files), a naive one-object-at-a-time
+boto3 loop, and s3transfer used directly (concurrent uploads/downloads of the same files).
+
+    .venv/bin/python bench/store_bench.py [--rtt-ms 20] [--small 10000] [--large-mb 1024] [--naive-sample 1000]
+
+The naive loop is timed on a sample of the small files (its per-file rate is what the ratio uses;
+at 20 ms a full 10,000-file loop alone takes ~5 minutes). Prints ratios (higher = admlops faster).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from delay_proxy import DelayProxy  # noqa: E402
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def make_small(root: Path, n: int) -> list[Path]:
+    files = []
+    for i in range(n):
+        p = root / f"frames/{i // 1000:03d}/{i:06d}.txt"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(os.urandom(1024 + (i * 37) % 3072))
+        files.append(p)
+    return files
+
+
+def make_large(root: Path, total_mb: int, count: int = 4) -> list[Path]:
+    files = []
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        p = root / f"lidar_{i}.bin"
+        with open(p, "wb") as f:
+            for _ in range(total_mb // count):
+                f.write(os.urandom(1 << 20))  # distinct content: nothing deduplicates
+        files.append(p)
+    return files
+
+
+def run_scenario(label, rtt, src, files, sample, client_factory, naive_files):
+    from boto3.s3.transfer import TransferConfig
+
+    from admlops import catalog
+    from admlops.objectstore import open_store
+
+    client = client_factory()
+    bucket = f"bench-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    rel = [p.relative_to(src).as_posix() for p in files]
+    n = len(files)
+    nbytes = sum(p.stat().st_size for p in files)
+    results = {}
+
+    # naive: one object at a time (on a sample for small files), rate scaled to all files
+    naive = files[:naive_files]
+    t = timed(lambda: [client.upload_file(str(p), bucket, f"naive/{r}") for p, r in zip(naive, rel)])
+    results["naive_push"] = t * n / len(naive)
+    t = timed(lambda: [client.get_object(Bucket=bucket, Key=f"naive/{r}")["Body"].read() for r in rel[: len(naive)]])
+    results["naive_pull"] = t * n / len(naive)
+
+    # s3transfer directly: its transfer manager, concurrent, one object per file
+    cfg = TransferConfig(max_concurrency=16)
+    from boto3.s3.transfer import S3Transfer
+
+    xfer = S3Transfer(client, cfg)
+
+    def st_push():
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda pr: xfer.upload_file(str(pr[0]), bucket, f"raw/{pr[1]}"), zip(files, rel)))
+
+    def st_pull(dest):
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda r: xfer.download_file(bucket, f"raw/{r}", str(dest / r.replace("/", "_"))), rel))
+
+    results["s3transfer_push"] = timed(st_push)
+    with tempfile.TemporaryDirectory() as d:
+        results["s3transfer_pull"] = timed(lambda: st_pull(Path(d)))
+
+    store = open_store(f"s3://{bucket}/lake")
+    results["admlops_push"] = timed(lambda: catalog.push(store, "datasets", "bench", src))
+    version = catalog.list_versions(store, "datasets", "bench")[0][1]
+    before = store.bytes_up
+    repush = open_store(f"s3://{bucket}/lake")
+    results["admlops_repush"] = timed(lambda: catalog.push(repush, "datasets", "bench", src))
+    results["repush_bytes"] = repush.bytes_up
+    with tempfile.TemporaryDirectory() as d:
+        results["admlops_pull"] = timed(lambda: catalog.pull(store, "datasets", "bench", version, Path(d) / "out"))
+    del before
+
+    print(f"\n## {label}: {n} files, {nbytes / 2**20:.0f} MiB, added RTT {rtt} ms")
+    print(f"| | naive loop | s3transfer | admlops | admlops vs naive | admlops vs s3transfer |")
+    print(f"| --- | --- | --- | --- | --- | --- |")
+    for op in ("push", "pull"):
+        nv, st, ad = results[f"naive_{op}"], results[f"s3transfer_{op}"], results[f"admlops_{op}"]
+        print(f"| {op} | {nv:.1f} s{'*' if len(naive) < n else ''} | {st:.1f} s | {ad:.1f} s | {nv / ad:.1f}x | {st / ad:.2f}x |")
+    print(f"| re-push unchanged | | | {results['admlops_repush']:.1f} s, {results['repush_bytes']} bytes moved | | |")
+    if len(naive) < n:
+        print(f"\\* naive loop timed on {len(naive)} of {n} files, scaled to all")
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rtt-ms", type=float, default=20.0, help="added round trip (the proxy delays each direction by half)")
+    ap.add_argument("--small", type=int, default=10000, help="number of small files (1-4 KiB)")
+    ap.add_argument("--large-mb", type=int, default=1024, help="total size of the large files (4 files)")
+    ap.add_argument("--naive-sample", type=int, default=1000, help="small files the naive loop is timed on")
+    ap.add_argument("--skip-bare", action="store_true", help="skip the bare-loopback run")
+    args = ap.parse_args()
+
+    import logging
+
+    import boto3
+    from botocore.config import Config
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+
+    for k, v in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        os.environ.setdefault(k, v)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    work = Path(tempfile.mkdtemp(prefix="admlops-bench-"))
+    try:
+        small_root, large_root = work / "small", work / "large"
+        small, large = make_small(small_root, args.small), make_large(large_root, args.large_mb)
+        setups = [(args.rtt_ms, DelayProxy(host, port, args.rtt_ms / 2))]
+        if not args.skip_bare:
+            setups.append((0, None))
+        for rtt, proxy in setups:
+            endpoint = proxy.url if proxy else f"http://{host}:{port}"
+            os.environ["AWS_ENDPOINT_URL"] = endpoint
+
+            def client():
+                return boto3.client("s3", config=Config(max_pool_connections=64, s3={"addressing_style": "path"}))
+
+            run_scenario("small files", rtt, small_root, small, args.naive_sample, client, args.naive_sample)
+            run_scenario("large files", rtt, large_root, large, len(large), client, len(large))
+            if proxy:
+                proxy.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
