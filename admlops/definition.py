@@ -30,11 +30,12 @@ class DatasetDefinition:
     task: str
     categories: tuple[Category, ...]
     sources: dict[str, dict[str, str]]
+    path: str = ""
 
-    def mapping(self, source: str, path: str | Path) -> dict[str, str]:
-        """Source class -> category name or ``ignore``; ``path`` names the definition in errors."""
+    def mapping(self, source: str) -> dict[str, str]:
+        """Source class -> category name or ``ignore``."""
         if source not in self.sources:
-            raise InputError(path, f"no class mapping for source {source!r}; defined: {', '.join(self.sources)}")
+            raise InputError(self.path, f"no class mapping for source {source!r}; defined: {', '.join(self.sources)}")
         return self.sources[source]
 
 
@@ -77,4 +78,4 @@ def load_definition(name_or_path: str | Path) -> DatasetDefinition:
             if target != IGNORE and target not in names:
                 raise InputError(path, f"sources.{source}.{cls}: expected one of {names + [IGNORE]}, got {target!r}")
         sources[source] = {str(k): str(v) for k, v in mapping.items()}
-    return DatasetDefinition(str(raw["name"]), str(raw["task"]), tuple(categories), sources)
+    return DatasetDefinition(str(raw["name"]), str(raw["task"]), tuple(categories), sources, str(path))

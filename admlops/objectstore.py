@@ -127,8 +127,8 @@ class LocalStore(ObjectStore):
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> Iterator[str]:
-        base = self.root / prefix.rstrip("/") if prefix.endswith("/") else self.root / prefix
-        folder = base if prefix.endswith("/") else base.parent
+        head = prefix.rpartition("/")[0]
+        folder = self.root / head if head else self.root
         if not folder.is_dir():
             return
         for path in folder.rglob("*"):

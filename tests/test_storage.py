@@ -170,3 +170,14 @@ def test_model_zoo_lineage_and_aliases(store_uri, tmp_path):
     with pytest.raises(StoreError, match="no committed version"):
         zoo.promote(store, "rtmdet", "v000000000000", "production")
     assert json.loads(store.get_bytes("models/rtmdet/aliases/production.json"))["by"] == "bob"
+
+
+def test_list_prefixes(store_uri):
+    store = open_store(store_uri)
+    for key in ("a/b/c.txt", "a/bc.txt", "ab.txt"):
+        store.put_bytes(key, b"x")
+    assert sorted(store.list("")) == ["a/b/c.txt", "a/bc.txt", "ab.txt"]
+    assert sorted(store.list("a/")) == ["a/b/c.txt", "a/bc.txt"]
+    assert sorted(store.list("a/b")) == ["a/b/c.txt", "a/bc.txt"]
+    assert sorted(store.list("a")) == ["a/b/c.txt", "a/bc.txt", "ab.txt"]
+    assert list(store.list("zzz/")) == []

@@ -14,5 +14,6 @@ def convert(kitti: str, definition: str, val_fraction: float, seed: int, store: 
     summary = convert_with_store(kitti, dataset.path, definition, val_fraction, seed, store)
     dataset.metadata.update({
         "format": "coco", "frames": summary["frames"], "categories": summary["categories"],
-        "source": summary["source"], "version": summary["dataset"], "object_uri": summary["dataset"]["uri"],
+        "source": summary["source_version"], "version": summary["dataset_version"],
+        "object_uri": summary["dataset_version"]["uri"],
     })

@@ -82,7 +82,7 @@ def kitti_to_coco(
     """
     kitti_root = Path(kitti_root)
     defn = definition if isinstance(definition, DatasetDefinition) else load_definition(definition)
-    mapping = defn.mapping("kitti", definition if not isinstance(definition, DatasetDefinition) else defn.name)
+    mapping = defn.mapping("kitti")
     training = kitti_root / "training"
     for sub in ("label_2", "image_2"):
         if not (training / sub).is_dir():

@@ -16,7 +16,7 @@ COCO_ROLES = {"images/": "image", "annotations/": "label", "splits/": "split"}
 
 def convert_with_store(source: str, out: str | Path, definition: str, val_fraction: float, seed: int, store_uri: str = "") -> dict:
     """Convert KITTI ``source`` to COCO at ``out`` and publish both as dataset versions; returns the summary
-    with ``source`` and ``dataset`` records (name, version, manifest sha256, URI)."""
+    with ``source_version`` and ``dataset_version`` records (name, version, manifest sha256, URI)."""
     store = open_store(store_uri or DEFAULT_STORE)
     with tempfile.TemporaryDirectory(prefix="admlops-src-") as cache:
         path = Path(source)
@@ -29,8 +29,8 @@ def convert_with_store(source: str, out: str | Path, definition: str, val_fracti
             summary = kitti_to_coco(path, out, definition, val_fraction, seed)
             src_version = catalog.push(store, "datasets", path.resolve().name, path, roles=KITTI_ROLES)
     converted = catalog.push(store, "datasets", f"{src_version.name}-coco-{summary['definition']}", out, roles=COCO_ROLES)
-    summary["source"] = _record(store, src_version)
-    summary["dataset"] = _record(store, converted)
+    summary["source_version"] = _record(store, src_version)
+    summary["dataset_version"] = _record(store, converted)
     return summary
 
 
