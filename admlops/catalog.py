@@ -67,6 +67,10 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _object_key(digest: str) -> str:
+    return f"objects/sha256/{digest[:2]}/{digest}"
+
+
 def _manifest_bytes(rows: list[dict]) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -140,14 +144,23 @@ def push(
         raise StoreError(f"{src}: not a directory")
     paths = sorted(p for p in src.rglob("*") if p.is_file())
     rels = [check_key(p.relative_to(src).as_posix()) for p in paths]
-    with ThreadPoolExecutor(WORKERS) as pool:
-        hashes = list(tqdm(pool.map(_sha256_file, paths), total=len(paths), desc=f"hash {name}", unit="file", leave=False))
     sizes = [p.stat().st_size for p in paths]
     roles = roles or {}
 
     def role_of(rel: str) -> str:
         return next((r for prefix, r in sorted(roles.items(), key=lambda kv: -len(kv[0])) if rel.startswith(prefix)), "file")
 
+    def hash_and_store_large(path: Path) -> str:
+        # Large files go up as soon as they are hashed (content-addressed, so idempotent): hashing
+        # overlaps uploading. Small files wait to be packed.
+        digest = _sha256_file(path)
+        if path.stat().st_size >= PACK_FILE_MAX and not store.exists(_object_key(digest)):
+            store.put_file(_object_key(digest), path)
+        return digest
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        hashes = list(tqdm(pool.map(hash_and_store_large, paths), total=len(paths), desc=f"hash+upload {name}",
+                           unit="file", leave=False))
     listing = "".join(f"{r}\t{h}\t{role_of(r)}\n" for r, h in zip(rels, hashes, strict=True)).encode()
     content = hashlib.sha256(listing).hexdigest()
     version = version or f"v{content[:12]}"
@@ -159,39 +172,27 @@ def push(
         return existing
     known = _known_content(store, kind, name)
     location: dict[str, tuple[str, int]] = {}
-    uploads, pack, pack_bytes = [], [], 0
-
-    def close_pack():
-        nonlocal pack, pack_bytes
-        if pack:
-            uploads.append(("pack", list(pack)))
-        pack, pack_bytes = [], 0
-
+    packs, pack, pack_bytes = [], [], 0
     for path, h, size in zip(paths, hashes, sizes, strict=True):
-        if h in known or h in location:
-            location.setdefault(h, known.get(h))
+        if h in location:
             continue
         if size >= PACK_FILE_MAX:
-            key = f"objects/sha256/{h[:2]}/{h}"
-            location[h] = (key, 0)
-            uploads.append(("object", (path, key)))
+            location[h] = (_object_key(h), 0)
+        elif h in known:
+            location[h] = known[h]
         else:
             location[h] = None  # filled in when its pack is written
             pack.append((path, h))
             pack_bytes += size
             if pack_bytes >= PACK_TARGET:
-                close_pack()
-    close_pack()
+                packs.append(pack)
+                pack, pack_bytes = [], 0
+    if pack:
+        packs.append(pack)
 
-    def upload(job):
-        what, arg = job
-        if what == "object":
-            path, key = arg
-            if not store.exists(key):
-                store.put_file(key, path)
-            return {}
+    def upload_pack(members) -> dict[str, tuple[str, int]]:
         blob, offsets = bytearray(), {}
-        for path, h in arg:
+        for path, h in members:
             offsets[h] = len(blob)
             blob += path.read_bytes()
         digest = hashlib.sha256(blob).hexdigest()
@@ -200,7 +201,7 @@ def push(
         return {h: (key, off) for h, off in offsets.items()}
 
     with ThreadPoolExecutor(WORKERS) as pool:
-        for placed in tqdm(pool.map(upload, uploads), total=len(uploads), desc=f"push {name}", unit="object", leave=False):
+        for placed in tqdm(pool.map(upload_pack, packs), total=len(packs), desc=f"push {name}", unit="pack", leave=False):
             location.update(placed)
     rows = [
         {"path": r, "size": s, "sha256": h, "role": role_of(r), "object": location[h][0], "offset": location[h][1]}

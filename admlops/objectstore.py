@@ -145,9 +145,11 @@ class S3Store(ObjectStore):
         self.prefix = prefix.strip("/")
         self.client = client or s3_client()
         self.endpoint = self.client.meta.endpoint_url
-        from boto3.s3.transfer import TransferConfig
+        from boto3.s3.transfer import S3Transfer, TransferConfig
 
-        self.transfer = TransferConfig(multipart_threshold=16 * 2**20, multipart_chunksize=16 * 2**20, max_concurrency=16)
+        # One transfer manager for the whole store: its thread pool bounds the parts in flight across
+        # all files, however many files are being moved at once.
+        self.transfer = S3Transfer(self.client, TransferConfig(max_concurrency=16))
 
     def _key(self, key: str) -> str:
         check_key(key)
@@ -177,7 +179,7 @@ class S3Store(ObjectStore):
         self._count(up=len(data))
 
     def put_file(self, key: str, path: str | Path) -> None:
-        self._call("upload", key, self.client.upload_file, str(path), self.bucket, self._key(key), Config=self.transfer)
+        self._call("upload", key, self.transfer.upload_file, str(path), self.bucket, self._key(key))
         self._count(up=Path(path).stat().st_size)
 
     def get_bytes(self, key: str, start: int | None = None, length: int | None = None) -> bytes:
@@ -191,7 +193,7 @@ class S3Store(ObjectStore):
         return data
 
     def get_file(self, key: str, path: str | Path) -> None:
-        self._call("download", key, self.client.download_file, self.bucket, self._key(key), str(path), Config=self.transfer)
+        self._call("download", key, self.transfer.download_file, self.bucket, self._key(key), str(path))
         self._count(down=Path(path).stat().st_size)
 
     def exists(self, key: str) -> bool:

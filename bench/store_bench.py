@@ -69,7 +69,7 @@ def run_scenario(label, rtt, src, files, sample, client_factory, naive_files):
 
     # naive: one object at a time (on a sample for small files), rate scaled to all files
     naive = files[:naive_files]
-    t = timed(lambda: [client.upload_file(str(p), bucket, f"naive/{r}") for p, r in zip(naive, rel)])
+    t = timed(lambda: [client.put_object(Bucket=bucket, Key=f"naive/{r}", Body=p.read_bytes()) for p, r in zip(naive, rel)])
     results["naive_push"] = t * n / len(naive)
     t = timed(lambda: [client.get_object(Bucket=bucket, Key=f"naive/{r}")["Body"].read() for r in rel[: len(naive)]])
     results["naive_pull"] = t * n / len(naive)
@@ -151,7 +151,8 @@ def main() -> None:
             def client():
                 return boto3.client("s3", config=Config(max_pool_connections=64, s3={"addressing_style": "path"}))
 
-            run_scenario("small files", rtt, small_root, small, args.naive_sample, client, args.naive_sample)
+            if small:
+                run_scenario("small files", rtt, small_root, small, args.naive_sample, client, args.naive_sample)
             run_scenario("large files", rtt, large_root, large, len(large), client, len(large))
             if proxy:
                 proxy.close()
