@@ -26,7 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from admlops.objectstore import ObjectStore, StoreError, check_key
-from admlops.store import atomic_dir
+from admlops.localfs import atomic_dir
 
 KINDS = ("datasets", "models")
 PACK_FILE_MAX = 1 << 20  # files below 1 MiB go into packs

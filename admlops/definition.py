@@ -16,7 +16,6 @@ from admlops.errors import InputError
 IGNORE = "ignore"
 
 
-
 @dataclass(frozen=True)
 class Category:
     id: int

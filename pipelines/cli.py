@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run a pipeline")
     s.add_argument("pipeline", choices=sorted(PIPELINES))
     s.add_argument("--local", action="store_true", help="on this machine with kfp.local (subprocesses, no Docker)")
-    s.add_argument("--store", default=DEFAULT_STORE, help="local store root (default: $ADMLOPS_STORE or ~/.admlops/store)")
+    s.add_argument("--store", default=DEFAULT_STORE, help="local directory: run artifacts, and the lake/zoo unless --param store=URI (default: $ADMLOPS_STORE or ~/.admlops/store)")
     s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter (repeatable)")
     s.set_defaults(func=cmd_run)
 

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from admlops import compat
-from admlops.store import atomic_dir
+from admlops.localfs import atomic_dir
 
 
 def cpu_model() -> str:

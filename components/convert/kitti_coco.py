@@ -25,7 +25,7 @@ from tqdm import tqdm
 from admlops.definition import IGNORE, DatasetDefinition, load_definition
 from admlops.errors import InputError
 from admlops.formats import kitti
-from admlops.store import atomic_dir, link_or_copy
+from admlops.localfs import atomic_dir, link_or_copy
 
 
 def hash_split(frame: str, val_fraction: float, seed: int) -> str:

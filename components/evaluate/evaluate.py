@@ -10,7 +10,7 @@ from pathlib import Path
 
 from admlops import compat
 from admlops.mmconfig import use_dataset
-from admlops.store import atomic_dir
+from admlops.localfs import atomic_dir
 
 
 def per_class_ap(ann_file: str | Path, det_file: str | Path) -> dict[str, dict[str, float]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from admlops import compat
 from admlops.components.evaluate.evaluate import run_coco_test
 from admlops.mmconfig import use_dataset
-from admlops.store import atomic_dir
+from admlops.localfs import atomic_dir
 
 
 def sync_post_processing(deploy_cfg, model_cfg) -> None:

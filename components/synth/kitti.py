@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from admlops.formats import kitti
-from admlops.store import atomic_dir
+from admlops.localfs import atomic_dir
 
 WIDTH, HEIGHT = 1242, 375
 CAMERA_HEIGHT = 1.65  # metres above the ground, as in KITTI's recording car

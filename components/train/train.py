@@ -14,7 +14,7 @@ from pathlib import Path
 
 from admlops import compat
 from admlops.mmconfig import dataset_meta, use_dataset
-from admlops.store import atomic_dir
+from admlops.localfs import atomic_dir
 
 
 def _set_max_iters(cfg, max_iters: int) -> None:

@@ -1,4 +1,4 @@
-"""Where steps read and write: paths on the local filesystem (the embedded default store).
+"""Publishing step outputs on the local filesystem.
 
 Outputs are published atomically: a step writes into a hidden sibling directory and renames it
 into place only when everything is written, so a failed step leaves nothing a later step would read.
