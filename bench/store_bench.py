@@ -69,7 +69,7 @@ def run_scenario(label, rtt, src, files, sample, client_factory, naive_files):
 
     # naive: one object at a time (on a sample for small files), rate scaled to all files
     naive = files[:naive_files]
-    t = timed(lambda: [client.put_object(Bucket=bucket, Key=f"naive/{r}", Body=p.read_bytes()) for p, r in zip(naive, rel)])
+    t = timed(lambda: [client.put_object(Bucket=bucket, Key=f"naive/{r}", Body=p.read_bytes()) for p, r in zip(naive, rel, strict=False)])
     results["naive_push"] = t * n / len(naive)
     t = timed(lambda: [client.get_object(Bucket=bucket, Key=f"naive/{r}")["Body"].read() for r in rel[: len(naive)]])
     results["naive_pull"] = t * n / len(naive)
@@ -82,7 +82,7 @@ def run_scenario(label, rtt, src, files, sample, client_factory, naive_files):
 
     def st_push():
         with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda pr: xfer.upload_file(str(pr[0]), bucket, f"raw/{pr[1]}"), zip(files, rel)))
+            list(pool.map(lambda pr: xfer.upload_file(str(pr[0]), bucket, f"raw/{pr[1]}"), zip(files, rel, strict=True)))
 
     def st_pull(dest):
         with ThreadPoolExecutor(16) as pool:
@@ -104,8 +104,8 @@ def run_scenario(label, rtt, src, files, sample, client_factory, naive_files):
     del before
 
     print(f"\n## {label}: {n} files, {nbytes / 2**20:.0f} MiB, added RTT {rtt} ms")
-    print(f"| | naive loop | s3transfer | admlops | admlops vs naive | admlops vs s3transfer |")
-    print(f"| --- | --- | --- | --- | --- | --- |")
+    print("| | naive loop | s3transfer | admlops | admlops vs naive | admlops vs s3transfer |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for op in ("push", "pull"):
         nv, st, ad = results[f"naive_{op}"], results[f"s3transfer_{op}"], results[f"admlops_{op}"]
         print(f"| {op} | {nv:.1f} s{'*' if len(naive) < n else ''} | {st:.1f} s | {ad:.1f} s | {nv / ad:.1f}x | {st / ad:.2f}x |")

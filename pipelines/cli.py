@@ -32,9 +32,10 @@ def cmd_synth(args) -> None:
 
 
 def cmd_convert(args) -> None:
-    from admlops.components.convert.kitti_coco import kitti_to_coco
+    from admlops.components.convert.kitti_coco import convert_to_coco
 
-    _print_json(kitti_to_coco(args.src, args.out, args.definition, args.val_fraction, args.seed))
+    extra = {k: v for k, v in (("image_root", args.images), ("split", args.yolo_split)) if v}
+    _print_json(convert_to_coco(args.src_format, args.src, args.out, args.definition, args.val_fraction, args.seed, **extra))
 
 
 def cmd_train(args) -> None:
@@ -167,11 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output directory (replaced atomically)")
     s.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
     s.set_defaults(func=cmd_synth)
-    s = data.add_parser("convert", help="KITTI object dataset -> COCO json for mmdet")
-    s.add_argument("src", help="KITTI root (holds training/ and optionally ImageSets/)")
+    s = data.add_parser("convert", help="KITTI / COCO / VOC / YOLO / BDD100K -> COCO json for mmdet")
+    s.add_argument("src", help="kitti: the root (training/, ImageSets/); coco, bdd100k: the label json; voc: the folder "
+                   "with Annotations/ and JPEGImages/; yolo: the folder with data.yaml")
+    s.add_argument("--from", dest="src_format", default="kitti", choices=["kitti", "coco", "voc", "yolo", "bdd100k"])
+    s.add_argument("--images", help="coco, bdd100k: the image folder (coco default: beside the json)")
+    s.add_argument("--yolo-split", help="yolo: which images/<split> to read (default: train)")
     s.add_argument("out", help="output directory (replaced atomically)")
     s.add_argument("--definition", default="kitti-3class", help="dataset definition: a name in configs/datasets or a YAML path")
-    s.add_argument("--val-fraction", type=float, default=0.2, help="val share when there are no ImageSets split files")
+    s.add_argument("--val-fraction", type=float, default=0.2, help="val share (KITTI: when there are no ImageSets files)")
     s.add_argument("--seed", type=int, default=0, help="seed of the hash split")
     s.set_defaults(func=cmd_convert)
 

@@ -36,7 +36,7 @@ def test_coco_content_matches_labels(kitti_root, coco_dir):
             for obj, ann in zip(objs, [a for a in anns if not a["iscrowd"] or a["category_id"] == 1], strict=True):
                 x1, y1, x2, y2 = obj.bbox
                 assert ann["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1])
-                assert ann["kitti"]["type"] == obj.type
+                assert ann["source"]["label"] == obj.type
                 if not ann["iscrowd"]:
                     assert cats[ann["category_id"]] == obj.type
             total += len(positives)

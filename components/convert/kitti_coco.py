@@ -1,31 +1,19 @@
-"""KITTI object (training split) -> COCO detection json for mmdet, with a reproducible train/val split.
-
-Output layout (the ``Dataset`` artifact that train and evaluate read)::
-
-    images/<frame>.png          hard links (or copies) of image_2
-    annotations/train.json      COCO: images, annotations (bbox xywh, iscrowd), categories
-    annotations/val.json
-    splits/train.txt, val.txt   frame ids, one per line
-    summary.json                counts per split and class, the split method, the definition used
-
-Classes mapped to ``ignore`` in the dataset definition (DontCare, Van, ...) become ``iscrowd=1``
-annotations, one per category, so mmdet skips them in training and COCO evaluation counts detections
-inside them as neither true nor false positives.
+"""KITTI object (training split) -> COCO for mmdet, reading frames in parallel; and any other registered
+format -> COCO. The train/val split is reproducible and written down (see ``coco.write_coco`` for the layout).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 from multiprocessing import Pool
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
-from admlops.definition import IGNORE, DatasetDefinition, load_definition
+from admlops.components.convert.coco import write_coco
+from admlops.components.convert.readers import read_kitti_frame
+from admlops.components.convert.records import READERS, Frame
+from admlops.definition import DatasetDefinition, load_definition
 from admlops.errors import InputError
-from admlops.formats import kitti
-from admlops.localfs import atomic_dir, link_or_copy
 
 
 def hash_split(frame: str, val_fraction: float, seed: int) -> str:
@@ -34,20 +22,9 @@ def hash_split(frame: str, val_fraction: float, seed: int) -> str:
     return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
 
 
-def _read_frame(args):
-    root, frame, classes = args
-    label = root / "label_2" / f"{frame}.txt"
-    image = root / "image_2" / f"{frame}.png"
-    if not image.is_file():
-        raise InputError(label, f"label without image: expected {image}")
-    objects = kitti.read_label(label, classes)  # a class the definition does not map is an error
-    try:
-        with Image.open(image) as im:
-            im.load()
-            width, height = im.size
-    except Exception as exc:  # PIL raises many types for corrupt files
-        raise InputError(image, f"unreadable image: {exc}") from None
-    return frame, width, height, objects
+def _read_frame(args) -> Frame:
+    training, frame, classes = args
+    return read_kitti_frame(training, frame, classes)  # a class the definition does not map is an error
 
 
 def _splits(kitti_root: Path, frames: list[str], val_fraction: float, seed: int) -> tuple[dict[str, str], dict]:
@@ -91,45 +68,32 @@ def kitti_to_coco(
     if not frames:
         raise InputError(training / "label_2", "no label files (*.txt)")
     split, split_info = _splits(kitti_root, frames, val_fraction, seed)
-    cat_ids = {c.name: c.id for c in defn.categories}
-    coco = {s: {"images": [], "annotations": [], "categories": [{"id": c.id, "name": c.name} for c in defn.categories]} for s in ("train", "val")}
-    counts = {s: {c.name: 0 for c in defn.categories} | {IGNORE: 0} for s in ("train", "val")}
-    with atomic_dir(out) as tmp:
-        (tmp / "images").mkdir()
-        (tmp / "annotations").mkdir()
-        (tmp / "splits").mkdir()
-        jobs = [(training, f, tuple(mapping)) for f in frames if f in split]
-        with Pool(workers) as pool:
-            results = pool.imap(_read_frame, jobs, chunksize=8)
-            for image_id, (frame, width, height, objects) in enumerate(
-                tqdm(results, total=len(jobs), desc="convert kitti->coco", unit="frame"), start=1
-            ):
-                label_path = training / "label_2" / f"{frame}.txt"
-                s = split[frame]
-                link_or_copy(training / "image_2" / f"{frame}.png", tmp / "images" / f"{frame}.png")
-                coco[s]["images"].append({"id": image_id, "file_name": f"images/{frame}.png", "width": width, "height": height})
-                anns = coco[s]["annotations"]
-                for obj in objects:
-                    target = mapping[obj.type]
-                    left, top = max(obj.bbox[0], 0.0), max(obj.bbox[1], 0.0)
-                    right, bottom = min(obj.bbox[2], width), min(obj.bbox[3], height)
-                    if right <= left or bottom <= top:
-                        raise InputError(label_path, f"a {obj.type} 2D box {obj.bbox} lies outside the {width}x{height} image")
-                    box = [left, top, right - left, bottom - top]
-                    counts[s][target] += 1
-                    for cat in (defn.categories if target == IGNORE else [c for c in defn.categories if c.name == target]):
-                        anns.append({
-                            "id": len(anns) + 1, "image_id": image_id, "category_id": cat_ids[cat.name], "bbox": box,
-                            "area": box[2] * box[3], "iscrowd": int(target == IGNORE),
-                            "kitti": {"type": obj.type, "truncated": obj.truncated, "occluded": obj.occluded},
-                        })
-        for s in ("train", "val"):
-            (tmp / "annotations" / f"{s}.json").write_text(json.dumps(coco[s]))
-            (tmp / "splits" / f"{s}.txt").write_text("".join(f"{Path(im['file_name']).stem}\n" for im in coco[s]["images"]))
-        summary = {
-            "source": "kitti", "kitti_root": str(kitti_root), "definition": defn.name,
-            "categories": [c.name for c in defn.categories], "palette": [list(c.color) for c in defn.categories],
-            "frames": {s: len(coco[s]["images"]) for s in coco}, "objects": counts, "split": split_info,
-        }
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    jobs = [(training, f, tuple(mapping)) for f in frames if f in split]
+    with Pool(workers) as pool:
+        records = tqdm(pool.imap(_read_frame, jobs, chunksize=8), total=len(jobs), desc="convert kitti->coco", unit="frame")
+        return write_coco(records, out, defn, "kitti", lambda frame: split[frame.id],
+                          {"kitti_root": str(kitti_root), "split": split_info})
+
+
+def convert_to_coco(
+    fmt: str,
+    src: str | Path,
+    out: str | Path,
+    definition: str | Path | DatasetDefinition = "kitti-3class",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    **reader_args,
+) -> dict:
+    """Convert a dataset in format ``fmt`` (a key of ``READERS``) to COCO; KITTI takes the parallel path.
+
+    Other formats are split by a seeded hash of each frame id. ``reader_args`` go to the reader
+    (e.g. ``image_root`` for COCO and BDD100K, ``split`` for YOLO).
+    """
+    if fmt == "kitti":
+        return kitti_to_coco(src, out, definition, val_fraction, seed)
+    if fmt not in READERS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(sorted(READERS))}")
+    defn = definition if isinstance(definition, DatasetDefinition) else load_definition(definition)
+    frames = tqdm(READERS[fmt](src, **reader_args), desc=f"convert {fmt}->coco", unit="frame")
+    return write_coco(frames, out, defn, fmt, lambda frame: hash_split(frame.id, val_fraction, seed),
+                      {"input": str(src), "split": {"method": "sha256", "val_fraction": val_fraction, "seed": seed}})

@@ -1,0 +1,62 @@
+"""The one record model between dataset readers and writers (N readers + M writers, not N x M converters).
+
+A reader turns a dataset on disk into ``Frame`` records in its own class vocabulary; a writer maps
+classes through a dataset definition and writes a target format. Every record remembers the file (and
+line) it came from, so later checks can name it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from PIL import Image
+
+from admlops.errors import InputError
+
+
+@dataclass(frozen=True)
+class Object:
+    label: str  # class name in the source dataset's own vocabulary
+    bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the frame's image
+    attributes: dict = field(default_factory=dict)  # truncated, occluded, crowd, difficult, ...
+    box3d: dict | None = None  # KITTI camera convention: dimensions (h, w, l), location (x, y, z), rotation_y
+    line: int | None = None  # line in the source file, for line-based formats
+
+
+@dataclass(frozen=True)
+class Frame:
+    id: str
+    image: Path
+    width: int
+    height: int
+    objects: tuple[Object, ...]
+    source: Path  # the label file this frame came from
+    calib: dict | None = None
+    lidar: Path | None = None
+
+
+Reader = Callable[..., Iterator[Frame]]
+READERS: dict[str, Reader] = {}
+
+
+def reader(name: str) -> Callable[[Reader], Reader]:
+    """Register a reader under a format name (``kitti``, ``coco``, ``voc``, ``yolo``, ``bdd100k``)."""
+
+    def register(fn: Reader) -> Reader:
+        READERS[name] = fn
+        return fn
+
+    return register
+
+
+def image_size(path: Path, referrer: Path) -> tuple[int, int]:
+    """(width, height) of an image after decoding it fully (a truncated file is an error naming it)."""
+    if not path.is_file():
+        raise InputError(referrer, f"label without image: expected {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.size
+    except Exception as exc:  # PIL raises many types for corrupt files
+        raise InputError(path, f"unreadable image: {exc}") from None
