@@ -138,3 +138,22 @@ def test_image_size_read_from_file(kitti_root, tmp_path):
     kitti_to_coco(src, tmp_path / "out")
     coco = json.loads((tmp_path / "out" / "annotations" / "train.json").read_text())
     assert {(i["width"], i["height"]) for i in coco["images"]} == {(1240, 376)}
+
+
+def test_annotation_index_parquet(kitti_root, coco_dir):
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(coco_dir / "index.parquet")
+    summary = json.loads((coco_dir / "summary.json").read_text())
+    assert table.num_rows == sum(sum(c.values()) for c in summary["objects"].values())
+    cars = table.filter(pc.equal(table["category"], "Car"))
+    assert cars.num_rows == summary["objects"]["train"]["Car"] + summary["objects"]["val"]["Car"]
+    row = cars.slice(0, 1).to_pylist()[0]
+    label = kitti.read_label(kitti_root / "training" / "label_2" / f"{row['frame']}.txt")
+    match = [o for o in label if o.type == "Car" and abs(o.bbox[0] - row["x1"]) < 1e-6]
+    assert match and row["loc_z"] == match[0].location[2] and row["dim_l"] == match[0].dimensions[2]
+    assert row["distance"] == pytest.approx((row["loc_x"] ** 2 + row["loc_z"] ** 2) ** 0.5)
+    dontcare = table.filter(pc.equal(table["source_label"], "DontCare")).to_pylist()
+    assert dontcare and all(r["ignore"] and r["loc_z"] is None for r in dontcare)
+    assert set(table.column("split").to_pylist()) == {"train", "val"}

@@ -7,6 +7,8 @@ Output layout (the ``Dataset`` artifact)::
     annotations/val.json
     splits/train.txt, val.txt   frame ids, one per line
     summary.json                counts per split and class, categories, palette, source, extra records
+    index.parquet               one row per object (frame, sensor, split, class, 2D and 3D geometry), for
+                                pyarrow / DuckDB queries
 
 Classes mapped to ``ignore`` by the dataset definition (DontCare, Van, ...) and crowd boxes become
 ``iscrowd=1`` annotations, one per category, so mmdet skips them in training and COCO evaluation counts
@@ -41,6 +43,7 @@ def write_coco(
     coco = {s: {"images": [], "annotations": [], "categories": categories} for s in SPLITS}
     counts = {s: {c.name: 0 for c in definition.categories} | {IGNORE: 0} for s in SPLITS}
     names: dict[str, Path] = {}
+    index: list[dict] = []
     with atomic_dir(out) as tmp:
         for sub in ("images", "annotations", "splits"):
             (tmp / sub).mkdir()
@@ -64,6 +67,7 @@ def write_coco(
                                      f"{frame.width}x{frame.height} image", obj.line)
                 box = [left, top, right - left, bottom - top]
                 counts[s][target] += 1
+                index.append(_index_row(frame, obj, s, target, box))
                 targets = definition.categories if target == IGNORE else [c for c in definition.categories if c.name == target]
                 for cat in targets:
                     anns.append({
@@ -80,4 +84,42 @@ def write_coco(
             "frames": {s: len(coco[s]["images"]) for s in SPLITS}, "objects": counts, **(extra or {}),
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_index(index, tmp / "index.parquet")
     return summary
+
+
+INDEX_COLUMNS = {
+    "frame": "string", "sensor": "string", "split": "string", "image": "string", "image_width": "int32",
+    "image_height": "int32", "category": "string", "source_label": "string", "ignore": "bool",
+    "x1": "float64", "y1": "float64", "x2": "float64", "y2": "float64", "width": "float64", "height": "float64",
+    "truncated": "float64", "occluded": "float64", "dim_h": "float64", "dim_w": "float64", "dim_l": "float64",
+    "loc_x": "float64", "loc_y": "float64", "loc_z": "float64", "rotation_y": "float64", "distance": "float64",
+}
+
+
+def _index_row(frame: Frame, obj, split: str, target: str, box: list[float]) -> dict:
+    b3 = obj.box3d or {}
+    dims, loc = b3.get("dimensions", (None,) * 3), b3.get("location", (None,) * 3)
+    occluded = obj.attributes.get("occluded")
+    return {
+        "frame": frame.id, "sensor": "camera", "split": split, "image": f"images/{frame.image.name}",
+        "image_width": frame.width, "image_height": frame.height, "category": target, "source_label": obj.label,
+        "ignore": target == IGNORE, "x1": box[0], "y1": box[1], "x2": box[0] + box[2], "y2": box[1] + box[3],
+        "width": box[2], "height": box[3], "truncated": _float(obj.attributes.get("truncated")),
+        "occluded": _float(occluded), "dim_h": dims[0], "dim_w": dims[1], "dim_l": dims[2],
+        "loc_x": loc[0], "loc_y": loc[1], "loc_z": loc[2], "rotation_y": b3.get("rotation_y"),
+        "distance": (loc[0] ** 2 + loc[2] ** 2) ** 0.5 if loc[0] is not None else None,
+    }
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def write_index(rows: list[dict], path: Path) -> None:
+    """The annotation index as Parquet (typed, nullable columns; an empty dataset gives an empty table)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in INDEX_COLUMNS.items()])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
