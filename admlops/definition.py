@@ -6,7 +6,7 @@ DontCare, and classes the task does not cover such as Van for a Car detector).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -21,6 +21,19 @@ class Category:
     id: int
     name: str
     color: tuple[int, int, int]
+    description: str = ""
+    attributes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabelingStandard:
+    """What a label must satisfy: the document a labeling vendor works from (``admlops data spec``)."""
+
+    min_box_width: float = 0.0  # pixels
+    min_box_height: float = 0.0
+    occlusion_levels: dict = field(default_factory=dict)  # level -> meaning
+    max_truncation: float = 1.0
+    required_fields: tuple[str, ...] = ()  # attributes every labelled object must carry
 
 
 @dataclass(frozen=True)
@@ -30,6 +43,7 @@ class DatasetDefinition:
     categories: tuple[Category, ...]
     sources: dict[str, dict[str, str]]
     path: str = ""
+    labeling: LabelingStandard = LabelingStandard()
 
     def mapping(self, source: str) -> dict[str, str]:
         """Source class -> category name or ``ignore``."""
@@ -65,7 +79,8 @@ def load_definition(name_or_path: str | Path) -> DatasetDefinition:
     categories = []
     for i, cat in enumerate(raw["categories"]):
         try:
-            categories.append(Category(int(cat["id"]), str(cat["name"]), tuple(int(c) for c in cat["color"])))
+            categories.append(Category(int(cat["id"]), str(cat["name"]), tuple(int(c) for c in cat["color"]),
+                                       str(cat.get("description", "")), tuple(cat.get("attributes", ()))))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(path, f"categories[{i}]: expected id, name and color [r, g, b] ({exc})") from None
     names = [c.name for c in categories]
@@ -77,4 +92,14 @@ def load_definition(name_or_path: str | Path) -> DatasetDefinition:
             if target != IGNORE and target not in names:
                 raise InputError(path, f"sources.{source}.{cls}: expected one of {names + [IGNORE]}, got {target!r}")
         sources[source] = {str(k): str(v) for k, v in mapping.items()}
-    return DatasetDefinition(str(raw["name"]), str(raw["task"]), tuple(categories), sources, str(path))
+    lab = raw.get("labeling") or {}
+    try:
+        labeling = LabelingStandard(
+            float(lab.get("min_box", {}).get("width", 0)), float(lab.get("min_box", {}).get("height", 0)),
+            {int(k): str(v) for k, v in (lab.get("occlusion_levels") or {}).items()},
+            float(lab.get("max_truncation", 1.0)), tuple(lab.get("required_fields", ())),
+        )
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise InputError(path, f"labeling: expected min_box {{width, height}}, occlusion_levels {{level: meaning}}, "
+                         f"max_truncation and required_fields ({exc})") from None
+    return DatasetDefinition(str(raw["name"]), str(raw["task"]), tuple(categories), sources, str(path), labeling)

@@ -38,6 +38,32 @@ def cmd_convert(args) -> None:
     _print_json(convert_to_coco(args.src_format, args.src, args.out, args.definition, args.val_fraction, args.seed, **extra))
 
 
+def cmd_validate(args) -> int:
+    from admlops.components.analyze.validate import validate
+
+    extra = {k: v for k, v in (("image_root", args.images), ("split", args.yolo_split)) if v}
+    report = validate(args.src_format, args.src, args.definition, **extra)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    for v in report["violations"]:
+        where = f"{v['file']}:{v['line']}" if v["line"] is not None else v["file"]
+        print(f"{where}: {v['rule']}: {v['message']}")
+    print(f"{report['frames']} frames, {report['objects']} objects, {len(report['violations'])} violations "
+          f"{report['by_rule']}", file=sys.stderr)
+    return 3 if report["violations"] else 0
+
+
+def cmd_spec(args) -> None:
+    from admlops.components.analyze.spec import render_spec
+    from admlops.definition import load_definition
+
+    text = render_spec(load_definition(args.definition))
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text)
+
+
 def cmd_train(args) -> None:
     from admlops.components.train.train import train
 
@@ -180,6 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the hash split")
     s.set_defaults(func=cmd_convert)
 
+    s = data.add_parser("validate", help="check a dataset against its definition's labeling standard (exit 3 on violations)")
+    s.add_argument("src", help="as for convert")
+    s.add_argument("--from", dest="src_format", default="kitti", choices=["kitti", "coco", "voc", "yolo", "bdd100k"])
+    s.add_argument("--definition", default="kitti-3class", help="a name in configs/datasets or a YAML path")
+    s.add_argument("--images", help="coco, bdd100k: the image folder")
+    s.add_argument("--yolo-split", help="yolo: which images/<split> to read")
+    s.add_argument("--out", help="also write the full report as JSON here")
+    s.set_defaults(func=cmd_validate)
+    s = data.add_parser("spec", help="render a definition's labeling standard as a Markdown document")
+    s.add_argument("--definition", default="kitti-3class", help="a name in configs/datasets or a YAML path")
+    s.add_argument("--out", help="write to this file instead of standard output")
+    s.set_defaults(func=cmd_spec)
+
     s = data.add_parser("push", help="publish a directory as an immutable dataset version")
     s.add_argument("src", help="directory to publish")
     s.add_argument("--name", required=True, help="dataset name")
@@ -263,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except InputError as exc:
         print(f"admlops: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -275,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -126,3 +126,14 @@ def test_cli_convert_from_voc(tmp_path, capsys):
     (tmp_path / "Annotations" / "b.xml").write_text(VOC_XML)
     assert main(["data", "convert", "--from", "voc", "--definition", "road-3class", str(tmp_path), str(tmp_path / "o")]) == 0
     assert json.loads(capsys.readouterr().out)["source"] == "voc"
+
+
+def test_validate_voc_lists_unmapped_class(tmp_path):
+    from admlops.components.analyze.validate import validate
+
+    _png(tmp_path / "JPEGImages" / "b.png")
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "Annotations" / "b.xml").write_text(VOC_XML.replace("<name>car</name>", "<name>dog</name>"))
+    report = validate("voc", tmp_path, "road-3class")
+    assert report["by_rule"] == {"unmapped_class": 1}
+    assert report["violations"][0]["file"].endswith("b.xml") and report["violations"][0]["label"] == "dog"

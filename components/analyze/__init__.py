@@ -1,0 +1,1 @@
+"""Understanding a dataset before training: checks against its definition, the labeling spec, reports."""
