@@ -53,6 +53,14 @@ def cmd_validate(args) -> int:
     return 3 if report["violations"] else 0
 
 
+def cmd_analyze(args) -> None:
+    from admlops.components.analyze.report import analyze
+
+    summary = analyze(args.dataset, args.out)
+    print((Path(args.out) / "report.md").read_text())
+    print(f"report: {Path(args.out) / 'report.html'} ({len(summary['plots'])} plots)")
+
+
 def cmd_spec(args) -> None:
     from admlops.components.analyze.spec import render_spec
     from admlops.definition import load_definition
@@ -214,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--yolo-split", help="yolo: which images/<split> to read")
     s.add_argument("--out", help="also write the full report as JSON here")
     s.set_defaults(func=cmd_validate)
+    s = data.add_parser("analyze", help="HTML report (plots), Markdown and JSON summary of a converted dataset")
+    s.add_argument("dataset", help="convert's output directory")
+    s.add_argument("out", help="directory for report.html, report.md and summary.json")
+    s.set_defaults(func=cmd_analyze)
     s = data.add_parser("spec", help="render a definition's labeling standard as a Markdown document")
     s.add_argument("--definition", default="kitti-3class", help="a name in configs/datasets or a YAML path")
     s.add_argument("--out", help="write to this file instead of standard output")

@@ -1,6 +1,7 @@
 """The closed loop for 2D detection: convert -> train -> evaluate -> export -> benchmark."""
 from kfp import dsl
 
+from admlops.components.analyze.component import analyze
 from admlops.components.benchmark.component import benchmark
 from admlops.components.convert.component import convert
 from admlops.components.evaluate.component import evaluate
@@ -12,7 +13,7 @@ from admlops.components.train.component import train
 @dsl.pipeline(
     name="detection2d",
     description="KITTI-format data to a benchmarked ONNX detector in the model zoo: "
-    "convert, train, evaluate, export, benchmark, register.",
+    "convert, analyze, train, evaluate, export, benchmark, register.",
 )
 def detection2d(
     kitti_root: str,
@@ -36,6 +37,7 @@ def detection2d(
     config's values; ``bench_max_images`` 0 = all val images."""
     data = convert(kitti=kitti_root, store=store, definition=data_definition, val_fraction=data_val_fraction, seed=data_seed)
     data.set_display_name("convert")
+    analyze(dataset=data.outputs["dataset"]).set_display_name("analyze")
     model = train(
         dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters,
         batch_size=train_batch_size, seed=train_seed,

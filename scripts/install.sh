@@ -40,5 +40,12 @@ pip install -q kfp==2.17.0 kfp-kubernetes==2.17.0 pyarrow==20.0.0 boto3==1.44.5 
 # and which some packages above upgrade past: pin it back last.
 pip install -q 'setuptools<70'
 pip install -q --no-deps -e .
+# Debian's chromium renders the analysis report in a headless-browser test; it needs root to install,
+# so elsewhere that one test is skipped with its reason.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "[install] chromium (for the report rendering test)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+    || echo "[install] chromium could not be installed: the browser test will be skipped" >&2
+fi
 echo "$HASH" > "$STAMP"
 echo "[install] done: $VENV" >&2

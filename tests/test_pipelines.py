@@ -22,7 +22,7 @@ def test_compiled_yaml_is_up_to_date(name, tmp_path):
 def test_detection2d_shape():
     spec = yaml.safe_load((PIPELINE_DIR / "detection2d.yaml").read_text())
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"convert", "train", "evaluate", "export", "benchmark", "register"}
+    assert set(tasks) == {"convert", "analyze", "train", "evaluate", "export", "benchmark", "register"}
     assert tasks["train"]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"]["producerTask"] == "convert"
     assert tasks["benchmark"]["inputs"]["artifacts"]["onnx_model"]["taskOutputArtifact"]["producerTask"] == "export"
     outputs = {name: comp.get("outputDefinitions", {}).get("artifacts", {}) for name, comp in spec["components"].items()}

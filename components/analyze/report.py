@@ -1,0 +1,182 @@
+"""Dataset analysis: class balance, box geometry, image positions, truncation/occlusion, distance, empty
+frames and label errors of a converted dataset (convert's output, read through its index.parquet).
+
+Writes ``report.html`` (self-contained: plots embedded as PNG), ``summary.json`` and ``report.md``.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from admlops.localfs import atomic_dir
+
+IMBALANCE_RATIO = 10.0  # warn when the largest class has this many times the objects of the smallest
+DUPLICATE_IOU = 0.95
+
+
+def _iou(a, b) -> float:
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def label_errors(rows: list[dict]) -> list[dict]:
+    """Degenerate boxes (under 1 px), boxes outside the image, and duplicates (same class, IoU >= 0.95)."""
+    errors = []
+    by_frame: dict[str, list[dict]] = {}
+    for r in rows:
+        by_frame.setdefault(r["frame"], []).append(r)
+        if r["width"] < 1 or r["height"] < 1:
+            errors.append({"frame": r["frame"], "kind": "degenerate", "label": r["source_label"]})
+        if r["x1"] < 0 or r["y1"] < 0 or r["x2"] > r["image_width"] or r["y2"] > r["image_height"]:
+            errors.append({"frame": r["frame"], "kind": "outside_image", "label": r["source_label"]})
+    for frame, objs in by_frame.items():
+        for i, a in enumerate(objs):
+            for b in objs[i + 1 :]:
+                if a["category"] == b["category"] and not a["ignore"] and _iou(
+                    (a["x1"], a["y1"], a["x2"], a["y2"]), (b["x1"], b["y1"], b["x2"], b["y2"])) >= DUPLICATE_IOU:
+                    errors.append({"frame": frame, "kind": "duplicate", "label": a["source_label"]})
+    return errors
+
+
+def summarize(dataset_dir: str | Path) -> dict:
+    import pyarrow.parquet as pq
+
+    dataset_dir = Path(dataset_dir)
+    rows = pq.read_table(dataset_dir / "index.parquet").to_pylist()
+    info = json.loads((dataset_dir / "summary.json").read_text())
+    frames = {s: json.loads((dataset_dir / "annotations" / f"{s}.json").read_text())["images"] for s in ("train", "val")}
+    labelled = {r["frame"] for r in rows if not r["ignore"]}
+    empty = sorted(Path(im["file_name"]).stem for s in frames.values() for im in s if Path(im["file_name"]).stem not in labelled)
+    counts = {s: dict(Counter(r["category"] for r in rows if r["split"] == s and not r["ignore"])) for s in ("train", "val")}
+    totals = Counter(r["category"] for r in rows if not r["ignore"])
+    warnings = []
+    for cat in info["categories"]:
+        if totals.get(cat, 0) == 0:
+            warnings.append(f"class {cat!r} has no labelled objects")
+    present = [v for v in totals.values() if v]
+    if present and max(present) / min(present) >= IMBALANCE_RATIO:
+        big, small = max(totals, key=totals.get), min((c for c in totals if totals[c]), key=totals.get)
+        warnings.append(f"class imbalance: {big} has {totals[big]} objects, {small} only {totals[small]}")
+    for s in ("train", "val"):
+        for cat in info["categories"]:
+            if totals.get(cat) and not counts[s].get(cat):
+                warnings.append(f"class {cat!r} has no objects in the {s} split")
+    return {
+        "dataset": str(dataset_dir), "categories": info["categories"], "frames": {s: len(v) for s, v in frames.items()},
+        "objects": len([r for r in rows if not r["ignore"]]), "ignore_regions": len([r for r in rows if r["ignore"]]),
+        "class_counts": counts, "empty_frames": empty, "label_errors": label_errors(rows), "warnings": warnings,
+        "has_3d": any(r["distance"] is not None for r in rows),
+    }, rows
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plots(summary: dict, rows: list[dict], palette: list) -> list[tuple[str, str]]:
+    """(title, base64 PNG) for each plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cats = summary["categories"]
+    colours = {c: np.array(p) / 255 for c, p in zip(cats, palette, strict=True)}
+    objs = [r for r in rows if not r["ignore"]]
+    out = []
+    fig, ax = plt.subplots(figsize=(6, 3))
+    x = np.arange(len(cats))
+    for k, s in enumerate(("train", "val")):
+        ax.bar(x + (k - 0.5) * 0.4, [summary["class_counts"][s].get(c, 0) for c in cats], 0.4, label=s)
+    ax.set_xticks(x, cats)
+    ax.set_ylabel("objects")
+    ax.legend()
+    out.append(("Objects per class and split", _png(fig)))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    for c in cats:
+        sel = [r for r in objs if r["category"] == c]
+        axes[0].scatter([r["width"] for r in sel], [r["height"] for r in sel], s=4, color=colours[c], label=c)
+        axes[1].hist([r["width"] / r["height"] for r in sel], bins=30, histtype="step", color=colours[c], label=c)
+    axes[0].set(xlabel="box width (px)", ylabel="box height (px)")
+    axes[1].set(xlabel="aspect ratio (w / h)", ylabel="objects")
+    axes[0].legend()
+    out.append(("Box size and aspect ratio", _png(fig)))
+    fig, axes = plt.subplots(1, len(cats), figsize=(4 * len(cats), 2.2), squeeze=False)
+    for ax, c in zip(axes[0], cats, strict=True):
+        sel = [r for r in objs if r["category"] == c]
+        cx = [((r["x1"] + r["x2"]) / 2) / r["image_width"] for r in sel]
+        cy = [((r["y1"] + r["y2"]) / 2) / r["image_height"] for r in sel]
+        ax.hist2d(cx, cy, bins=[24, 8], range=[[0, 1], [0, 1]], cmap="magma")
+        ax.invert_yaxis()
+        ax.set_title(c)
+    out.append(("Where boxes are in the image (centre heatmap)", _png(fig)))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    axes[0].hist([r["truncated"] for r in objs if r["truncated"] is not None], bins=20)
+    axes[0].set(xlabel="truncation", ylabel="objects")
+    occ = Counter(int(r["occluded"]) for r in objs if r["occluded"] is not None)
+    axes[1].bar([str(k) for k in sorted(occ)], [occ[k] for k in sorted(occ)])
+    axes[1].set(xlabel="occlusion level", ylabel="objects")
+    out.append(("Truncation and occlusion", _png(fig)))
+    if summary["has_3d"]:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        for c in cats:
+            ax.hist([r["distance"] for r in objs if r["category"] == c and r["distance"] is not None], bins=30,
+                    histtype="step", color=colours[c], label=c)
+        ax.set(xlabel="distance from the camera (m)", ylabel="objects")
+        ax.legend()
+        out.append(("Object distance", _png(fig)))
+    plt.close("all")
+    return out
+
+
+def render_html(summary: dict, figures: list[tuple[str, str]]) -> str:
+    esc = html.escape
+    warn = "".join(f"<li>{esc(w)}</li>" for w in summary["warnings"]) or "<li>none</li>"
+    errs = Counter(e["kind"] for e in summary["label_errors"])
+    body = [f"<h1>Dataset analysis</h1><p>{esc(summary['dataset'])}</p>",
+            f"<p>{summary['frames']['train']} train / {summary['frames']['val']} val frames, {summary['objects']} objects, "
+            f"{summary['ignore_regions']} ignore regions, {len(summary['empty_frames'])} frames without objects.</p>",
+            f"<h2>Warnings</h2><ul>{warn}</ul>",
+            f"<h2>Label errors</h2><p>{esc(json.dumps(dict(errs))) if errs else 'none found'}</p>"]
+    for title, png in figures:
+        body.append(f"<h2>{esc(title)}</h2><img class='plot' alt='{esc(title)}' src='data:image/png;base64,{png}'>")
+    # marks the page once every plot has decoded: a headless browser test reads data-plots-rendered
+    script = ("<script>window.addEventListener('load',()=>{const p=[...document.querySelectorAll('img.plot')];"
+              "document.body.dataset.plotsRendered=p.filter(i=>i.complete&&i.naturalWidth>0).length;});</script>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Dataset analysis</title><style>body{{font-family:"
+            f"sans-serif;max-width:1000px;margin:auto}} img{{max-width:100%}}</style>{script}</head>"
+            f"<body>{''.join(body)}</body></html>")
+
+
+def render_markdown(summary: dict) -> str:
+    lines = ["# Dataset analysis", "", "| class | train | val |", "| --- | --- | --- |"]
+    lines += [f"| {c} | {summary['class_counts']['train'].get(c, 0)} | {summary['class_counts']['val'].get(c, 0)} |"
+              for c in summary["categories"]]
+    lines += ["", f"Empty frames: {len(summary['empty_frames'])}; label errors: {len(summary['label_errors'])}.", "",
+              "Warnings:" if summary["warnings"] else "No warnings."] + [f"* {w}" for w in summary["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+def analyze(dataset_dir: str | Path, out: str | Path) -> dict:
+    """Analyse convert's output ``dataset_dir``; publishes report.html, report.md and summary.json at ``out``."""
+    summary, rows = summarize(dataset_dir)
+    palette = json.loads((Path(dataset_dir) / "summary.json").read_text())["palette"]
+    figures = plots(summary, rows, palette)
+    summary["plots"] = [t for t, _ in figures]
+    with atomic_dir(out) as tmp:
+        (tmp / "report.html").write_text(render_html(summary, figures))
+        (tmp / "report.md").write_text(render_markdown(summary))
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
