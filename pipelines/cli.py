@@ -53,6 +53,13 @@ def cmd_validate(args) -> int:
     return 3 if report["violations"] else 0
 
 
+def cmd_infos(args) -> None:
+    from admlops.components.convert.mmdet3d_infos import write_kitti_infos
+
+    counts = write_kitti_infos(args.src, args.out, args.prefix)
+    print(f"wrote {', '.join(f'{args.prefix}_infos_{k}.pkl ({v} frames)' for k, v in counts.items())} to {args.out}")
+
+
 def cmd_analyze(args) -> None:
     from admlops.components.analyze.report import analyze
 
@@ -222,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--yolo-split", help="yolo: which images/<split> to read")
     s.add_argument("--out", help="also write the full report as JSON here")
     s.set_defaults(func=cmd_validate)
+    s = data.add_parser("infos", help="KITTI -> mmdet3d v2 info files (kitti_infos_{train,val,trainval}.pkl)")
+    s.add_argument("src", help="KITTI root (training/ with calib and velodyne, ImageSets/train.txt and val.txt)")
+    s.add_argument("out", help="output directory (replaced atomically)")
+    s.add_argument("--prefix", default="kitti", help="file name prefix (mmdet3d's --extra-tag)")
+    s.set_defaults(func=cmd_infos)
     s = data.add_parser("analyze", help="HTML report (plots), Markdown and JSON summary of a converted dataset")
     s.add_argument("dataset", help="convert's output directory")
     s.add_argument("out", help="directory for report.html, report.md and summary.json")

@@ -5,7 +5,8 @@ import pytest
 
 COMMANDS = [
     [], ["data"], ["data", "synth"], ["data", "synth", "kitti"], ["data", "convert"], ["train"], ["evaluate"],
-    ["export"], ["benchmark"], ["run"], ["compile"], ["data", "push"], ["data", "pull"], ["data", "ls"], ["data", "show"],
+    ["export"], ["benchmark"], ["run"], ["compile"], ["data", "push"], ["data", "pull"], ["data", "ls"], ["data", "show"], ["data", "infos"], ["data", "analyze"],
+    ["data", "validate"], ["data", "spec"],
     ["zoo"], ["zoo", "ls"], ["zoo", "show"], ["zoo", "promote"],
 ]
 

@@ -217,6 +217,7 @@ def render_frame(seed: int, index: int, width: int = WIDTH, height: int = HEIGHT
         n = int(np.clip(2500 * (8.0 / max(dist, 4.0)) ** 2, 20, 1500))
         pts = _object_points(rng, corners, velo_origin_rect, n)
         points.append(np.hstack([kitti.rect_to_velo(pts, calib), rng.uniform(0.2, 0.9, (len(pts), 1))]))
+    labels.sort(key=lambda o: o.type == "DontCare")  # DontCare lines last, as in KITTI's own label files
     return image, labels, calib, np.concatenate(points).astype(np.float32)
 
 
