@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 STORE=${ADMLOPS_STORE:-$HOME/.admlops/store}
 FRAMES=${DEMO_FRAMES:-400}
 export ADMLOPS_STORE=$STORE
-.venv/bin/admlops data synth kitti --frames "$FRAMES" --seed 0 --out "$STORE/datasets/kitti-synth"
+.venv/bin/admlops data synth kitti --frames "$FRAMES" --seed 0 --out "$STORE/raw/kitti-synth"
 .venv/bin/admlops run detection2d --local --store "$STORE" \
-  --param kitti_root="$STORE/datasets/kitti-synth" "$@"
+  --param kitti_root="$STORE/raw/kitti-synth" "$@"
