@@ -31,18 +31,31 @@ def cmd_synth(args) -> None:
     print(f"wrote {args.frames} synthetic KITTI frames to {out}")
 
 
+def _add_source_args(parser) -> None:
+    """The dataset a reader reads: SRC, its format, and the format-specific options."""
+    parser.add_argument("src", help="kitti: the root (training/, ImageSets/); coco, bdd100k: the label json; voc: the "
+                        "folder with Annotations/ and JPEGImages/; yolo: the folder with data.yaml")
+    parser.add_argument("--from", dest="src_format", default="kitti", choices=["kitti", "coco", "voc", "yolo", "bdd100k"])
+    parser.add_argument("--definition", default="kitti-3class", help="dataset definition: a name in configs/datasets or a YAML path")
+    parser.add_argument("--images", help="coco, bdd100k: the image folder (coco default: beside the json)")
+    parser.add_argument("--yolo-split", help="yolo: which images/<split> to read (default: train)")
+
+
+def _reader_args(args) -> dict:
+    return {k: v for k, v in (("image_root", args.images), ("split", args.yolo_split)) if v}
+
+
 def cmd_convert(args) -> None:
     from admlops.components.convert.kitti_coco import convert_to_coco
 
-    extra = {k: v for k, v in (("image_root", args.images), ("split", args.yolo_split)) if v}
-    _print_json(convert_to_coco(args.src_format, args.src, args.out, args.definition, args.val_fraction, args.seed, **extra))
+    _print_json(convert_to_coco(args.src_format, args.src, args.out, args.definition, args.val_fraction, args.seed,
+                                **_reader_args(args)))
 
 
 def cmd_validate(args) -> int:
     from admlops.components.analyze.validate import validate
 
-    extra = {k: v for k, v in (("image_root", args.images), ("split", args.yolo_split)) if v}
-    report = validate(args.src_format, args.src, args.definition, **extra)
+    report = validate(args.src_format, args.src, args.definition, **_reader_args(args))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     for v in report["violations"]:
@@ -210,23 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
     s.set_defaults(func=cmd_synth)
     s = data.add_parser("convert", help="KITTI / COCO / VOC / YOLO / BDD100K -> COCO json for mmdet")
-    s.add_argument("src", help="kitti: the root (training/, ImageSets/); coco, bdd100k: the label json; voc: the folder "
-                   "with Annotations/ and JPEGImages/; yolo: the folder with data.yaml")
-    s.add_argument("--from", dest="src_format", default="kitti", choices=["kitti", "coco", "voc", "yolo", "bdd100k"])
-    s.add_argument("--images", help="coco, bdd100k: the image folder (coco default: beside the json)")
-    s.add_argument("--yolo-split", help="yolo: which images/<split> to read (default: train)")
+    _add_source_args(s)
     s.add_argument("out", help="output directory (replaced atomically)")
-    s.add_argument("--definition", default="kitti-3class", help="dataset definition: a name in configs/datasets or a YAML path")
     s.add_argument("--val-fraction", type=float, default=0.2, help="val share (KITTI: when there are no ImageSets files)")
     s.add_argument("--seed", type=int, default=0, help="seed of the hash split")
     s.set_defaults(func=cmd_convert)
 
     s = data.add_parser("validate", help="check a dataset against its definition's labeling standard (exit 3 on violations)")
-    s.add_argument("src", help="as for convert")
-    s.add_argument("--from", dest="src_format", default="kitti", choices=["kitti", "coco", "voc", "yolo", "bdd100k"])
-    s.add_argument("--definition", default="kitti-3class", help="a name in configs/datasets or a YAML path")
-    s.add_argument("--images", help="coco, bdd100k: the image folder")
-    s.add_argument("--yolo-split", help="yolo: which images/<split> to read")
+    _add_source_args(s)
     s.add_argument("--out", help="also write the full report as JSON here")
     s.set_defaults(func=cmd_validate)
     s = data.add_parser("infos", help="KITTI -> mmdet3d v2 info files (kitti_infos_{train,val,trainval}.pkl)")
