@@ -66,6 +66,22 @@ def cmd_validate(args) -> int:
     return 3 if report["violations"] else 0
 
 
+def cmd_merge(args) -> None:
+    from admlops.components.convert.merge import Source, merge
+
+    sources = []
+    for spec in args.input:
+        name, _, rest = spec.partition("=")
+        fmt, _, path = rest.partition(":")
+        path, _, images = path.partition(":")
+        if not (name and fmt and path):
+            raise UsageError(f"--input {spec!r}: expected NAME=FORMAT:PATH[:IMAGES]")
+        sources.append(Source(name, fmt, path, {"image_root": images} if images else {}))
+    summary = merge(sources, args.out, args.definition, args.val_fraction, args.seed)
+    print(f"merged {summary['frames_per_source']} into {args.out}: {summary['frames']}; "
+          f"{len(summary['duplicates'])} duplicate images skipped (listed in summary.json)")
+
+
 def cmd_infos(args) -> None:
     from admlops.components.convert.mmdet3d_infos import write_kitti_infos
 
@@ -233,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_args(s)
     s.add_argument("--out", help="also write the full report as JSON here")
     s.set_defaults(func=cmd_validate)
+    s = data.add_parser("merge", help="several sources -> one task dataset (COCO) through class mappings")
+    s.add_argument("out", help="output directory (replaced atomically)")
+    s.add_argument("--input", action="append", required=True, metavar="NAME=FORMAT:PATH[:IMAGES]",
+                   help="a source, e.g. kitti=kitti:/data/kitti or bdd=bdd100k:det_val.json:/data/bdd/images (repeatable)")
+    s.add_argument("--definition", default="road-3class", help="a definition mapping every source format")
+    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_merge)
     s = data.add_parser("infos", help="KITTI -> mmdet3d v2 info files (kitti_infos_{train,val,trainval}.pkl)")
     s.add_argument("src", help="KITTI root (training/ with calib and velodyne, ImageSets/train.txt and val.txt)")
     s.add_argument("out", help="output directory (replaced atomically)")

@@ -5,7 +5,7 @@ import pytest
 
 COMMANDS = [
     [], ["data"], ["data", "synth"], ["data", "synth", "kitti"], ["data", "convert"], ["train"], ["evaluate"],
-    ["export"], ["benchmark"], ["run"], ["compile"], ["data", "push"], ["data", "pull"], ["data", "ls"], ["data", "show"], ["data", "infos"], ["data", "analyze"],
+    ["export"], ["benchmark"], ["run"], ["compile"], ["data", "push"], ["data", "pull"], ["data", "ls"], ["data", "show"], ["data", "infos"], ["data", "merge"], ["data", "analyze"],
     ["data", "validate"], ["data", "spec"],
     ["zoo"], ["zoo", "ls"], ["zoo", "show"], ["zoo", "promote"],
 ]

@@ -137,3 +137,32 @@ def test_validate_voc_lists_unmapped_class(tmp_path):
     report = validate("voc", tmp_path, "road-3class")
     assert report["by_rule"] == {"unmapped_class": 1}
     assert report["violations"][0]["file"].endswith("b.xml") and report["violations"][0]["label"] == "dog"
+
+
+def test_merge_kitti_voc_coco_with_duplicate_image(kitti_root, tmp_path, capsys):
+    from admlops.pipelines.cli import main
+
+    _png(tmp_path / "voc" / "JPEGImages" / "b.png")
+    (tmp_path / "voc" / "Annotations").mkdir()
+    (tmp_path / "voc" / "Annotations" / "b.xml").write_text(VOC_XML)
+    # a COCO set whose only image is byte-for-byte a KITTI frame: a duplicate
+    (tmp_path / "coco").mkdir()
+    dup = kitti_root / "training" / "image_2" / "000004.png"
+    (tmp_path / "coco" / "x.png").write_bytes(dup.read_bytes())
+    (tmp_path / "coco" / "ann.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "x.png", "width": 1242, "height": 375}],
+        "categories": [{"id": 1, "name": "car"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 30, 40]}]}))
+    out = tmp_path / "merged"
+    assert main(["data", "merge", str(out), "--input", f"kitti=kitti:{kitti_root}", "--input", f"voc=voc:{tmp_path / 'voc'}",
+                 "--input", f"web=coco:{tmp_path / 'coco' / 'ann.json'}"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_per_source"] == {"kitti": 20, "voc": 1}
+    assert summary["duplicates"] == [{"frame": "web-x", "image": str(tmp_path / "coco" / "x.png"), "same_as": "kitti-000004"}]
+    images, anns = _anns(out)
+    assert {i["file_name"] for i in images.values()} >= {"images/kitti-000000.png", "images/voc-b.png"}
+    cats = {c["id"]: c["name"] for c in json.loads((out / "annotations" / "train.json").read_text())["categories"]}
+    assert cats == {1: "vehicle", 2: "pedestrian", 3: "cyclist"}
+    kitti_vehicles = [a for a in anns if a["source"]["source_label"] in ("Car", "Van", "Truck")]
+    assert kitti_vehicles and all(a["category_id"] == 1 and not a["iscrowd"] for a in kitti_vehicles)
+    assert {a["source"]["source_format"] for a in anns} == {"kitti", "voc"}

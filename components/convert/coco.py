@@ -49,9 +49,9 @@ def write_coco(
             (tmp / sub).mkdir()
         for image_id, frame in enumerate(frames, start=1):
             s = split_of(frame)
-            file_name = f"images/{frame.image.name}"
+            file_name = f"images/{frame.id}{frame.image.suffix}"
             if names.setdefault(file_name, frame.image) != frame.image:
-                raise InputError(frame.source, f"two frames use the image name {frame.image.name!r} ({names[file_name]})")
+                raise InputError(frame.source, f"two frames have the id {frame.id!r} ({names[file_name]}, {frame.image})")
             link_or_copy(frame.image, tmp / file_name)
             coco[s]["images"].append({"id": image_id, "file_name": file_name, "width": frame.width, "height": frame.height})
             anns = coco[s]["annotations"]
@@ -102,8 +102,9 @@ def _index_row(frame: Frame, obj, split: str, target: str, box: list[float]) -> 
     dims, loc = b3.get("dimensions", (None,) * 3), b3.get("location", (None,) * 3)
     occluded = obj.attributes.get("occluded")
     return {
-        "frame": frame.id, "sensor": "camera", "split": split, "image": f"images/{frame.image.name}",
-        "image_width": frame.width, "image_height": frame.height, "category": target, "source_label": obj.label,
+        "frame": frame.id, "sensor": "camera", "split": split, "image": f"images/{frame.id}{frame.image.suffix}",
+        "image_width": frame.width, "image_height": frame.height, "category": target,
+        "source_label": obj.attributes.get("source_label", obj.label),
         "ignore": target == IGNORE, "x1": box[0], "y1": box[1], "x2": box[0] + box[2], "y2": box[1] + box[3],
         "width": box[2], "height": box[3], "truncated": _float(obj.attributes.get("truncated")),
         "occluded": _float(occluded), "dim_h": dims[0], "dim_w": dims[1], "dim_l": dims[2],
