@@ -3,7 +3,7 @@
 Each version's info.json carries a lineage record: the dataset (name, version, manifest sha256), the
 config's sha256, the code version, the pipeline run id and the parent model. Aliases
 (``candidate``, ``production``, ...) live at ``models/<name>/aliases/<alias>.json`` and every move is
-also kept as ``models/<name>/alias-history/<time>-<alias>.json`` (who, when, from, to).
+also kept as ``models/<name>/alias-history/<time_ns>-<alias>.json`` (who, when, from, to).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from admlops import catalog
-from admlops.objectstore import ObjectStore, StoreError
+from admlops.objectstore import ObjectStore
 
 ROLES = {"model.pth": "checkpoint", "config.py": "config", "metrics": "metrics", "onnx/": "exported", "work/": "training-state"}
 
@@ -64,8 +64,7 @@ def promote(store: ObjectStore, name: str, version: str, alias: str, who: str | 
     key = f"models/{name}/aliases/{alias}.json"
     previous = json.loads(store.get_bytes(key))["version"] if store.exists(key) else None
     record = {"alias": alias, "version": version, "previous": previous, "by": who or catalog._who(), "at": time.time()}
-    store.put_bytes(f"models/{name}/alias-history/{time.strftime('%Y%m%dT%H%M%S')}-{int(time.time() * 1e6) % 10**6:06d}-{alias}.json",
-                    json.dumps(record).encode())
+    store.put_bytes(f"models/{name}/alias-history/{time.time_ns()}-{alias}.json", json.dumps(record).encode())
     store.put_bytes(key, json.dumps(record, indent=2).encode())
     return record
 
@@ -80,8 +79,3 @@ def aliases(store: ObjectStore, name: str) -> dict[str, dict]:
 
 def history(store: ObjectStore, name: str) -> list[dict]:
     return sorted((json.loads(store.get_bytes(k)) for k in store.list(f"models/{name}/alias-history/")), key=lambda r: r["at"])
-
-
-def require_model(store: ObjectStore, name: str) -> None:
-    if not catalog.list_versions(store, "models", name):
-        raise StoreError(f"{store.uri('models/' + name)}: no committed versions of model {name!r}")
