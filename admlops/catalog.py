@@ -45,6 +45,10 @@ class Version:
     bytes: int
     info: dict
 
+    def ref(self) -> dict:
+        """What lineage records keep of a version: name, version and manifest sha256."""
+        return {"name": self.name, "version": self.version, "manifest_sha256": self.manifest_sha256}
+
 
 def _check_name(value: str, what: str) -> str:
     if not value or "/" in value or value in (".", "..") or value.startswith("."):

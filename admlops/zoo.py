@@ -32,12 +32,10 @@ def code_version() -> str:
     return f"{__version__}+g{commit}" if commit else __version__
 
 
-def lineage(dataset: catalog.Version | None, config_file: str | Path | None, run_id: str = "", parent: str = "") -> dict:
-    """The lineage record of a model built from ``dataset`` with ``config_file``."""
+def lineage(dataset: dict | None, config_file: str | Path | None, run_id: str = "", parent: str = "") -> dict:
+    """The lineage record of a model built from ``dataset`` (a ``Version.ref()``) with ``config_file``."""
     return {
-        "dataset": None if dataset is None else {
-            "name": dataset.name, "version": dataset.version, "manifest_sha256": dataset.manifest_sha256,
-        },
+        "dataset": None if dataset is None else {k: dataset[k] for k in ("name", "version", "manifest_sha256")},
         "config_sha256": hashlib.sha256(Path(config_file).read_bytes()).hexdigest() if config_file else None,
         "code_version": code_version(),
         "pipeline_run_id": run_id,

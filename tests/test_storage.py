@@ -152,7 +152,7 @@ def test_model_zoo_lineage_and_aliases(store_uri, tmp_path):
     store = open_store(store_uri)
     data = catalog.push(store, "datasets", "kitti", _tree(tmp_path / "d", {"a.txt": b"a"}))
     model_dir = _tree(tmp_path / "m", {"model.pth": b"weights", "config.py": b"model = dict()\n", "metrics.json": b"{}"})
-    record = zoo.lineage(data, model_dir / "config.py", run_id="run-1")
+    record = zoo.lineage(data.ref(), model_dir / "config.py", run_id="run-1")
     v1 = zoo.publish(store, "rtmdet", model_dir, record)
     info = catalog.show(store, "models", "rtmdet", v1.version).info
     assert info["lineage"]["dataset"] == {"name": "kitti", "version": data.version, "manifest_sha256": data.manifest_sha256}
@@ -161,7 +161,7 @@ def test_model_zoo_lineage_and_aliases(store_uri, tmp_path):
     roles = {r["path"]: r["role"] for r in catalog.read_manifest(store, "models", "rtmdet", v1.version)}
     assert roles == {"model.pth": "checkpoint", "config.py": "config", "metrics.json": "metrics"}
     (model_dir / "model.pth").write_bytes(b"weights2")
-    v2 = zoo.publish(store, "rtmdet", model_dir, zoo.lineage(data, model_dir / "config.py", "run-2", parent=v1.version))
+    v2 = zoo.publish(store, "rtmdet", model_dir, zoo.lineage(data.ref(), model_dir / "config.py", "run-2", parent=v1.version))
     zoo.promote(store, "rtmdet", v1.version, "production", who="alice")
     zoo.promote(store, "rtmdet", v2.version, "production", who="bob")
     assert zoo.resolve(store, "rtmdet", "production") == v2.version

@@ -35,5 +35,4 @@ def convert_with_store(source: str, out: str | Path, definition: str, val_fracti
 
 
 def _record(store, v: catalog.Version) -> dict:
-    return {"name": v.name, "version": v.version, "manifest_sha256": v.manifest_sha256,
-            "uri": store.uri(f"datasets/{v.name}/{v.version}/")}
+    return v.ref() | {"uri": store.uri(f"datasets/{v.name}/{v.version}/")}

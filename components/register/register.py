@@ -34,8 +34,7 @@ def register(
                          (onnx_dir / "deploy.py", "onnx/deploy.py")):
             (stage / dst).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, stage / dst)
-        record = zoo.lineage(None, stage / "config.py", run_id=run_id, parent=parent)
-        record["dataset"] = {k: dataset[k] for k in ("name", "version", "manifest_sha256")}
+        record = zoo.lineage(dataset, stage / "config.py", run_id=run_id, parent=parent)
         version = zoo.publish(store, name, stage, record)
     promoted = zoo.promote(store, name, version.version, alias) if alias else None
     return {"name": name, "version": version.version, "uri": store.uri(f"models/{name}/{version.version}/"),
