@@ -82,15 +82,18 @@ def parse_label_line(text: str, path: str | Path, lineno: int, classes: tuple[st
     )
 
 
-def read_label(path: str | Path, classes: tuple[str, ...] = CLASSES) -> list[KittiObject]:
-    """Parse one ``label_2/*.txt`` file; blank lines are allowed, anything malformed raises InputError."""
+def read_label_lines(path: str | Path, classes: tuple[str, ...] = CLASSES) -> list[tuple[int, KittiObject]]:
+    """Parse one ``label_2/*.txt`` file into (line number, object); blank lines are allowed, anything
+    malformed raises InputError naming the file and line."""
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read label file: {exc}") from None
-    return [
-        parse_label_line(line, path, n, classes) for n, line in enumerate(text.splitlines(), start=1) if line.strip()
-    ]
+    return [(n, parse_label_line(line, path, n, classes)) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def read_label(path: str | Path, classes: tuple[str, ...] = CLASSES) -> list[KittiObject]:
+    return [obj for _, obj in read_label_lines(path, classes)]
 
 
 def write_label(path: str | Path, objects: list[KittiObject]) -> None:

@@ -59,10 +59,7 @@ def read_kitti_frame(training: Path, frame: str, classes: tuple[str, ...] = kitt
     image = training / "image_2" / f"{frame}.png"
     width, height = image_size(image, label)
     objects = []
-    for lineno, line in enumerate(label.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        o = kitti.parse_label_line(line, label, lineno, classes)
+    for lineno, o in kitti.read_label_lines(label, classes):
         box3d = None if o.type == "DontCare" else {"dimensions": o.dimensions, "location": o.location, "rotation_y": o.rotation_y}
         attrs = {} if o.type == "DontCare" else {"truncated": o.truncated, "occluded": o.occluded, "alpha": o.alpha}
         objects.append(Object(o.type, o.bbox, attrs, box3d, lineno))
