@@ -62,7 +62,10 @@ def definition_path(name_or_path: str | Path) -> Path:
     return CONFIG_DIR / "datasets" / f"{name_or_path}.yaml"
 
 
-def load_definition(name_or_path: str | Path) -> DatasetDefinition:
+def load_definition(name_or_path: str | Path | DatasetDefinition) -> DatasetDefinition:
+    """A definition by name or path (an already-loaded one is returned as it is)."""
+    if isinstance(name_or_path, DatasetDefinition):
+        return name_or_path
     path = definition_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from admlops.components.convert.readers import read_kitti_frame
+from admlops.components.convert.readers import kitti_frames, read_kitti_frame
 from admlops.components.convert.records import READERS, Frame
 from admlops.definition import IGNORE, DatasetDefinition, load_definition
 from admlops.errors import InputError
@@ -19,12 +19,12 @@ EDGE_TOLERANCE = 1.0  # pixels a box may reach past the image border (rounding i
 
 def _frames(fmt: str, src: str | Path, violations: list, **reader_args):
     if fmt == "kitti":  # frame by frame, so one bad file does not hide the others
-        training = Path(src) / "training"
-        for label in sorted((training / "label_2").glob("*.txt")):
+        training, ids = kitti_frames(src)
+        for frame in ids:
             try:
-                yield read_kitti_frame(training, label.stem)
+                yield read_kitti_frame(training, frame)
             except InputError as exc:
-                violations.append({"file": exc.path, "line": exc.line, "frame": label.stem, "rule": "unreadable", "message": exc.message})
+                violations.append({"file": exc.path, "line": exc.line, "frame": frame, "rule": "unreadable", "message": exc.message})
         return
     try:
         yield from READERS[fmt](src, **reader_args)
@@ -65,7 +65,7 @@ def check_frame(frame: Frame, defn: DatasetDefinition, mapping: dict[str, str]) 
 
 def validate(fmt: str, src: str | Path, definition: str | Path | DatasetDefinition, **reader_args) -> dict:
     """A report of every violation in the dataset ``src`` (format ``fmt``) against ``definition``."""
-    defn = definition if isinstance(definition, DatasetDefinition) else load_definition(definition)
+    defn = load_definition(definition)
     mapping = defn.mapping(fmt)
     violations: list[dict] = []
     frames = objects = 0

@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from admlops.components.convert.coco import write_coco
-from admlops.components.convert.readers import read_kitti_frame
+from admlops.components.convert.readers import kitti_frames, read_kitti_frame
 from admlops.components.convert.records import READERS, Frame
 from admlops.definition import DatasetDefinition, load_definition
 from admlops.errors import InputError
@@ -58,15 +58,9 @@ def kitti_to_coco(
     else from a seeded hash of each frame id. Raises InputError naming the file and line of bad input.
     """
     kitti_root = Path(kitti_root)
-    defn = definition if isinstance(definition, DatasetDefinition) else load_definition(definition)
+    defn = load_definition(definition)
     mapping = defn.mapping("kitti")
-    training = kitti_root / "training"
-    for sub in ("label_2", "image_2"):
-        if not (training / sub).is_dir():
-            raise InputError(training / sub, "not a KITTI object dataset: directory missing")
-    frames = sorted(p.stem for p in (training / "label_2").glob("*.txt"))
-    if not frames:
-        raise InputError(training / "label_2", "no label files (*.txt)")
+    training, frames = kitti_frames(kitti_root)
     split, split_info = _splits(kitti_root, frames, val_fraction, seed)
     jobs = [(training, f, tuple(mapping)) for f in frames if f in split]
     with Pool(workers) as pool:
@@ -93,7 +87,7 @@ def convert_to_coco(
         return kitti_to_coco(src, out, definition, val_fraction, seed)
     if fmt not in READERS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(sorted(READERS))}")
-    defn = definition if isinstance(definition, DatasetDefinition) else load_definition(definition)
+    defn = load_definition(definition)
     frames = tqdm(READERS[fmt](src, **reader_args), desc=f"convert {fmt}->coco", unit="frame")
     return write_coco(frames, out, defn, fmt, lambda frame: hash_split(frame.id, val_fraction, seed),
                       {"input": str(src), "split": {"method": "sha256", "val_fraction": val_fraction, "seed": seed}})

@@ -32,7 +32,7 @@ def _sha256(path: Path) -> str:
 
 def merge(sources: list[Source], out: str | Path, definition: str | Path | DatasetDefinition,
           val_fraction: float = 0.2, seed: int = 0) -> dict:
-    defn = definition if isinstance(definition, DatasetDefinition) else load_definition(definition)
+    defn = load_definition(definition)
     mappings = {s.format: defn.mapping(s.format) for s in sources}
     names = [c.name for c in defn.categories]
     merged = dataclasses.replace(defn, sources={"merged": {n: n for n in names} | {IGNORE: IGNORE}})

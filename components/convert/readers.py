@@ -41,17 +41,23 @@ def _number(value, path: Path, where: str, line: int | None = None) -> float:
     return out
 
 
-@reader("kitti")
-def read_kitti(root: str | Path, classes: tuple[str, ...] = kitti.CLASSES) -> Iterator[Frame]:
+def kitti_frames(root: str | Path) -> tuple[Path, list[str]]:
+    """``root/training`` and its frame ids (label file stems, sorted); an error when it is not KITTI."""
     training = Path(root) / "training"
     for sub in ("label_2", "image_2"):
         if not (training / sub).is_dir():
             raise InputError(training / sub, "not a KITTI object dataset: directory missing")
-    labels = sorted((training / "label_2").glob("*.txt"))
-    if not labels:
+    frames = sorted(p.stem for p in (training / "label_2").glob("*.txt"))
+    if not frames:
         raise InputError(training / "label_2", "no label files (*.txt)")
-    for label in labels:
-        yield read_kitti_frame(training, label.stem, classes)
+    return training, frames
+
+
+@reader("kitti")
+def read_kitti(root: str | Path, classes: tuple[str, ...] = kitti.CLASSES) -> Iterator[Frame]:
+    training, frames = kitti_frames(root)
+    for frame in frames:
+        yield read_kitti_frame(training, frame, classes)
 
 
 def read_kitti_frame(training: Path, frame: str, classes: tuple[str, ...] = kitti.CLASSES) -> Frame:
