@@ -10,6 +10,8 @@ Each shim has a test (tests/test_compat.py) that fails if the shim is removed or
    carry a ``message_hub`` with mmengine and numpy objects, so loading them fails. Instead of turning
    the safe loader off (``weights_only=False`` unpickles arbitrary code from whatever bucket a
    checkpoint came from) we allowlist exactly the types mmengine checkpoints contain.
+3. mmdet3d 1.4's GT-database sampler (ObjectSample augmentation) builds an array with ``dtype=np.long``,
+   an alias numpy 1.24 removed; we restore it as ``np.int64`` (what it meant) when it is missing.
 """
 from __future__ import annotations
 
@@ -61,6 +63,13 @@ def _allow_mmengine_checkpoints() -> None:
     torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
 
 
+def _numpy_long_alias() -> None:
+    import numpy as np
+
+    if "long" not in np.__dict__:
+        np.long = np.int64
+
+
 def apply() -> None:
     """Install all shims (idempotent)."""
     global _applied
@@ -68,4 +77,5 @@ def apply() -> None:
         return
     _onnx_export_legacy_default()
     _allow_mmengine_checkpoints()
+    _numpy_long_alias()
     _applied = True

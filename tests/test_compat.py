@@ -100,3 +100,13 @@ def test_checkpoint_shim_does_not_allow_arbitrary_code(tmp_path):
     torch.save({"x": os.getcwd}, path)  # a callable that is not on the allowlist
     with pytest.raises(Exception, match="Weights only load failed"):
         torch.load(path)
+
+
+def test_numpy_long_alias_for_mmdet3d_db_sampler():
+    import mmdet3d.datasets.transforms.dbsampler as dbsampler
+
+    assert "np.long" in open(dbsampler.__file__).read()  # still used by ObjectSample's sampler
+    res = _run("import numpy as np; np.long")
+    assert res.returncode != 0 and "long" in res.stderr  # removed from numpy
+    res = _run("from admlops import compat; compat.apply(); import numpy as np; assert np.long is np.int64")
+    assert res.returncode == 0, res.stderr[-2000:]

@@ -1,4 +1,5 @@
-"""mmdet3d v2 infos: the same as mmdet3d's own tools/create_data.py kitti writes, and loadable by KittiDataset."""
+"""The mmdet3d data root (v2 infos, reduced scans, GT database): the same as mmdet3d's own
+tools/create_data.py kitti writes, and loadable by KittiDataset and the ObjectSample database sampler."""
 import os
 import pickle
 import shutil
@@ -20,30 +21,36 @@ def _reference_tools() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def infos(kitti_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("infos") / "infos"
-    counts = write_kitti_infos(kitti_root, out)
-    return out, counts
-
-
-@pytest.fixture(scope="module")
-def reference(kitti_root, tmp_path_factory):
-    tools = _reference_tools()
-    if tools is None:
-        pytest.skip("mmdet3d's wheel ships no tools/create_data.py here")
-    root = tmp_path_factory.mktemp("ref") / "kitti"
+def kitti_copy(kitti_root, tmp_path_factory):
+    """The synthetic KITTI set plus a one-frame ``testing/`` split (the reference fails on an empty one)."""
+    root = tmp_path_factory.mktemp("kitti") / "kitti"
     shutil.copytree(kitti_root, root)
-    # the reference also converts a test split and fails on an empty one: give it one frame
     for sub in ("image_2", "calib", "velodyne"):
         (root / "testing" / sub).mkdir(parents=True)
         src = next((root / "training" / sub).glob("000000.*"))
         shutil.copy(src, root / "testing" / sub / src.name)
     (root / "ImageSets" / "test.txt").write_text("000000\n")
-    res = subprocess.run([sys.executable, "tools/create_data.py", "kitti", "--root-path", str(root), "--out-dir", str(root),
-                          "--extra-tag", "kitti"], cwd=tools, env=dict(os.environ, PYTHONPATH=str(tools)),
+    return root
+
+
+@pytest.fixture(scope="module")
+def infos(kitti_copy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("infos") / "infos"
+    counts = write_kitti_infos(kitti_copy, out)
+    return out, counts
+
+
+@pytest.fixture(scope="module")
+def reference(kitti_copy, infos):
+    tools = _reference_tools()
+    if tools is None:
+        pytest.skip("mmdet3d's wheel ships no tools/create_data.py here")
+    # the reference writes into the dataset root; ours has been written already (fixture order)
+    res = subprocess.run([sys.executable, "tools/create_data.py", "kitti", "--root-path", str(kitti_copy), "--out-dir",
+                          str(kitti_copy), "--extra-tag", "kitti"], cwd=tools, env=dict(os.environ, PYTHONPATH=str(tools)),
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    return root
+    return kitti_copy
 
 
 def _load(path):
@@ -51,7 +58,7 @@ def _load(path):
         return pickle.load(f)
 
 
-@pytest.mark.parametrize("split", ["train", "val", "trainval"])
+@pytest.mark.parametrize("split", ["train", "val", "trainval", "test"])
 def test_matches_reference(infos, reference, split):
     ours = _load(infos[0] / f"kitti_infos_{split}.pkl")
     ref = _load(reference / f"kitti_infos_{split}.pkl")
@@ -74,23 +81,81 @@ def test_matches_reference(infos, reference, split):
             # the reference projects in float32 (torch): ~1e-7 relative, i.e. up to 1e-4 px at x=1000
             np.testing.assert_allclose(x["center_2d"], y["center_2d"], rtol=1e-6)
             assert x["depth"] == pytest.approx(y["depth"], rel=1e-6)
-            for key in ("bbox_label", "bbox_label_3d", "difficulty", "occluded", "index", "group_id"):
+            for key in ("bbox_label", "bbox_label_3d", "difficulty", "occluded", "index", "group_id", "num_lidar_pts"):
                 assert x[key] == y[key], key
             assert x["truncated"] == pytest.approx(y["truncated"]) and x["alpha"] == pytest.approx(y["alpha"])
+        assert a.keys() == b.keys()
+        if "cam_instances" in b:
+            assert len(a["cam_instances"]["CAM2"]) == len(b["cam_instances"]["CAM2"])
+            for x, y in zip(a["cam_instances"]["CAM2"], b["cam_instances"]["CAM2"], strict=True):
+                assert x.keys() == y.keys()
+                for key in ("bbox", "bbox_3d", "center_2d", "depth"):  # the reference projects float32 corners
+                    np.testing.assert_allclose(x[key], y[key], rtol=1e-6, atol=1e-5, err_msg=key)
+                for key in ("bbox_label", "bbox_label_3d", "bbox_3d_isvalid", "velocity"):
+                    assert x[key] == y[key], key
 
 
-def test_loads_in_mmdet3d_kitti_dataset(infos, kitti_root):
+def test_reduced_scans_match_reference(infos, reference):
+    ours = sorted((infos[0] / "training" / "velodyne_reduced").glob("*.bin"))
+    assert [p.name for p in ours] == sorted(p.name for p in (reference / "training" / "velodyne_reduced").glob("*.bin"))
+    for path in ours:
+        assert path.read_bytes() == (reference / "training" / "velodyne_reduced" / path.name).read_bytes(), path.name
+
+
+def test_gt_database_matches_reference(infos, reference):
+    ours, ref = _load(infos[0] / "kitti_dbinfos_train.pkl"), _load(reference / "kitti_dbinfos_train.pkl")
+    # the reference names entries by position in the train list (mmengine overwrites sample_idx); ours by frame id
+    frame_of = [d["sample_idx"] for d in _load(reference / "kitti_infos_train.pkl")["data_list"]]
+    assert {k: len(v) for k, v in ours.items()} == {k: len(v) for k, v in ref.items()}
+    for name in ref:
+        for x, y in zip(ours[name], ref[name], strict=True):
+            assert x.keys() == y.keys()
+            assert x["image_idx"] == frame_of[y["image_idx"]]
+            assert x["path"] == f"kitti_gt_database/{x['image_idx']}_{name}_{x['gt_idx']}.bin"
+            for key in ("name", "gt_idx", "difficulty", "group_id", "score"):
+                assert x[key] == y[key], key
+            np.testing.assert_allclose(x["box3d_lidar"], y["box3d_lidar"], atol=1e-5)
+            # the reference tests points against float32 box planes: points lying on a face may flip
+            assert abs(x["num_points_in_gt"] - y["num_points_in_gt"]) <= max(1, y["num_points_in_gt"] // 100)
+            pts = np.fromfile(infos[0] / x["path"], dtype=np.float32).reshape(-1, 4)
+            ref_pts = np.fromfile(reference / y["path"], dtype=np.float32).reshape(-1, 4)
+            assert len(pts) == x["num_points_in_gt"]
+            if len(pts) == len(ref_pts):  # same points in scan order, relative to a box centre equal to ~1e-6
+                np.testing.assert_allclose(pts, ref_pts, atol=1e-4)
+
+
+def test_loads_in_mmdet3d_kitti_dataset(infos):
     from mmdet3d.datasets import KittiDataset
+
+    from admlops import compat
+
+    compat.apply()
     from mmdet3d.utils import register_all_modules
 
     register_all_modules()
     out, counts = infos
-    ds = KittiDataset(data_root=str(kitti_root), ann_file=str(out / "kitti_infos_train.pkl"),
-                      data_prefix=dict(pts="training/velodyne", img="training/image_2"), pipeline=[],
-                      metainfo=dict(classes=["Pedestrian", "Cyclist", "Car"]), test_mode=False)
+    classes = ["Pedestrian", "Cyclist", "Car"]
+    # the data root is the output directory, laid out as mmdet3d's KITTI configs expect
+    ds = KittiDataset(data_root=str(out), ann_file="kitti_infos_train.pkl",
+                      data_prefix=dict(pts="training/velodyne_reduced", img="training/image_2"),
+                      pipeline=[dict(type="LoadPointsFromFile", coord_type="LIDAR", load_dim=4, use_dim=4),
+                                dict(type="LoadAnnotations3D", with_bbox_3d=True, with_label_3d=True),
+                                dict(type="ObjectSample", db_sampler=dict(
+                                    data_root=str(out), info_path=str(out / "kitti_dbinfos_train.pkl"), rate=1.0, classes=classes,
+                                    prepare=dict(filter_by_difficulty=[-1], filter_by_min_points=dict(Car=5)),
+                                    sample_groups=dict(Car=15, Pedestrian=10, Cyclist=10))),
+                                dict(type="Pack3DDetInputs", keys=["points", "gt_bboxes_3d", "gt_labels_3d"])],
+                      metainfo=dict(classes=classes), test_mode=False)
     assert len(ds) == counts["train"]
     info = ds.get_data_info(0)
+    assert (out / "training" / "image_2" / info["images"]["CAM2"]["img_path"]).is_file()
     assert Path(info["lidar_points"]["lidar_path"]).is_file()
     labels = info["ann_info"]["gt_labels_3d"]
     assert len(labels) and set(labels.tolist()) <= {-1, 0, 1, 2}
     assert info["ann_info"]["gt_bboxes_3d"].tensor.shape[1] == 7
+    np.random.seed(0)  # ObjectSample draws with numpy's global generator
+    sample = ds[0]  # loads the reduced scan and pastes database objects into it
+    n_scan = len(np.fromfile(info["lidar_points"]["lidar_path"], dtype=np.float32)) // 4
+    pasted = sample["data_samples"].gt_instances_3d.labels_3d
+    assert len(pasted) > (info["ann_info"]["gt_labels_3d"] >= 0).sum()  # database objects were added
+    assert len(sample["inputs"]["points"]) > 0 and n_scan > 0

@@ -1,19 +1,28 @@
-"""KITTI -> mmdet3d's v2 info files (``kitti_infos_{train,val,trainval}.pkl``: metainfo + data_list), the
-format mmdet3d's KittiDataset loads. Field by field what mmdet3d's own ``tools/create_data.py kitti``
-writes (checked against it in tests/test_mmdet3d_infos.py), computed in parallel from the record model.
+"""KITTI -> everything mmdet3d's KITTI configs load, as one data root:
 
-Not written (yet): ``cam_instances`` (monocular, FOV-image-based loading), the reduced point clouds
-and the GT database for object-sample augmentation.
+* ``kitti_infos_{train,val,trainval,test}.pkl`` (v2: metainfo + data_list, with ``cam_instances``),
+* ``training/velodyne_reduced/`` (scans cut to the camera's view, what the configs read as ``pts``),
+* ``kitti_gt_database/`` + ``kitti_dbinfos_train.pkl`` (object points for ObjectSample augmentation),
+* ``training/{image_2,velodyne,calib}`` linked to the source, so ``data_root`` can point here.
+
+Field by field what mmdet3d's own ``tools/create_data.py kitti`` writes (checked against it in
+tests/test_mmdet3d_infos.py), but streamed: frames are processed in parallel, each worker writes its
+reduced scan and GT-database files and returns its info already pickled, and the parent appends it to
+the split's spool, so peak memory does not grow with the dataset (bench/infos_bench.py measures it).
 """
 from __future__ import annotations
 
+import os
 import pickle
+import shutil
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+from shapely.geometry import MultiPoint, Polygon, box
 from tqdm import tqdm
 
+from admlops.components.convert.lidar import camera_boxes_to_lidar, in_camera_view, points_in_boxes
 from admlops.components.convert.readers import read_kitti_frame
 from admlops.errors import InputError
 from admlops.formats import kitti
@@ -22,6 +31,48 @@ from admlops.localfs import atomic_dir
 CLASSES = ("Pedestrian", "Cyclist", "Car", "Van", "Truck", "Person_sitting", "Tram", "Misc")
 METAINFO = {"categories": {**{c: i for i, c in enumerate(CLASSES)}, "DontCare": -1}, "dataset": "kitti", "info_version": "1.1"}
 MIN_HEIGHT, MAX_OCCLUSION, MAX_TRUNCATION = (40, 25, 25), (0, 1, 2), (0.15, 0.3, 0.5)  # KITTI easy/moderate/hard
+LINKED = ("image_2", "velodyne", "calib")
+
+
+class Spool:
+    """A list streamed element by element into a scratch file and embedded into a pickle by ``write_pickle``.
+
+    Elements are protocol-2 pickles without PROTO/STOP, each followed by APPEND. Protocol 2 names memo
+    slots explicitly (BINPUT n), so every element is self-contained even though all restart at slot 0.
+    """
+
+    def __init__(self, path: Path):
+        self.path, self.count = path, 0
+        self._file = open(path, "wb")
+
+    @staticmethod
+    def encode(obj) -> bytes:
+        return pickle.dumps(obj, protocol=2)[2:-1] + b"a"
+
+    def append_encoded(self, data: bytes) -> None:
+        self._file.write(data)
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def write_pickle(path: Path, fields: dict) -> None:
+    """Pickle the dict ``fields``; a value that is a Spool (or a tuple of Spools) becomes a list of their elements."""
+    with open(path, "wb") as f:
+        f.write(b"\x80\x02}")  # PROTO 2, EMPTY_DICT
+        for key, value in fields.items():
+            f.write(Spool.encode(key)[:-1])
+            if isinstance(value, (Spool, tuple)):
+                f.write(b"]")  # EMPTY_LIST, then the spooled APPENDs
+                for spool in value if isinstance(value, tuple) else (value,):
+                    spool.close()
+                    with open(spool.path, "rb") as src:
+                        shutil.copyfileobj(src, f)
+            else:
+                f.write(Spool.encode(value)[:-1])
+            f.write(b"s")  # SETITEM
+        f.write(b".")
 
 
 def difficulty(height: float, occluded: int, truncated: float) -> int:
@@ -32,29 +83,64 @@ def difficulty(height: float, occluded: int, truncated: float) -> int:
     return -1
 
 
-def _points_in_box(points: np.ndarray, box_cam: dict, calib: dict) -> int:
-    """LiDAR points inside a KITTI box (camera frame), counted in the camera frame."""
-    cam_from_velo = kitti.to_homogeneous(calib["R0_rect"]) @ kitti.to_homogeneous(calib["Tr_velo_to_cam"])
-    pts = np.hstack([points[:, :3], np.ones((len(points), 1))]) @ cam_from_velo.T
-    h, w, l = box_cam["dimensions"]
-    local = pts[:, :3] - np.asarray(box_cam["location"])
-    c, s = np.cos(box_cam["rotation_y"]), np.sin(box_cam["rotation_y"])
-    x, z = c * local[:, 0] - s * local[:, 2], s * local[:, 0] + c * local[:, 2]
-    return int(((np.abs(x) <= l / 2) & (np.abs(z) <= w / 2) & (local[:, 1] <= 0) & (local[:, 1] >= -h)).sum())
+def _f32(values) -> list[float]:
+    return np.asarray(values, dtype=np.float32).ravel().tolist()
 
 
-def frame_info(args) -> dict:
-    training, frame_id = args
-    frame = read_kitti_frame(training, frame_id)
+def camera_instance(obj, P2: np.ndarray, width: int, height: int) -> dict | None:
+    """The monocular (``cam_instances``) record of one labelled object: the 2D box is the projected 3D box
+    cut to the image (as mmdet3d's get_kitti_style_2d_boxes does), or None when nothing of it is in view."""
+    h, w, l = obj.box3d["dimensions"]
+    loc, dims = obj.box3d["location"], (l, h, w)
+    centre = np.add(loc, (0.0, -h / 2, 0.0))
+    corners = kitti.box3d_corners((h, w, l), loc, obj.box3d["rotation_y"])
+    corners = corners[corners[:, 2] > 0]
+    if not len(corners):
+        return None
+    hull = MultiPoint(kitti.project(P2[:3], corners).tolist()).convex_hull
+    canvas = box(0, 0, width, height)
+    if not hull.intersects(canvas) or not isinstance(cut := hull.intersection(canvas), Polygon):
+        return None
+    proj = P2 @ np.append(centre, 1.0)
+    if proj[2] <= 0:
+        return None
+    label = CLASSES.index(obj.label)
+    return {"bbox_label": label, "bbox_label_3d": label, "bbox": list(cut.bounds), "bbox_3d_isvalid": True,
+            "bbox_3d": _f32([*loc, *dims, obj.box3d["rotation_y"]]), "velocity": -1,
+            "center_2d": (proj[:2] / proj[2]).tolist(), "depth": float(proj[2])}
+
+
+def frame_info(args) -> tuple[bytes, list[tuple[str, dict]]]:
+    """One frame: its info (pickled, ready for a Spool) and, for GT-database frames, the database entries.
+    Writes the frame's reduced scan and object point files under ``out`` on the way."""
+    base, frame_id, out, prefix, split = args
+    labelled, with_db = split != "test", split == "train"
+    frame = read_kitti_frame(base, frame_id, labels=labelled)
     if frame.calib is None:
-        raise InputError(training / "calib" / f"{frame_id}.txt", "missing calibration file")
+        raise InputError(base / "calib" / f"{frame_id}.txt", "missing calibration file")
+    if frame.lidar is None:
+        raise InputError(base / "velodyne" / f"{frame_id}.bin", "missing Velodyne scan")
     calib = {k: kitti.to_homogeneous(v) for k, v in frame.calib.items()}
     lidar2cam = calib["R0_rect"].astype(np.float32) @ calib["Tr_velo_to_cam"].astype(np.float32)
     images = {f"CAM{i}": {"cam2img": calib[f"P{i}"].tolist(), "lidar2img": (calib[f"P{i}"] @ lidar2cam).tolist()} for i in range(4)}
     images["CAM2"].update(img_path=frame.image.name, height=frame.height, width=frame.width, lidar2cam=lidar2cam.tolist())
     images["R0_rect"] = calib["R0_rect"].astype(np.float32).tolist()
-    points = np.fromfile(frame.lidar, dtype=np.float32).reshape(-1, 4) if frame.lidar else np.zeros((0, 4), np.float32)
-    instances, index = [], 0
+
+    raw = np.fromfile(frame.lidar, dtype=np.float32)
+    if raw.size % 4:
+        raise InputError(frame.lidar, f"not a KITTI scan: {raw.size * 4} bytes is not a whole number of (x, y, z, r) points")
+    points = raw.reshape(-1, 4)
+    lidar2img = calib["P2"] @ calib["R0_rect"] @ calib["Tr_velo_to_cam"]
+    reduced = points[in_camera_view(points, lidar2img, frame.width, frame.height)]
+    reduced.tofile(out / base.name / "velodyne_reduced" / frame.lidar.name)
+
+    labelled_objs = [o for o in frame.objects if o.box3d is not None]
+    boxes_cam = np.array([[*o.box3d["location"], o.box3d["dimensions"][2], *o.box3d["dimensions"][:2], o.box3d["rotation_y"]]
+                          for o in labelled_objs]).reshape(-1, 7)
+    boxes_lidar = camera_boxes_to_lidar(boxes_cam, calib["R0_rect"] @ calib["Tr_velo_to_cam"])
+    counts = points_in_boxes(reduced, boxes_lidar).sum(0)
+
+    instances, cam_instances, db, index = [], [], [], 0
     for group_id, obj in enumerate(frame.objects):
         if obj.box3d is None:  # DontCare: KITTI writes -1 / -1000 / -10 placeholders
             loc, dims_lhw, ry, trunc, occ, alpha = (-1000.0,) * 3, (-1.0,) * 3, -10.0, -1.0, -1, -10.0
@@ -65,41 +151,84 @@ def frame_info(args) -> dict:
         center = np.array(loc) + np.array(dims_lhw) * np.array([0.0, -0.5, 0.0])  # bottom centre -> gravity centre
         proj = np.append(center, 1.0) @ calib["P2"].T
         label = CLASSES.index(obj.label) if obj.label in CLASSES else -1
+        diff = difficulty(obj.bbox[3] - obj.bbox[1], occ, trunc)
         instances.append({
             "bbox": list(obj.bbox), "bbox_label": label, "bbox_3d": [*loc, *dims_lhw, ry], "bbox_label_3d": label,
             "depth": float(proj[2]), "center_2d": [float(proj[0] / proj[2]), float(proj[1] / proj[2])],
-            "num_lidar_pts": _points_in_box(points, obj.box3d, frame.calib) if obj.box3d else -1,
-            "difficulty": difficulty(obj.bbox[3] - obj.bbox[1], occ, trunc), "truncated": trunc, "occluded": occ,
+            "num_lidar_pts": int(counts[index]) if obj.box3d else -1,
+            "difficulty": diff, "truncated": trunc, "occluded": occ,
             "alpha": alpha, "score": 0.0, "index": index if obj.box3d else -1, "group_id": group_id,
         })
-        index += obj.box3d is not None
-    return {
+        if obj.box3d is None:
+            continue
+        if label >= 0 and (cam := camera_instance(obj, calib["P2"], frame.width, frame.height)) is not None:
+            cam_instances.append(cam)
+        if with_db:
+            db.append((obj.label, _db_object(reduced, boxes_lidar[index], int(frame_id), obj.label, index, diff, out, prefix)))
+        index += 1
+    info = {
         "sample_idx": int(frame_id), "images": images, "instances": instances,
-        "lidar_points": {"num_pts_feats": 4, "lidar_path": frame.lidar.name if frame.lidar else f"{frame_id}.bin",
+        "lidar_points": {"num_pts_feats": 4, "lidar_path": frame.lidar.name,
                          "Tr_velo_to_cam": calib["Tr_velo_to_cam"].astype(np.float32).tolist(),
                          "Tr_imu_to_velo": calib["Tr_imu_to_velo"].astype(np.float32).tolist()},
     }
+    if labelled:
+        info["cam_instances"] = {"CAM2": cam_instances}
+    return Spool.encode(info), db
+
+
+def _db_object(points, box_lidar, sample_idx: int, name: str, gt_idx: int, diff: int, out: Path, prefix: str) -> dict:
+    """Write one object's points (relative to its box's bottom centre) to the GT database; its dbinfo entry."""
+    box32 = box_lidar.astype(np.float32)
+    obj_points = points[points_in_boxes(points, box_lidar[None])[:, 0]]  # the same count as the info's num_lidar_pts
+    obj_points[:, :3] -= box32[:3]
+    rel = f"{prefix}_gt_database/{sample_idx}_{name}_{gt_idx}.bin"
+    obj_points.tofile(out / rel)
+    return {"name": name, "path": rel, "image_idx": sample_idx, "gt_idx": gt_idx, "box3d_lidar": box32,
+            "num_points_in_gt": len(obj_points), "difficulty": diff, "score": 0.0}
+
+
+def _read_split(root: Path, name: str, required: bool) -> list[str] | None:
+    path = root / "ImageSets" / f"{name}.txt"
+    if not path.is_file():
+        if required:
+            raise InputError(path, "missing split file (mmdet3d infos follow KITTI's ImageSets)")
+        return None
+    return path.read_text().split()
 
 
 def write_kitti_infos(kitti_root: str | Path, out: str | Path, prefix: str = "kitti", workers: int | None = None) -> dict:
-    """Write ``<prefix>_infos_{train,val,trainval}.pkl`` for the ImageSets splits under ``out`` (atomically)."""
-    root = Path(kitti_root)
-    training = root / "training"
-    splits = {}
-    for name in ("train", "val"):
-        path = root / "ImageSets" / f"{name}.txt"
-        if not path.is_file():
-            raise InputError(path, "missing split file (mmdet3d infos follow KITTI's ImageSets)")
-        splits[name] = path.read_text().split()
-    ids = sorted(set(splits["train"]) | set(splits["val"]))
-    with Pool(workers) as pool:
-        infos = dict(zip(ids, tqdm(pool.imap(frame_info, [(training, i) for i in ids], chunksize=16), total=len(ids),
-                                   desc="mmdet3d kitti infos", unit="frame"), strict=True))
-    splits["trainval"] = splits["train"] + splits["val"]  # concatenated, as the reference writes it
-    counts = {}
-    with atomic_dir(out) as tmp:
-        for name, frame_ids in splits.items():
-            with open(tmp / f"{prefix}_infos_{name}.pkl", "wb") as f:
-                pickle.dump({"metainfo": METAINFO, "data_list": [infos[i] for i in frame_ids]}, f)
-            counts[name] = len(frame_ids)
-    return counts
+    """Write the mmdet3d data root for ``kitti_root`` under ``out`` (atomically); returns frames per info file.
+
+    Splits follow ``ImageSets/{train,val}.txt`` (and ``test.txt`` over ``testing/`` when both exist)."""
+    root = Path(kitti_root).resolve()
+    splits = {name: _read_split(root, name, required=True) for name in ("train", "val")}
+    if (test := _read_split(root, "test", required=False)) is not None and (root / "testing").is_dir():
+        splits["test"] = test
+    with atomic_dir(out) as tmp, Pool(workers) as pool:
+        (tmp / f"{prefix}_gt_database").mkdir()
+        spools, db_spools, group = {}, {}, 0
+        for split, ids in splits.items():
+            base = root / ("testing" if split == "test" else "training")
+            (tmp / base.name / "velodyne_reduced").mkdir(parents=True, exist_ok=True)
+            for sub in LINKED:
+                if (base / sub).is_dir() and not (tmp / base.name / sub).exists():
+                    os.symlink(base / sub, tmp / base.name / sub)
+            spools[split] = spool = Spool(tmp / f".{split}.spool")
+            jobs = [(base, i, tmp, prefix, split) for i in ids]
+            for encoded, db in tqdm(pool.imap(frame_info, jobs, chunksize=8), total=len(jobs), desc=f"mmdet3d kitti infos ({split})",
+                                    unit="frame"):
+                spool.append_encoded(encoded)
+                for name, entry in db:  # group ids count objects in dataset order, as the reference's do
+                    if name not in db_spools:
+                        db_spools[name] = Spool(tmp / f".db-{name}.spool")
+                    db_spools[name].append_encoded(Spool.encode({**entry, "group_id": group}))
+                    group += 1
+        infos = {**spools, "trainval": (spools["train"], spools["val"])}
+        for name, parts in infos.items():  # unlabelled test frames have no DontCare regions to declare
+            meta = METAINFO if name != "test" else {**METAINFO, "categories": {c: i for i, c in enumerate(CLASSES)}}
+            write_pickle(tmp / f"{prefix}_infos_{name}.pkl", {"metainfo": meta, "data_list": parts})
+        write_pickle(tmp / f"{prefix}_dbinfos_train.pkl", db_spools)
+        for spool in (*spools.values(), *db_spools.values()):
+            spool.path.unlink()
+    return {name: sum(s.count for s in (parts if isinstance(parts, tuple) else (parts,))) for name, parts in infos.items()}

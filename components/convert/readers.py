@@ -60,12 +60,13 @@ def read_kitti(root: str | Path, classes: tuple[str, ...] = kitti.CLASSES) -> It
         yield read_kitti_frame(training, frame, classes)
 
 
-def read_kitti_frame(training: Path, frame: str, classes: tuple[str, ...] = kitti.CLASSES) -> Frame:
+def read_kitti_frame(training: Path, frame: str, classes: tuple[str, ...] = kitti.CLASSES, labels: bool = True) -> Frame:
+    """One frame of ``training/`` (or, with ``labels=False``, of KITTI's unlabelled ``testing/``)."""
     label = training / "label_2" / f"{frame}.txt"
     image = training / "image_2" / f"{frame}.png"
-    width, height = image_size(image, label)
+    width, height = image_size(image, label if labels else image)
     objects = []
-    for lineno, o in kitti.read_label_lines(label, classes):
+    for lineno, o in kitti.read_label_lines(label, classes) if labels else ():
         box3d = None if o.type == "DontCare" else {"dimensions": o.dimensions, "location": o.location, "rotation_y": o.rotation_y}
         attrs = {} if o.type == "DontCare" else {"truncated": o.truncated, "occluded": o.occluded, "alpha": o.alpha}
         objects.append(Object(o.type, o.bbox, attrs, box3d, lineno))

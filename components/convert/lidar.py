@@ -1,0 +1,46 @@
+"""LiDAR geometry shared by the 3D writers and the analysis: boxes in the LiDAR frame, points inside them,
+points inside a camera's view. Vectorised numpy; the conventions are mmdet3d's (LiDAR boxes are
+``x, y, z`` of the bottom centre, ``dx, dy, dz`` along the box's own axes, yaw about z, counter-clockwise
+from x), so counts agree with what mmdet3d's data pipeline and GT database see.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def limit_period(angle, offset: float = 0.5, period: float = 2 * np.pi):
+    """``angle`` wrapped into ``[-offset * period, (1 - offset) * period)``, as mmdet3d wraps yaw."""
+    return angle - np.floor(angle / period + offset) * period
+
+
+def camera_boxes_to_lidar(boxes: np.ndarray, lidar2cam: np.ndarray) -> np.ndarray:
+    """KITTI camera boxes ``(x, y, z, l, h, w, ry)`` (bottom centre, rectified camera frame) -> LiDAR boxes
+    ``(x, y, z, l, w, h, yaw)``: the centre is mapped exactly, the box keeps only its yaw (as mmdet3d does)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    centres = np.hstack([boxes[:, :3], np.ones((len(boxes), 1))]) @ np.linalg.inv(lidar2cam).T
+    yaw = limit_period(-boxes[:, 6] - np.pi / 2)
+    return np.column_stack([centres[:, :3], boxes[:, 3], boxes[:, 5], boxes[:, 4], yaw])
+
+
+def points_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """``[N, M]`` mask: point ``n`` lies strictly inside LiDAR box ``m`` (bottom-centre origin)."""
+    points = np.asarray(points)[:, :3].astype(np.float64)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    inside = np.zeros((len(points), len(boxes)), dtype=bool)
+    for m, (x, y, z, dx, dy, dz, yaw) in enumerate(boxes):
+        rel = points - (x, y, z)
+        c, s = np.cos(yaw), np.sin(yaw)
+        lx, ly = c * rel[:, 0] + s * rel[:, 1], -s * rel[:, 0] + c * rel[:, 1]
+        inside[:, m] = (np.abs(lx) < dx / 2) & (np.abs(ly) < dy / 2) & (rel[:, 2] > 0) & (rel[:, 2] < dz)
+    return inside
+
+
+def in_camera_view(points: np.ndarray, lidar2img: np.ndarray, width: int, height: int,
+                   near: float = 0.001, far: float = 100.0) -> np.ndarray:
+    """Mask of the points that project inside a ``width`` x ``height`` image at a depth in (near, far):
+    the camera frustum mmdet3d cuts KITTI scans to (``velodyne_reduced``)."""
+    proj = np.hstack([points[:, :3].astype(np.float64), np.ones((len(points), 1))]) @ np.asarray(lidar2img)[:3].T
+    depth = proj[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u, v = proj[:, 0] / depth, proj[:, 1] / depth
+    return (depth > near) & (depth < far) & (u > 0) & (u < width) & (v > 0) & (v < height)
