@@ -26,6 +26,44 @@ def coco_dir(kitti_root, tmp_path_factory) -> Path:
     return out
 
 
+NUSCENES = dict(scenes=2, samples_per_scene=4, sweeps_per_sample=2)  # 8 samples: 4 train, 4 val scenes' worth
+
+
+@pytest.fixture(scope="session")
+def nuscenes_root(tmp_path_factory) -> Path:
+    """Synthetic nuScenes (v1.0-mini) under ``data/nuscenes``: mmdet3d's update_infos_to_v2 reopens the devkit at
+    the hard-coded ``./data/nuscenes``, so the reference must run from the directory above ``data``."""
+    from admlops.components.synth.nuscenes import synth_nuscenes
+
+    return synth_nuscenes(tmp_path_factory.mktemp("nus") / "data" / "nuscenes", seed=5, workers=2, **NUSCENES)
+
+
+def reference_tools() -> Path | None:
+    """mmdet3d's bundled tools/ (create_data.py and the dataset converters), if its wheel ships them."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mmdet3d")
+    mim = Path(spec.origin).parent / ".mim" if spec else None
+    return mim if mim and (mim / "tools" / "create_data.py").is_file() else None
+
+
+@pytest.fixture(scope="session")
+def nuscenes_reference(nuscenes_root) -> Path:
+    """``nuscenes_root`` after mmdet3d's own ``create_data.py nuscenes`` wrote its infos and GT database into it."""
+    import subprocess
+    import sys
+
+    mim = reference_tools()
+    if mim is None:
+        pytest.skip("mmdet3d's wheel ships no tools/create_data.py here")
+    cmd = [sys.executable, str(mim / "tools" / "create_data.py"), "nuscenes", "--root-path", "./data/nuscenes",
+           "--out-dir", "./data/nuscenes", "--extra-tag", "nuscenes", "--version", "v1.0-mini", "--max-sweeps", "10"]
+    proc = subprocess.run(cmd, cwd=nuscenes_root.parent.parent, env=dict(os.environ, PYTHONPATH=str(mim)),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return nuscenes_root
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")

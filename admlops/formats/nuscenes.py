@@ -1,0 +1,125 @@
+"""The nuScenes v1.0 format (https://www.nuscenes.org/nuscenes#data-format): 13 relational JSON tables under
+``<root>/<version>/`` whose records point at each other by token, plus the sensor files they name.
+
+``Tables`` loads them once, indexes every record by token and resolves links with errors that name the
+table file, the record and the token that points nowhere (the devkit raises a bare KeyError). Geometry:
+poses are (translation, rotation quaternion w, x, y, z) mapping a frame into its parent
+(sensor -> ego -> global); boxes are centre, size (w, l, h) and orientation in the global frame.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from pyquaternion import Quaternion
+
+from admlops.errors import InputError
+
+TABLES = ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",
+          "sample_annotation", "sample_data", "scene", "sensor", "visibility")
+CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
+VERSIONS = ("v1.0-trainval", "v1.0-test", "v1.0-mini")
+
+
+class Tables:
+    def __init__(self, root: str | Path, version: str = "v1.0-trainval"):
+        self.root, self.version = Path(root), version
+        self.dir = self.root / version
+        if not self.dir.is_dir():
+            raise InputError(self.dir, f"not a nuScenes dataset: no {version}/ table directory")
+        self.rows: dict[str, list[dict]] = {}
+        self.index: dict[str, dict[str, dict]] = {}
+        for name in TABLES:
+            path = self.dir / f"{name}.json"
+            try:
+                rows = json.loads(path.read_text())
+            except FileNotFoundError:
+                raise InputError(path, "missing nuScenes table") from None
+            except json.JSONDecodeError as exc:
+                raise InputError(path, f"invalid JSON: {exc.msg}", exc.lineno) from None
+            if not isinstance(rows, list) or not all(isinstance(r, dict) and "token" in r for r in rows):
+                raise InputError(path, "expected a list of records, each with a 'token'")
+            self.rows[name], self.index[name] = rows, {r["token"]: r for r in rows}
+        # reverse links the tables only hold one way: keyframe sample_data per sample, annotations per sample
+        self.sample_data: dict[str, dict[str, dict]] = {s["token"]: {} for s in self.rows["sample"]}
+        for sd in self.rows["sample_data"]:
+            if sd.get("is_key_frame"):
+                sample = self.get("sample", sd["sample_token"], "sample_data", sd)
+                channel = self.get("sensor", self.get("calibrated_sensor", sd["calibrated_sensor_token"], "sample_data", sd)
+                                   ["sensor_token"], "calibrated_sensor", sd)["channel"]
+                self.sample_data[sample["token"]][channel] = sd
+        self.anns: dict[str, list[dict]] = {s["token"]: [] for s in self.rows["sample"]}
+        for ann in self.rows["sample_annotation"]:
+            self.anns[self.get("sample", ann["sample_token"], "sample_annotation", ann)["token"]].append(ann)
+
+    def get(self, table: str, token: str, referrer: str, record: dict) -> dict:
+        """The ``table`` record ``token`` that ``record`` (of table ``referrer``) points at."""
+        try:
+            return self.index[table][token]
+        except KeyError:
+            raise InputError(self.dir / f"{referrer}.json", f"record {record.get('token')!r}: token {token!r} points "
+                                                            f"nowhere in {table}.json") from None
+
+    def path(self, sd: dict) -> Path:
+        """The file of a sample_data record; an error naming the record when it is missing."""
+        path = self.root / sd["filename"]
+        if not path.is_file():
+            raise InputError(self.dir / "sample_data.json", f"record {sd['token']!r}: file {sd['filename']} not found")
+        return path
+
+    def pose(self, sd: dict) -> tuple[dict, dict]:
+        """(calibrated_sensor, ego_pose) records of a sample_data record."""
+        return (self.get("calibrated_sensor", sd["calibrated_sensor_token"], "sample_data", sd),
+                self.get("ego_pose", sd["ego_pose_token"], "sample_data", sd))
+
+    def category(self, ann: dict) -> str:
+        inst = self.get("instance", ann["instance_token"], "sample_annotation", ann)
+        return self.get("category", inst["category_token"], "instance", inst)["name"]
+
+    def velocity(self, ann: dict, max_time_diff: float = 1.5) -> np.ndarray:
+        """Global velocity from the neighbouring annotations of the instance (NaN where it cannot be known),
+        the devkit's ``box_velocity``."""
+        has_prev, has_next = ann["prev"] != "", ann["next"] != ""
+        if not has_prev and not has_next:
+            return np.full(3, np.nan)
+        first = self.get("sample_annotation", ann["prev"], "sample_annotation", ann) if has_prev else ann
+        last = self.get("sample_annotation", ann["next"], "sample_annotation", ann) if has_next else ann
+        t = [1e-6 * self.get("sample", a["sample_token"], "sample_annotation", a)["timestamp"] for a in (first, last)]
+        if t[1] - t[0] > max_time_diff * (2 if has_prev and has_next else 1):
+            return np.full(3, np.nan)
+        return (np.asarray(last["translation"]) - np.asarray(first["translation"])) / (t[1] - t[0])
+
+
+def transform(rotation, translation) -> np.ndarray:
+    """4x4 matrix of a (quaternion w, x, y, z; translation) pose."""
+    m = np.eye(4)
+    m[:3, :3] = Quaternion(rotation).rotation_matrix
+    m[:3, 3] = translation
+    return m
+
+
+def box_in_sensor(ann: dict, cs: dict, pose: dict) -> tuple[np.ndarray, np.ndarray, Quaternion]:
+    """(centre, size w l h, orientation) of a global annotation box in a sensor's frame at a pose."""
+    centre = np.asarray(ann["translation"], dtype=np.float64)
+    q = Quaternion(ann["rotation"])
+    for rec in (pose, cs):
+        inv = Quaternion(rec["rotation"]).inverse
+        centre = inv.rotation_matrix @ (centre - np.asarray(rec["translation"]))
+        q = inv * q
+    return centre, np.asarray(ann["size"], dtype=np.float64), q
+
+
+def box_corners(centre: np.ndarray, wlh: np.ndarray, q: Quaternion) -> np.ndarray:
+    """3x8 corners of a box (the devkit's Box.corners order)."""
+    w, l, h = wlh
+    corners = np.array([l / 2 * np.array([1, 1, 1, 1, -1, -1, -1, -1]), w / 2 * np.array([1, -1, -1, 1, 1, -1, -1, 1]),
+                        h / 2 * np.array([1, 1, -1, -1, 1, 1, -1, -1])])
+    return q.rotation_matrix @ corners + centre[:, None]
+
+
+def load_points(path: Path, dims: int = 5) -> np.ndarray:
+    raw = np.fromfile(path, dtype=np.float32)
+    if raw.size % dims:
+        raise InputError(path, f"not a nuScenes scan: {raw.size} floats is not a whole number of {dims}-value points")
+    return raw.reshape(-1, dims)

@@ -1,0 +1,146 @@
+"""nuScenes -> mmdet3d data root: the same infos and GT database as mmdet3d's own create_data.py nuscenes,
+loadable by NuScenesDataset with the ObjectSample sampler, and bad tables reported by file and token."""
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from admlops.components.convert.nuscenes_infos import write_nuscenes_infos
+from admlops.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def infos(nuscenes_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("nusinfos") / "infos"
+    return out, write_nuscenes_infos(nuscenes_root, out, version="v1.0-mini", workers=2)
+
+
+def _load(path):
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def _same(ours, ref, where=""):
+    """Recursive equality: numbers to 1e-5 (NaN velocities equal), strings and keys exactly."""
+    if isinstance(ref, dict):
+        assert ours.keys() == ref.keys(), where
+        for key in ref:
+            _same(ours[key], ref[key], f"{where}.{key}")
+    elif isinstance(ref, (list, tuple)) and ref and isinstance(ref[0], (dict, list, str)):
+        assert len(ours) == len(ref), where
+        for i, (a, b) in enumerate(zip(ours, ref, strict=True)):
+            _same(a, b, f"{where}[{i}]")
+    elif isinstance(ref, str):
+        assert ours == ref, where
+    else:
+        np.testing.assert_allclose(np.asarray(ours, dtype=float), np.asarray(ref, dtype=float), rtol=1e-5, atol=1e-5,
+                                   err_msg=where)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_infos_match_reference(infos, nuscenes_reference, split):
+    ours, ref = _load(infos[0] / f"nuscenes_infos_{split}.pkl"), _load(nuscenes_reference / f"nuscenes_infos_{split}.pkl")
+    assert ours["metainfo"] == ref["metainfo"]
+    assert len(ours["data_list"]) == len(ref["data_list"]) == infos[1][split] > 0
+    for a, b in zip(ours["data_list"], ref["data_list"], strict=True):
+        # two deliberate differences: sweep paths relative to the data root (the reference keeps its
+        # --root-path prefix) and num_pts_feats = 5 where the reference leaves None
+        for sa, sb in zip(a.get("lidar_sweeps", []), b.get("lidar_sweeps", []), strict=True):
+            assert Path(sb["lidar_points"]["lidar_path"]).parts[-3:] == Path(sa["lidar_points"]["lidar_path"]).parts
+            assert sa["lidar_points"].pop("num_pts_feats") == 5 and sb["lidar_points"].pop("num_pts_feats") is None
+            sa["lidar_points"]["lidar_path"] = sb["lidar_points"]["lidar_path"]
+        # the reference projects box centres in float32: up to ~1e-4 px
+        for cam, objs in b.get("cam_instances", {}).items():
+            for x, y in zip(a["cam_instances"][cam], objs, strict=True):
+                np.testing.assert_allclose(x.pop("center_2d"), y.pop("center_2d"), atol=1e-3)
+        _same(a, b, f"{split}[{b['sample_idx']}]")
+    assert any(d.get("lidar_sweeps") for d in ours["data_list"]) and any(d["cam_instances"]["CAM_FRONT"] for d in ours["data_list"])
+
+
+def test_gt_database_matches_reference(infos, nuscenes_reference):
+    ours, ref = _load(infos[0] / "nuscenes_dbinfos_train.pkl"), _load(nuscenes_reference / "nuscenes_dbinfos_train.pkl")
+    assert {k: len(v) for k, v in ours.items()} == {k: len(v) for k, v in ref.items()}
+    for name in ref:
+        for x, y in zip(ours[name], ref[name], strict=True):
+            assert x.keys() == y.keys()
+            for key in ("name", "path", "image_idx", "gt_idx", "difficulty", "group_id"):
+                assert x[key] == y[key], key
+            np.testing.assert_allclose(x["box3d_lidar"], y["box3d_lidar"], atol=1e-5)
+            assert abs(x["num_points_in_gt"] - y["num_points_in_gt"]) <= max(1, y["num_points_in_gt"] // 100)
+            pts = np.fromfile(infos[0] / x["path"], dtype=np.float32).reshape(-1, 5)
+            assert len(pts) == x["num_points_in_gt"]
+            ref_pts = np.fromfile(nuscenes_reference / y["path"], dtype=np.float32).reshape(-1, 5)
+            if len(pts) == len(ref_pts):
+                np.testing.assert_allclose(pts, ref_pts, atol=1e-4)
+
+
+def test_loads_in_mmdet3d_nuscenes_dataset(infos):
+    from mmdet3d.datasets import NuScenesDataset
+    from mmdet3d.utils import register_all_modules
+
+    from admlops import compat
+
+    compat.apply()
+    register_all_modules()
+    out, counts = infos
+    classes = ["car", "truck", "trailer", "bus", "construction_vehicle", "bicycle", "motorcycle", "pedestrian",
+               "traffic_cone", "barrier"]
+    load = [dict(type="LoadPointsFromFile", coord_type="LIDAR", load_dim=5, use_dim=5),
+            dict(type="LoadPointsFromMultiSweeps", sweeps_num=10, use_dim=[0, 1, 2, 3, 4], pad_empty_sweeps=True,
+                 remove_close=True, test_mode=True)]
+    ds = NuScenesDataset(
+        data_root=str(out), ann_file="nuscenes_infos_train.pkl", metainfo=dict(classes=classes),
+        data_prefix=dict(pts="samples/LIDAR_TOP", img="", sweeps="sweeps/LIDAR_TOP"), test_mode=False,
+        pipeline=[*load, dict(type="LoadAnnotations3D", with_bbox_3d=True, with_label_3d=True),
+                  dict(type="ObjectSample", db_sampler=dict(
+                      data_root=str(out), info_path=str(out / "nuscenes_dbinfos_train.pkl"), rate=1.0, classes=classes,
+                      prepare=dict(filter_by_min_points=dict(car=5)), sample_groups=dict(car=4, pedestrian=4),
+                      points_loader=dict(type="LoadPointsFromFile", coord_type="LIDAR", load_dim=5, use_dim=[0, 1, 2, 3, 4]))),
+                  dict(type="Pack3DDetInputs", keys=["points", "gt_bboxes_3d", "gt_labels_3d"])])
+    assert len(ds) == counts["train"]
+    np.random.seed(0)
+    sample = ds[1]
+    assert len(sample["inputs"]["points"]) > 0 and sample["data_samples"].gt_instances_3d.bboxes_3d.tensor.shape[1] == 9
+    assert len(sample["data_samples"].gt_instances_3d.labels_3d) > 0
+
+
+def _broken_copy(src: Path, dst: Path, edit) -> Path:
+    shutil.copytree(src / "v1.0-mini", dst / "v1.0-mini")
+    for sub in ("samples", "sweeps", "maps"):
+        (dst / sub).symlink_to(src / sub)
+    edit(dst / "v1.0-mini")
+    return dst
+
+
+def test_token_pointing_nowhere_names_table_and_token(nuscenes_root, tmp_path):
+    def edit(tables):
+        anns = json.loads((tables / "sample_annotation.json").read_text())
+        anns[3]["instance_token"] = "f" * 32
+        (tables / "sample_annotation.json").write_text(json.dumps(anns))
+
+    root = _broken_copy(nuscenes_root, tmp_path / "nus", edit)
+    with pytest.raises(InputError) as err:
+        write_nuscenes_infos(root, tmp_path / "out", version="v1.0-mini", workers=1)
+    assert err.value.path.endswith("sample_annotation.json") and "f" * 32 in err.value.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_scan_and_bad_table(nuscenes_root, tmp_path):
+    root = _broken_copy(nuscenes_root, tmp_path / "a", lambda t: (t / "ego_pose.json").write_text('[{"token": 1,'))
+    with pytest.raises(InputError) as err:
+        write_nuscenes_infos(root, tmp_path / "out", version="v1.0-mini")
+    assert err.value.path.endswith("ego_pose.json") and err.value.line == 1
+
+    def drop_scan(tables):
+        sds = json.loads((tables / "sample_data.json").read_text())
+        key = next(sd for sd in sds if sd["is_key_frame"] and "LIDAR_TOP" in sd["filename"])
+        key["filename"] = "samples/LIDAR_TOP/missing.pcd.bin"
+        (tables / "sample_data.json").write_text(json.dumps(sds))
+
+    root = _broken_copy(nuscenes_root, tmp_path / "b", drop_scan)
+    with pytest.raises(InputError, match="missing.pcd.bin not found"):
+        write_nuscenes_infos(root, tmp_path / "out", version="v1.0-mini")
+    assert not (tmp_path / "out").exists()
