@@ -25,24 +25,32 @@ def _print_json(obj) -> None:
 
 
 def cmd_synth(args) -> None:
-    from admlops.components.synth.kitti import synth_kitti
+    if args.format == "kitti":
+        from admlops.components.synth.kitti import synth_kitti
 
-    out = synth_kitti(args.out, frames=args.frames, seed=args.seed)
-    print(f"wrote {args.frames} synthetic KITTI frames to {out}")
+        out = synth_kitti(args.out, frames=args.frames, seed=args.seed)
+        print(f"wrote {args.frames} synthetic KITTI frames to {out}")
+    else:
+        from admlops.components.synth.nuscenes import synth_nuscenes
+
+        out = synth_nuscenes(args.out, scenes=args.scenes, samples_per_scene=args.samples, sweeps_per_sample=args.sweeps,
+                             seed=args.seed)
+        print(f"wrote {args.scenes} synthetic nuScenes scenes ({args.scenes * args.samples} samples) to {out}")
 
 
 def _add_source_args(parser) -> None:
     """The dataset a reader reads: SRC, its format, and the format-specific options."""
     parser.add_argument("src", help="kitti: the root (training/, ImageSets/); coco, bdd100k: the label json; voc: the "
                         "folder with Annotations/ and JPEGImages/; yolo: the folder with data.yaml")
-    parser.add_argument("--from", dest="src_format", default="kitti", choices=["kitti", "coco", "voc", "yolo", "bdd100k"])
+    parser.add_argument("--from", dest="src_format", default="kitti", choices=["kitti", "coco", "voc", "yolo", "bdd100k", "nuscenes"])
     parser.add_argument("--definition", default="kitti-3class", help="dataset definition: a name in configs/datasets or a YAML path")
     parser.add_argument("--images", help="coco, bdd100k: the image folder (coco default: beside the json)")
     parser.add_argument("--yolo-split", help="yolo: which images/<split> to read (default: train)")
+    parser.add_argument("--nuscenes-version", help="nuscenes: the table folder, e.g. v1.0-mini (default: v1.0-trainval)")
 
 
 def _reader_args(args) -> dict:
-    return {k: v for k, v in (("image_root", args.images), ("split", args.yolo_split)) if v}
+    return {k: v for k, v in (("image_root", args.images), ("split", args.yolo_split), ("version", args.nuscenes_version)) if v}
 
 
 def cmd_convert(args) -> None:
@@ -83,10 +91,17 @@ def cmd_merge(args) -> None:
 
 
 def cmd_infos(args) -> None:
-    from admlops.components.convert.mmdet3d_infos import write_kitti_infos
+    if args.src_format == "kitti":
+        from admlops.components.convert.mmdet3d_infos import write_kitti_infos
 
-    counts = write_kitti_infos(args.src, args.out, args.prefix)
-    print(f"wrote {', '.join(f'{args.prefix}_infos_{k}.pkl ({v} frames)' for k, v in counts.items())} to {args.out}")
+        counts = write_kitti_infos(args.src, args.out, args.prefix or "kitti")
+    else:
+        from admlops.components.convert.nuscenes_infos import write_nuscenes_infos
+
+        counts = write_nuscenes_infos(args.src, args.out, args.nuscenes_version, args.prefix or "nuscenes", args.max_sweeps)
+    prefix = args.prefix or args.src_format
+    print(f"wrote {', '.join(f'{prefix}_infos_{k}.pkl ({v} frames)' for k, v in counts.items())}, "
+          f"{prefix}_dbinfos_train.pkl and {prefix}_gt_database/ to {args.out}")
 
 
 def cmd_analyze(args) -> None:
@@ -238,7 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output directory (replaced atomically)")
     s.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
     s.set_defaults(func=cmd_synth)
-    s = data.add_parser("convert", help="KITTI / COCO / VOC / YOLO / BDD100K -> COCO json for mmdet")
+    s = synth.add_parser("nuscenes", help="synthetic nuScenes v1.0-mini (13 tables, LiDAR keyframes and sweeps, 6 cameras)")
+    s.add_argument("--scenes", type=int, default=2, help="scenes (1-10, named from the official mini train/val split)")
+    s.add_argument("--samples", type=int, default=4, help="keyframes per scene")
+    s.add_argument("--sweeps", type=int, default=2, help="LiDAR sweeps between keyframes (0-9)")
+    s.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    s.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
+    s.set_defaults(func=cmd_synth)
+    s = data.add_parser("convert", help="KITTI / nuScenes / COCO / VOC / YOLO / BDD100K -> COCO json for mmdet")
     _add_source_args(s)
     s.add_argument("out", help="output directory (replaced atomically)")
     s.add_argument("--val-fraction", type=float, default=0.2, help="val share (KITTI: when there are no ImageSets files)")
@@ -257,10 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-fraction", type=float, default=0.2)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_merge)
-    s = data.add_parser("infos", help="KITTI -> mmdet3d v2 info files (kitti_infos_{train,val,trainval}.pkl)")
-    s.add_argument("src", help="KITTI root (training/ with calib and velodyne, ImageSets/train.txt and val.txt)")
-    s.add_argument("out", help="output directory (replaced atomically)")
-    s.add_argument("--prefix", default="kitti", help="file name prefix (mmdet3d's --extra-tag)")
+    s = data.add_parser("infos", help="KITTI / nuScenes -> an mmdet3d data root: v2 infos, GT database (and KITTI's "
+                        "reduced scans), sources linked in")
+    s.add_argument("src", help="kitti: the root (training/ with calib and velodyne, ImageSets/); nuscenes: the root "
+                   "holding v1.0-*/, samples/, sweeps/")
+    s.add_argument("out", help="output directory: point the mmdet3d config's data_root here (replaced atomically)")
+    s.add_argument("--from", dest="src_format", default="kitti", choices=["kitti", "nuscenes"])
+    s.add_argument("--nuscenes-version", default="v1.0-trainval", help="nuscenes: v1.0-trainval, v1.0-mini or v1.0-test")
+    s.add_argument("--max-sweeps", type=int, default=10, help="nuscenes: LiDAR sweeps kept per sample")
+    s.add_argument("--prefix", help="file name prefix (mmdet3d's --extra-tag; default: the format)")
     s.set_defaults(func=cmd_infos)
     s = data.add_parser("analyze", help="HTML report (plots), Markdown and JSON summary of a converted dataset")
     s.add_argument("dataset", help="convert's output directory")

@@ -144,3 +144,46 @@ def test_missing_scan_and_bad_table(nuscenes_root, tmp_path):
     with pytest.raises(InputError, match="missing.pcd.bin not found"):
         write_nuscenes_infos(root, tmp_path / "out", version="v1.0-mini")
     assert not (tmp_path / "out").exists()
+
+
+def test_reader_frames_agree_with_reference_cam_instances(nuscenes_reference):
+    from admlops.components.convert.readers import read_nuscenes
+
+    frames = list(read_nuscenes(nuscenes_reference, version="v1.0-mini"))
+    ref = _load(nuscenes_reference / "nuscenes_infos_train.pkl")["data_list"] + \
+        _load(nuscenes_reference / "nuscenes_infos_val.pkl")["data_list"]
+    assert len(frames) == 6 * len(ref)
+    by_image = {Path(f.image).name: f for f in frames}
+    for info in ref:
+        for cam, objs in info["cam_instances"].items():
+            frame = by_image[info["images"][cam]["img_path"]]
+            assert frame.width == 1600 and frame.height == 900 and frame.group.startswith("scene-")
+            mapped = [o for o in frame.objects if o.label in _MMDET3D_NAMES]  # the reference drops unmapped classes
+            assert len(mapped) == len(objs)
+            for o, r in zip(mapped, objs, strict=True):
+                np.testing.assert_allclose(o.bbox, r["bbox"], atol=1e-6)
+                h, w, length = o.box3d["dimensions"]
+                np.testing.assert_allclose([length, h, w], r["bbox_3d"][3:6], atol=1e-6)
+                np.testing.assert_allclose(np.add(o.box3d["location"], (0, -h / 2, 0)), r["bbox_3d"][:3], atol=1e-6)
+
+
+def test_convert_to_coco_keeps_scenes_whole(nuscenes_root, tmp_path):
+    from admlops.components.convert.kitti_coco import convert_to_coco
+
+    summary = convert_to_coco("nuscenes", nuscenes_root, tmp_path / "coco", "road-3class", val_fraction=0.5, seed=1,
+                              version="v1.0-mini")
+    assert summary["frames"]["train"] + summary["frames"]["val"] == 6 * 8
+    scene_of = {}
+    for split in ("train", "val"):
+        coco = json.loads((tmp_path / "coco" / "annotations" / f"{split}.json").read_text())
+        for im in coco["images"]:
+            scene_of.setdefault(split, set()).add(im["file_name"].split("__")[0])
+        assert all(a["bbox"][2] > 0 and a["bbox"][3] > 0 for a in coco["annotations"])
+    # every frame of a scene (one log per scene here) lands in the same split
+    assert not scene_of.get("train", set()) & scene_of.get("val", set())
+
+
+_MMDET3D_NAMES = {"movable_object.barrier", "vehicle.bicycle", "vehicle.bus.bendy", "vehicle.bus.rigid", "vehicle.car",
+                  "vehicle.construction", "vehicle.motorcycle", "human.pedestrian.adult", "human.pedestrian.child",
+                  "human.pedestrian.construction_worker", "human.pedestrian.police_officer", "movable_object.trafficcone",
+                  "vehicle.trailer", "vehicle.truck"}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from pyquaternion import Quaternion
+from shapely.geometry import MultiPoint, Polygon, box
 
 from admlops.errors import InputError
 
@@ -89,6 +90,40 @@ class Tables:
         if t[1] - t[0] > max_time_diff * (2 if has_prev and has_next else 1):
             return np.full(3, np.nan)
         return (np.asarray(last["translation"]) - np.asarray(first["translation"])) / (t[1] - t[0])
+
+
+def camera_objects(tables: Tables, sample: dict, channel: str) -> list[dict]:
+    """The annotations of ``sample`` seen by camera ``channel``: 2D box (projected 3D box cut to the image),
+    3D box in the camera frame (gravity centre, l h w, yaw about the camera's y), camera-frame velocity, centre and depth.
+    The same selection as mmdet3d's get_nuscenes_2d_boxes; ``category`` is the nuScenes name."""
+    sd = tables.sample_data[sample["token"]][channel]
+    cs, pose = tables.pose(sd)
+    intrinsic = np.asarray(cs["camera_intrinsic"], dtype=np.float64)
+    to_cam = np.linalg.inv(transform(pose["rotation"], (0, 0, 0))[:3, :3] @ transform(cs["rotation"], (0, 0, 0))[:3, :3])
+    canvas = box(0, 0, sd.get("width") or 1600, sd.get("height") or 900)
+    out = []
+    for ann in tables.anns[sample["token"]]:
+        if ann.get("visibility_token", "") not in ("", "1", "2", "3", "4"):
+            continue
+        centre, wlh, q = box_in_sensor(ann, cs, pose)
+        corners = box_corners(centre, wlh, q)
+        corners = corners[:, corners[2] > 0]
+        if not corners.shape[1]:
+            continue
+        pix = intrinsic @ corners
+        hull = MultiPoint((pix[:2] / pix[2]).T.tolist()).convex_hull
+        if not hull.intersects(canvas) or not isinstance(cut := hull.intersection(canvas), Polygon):
+            continue
+        proj = intrinsic @ centre
+        if proj[2] <= 0:
+            continue
+        attrs = ann.get("attribute_tokens") or []
+        attr = tables.get("attribute", attrs[0], "sample_annotation", ann)["name"] if attrs else "None"
+        out.append({"category": tables.category(ann), "bbox": list(cut.bounds), "centre": centre, "lhw": wlh[[1, 2, 0]],
+                    "yaw": -q.yaw_pitch_roll[0], "velocity": (to_cam @ tables.velocity(ann))[0::2],
+                    "center_2d": (proj[:2] / proj[2]).tolist(), "depth": float(proj[2]), "attribute": attr,
+                    "visibility": ann.get("visibility_token", ""), "num_lidar_pts": ann["num_lidar_pts"]})
+    return out
 
 
 def transform(rotation, translation) -> np.ndarray:

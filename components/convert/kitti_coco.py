@@ -80,7 +80,7 @@ def convert_to_coco(
 ) -> dict:
     """Convert a dataset in format ``fmt`` (a key of ``READERS``) to COCO; KITTI takes the parallel path.
 
-    Other formats are split by a seeded hash of each frame id. ``reader_args`` go to the reader
+    Other formats are split by a seeded hash of each frame id (of its group, e.g. its nuScenes scene). ``reader_args`` go to the reader
     (e.g. ``image_root`` for COCO and BDD100K, ``split`` for YOLO).
     """
     if fmt == "kitti":
@@ -89,5 +89,5 @@ def convert_to_coco(
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(sorted(READERS))}")
     defn = load_definition(definition)
     frames = tqdm(READERS[fmt](src, **reader_args), desc=f"convert {fmt}->coco", unit="frame")
-    return write_coco(frames, out, defn, fmt, lambda frame: hash_split(frame.id, val_fraction, seed),
+    return write_coco(frames, out, defn, fmt, lambda frame: hash_split(frame.group or frame.id, val_fraction, seed),
                       {"input": str(src), "split": {"method": "sha256", "val_fraction": val_fraction, "seed": seed}})

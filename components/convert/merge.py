@@ -60,7 +60,7 @@ def merge(sources: list[Source], out: str | Path, definition: str | Path | Datas
                         objects.append(dataclasses.replace(obj, label=mappings[src.format][obj.label], attributes=attrs))
                 yield dataclasses.replace(frame, id=fid, objects=tuple(objects))
 
-    summary = write_coco(frames(), out, merged, "merged", lambda f: hash_split(f.id, val_fraction, seed),
+    summary = write_coco(frames(), out, merged, "merged", lambda f: hash_split(f.group or f.id, val_fraction, seed),
                          {"inputs": [dataclasses.asdict(s) for s in sources], "frames_per_source": counts,
                           "duplicates": duplicates, "split": {"method": "sha256", "val_fraction": val_fraction, "seed": seed}})
     return summary

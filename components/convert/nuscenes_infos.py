@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 from nuscenes.utils import splits as official_splits
-from shapely.geometry import MultiPoint, Polygon, box
 from tqdm import tqdm
 
 from admlops.components.convert.lidar import points_in_boxes
@@ -52,40 +51,6 @@ def scene_splits(version: str) -> dict[str, list[str]]:
 
 def _f32(m) -> list:
     return np.asarray(m, dtype=np.float32).tolist()
-
-
-def camera_objects(tables: nus.Tables, sample: dict, channel: str) -> list[dict]:
-    """The annotations of ``sample`` seen by camera ``channel``: 2D box (projected 3D box cut to the image),
-    3D box in the camera frame (bottom-less centre, l h w, -yaw), camera-frame velocity, centre and depth.
-    The same selection as mmdet3d's get_nuscenes_2d_boxes; ``category`` is the nuScenes name."""
-    sd = tables.sample_data[sample["token"]][channel]
-    cs, pose = tables.pose(sd)
-    intrinsic = np.asarray(cs["camera_intrinsic"], dtype=np.float64)
-    to_cam = np.linalg.inv(nus.transform(pose["rotation"], (0, 0, 0))[:3, :3] @ nus.transform(cs["rotation"], (0, 0, 0))[:3, :3])
-    canvas = box(0, 0, sd.get("width") or 1600, sd.get("height") or 900)
-    out = []
-    for ann in tables.anns[sample["token"]]:
-        if ann.get("visibility_token", "") not in ("", "1", "2", "3", "4"):
-            continue
-        centre, wlh, q = nus.box_in_sensor(ann, cs, pose)
-        corners = nus.box_corners(centre, wlh, q)
-        corners = corners[:, corners[2] > 0]
-        if not corners.shape[1]:
-            continue
-        pix = intrinsic @ corners
-        hull = MultiPoint((pix[:2] / pix[2]).T.tolist()).convex_hull
-        if not hull.intersects(canvas) or not isinstance(cut := hull.intersection(canvas), Polygon):
-            continue
-        proj = intrinsic @ centre
-        if proj[2] <= 0:
-            continue
-        attrs = ann.get("attribute_tokens") or []
-        attr = tables.get("attribute", attrs[0], "sample_annotation", ann)["name"] if attrs else "None"
-        out.append({"category": tables.category(ann), "bbox": list(cut.bounds), "centre": centre, "lhw": wlh[[1, 2, 0]],
-                    "yaw": -q.yaw_pitch_roll[0], "velocity": (to_cam @ tables.velocity(ann))[0::2],
-                    "center_2d": (proj[:2] / proj[2]).tolist(), "depth": float(proj[2]), "attribute": attr,
-                    "visibility": ann.get("visibility_token", ""), "num_lidar_pts": ann["num_lidar_pts"]})
-    return out
 
 
 def _cam_instance(obj: dict) -> dict | None:
@@ -150,7 +115,7 @@ def sample_info(args) -> tuple[bytes, list[tuple[str, dict]]]:
                               "num_lidar_pts": ann["num_lidar_pts"], "num_radar_pts": ann["num_radar_pts"],
                               "bbox_3d_isvalid": ann["num_lidar_pts"] + ann["num_radar_pts"] > 0})
         info["instances"] = instances
-        info["cam_instances"] = {cam: [c for o in camera_objects(tables, sample, cam) if (c := _cam_instance(o))]
+        info["cam_instances"] = {cam: [c for o in nus.camera_objects(tables, sample, cam) if (c := _cam_instance(o))]
                                  for cam in nus.CAMERAS}
         if split == "train":
             db = _db_objects(tables, lidar_sd, info, out, prefix)

@@ -5,6 +5,7 @@
 * ``voc``     Pascal VOC: ``Annotations/*.xml`` (1-based pixel ``bndbox``) and ``JPEGImages/``
 * ``yolo``    YOLO/Ultralytics: ``images/**``, ``labels/**/*.txt`` ("class cx cy w h", normalised), ``data.yaml`` names
 * ``bdd100k`` BDD100K detection json (a list of frames with ``labels[].box2d``) and its image folder
+* ``nuscenes`` nuScenes v1.0 tables + samples/: one frame per keyframe camera image, boxes projected from 3D
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import yaml
 from admlops.components.convert.records import Frame, Object, image_size, reader
 from admlops.errors import InputError
 from admlops.formats import kitti
+from admlops.formats import nuscenes as nus
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -209,3 +211,26 @@ def read_bdd100k(label_file: str | Path, image_root: str | Path) -> Iterator[Fra
             attrs = {k: v for k, v in (lab.get("attributes") or {}).items() if k in ("occluded", "truncated", "crowd")}
             objects.append(Object(lab["category"], (x1, y1, x2, y2), attrs))
         yield Frame(Path(fr["name"]).stem, image, width, height, tuple(objects), label_file)
+
+
+@reader("nuscenes")
+def read_nuscenes(root: str | Path, version: str = "v1.0-trainval", cameras: tuple[str, ...] = nus.CAMERAS) -> Iterator[Frame]:
+    """One frame per keyframe image of each camera, in sample-table order. The 2D box of an annotation is its
+    3D box projected and cut to the image (as mmdet3d's mono3d infos); the 3D box is kept in the camera frame
+    in KITTI's convention (bottom centre, h w l, rotation about y); visibility and attribute ride along."""
+    tables = nus.Tables(root, version)
+    for sample in tables.rows["sample"]:
+        for cam in cameras:
+            sd = tables.sample_data[sample["token"]].get(cam)
+            if sd is None:
+                raise InputError(tables.dir / "sample_data.json", f"sample {sample['token']!r} has no {cam} keyframe")
+            objects = []
+            for o in nus.camera_objects(tables, sample, cam):
+                length, height, width = o["lhw"]
+                bottom = o["centre"] + (0.0, height / 2, 0.0)
+                box3d = {"dimensions": (height, width, length), "location": tuple(bottom.tolist()), "rotation_y": o["yaw"]}
+                attrs = {"visibility": o["visibility"], "attribute": o["attribute"], "num_lidar_pts": o["num_lidar_pts"]}
+                objects.append(Object(o["category"], tuple(o["bbox"]), attrs, box3d))
+            scene = tables.get("scene", sample["scene_token"], "sample", sample)["name"]
+            yield Frame(Path(sd["filename"]).stem, tables.path(sd), int(sd["width"]), int(sd["height"]), tuple(objects),
+                        tables.dir / "sample_annotation.json", group=scene)

@@ -34,6 +34,7 @@ class Frame:
     source: Path  # the label file this frame came from
     calib: dict | None = None
     lidar: Path | None = None
+    group: str | None = None  # frames that must land in one split (a nuScenes scene); None: the frame alone
 
 
 Reader = Callable[..., Iterator[Frame]]
