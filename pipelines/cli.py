@@ -53,11 +53,25 @@ def _reader_args(args) -> dict:
     return {k: v for k, v in (("image_root", args.images), ("split", args.yolo_split), ("version", args.nuscenes_version)) if v}
 
 
+def _skips(args):
+    from admlops.components.convert.records import Skips
+
+    return Skips(strict=args.strict)
+
+
+def _report_skips(skips, out) -> None:
+    if not skips.strict:
+        print(f"{len(skips.items)} bad samples skipped" + (f", listed in {Path(out) / 'skipped.json'}" if skips.items else ""),
+              file=sys.stderr)
+
+
 def cmd_convert(args) -> None:
     from admlops.components.convert.kitti_coco import convert_to_coco
 
+    skips = _skips(args)
     _print_json(convert_to_coco(args.src_format, args.src, args.out, args.definition, args.val_fraction, args.seed,
-                                **_reader_args(args)))
+                                skips=skips, **_reader_args(args)))
+    _report_skips(skips, args.out)
 
 
 def cmd_validate(args) -> int:
@@ -85,23 +99,27 @@ def cmd_merge(args) -> None:
         if not (name and fmt and path):
             raise UsageError(f"--input {spec!r}: expected NAME=FORMAT:PATH[:IMAGES]")
         sources.append(Source(name, fmt, path, {"image_root": images} if images else {}))
-    summary = merge(sources, args.out, args.definition, args.val_fraction, args.seed)
+    skips = _skips(args)
+    summary = merge(sources, args.out, args.definition, args.val_fraction, args.seed, skips)
     print(f"merged {summary['frames_per_source']} into {args.out}: {summary['frames']}; "
           f"{len(summary['duplicates'])} duplicate images skipped (listed in summary.json)")
+    _report_skips(skips, args.out)
 
 
 def cmd_infos(args) -> None:
     if args.src_format == "kitti":
         from admlops.components.convert.mmdet3d_infos import write_kitti_infos
 
-        counts = write_kitti_infos(args.src, args.out, args.prefix or "kitti")
+        counts = write_kitti_infos(args.src, args.out, args.prefix or "kitti", skips=(skips := _skips(args)))
     else:
         from admlops.components.convert.nuscenes_infos import write_nuscenes_infos
 
-        counts = write_nuscenes_infos(args.src, args.out, args.nuscenes_version, args.prefix or "nuscenes", args.max_sweeps)
+        counts = write_nuscenes_infos(args.src, args.out, args.nuscenes_version, args.prefix or "nuscenes", args.max_sweeps,
+                                      skips=(skips := _skips(args)))
     prefix = args.prefix or args.src_format
     print(f"wrote {', '.join(f'{prefix}_infos_{k}.pkl ({v} frames)' for k, v in counts.items())}, "
           f"{prefix}_dbinfos_train.pkl and {prefix}_gt_database/ to {args.out}")
+    _report_skips(skips, args.out)
 
 
 def cmd_analyze(args) -> None:
@@ -265,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", help="output directory (replaced atomically)")
     s.add_argument("--val-fraction", type=float, default=0.2, help="val share (KITTI: when there are no ImageSets files)")
     s.add_argument("--seed", type=int, default=0, help="seed of the hash split")
+    s.add_argument("--strict", action="store_true", help="fail (exit 3) on the first bad sample instead of skipping "
+                   "bad samples and listing them in OUT/skipped.json")
     s.set_defaults(func=cmd_convert)
 
     s = data.add_parser("validate", help="check a dataset against its definition's labeling standard (exit 3 on violations)")
@@ -278,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--definition", default="road-3class", help="a definition mapping every source format")
     s.add_argument("--val-fraction", type=float, default=0.2)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--strict", action="store_true", help="fail (exit 3) on the first bad sample instead of skipping "
+                   "bad samples and listing them in OUT/skipped.json")
     s.set_defaults(func=cmd_merge)
     s = data.add_parser("infos", help="KITTI / nuScenes -> an mmdet3d data root: v2 infos, GT database (and KITTI's "
                         "reduced scans), sources linked in")
@@ -288,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nuscenes-version", default="v1.0-trainval", help="nuscenes: v1.0-trainval, v1.0-mini or v1.0-test")
     s.add_argument("--max-sweeps", type=int, default=10, help="nuscenes: LiDAR sweeps kept per sample")
     s.add_argument("--prefix", help="file name prefix (mmdet3d's --extra-tag; default: the format)")
+    s.add_argument("--strict", action="store_true", help="fail (exit 3) on the first bad sample instead of skipping "
+                   "bad samples and listing them in OUT/skipped.json")
     s.set_defaults(func=cmd_infos)
     s = data.add_parser("analyze", help="HTML report (plots), Markdown and JSON summary of a converted dataset")
     s.add_argument("dataset", help="convert's output directory")

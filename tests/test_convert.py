@@ -72,6 +72,10 @@ def _corrupt(kitti_root, tmp_path, how):
         lines[1] = " ".join(parts)
     elif how == "class":
         lines[1] = "Hovercraft " + lines[1].split(" ", 1)[1]
+    elif how in ("nan", "negative"):
+        parts = lines[1].split()
+        parts[8] = "nan" if how == "nan" else "-1.50"  # height of the 3D box
+        lines[1] = " ".join(parts)
     elif how == "no-image":
         (src / "training" / "image_2" / "000003.png").unlink()
     elif how == "bad-image":
@@ -88,6 +92,8 @@ def _corrupt(kitti_root, tmp_path, how):
         ("fields", "label_2/000003.txt:2", "expected 15 fields, got 14"),
         ("number", "label_2/000003.txt:2", "field 6 is not a number: '12.x'"),
         ("class", "label_2/000003.txt:2", "unknown class 'Hovercraft'"),
+        ("nan", "label_2/000003.txt:2", "field 9 is not finite"),
+        ("negative", "label_2/000003.txt:2", "3D dimensions must be positive"),
         ("no-image", "label_2/000003.txt", "label without image"),
         ("bad-image", "image_2/000003.png", "unreadable image"),
     ],
@@ -102,10 +108,20 @@ def test_bad_input_names_file_and_leaves_no_output(kitti_root, tmp_path, capsys,
     # the CLI: same message, exit code 3, and a previous good output left untouched
     out.mkdir()
     (out / "keep").write_text("previous run")
-    assert main(["data", "convert", str(src), str(out)]) == 3
+    assert main(["data", "convert", "--strict", str(src), str(out)]) == 3
     stderr = capsys.readouterr().err
     assert where in stderr and message in stderr
     assert [p.name for p in out.iterdir()] == ["keep"]
+    # the default: the bad frame is skipped and reported, everything else converted
+    assert main(["data", "convert", str(src), str(out)]) == 0
+    assert "1 bad samples skipped" in capsys.readouterr().err
+    report = json.loads((out / "skipped.json").read_text())
+    assert report["skipped"] == len(report["samples"]) == 1
+    entry = report["samples"][0]
+    assert entry["sample"] == "000003" and message in entry["message"] and where.split(":")[0] in entry["file"]
+    assert entry["line"] == (int(where.split(":")[1]) if ":" in where else None)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"] == 1 and sum(summary["frames"].values()) == 19
 
 
 def test_missing_dataset_directory(tmp_path):

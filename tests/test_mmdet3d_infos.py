@@ -1,5 +1,6 @@
 """The mmdet3d data root (v2 infos, reduced scans, GT database): the same as mmdet3d's own
 tools/create_data.py kitti writes, and loadable by KittiDataset and the ObjectSample database sampler."""
+import json
 import os
 import pickle
 import shutil
@@ -159,3 +160,30 @@ def test_loads_in_mmdet3d_kitti_dataset(infos):
     pasted = sample["data_samples"].gt_instances_3d.labels_3d
     assert len(pasted) > (info["ann_info"]["gt_labels_3d"] >= 0).sum()  # database objects were added
     assert len(sample["inputs"]["points"]) > 0 and n_scan > 0
+
+
+def test_bad_frames_are_skipped_and_listed_or_fail_when_strict(kitti_root, tmp_path):
+    from admlops.components.convert.records import Skips
+    from admlops.errors import InputError
+
+    root = tmp_path / "kitti"
+    shutil.copytree(kitti_root, root)
+    (root / "training" / "calib" / "000004.txt").unlink()
+    label = root / "training" / "label_2" / "000007.txt"
+    lines = label.read_text().splitlines()
+    lines[0] = " ".join(lines[0].split()[:14])
+    label.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError) as err:
+        write_kitti_infos(root, tmp_path / "strict")
+    assert "calib/000004.txt" in str(err.value) or "label_2/000007.txt:1" in str(err.value)
+    assert not (tmp_path / "strict").exists()
+
+    skips = Skips(strict=False)
+    counts = write_kitti_infos(root, tmp_path / "out", skips=skips)
+    report = json.loads((tmp_path / "out" / "skipped.json").read_text())
+    assert report["skipped"] == len(report["samples"]) == 2
+    assert {(s["sample"], Path(s["file"]).name, s["line"]) for s in report["samples"]} == {
+        ("training/000004", "000004.txt", None), ("training/000007", "000007.txt", 1)}
+    assert counts["trainval"] == 18
+    ids = {d["sample_idx"] for d in _load(tmp_path / "out" / "kitti_infos_trainval.pkl")["data_list"]}
+    assert 4 not in ids and 7 not in ids and len(ids) == 18

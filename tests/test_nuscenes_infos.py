@@ -187,3 +187,22 @@ _MMDET3D_NAMES = {"movable_object.barrier", "vehicle.bicycle", "vehicle.bus.bend
                   "vehicle.construction", "vehicle.motorcycle", "human.pedestrian.adult", "human.pedestrian.child",
                   "human.pedestrian.construction_worker", "human.pedestrian.police_officer", "movable_object.trafficcone",
                   "vehicle.trailer", "vehicle.truck"}
+
+
+def test_bad_sample_skipped_and_listed(nuscenes_root, tmp_path):
+    from admlops.components.convert.records import Skips
+
+    def edit(tables):
+        anns = json.loads((tables / "sample_annotation.json").read_text())
+        anns[3]["instance_token"] = "f" * 32
+        (tables / "sample_annotation.json").write_text(json.dumps(anns))
+        return anns[3]["sample_token"]
+
+    root = _broken_copy(nuscenes_root, tmp_path / "nus", edit)
+    bad_sample = json.loads((root / "v1.0-mini" / "sample_annotation.json").read_text())[3]["sample_token"]
+    skips = Skips(strict=False)
+    counts = write_nuscenes_infos(root, tmp_path / "out", version="v1.0-mini", workers=1, skips=skips)
+    report = json.loads((tmp_path / "out" / "skipped.json").read_text())
+    assert report["skipped"] == len(report["samples"]) == 1
+    assert report["samples"][0]["sample"] == f"sample {bad_sample}" and "f" * 32 in report["samples"][0]["message"]
+    assert counts["train"] + counts["val"] == 7

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Callable, Iterable
 
-from admlops.components.convert.records import Frame
+from admlops.components.convert.records import STRICT, Frame, Skips
 from admlops.definition import IGNORE, DatasetDefinition
 from admlops.errors import InputError
 from admlops.localfs import atomic_dir, link_or_copy
@@ -35,8 +35,11 @@ def write_coco(
     source: str,
     split_of: Callable[[Frame], str],
     extra: dict | None = None,
+    skips: Skips = STRICT,
 ) -> dict:
-    """Write ``frames`` (classes mapped by ``definition.mapping(source)``) under ``out``, atomically."""
+    """Write ``frames`` (classes mapped by ``definition.mapping(source)``) under ``out``, atomically.
+    A frame with an unmapped class or a box outside its image is an error, or skipped and listed in
+    ``skipped.json`` with the reader's own skips when ``skips`` is not strict."""
     mapping = definition.mapping(source)
     cat_ids = {c.name: c.id for c in definition.categories}
     categories = [{"id": c.id, "name": c.name} for c in definition.categories]
@@ -47,34 +50,9 @@ def write_coco(
     with atomic_dir(out) as tmp:
         for sub in ("images", "annotations", "splits"):
             (tmp / sub).mkdir()
-        for image_id, frame in enumerate(frames, start=1):
-            s = split_of(frame)
-            file_name = f"images/{frame.id}{frame.image.suffix}"
-            if names.setdefault(file_name, frame.image) != frame.image:
-                raise InputError(frame.source, f"two frames have the id {frame.id!r} ({names[file_name]}, {frame.image})")
-            link_or_copy(frame.image, tmp / file_name)
-            coco[s]["images"].append({"id": image_id, "file_name": file_name, "width": frame.width, "height": frame.height})
-            anns = coco[s]["annotations"]
-            for obj in frame.objects:
-                if obj.label not in mapping:
-                    raise InputError(frame.source, f"class {obj.label!r} has no mapping in dataset definition "
-                                     f"{definition.name!r} ({definition.path})", obj.line)
-                target = IGNORE if obj.attributes.get("crowd") else mapping[obj.label]
-                left, top = max(obj.bbox[0], 0.0), max(obj.bbox[1], 0.0)
-                right, bottom = min(obj.bbox[2], frame.width), min(obj.bbox[3], frame.height)
-                if right <= left or bottom <= top:
-                    raise InputError(frame.source, f"a {obj.label} box {obj.bbox} lies outside the "
-                                     f"{frame.width}x{frame.height} image", obj.line)
-                box = [left, top, right - left, bottom - top]
-                counts[s][target] += 1
-                index.append(_index_row(frame, obj, s, target, box))
-                targets = definition.categories if target == IGNORE else [c for c in definition.categories if c.name == target]
-                for cat in targets:
-                    anns.append({
-                        "id": len(anns) + 1, "image_id": image_id, "category_id": cat_ids[cat.name], "bbox": box,
-                        "area": box[2] * box[3], "iscrowd": int(target == IGNORE),
-                        "source": {"label": obj.label, **obj.attributes},
-                    })
+        for frame in frames:
+            with skips.sample(frame.id):
+                _add_frame(frame, split_of(frame), coco, counts, index, names, tmp, definition, mapping, cat_ids)
         for s in SPLITS:
             (tmp / "annotations" / f"{s}.json").write_text(json.dumps(coco[s]))
             (tmp / "splits" / f"{s}.txt").write_text("".join(f"{Path(im['file_name']).stem}\n" for im in coco[s]["images"]))
@@ -83,9 +61,45 @@ def write_coco(
             "categories": [c.name for c in definition.categories], "palette": [list(c.color) for c in definition.categories],
             "frames": {s: len(coco[s]["images"]) for s in SPLITS}, "objects": counts, **(extra or {}),
         }
+        if not skips.strict:
+            summary["skipped"] = len(skips.items)
+            skips.write(tmp)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
         write_index(index, tmp / "index.parquet")
     return summary
+
+
+def _add_frame(frame: Frame, s: str, coco, counts, index, names, tmp: Path, definition, mapping, cat_ids) -> None:
+    """Check every object of ``frame`` first, then add the frame, its image and its annotations."""
+    rows = []
+    for obj in frame.objects:
+        if obj.label not in mapping:
+            raise InputError(frame.source, f"class {obj.label!r} has no mapping in dataset definition "
+                             f"{definition.name!r} ({definition.path})", obj.line)
+        target = IGNORE if obj.attributes.get("crowd") else mapping[obj.label]
+        left, top = max(obj.bbox[0], 0.0), max(obj.bbox[1], 0.0)
+        right, bottom = min(obj.bbox[2], frame.width), min(obj.bbox[3], frame.height)
+        if right <= left or bottom <= top:
+            raise InputError(frame.source, f"a {obj.label} box {obj.bbox} lies outside the "
+                             f"{frame.width}x{frame.height} image", obj.line)
+        rows.append((obj, target, [left, top, right - left, bottom - top]))
+    file_name = f"images/{frame.id}{frame.image.suffix}"
+    if names.setdefault(file_name, frame.image) != frame.image:
+        raise InputError(frame.source, f"two frames have the id {frame.id!r} ({names[file_name]}, {frame.image})")
+    link_or_copy(frame.image, tmp / file_name)
+    image_id = sum(len(c["images"]) for c in coco.values()) + 1
+    coco[s]["images"].append({"id": image_id, "file_name": file_name, "width": frame.width, "height": frame.height})
+    anns = coco[s]["annotations"]
+    for obj, target, box in rows:
+        counts[s][target] += 1
+        index.append(_index_row(frame, obj, s, target, box))
+        targets = definition.categories if target == IGNORE else [c for c in definition.categories if c.name == target]
+        for cat in targets:
+            anns.append({
+                "id": len(anns) + 1, "image_id": image_id, "category_id": cat_ids[cat.name], "bbox": box,
+                "area": box[2] * box[3], "iscrowd": int(target == IGNORE),
+                "source": {"label": obj.label, **obj.attributes},
+            })
 
 
 INDEX_COLUMNS = {

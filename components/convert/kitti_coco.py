@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from admlops.components.convert.coco import write_coco
 from admlops.components.convert.readers import kitti_frames, read_kitti_frame
-from admlops.components.convert.records import READERS, Frame
+from admlops.components.convert.records import READERS, STRICT, Frame, Skips
 from admlops.definition import DatasetDefinition, load_definition
 from admlops.errors import InputError
 
@@ -22,12 +22,23 @@ def hash_split(frame: str, val_fraction: float, seed: int) -> str:
     return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
 
 
-def _read_frame(args) -> Frame:
+def _read_frame(args) -> tuple[str, Frame | InputError]:
     training, frame, classes = args
-    return read_kitti_frame(training, frame, classes)  # a class the definition does not map is an error
+    try:
+        return frame, read_kitti_frame(training, frame, classes)  # a class the definition does not map is an error
+    except InputError as exc:  # handed to the parent's Skips: raised there when strict
+        return frame, exc
 
 
-def _splits(kitti_root: Path, frames: list[str], val_fraction: float, seed: int) -> tuple[dict[str, str], dict]:
+def _frames(results, skips: Skips):
+    for frame_id, result in results:
+        if isinstance(result, InputError):
+            skips.add(result, frame_id)
+        else:
+            yield result
+
+
+def _splits(kitti_root: Path, frames: list[str], val_fraction: float, seed: int, skips: Skips) -> tuple[dict[str, str], dict]:
     sets = kitti_root / "ImageSets"
     if (sets / "train.txt").is_file() and (sets / "val.txt").is_file():
         known = set(frames)
@@ -36,9 +47,10 @@ def _splits(kitti_root: Path, frames: list[str], val_fraction: float, seed: int)
             path = sets / f"{name}.txt"
             for n, line in enumerate(path.read_text().splitlines(), start=1):
                 if line.strip():
-                    if line.strip() not in known:
-                        raise InputError(path, f"frame {line.strip()!r} has no label in training/label_2", n)
-                    split[line.strip()] = name
+                    with skips.sample(line.strip()):
+                        if line.strip() not in known:
+                            raise InputError(path, f"frame {line.strip()!r} has no label in training/label_2", n)
+                        split[line.strip()] = name
         return split, {"method": "ImageSets", "files": ["ImageSets/train.txt", "ImageSets/val.txt"]}
     split = {f: hash_split(f, val_fraction, seed) for f in frames}
     return split, {"method": "sha256", "val_fraction": val_fraction, "seed": seed}
@@ -51,6 +63,7 @@ def kitti_to_coco(
     val_fraction: float = 0.2,
     seed: int = 0,
     workers: int | None = None,
+    skips: Skips = STRICT,
 ) -> dict:
     """Convert ``kitti_root/training`` to COCO under ``out`` (published atomically); returns the summary.
 
@@ -61,12 +74,12 @@ def kitti_to_coco(
     defn = load_definition(definition)
     mapping = defn.mapping("kitti")
     training, frames = kitti_frames(kitti_root)
-    split, split_info = _splits(kitti_root, frames, val_fraction, seed)
+    split, split_info = _splits(kitti_root, frames, val_fraction, seed, skips)
     jobs = [(training, f, tuple(mapping)) for f in frames if f in split]
     with Pool(workers) as pool:
-        records = tqdm(pool.imap(_read_frame, jobs, chunksize=8), total=len(jobs), desc="convert kitti->coco", unit="frame")
-        return write_coco(records, out, defn, "kitti", lambda frame: split[frame.id],
-                          {"kitti_root": str(kitti_root), "split": split_info})
+        results = tqdm(pool.imap(_read_frame, jobs, chunksize=8), total=len(jobs), desc="convert kitti->coco", unit="frame")
+        return write_coco(_frames(results, skips), out, defn, "kitti", lambda frame: split[frame.id],
+                          {"kitti_root": str(kitti_root), "split": split_info}, skips)
 
 
 def convert_to_coco(
@@ -76,6 +89,7 @@ def convert_to_coco(
     definition: str | Path | DatasetDefinition = "kitti-3class",
     val_fraction: float = 0.2,
     seed: int = 0,
+    skips: Skips = STRICT,
     **reader_args,
 ) -> dict:
     """Convert a dataset in format ``fmt`` (a key of ``READERS``) to COCO; KITTI takes the parallel path.
@@ -84,10 +98,10 @@ def convert_to_coco(
     (e.g. ``image_root`` for COCO and BDD100K, ``split`` for YOLO).
     """
     if fmt == "kitti":
-        return kitti_to_coco(src, out, definition, val_fraction, seed)
+        return kitti_to_coco(src, out, definition, val_fraction, seed, skips=skips)
     if fmt not in READERS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(sorted(READERS))}")
     defn = load_definition(definition)
-    frames = tqdm(READERS[fmt](src, **reader_args), desc=f"convert {fmt}->coco", unit="frame")
+    frames = tqdm(READERS[fmt](src, skips=skips, **reader_args), desc=f"convert {fmt}->coco", unit="frame")
     return write_coco(frames, out, defn, fmt, lambda frame: hash_split(frame.group or frame.id, val_fraction, seed),
-                      {"input": str(src), "split": {"method": "sha256", "val_fraction": val_fraction, "seed": seed}})
+                      {"input": str(src), "split": {"method": "sha256", "val_fraction": val_fraction, "seed": seed}}, skips)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from admlops.components.convert.coco import write_coco
 from admlops.components.convert.kitti_coco import hash_split
-from admlops.components.convert.records import READERS
+from admlops.components.convert.records import READERS, STRICT, Skips
 from admlops.definition import IGNORE, DatasetDefinition, load_definition
 
 
@@ -31,7 +31,7 @@ def _sha256(path: Path) -> str:
 
 
 def merge(sources: list[Source], out: str | Path, definition: str | Path | DatasetDefinition,
-          val_fraction: float = 0.2, seed: int = 0) -> dict:
+          val_fraction: float = 0.2, seed: int = 0, skips: Skips = STRICT) -> dict:
     defn = load_definition(definition)
     mappings = {s.format: defn.mapping(s.format) for s in sources}
     names = [c.name for c in defn.categories]
@@ -42,7 +42,7 @@ def merge(sources: list[Source], out: str | Path, definition: str | Path | Datas
 
     def frames():
         for src in sources:
-            read = READERS[src.format](src.path, **src.options)
+            read = READERS[src.format](src.path, skips=skips, **src.options)
             for frame in tqdm(read, desc=f"merge {src.name}", unit="frame"):
                 digest = _sha256(frame.image)
                 fid = f"{src.name}-{frame.id}"
@@ -62,5 +62,6 @@ def merge(sources: list[Source], out: str | Path, definition: str | Path | Datas
 
     summary = write_coco(frames(), out, merged, "merged", lambda f: hash_split(f.group or f.id, val_fraction, seed),
                          {"inputs": [dataclasses.asdict(s) for s in sources], "frames_per_source": counts,
-                          "duplicates": duplicates, "split": {"method": "sha256", "val_fraction": val_fraction, "seed": seed}})
+                          "duplicates": duplicates, "split": {"method": "sha256", "val_fraction": val_fraction, "seed": seed}},
+                         skips)
     return summary

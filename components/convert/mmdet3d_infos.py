@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from admlops.components.convert.lidar import camera_boxes_to_lidar, in_camera_view, points_in_boxes
 from admlops.components.convert.readers import read_kitti_frame
+from admlops.components.convert.records import STRICT, Skips
 from admlops.errors import InputError
 from admlops.formats import kitti
 from admlops.localfs import atomic_dir
@@ -110,9 +111,22 @@ def camera_instance(obj, P2: np.ndarray, width: int, height: int) -> dict | None
             "center_2d": (proj[:2] / proj[2]).tolist(), "depth": float(proj[2])}
 
 
+class guarded:  # noqa: N801 - used like a decorator
+    """A pool job that returns its InputError instead of raising it, so the parent's Skips decides."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, args):
+        try:
+            return self.fn(args)
+        except InputError as exc:
+            return exc, None
+
+
 def frame_info(args) -> tuple[bytes, list[tuple[str, dict]]]:
     """One frame: its info (pickled, ready for a Spool) and, for GT-database frames, the database entries.
-    Writes the frame's reduced scan and object point files under ``out`` on the way."""
+    Writes the frame's reduced scan and object point files under ``out`` once its inputs have been read."""
     base, frame_id, out, prefix, split = args
     labelled, with_db = split != "test", split == "train"
     frame = read_kitti_frame(base, frame_id, labels=labelled)
@@ -177,6 +191,9 @@ def frame_info(args) -> tuple[bytes, list[tuple[str, dict]]]:
     return Spool.encode(info), db
 
 
+_frame_info = guarded(frame_info)
+
+
 def _db_object(points, box_lidar, sample_idx: int, name: str, gt_idx: int, diff: int, out: Path, prefix: str) -> dict:
     """Write one object's points (relative to its box's bottom centre) to the GT database; its dbinfo entry."""
     box32 = box_lidar.astype(np.float32)
@@ -197,10 +214,12 @@ def _read_split(root: Path, name: str, required: bool) -> list[str] | None:
     return path.read_text().split()
 
 
-def write_kitti_infos(kitti_root: str | Path, out: str | Path, prefix: str = "kitti", workers: int | None = None) -> dict:
+def write_kitti_infos(kitti_root: str | Path, out: str | Path, prefix: str = "kitti", workers: int | None = None,
+                      skips: Skips = STRICT) -> dict:
     """Write the mmdet3d data root for ``kitti_root`` under ``out`` (atomically); returns frames per info file.
 
-    Splits follow ``ImageSets/{train,val}.txt`` (and ``test.txt`` over ``testing/`` when both exist)."""
+    Splits follow ``ImageSets/{train,val}.txt`` (and ``test.txt`` over ``testing/`` when both exist). A bad
+    frame raises, or with non-strict ``skips`` is left out and listed in ``skipped.json``."""
     root = Path(kitti_root).resolve()
     splits = {name: _read_split(root, name, required=True) for name in ("train", "val")}
     if (test := _read_split(root, "test", required=False)) is not None and (root / "testing").is_dir():
@@ -216,8 +235,12 @@ def write_kitti_infos(kitti_root: str | Path, out: str | Path, prefix: str = "ki
                     os.symlink(base / sub, tmp / base.name / sub)
             spools[split] = spool = Spool(tmp / f".{split}.spool")
             jobs = [(base, i, tmp, prefix, split) for i in ids]
-            for encoded, db in tqdm(pool.imap(frame_info, jobs, chunksize=8), total=len(jobs), desc=f"mmdet3d kitti infos ({split})",
-                                    unit="frame"):
+            results = pool.imap(_frame_info, jobs, chunksize=8)
+            for (_, frame_id, *_), (encoded, db) in tqdm(zip(jobs, results, strict=True), total=len(jobs),
+                                                          desc=f"mmdet3d kitti infos ({split})", unit="frame"):
+                if isinstance(encoded, InputError):
+                    skips.add(encoded, f"{base.name}/{frame_id}")
+                    continue
                 spool.append_encoded(encoded)
                 for name, entry in db:  # group ids count objects in dataset order, as the reference's do
                     if name not in db_spools:
@@ -231,4 +254,6 @@ def write_kitti_infos(kitti_root: str | Path, out: str | Path, prefix: str = "ki
         write_pickle(tmp / f"{prefix}_dbinfos_train.pkl", db_spools)
         for spool in (*spools.values(), *db_spools.values()):
             spool.path.unlink()
+        if not skips.strict:
+            skips.write(tmp)
     return {name: sum(s.count for s in (parts if isinstance(parts, tuple) else (parts,))) for name, parts in infos.items()}

@@ -20,7 +20,8 @@ from nuscenes.utils import splits as official_splits
 from tqdm import tqdm
 
 from admlops.components.convert.lidar import points_in_boxes
-from admlops.components.convert.mmdet3d_infos import Spool, write_pickle
+from admlops.components.convert.mmdet3d_infos import Spool, guarded, write_pickle
+from admlops.components.convert.records import STRICT, Skips
 from admlops.errors import InputError
 from admlops.formats import nuscenes as nus
 from admlops.localfs import atomic_dir
@@ -122,6 +123,9 @@ def sample_info(args) -> tuple[bytes, list[tuple[str, dict]]]:
     return Spool.encode(info), db
 
 
+_sample_info = guarded(sample_info)
+
+
 def _multisweep_points(tables: nus.Tables, lidar_sd: dict, info: dict) -> np.ndarray:
     """The keyframe and its sweeps in the keyframe's LiDAR frame, as mmdet3d's LoadPointsFromMultiSweeps
     builds them for the GT database (its transform convention and close-point removal included)."""
@@ -161,9 +165,20 @@ def _db_objects(tables, lidar_sd, info, out: Path, prefix: str) -> list[tuple[st
     return entries
 
 
+def _categories(tables: nus.Tables):
+    """Category names of the annotations whose links resolve (a broken one is reported with its sample)."""
+    for ann in tables.rows["sample_annotation"]:
+        try:
+            yield tables.category(ann)
+        except InputError:
+            continue
+
+
 def write_nuscenes_infos(root: str | Path, out: str | Path, version: str = "v1.0-trainval", prefix: str = "nuscenes",
-                         max_sweeps: int = 10, workers: int | None = None) -> dict:
-    """Write the mmdet3d data root for a nuScenes ``version`` under ``out`` (atomically); samples per info file."""
+                         max_sweeps: int = 10, workers: int | None = None, skips: Skips = STRICT) -> dict:
+    """Write the mmdet3d data root for a nuScenes ``version`` under ``out`` (atomically); samples per info file.
+    A bad sample (a token pointing nowhere, a missing file) raises, or with non-strict ``skips`` is left out and
+    listed in ``skipped.json``; unreadable tables always raise."""
     global _TABLES
     if version not in nus.VERSIONS:
         raise InputError(root, f"unknown nuScenes version {version!r}; expected one of {', '.join(nus.VERSIONS)}")
@@ -181,20 +196,23 @@ def write_nuscenes_infos(root: str | Path, out: str | Path, version: str = "v1.0
         for sub in ("samples", "sweeps", "maps", version):
             if (root / sub).is_dir():
                 os.symlink(root / sub, tmp / sub)
-        spools, db_spools, group, ignored = {}, {}, 0, set()
+        spools, db_spools, group = {}, {}, 0
         for split, tokens in jobs.items():
             spools[split] = spool = Spool(tmp / f".{split}.spool")
-            args = [(t, i, split, tmp, prefix, max_sweeps) for i, t in enumerate(tokens)]
-            for encoded, db in tqdm(pool.imap(sample_info, args, chunksize=4), total=len(args),
-                                    desc=f"mmdet3d nuscenes infos ({split})", unit="sample"):
+            # sample_idx is the position in the split (as the reference); a skipped sample leaves a gap
+            results = pool.imap(_sample_info, [(t, i, split, tmp, prefix, max_sweeps) for i, t in enumerate(tokens)], chunksize=4)
+            for token, (encoded, db) in tqdm(zip(tokens, results, strict=True), total=len(tokens),
+                                             desc=f"mmdet3d nuscenes infos ({split})", unit="sample"):
+                if isinstance(encoded, InputError):
+                    skips.add(encoded, f"sample {token}")
+                    continue
                 spool.append_encoded(encoded)
                 for name, entry in db:
                     if name not in db_spools:
                         db_spools[name] = Spool(tmp / f".db-{name}.spool")
                     db_spools[name].append_encoded(Spool.encode({**entry, "group_id": group}))
                     group += 1
-        ignored = sorted({NAME_MAPPING.get(tables.category(a), tables.category(a)) for a in tables.rows["sample_annotation"]}
-                         - set(CLASSES))
+        ignored = sorted(set(_categories(tables)) - set(NAME_MAPPING) - set(CLASSES))
         metainfo = {"categories": {**{c: i for i, c in enumerate(CLASSES)}, **{c: -1 for c in ignored}},
                     "dataset": "nuscenes", "version": version, "info_version": "1.1"}
         for split, spool in spools.items():
@@ -203,5 +221,7 @@ def write_nuscenes_infos(root: str | Path, out: str | Path, version: str = "v1.0
             write_pickle(tmp / f"{prefix}_dbinfos_train.pkl", db_spools)
         for spool in (*spools.values(), *db_spools.values()):
             spool.path.unlink()
+        if not skips.strict:
+            skips.write(tmp)
     _TABLES = None
     return {split: spool.count for split, spool in spools.items()}

@@ -6,6 +6,9 @@ line) it came from, so later checks can name it.
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -37,6 +40,36 @@ class Frame:
     group: str | None = None  # frames that must land in one split (a nuScenes scene); None: the frame alone
 
 
+class Skips:
+    """Bad samples met while converting. Strict: the first one raises (its InputError names file and line).
+    Otherwise each is recorded with its file, line and message, the sample is left out, and ``write`` lists
+    them all, so nothing is dropped silently (count skipped = count reported)."""
+
+    def __init__(self, strict: bool = True):
+        self.strict, self.items = strict, []
+
+    def add(self, exc: InputError, sample: str) -> None:
+        if self.strict:
+            raise exc
+        self.items.append({"sample": sample, "file": exc.path, "line": exc.line, "message": exc.message})
+        print(f"skipped {sample}: {exc}", file=sys.stderr)
+
+    @contextlib.contextmanager
+    def sample(self, name: str):
+        """Run one sample's reading; an InputError skips it (or raises when strict)."""
+        try:
+            yield
+        except InputError as exc:
+            self.add(exc, name)
+
+    def report(self) -> dict:
+        return {"skipped": len(self.items), "samples": self.items}
+
+    def write(self, out_dir: Path) -> None:
+        (Path(out_dir) / "skipped.json").write_text(json.dumps(self.report(), indent=2))
+
+
+STRICT = Skips(strict=True)
 Reader = Callable[..., Iterator[Frame]]
 READERS: dict[str, Reader] = {}
 
