@@ -24,7 +24,8 @@ def test_summary_matches_dataset(coco_dir, report):
             assert summary["class_counts"][split].get(cat, 0) == conv["objects"][split][cat]
     assert summary["frames"] == conv["frames"] and summary["has_3d"]
     assert summary["plots"] == ["Objects per class and split", "Box size and aspect ratio",
-                                "Where boxes are in the image (centre heatmap)", "Truncation and occlusion", "Object distance"]
+                                "Where boxes are in the image (centre heatmap)", "Truncation and occlusion", "Object distance",
+                                "LiDAR points per box"]
     assert json.loads((out / "summary.json").read_text())["objects"] == summary["objects"]
     assert (out / "report.md").read_text().startswith("# Dataset analysis\n\n| class | train | val |")
 

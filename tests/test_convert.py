@@ -171,5 +171,7 @@ def test_annotation_index_parquet(kitti_root, coco_dir):
     assert match and row["loc_z"] == match[0].location[2] and row["dim_l"] == match[0].dimensions[2]
     assert row["distance"] == pytest.approx((row["loc_x"] ** 2 + row["loc_z"] ** 2) ** 0.5)
     dontcare = table.filter(pc.equal(table["source_label"], "DontCare")).to_pylist()
-    assert dontcare and all(r["ignore"] and r["loc_z"] is None for r in dontcare)
+    assert dontcare and all(r["ignore"] and r["loc_z"] is None and r["num_lidar_pts"] is None for r in dontcare)
+    points = cars.column("num_lidar_pts").to_pylist()  # exact counts are checked against mmdet3d in test_mmdet3d_infos
+    assert all(isinstance(n, int) and n >= 0 for n in points) and max(points) > 0
     assert set(table.column("split").to_pylist()) == {"train", "val"}

@@ -96,6 +96,15 @@ def test_matches_reference(infos, reference, split):
                     assert x[key] == y[key], key
 
 
+def test_reader_points_per_box_match_reference(reference):
+    from admlops.components.convert.readers import read_kitti_frame
+
+    for info in _load(reference / "kitti_infos_trainval.pkl")["data_list"]:
+        frame = read_kitti_frame(reference / "training", f"{info['sample_idx']:06d}")
+        ours = [o.attributes.get("num_lidar_pts", -1) for o in frame.objects]
+        assert ours == [i["num_lidar_pts"] for i in info["instances"]]
+
+
 def test_reduced_scans_match_reference(infos, reference):
     ours = sorted((infos[0] / "training" / "velodyne_reduced").glob("*.bin"))
     assert [p.name for p in ours] == sorted(p.name for p in (reference / "training" / "velodyne_reduced").glob("*.bin"))

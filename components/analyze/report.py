@@ -76,6 +76,8 @@ def summarize(dataset_dir: str | Path) -> dict:
         "objects": len([r for r in rows if not r["ignore"]]), "ignore_regions": len([r for r in rows if r["ignore"]]),
         "class_counts": counts, "empty_frames": empty, "label_errors": label_errors(rows), "warnings": warnings,
         "has_3d": any(r["distance"] is not None for r in rows),
+        "has_lidar": any(r.get("num_lidar_pts") is not None for r in rows),
+        "boxes_without_lidar_points": sum(1 for r in rows if not r["ignore"] and r.get("num_lidar_pts") == 0),
     }, rows
 
 
@@ -137,6 +139,16 @@ def plots(summary: dict, rows: list[dict], palette: list) -> list[tuple[str, str
         ax.set(xlabel="distance from the camera (m)", ylabel="objects")
         ax.legend()
         out.append(("Object distance", _png(fig)))
+    if summary["has_lidar"]:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+        for c in cats:
+            pts = [(r["distance"], r["num_lidar_pts"]) for r in objs if r["category"] == c and r["num_lidar_pts"] is not None]
+            axes[0].hist([n for _, n in pts], bins=np.logspace(0, 4, 30), histtype="step", color=colours[c], label=c)
+            axes[1].scatter([d for d, _ in pts], [max(n, 0.8) for _, n in pts], s=4, color=colours[c], label=c)
+        axes[0].set(xscale="log", xlabel="LiDAR points in the box", ylabel="objects")
+        axes[1].set(yscale="log", xlabel="distance (m)", ylabel="LiDAR points in the box")
+        axes[0].legend()
+        out.append(("LiDAR points per box", _png(fig)))
     plt.close("all")
     return out
 
@@ -164,7 +176,10 @@ def render_markdown(summary: dict) -> str:
     lines = ["# Dataset analysis", "", "| class | train | val |", "| --- | --- | --- |"]
     lines += [f"| {c} | {summary['class_counts']['train'].get(c, 0)} | {summary['class_counts']['val'].get(c, 0)} |"
               for c in summary["categories"]]
-    lines += ["", f"Empty frames: {len(summary['empty_frames'])}; label errors: {len(summary['label_errors'])}.", "",
+    lines += ["", f"Empty frames: {len(summary['empty_frames'])}; label errors: {len(summary['label_errors'])}."]
+    if summary.get("has_lidar"):
+        lines += [f"3D boxes with no LiDAR point: {summary['boxes_without_lidar_points']}."]
+    lines += ["",
               "Warnings:" if summary["warnings"] else "No warnings."] + [f"* {w}" for w in summary["warnings"]]
     return "\n".join(lines) + "\n"
 

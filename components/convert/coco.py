@@ -108,6 +108,7 @@ INDEX_COLUMNS = {
     "x1": "float64", "y1": "float64", "x2": "float64", "y2": "float64", "width": "float64", "height": "float64",
     "truncated": "float64", "occluded": "float64", "dim_h": "float64", "dim_w": "float64", "dim_l": "float64",
     "loc_x": "float64", "loc_y": "float64", "loc_z": "float64", "rotation_y": "float64", "distance": "float64",
+    "num_lidar_pts": "int32",
 }
 
 
@@ -124,6 +125,7 @@ def _index_row(frame: Frame, obj, split: str, target: str, box: list[float]) -> 
         "occluded": _float(occluded), "dim_h": dims[0], "dim_w": dims[1], "dim_l": dims[2],
         "loc_x": loc[0], "loc_y": loc[1], "loc_z": loc[2], "rotation_y": b3.get("rotation_y"),
         "distance": (loc[0] ** 2 + loc[2] ** 2) ** 0.5 if loc[0] is not None else None,
+        "num_lidar_pts": obj.attributes.get("num_lidar_pts"),
     }
 
 

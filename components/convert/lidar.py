@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from admlops.errors import InputError
+from admlops.formats import kitti
+
 
 def limit_period(angle, offset: float = 0.5, period: float = 2 * np.pi):
     """``angle`` wrapped into ``[-offset * period, (1 - offset) * period)``, as mmdet3d wraps yaw."""
@@ -44,3 +47,22 @@ def in_camera_view(points: np.ndarray, lidar2img: np.ndarray, width: int, height
     with np.errstate(divide="ignore", invalid="ignore"):
         u, v = proj[:, 0] / depth, proj[:, 1] / depth
     return (depth > near) & (depth < far) & (u > 0) & (u < width) & (v > 0) & (v < height)
+
+
+def kitti_scan(path) -> np.ndarray:
+    """A KITTI Velodyne scan: float32 (x, y, z, reflectance) rows."""
+    raw = np.fromfile(path, dtype=np.float32)
+    if raw.size % 4:
+        raise InputError(path, f"not a KITTI scan: {raw.size * 4} bytes is not a whole number of (x, y, z, r) points")
+    return raw.reshape(-1, 4)
+
+
+def kitti_lidar(points: np.ndarray, calib: dict, width: int, height: int, objects) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scan cut to image_2's view, LiDAR boxes, points per box) for a frame's 3D-labelled ``objects`` (the
+    ``velodyne_reduced`` scan and ``num_lidar_pts`` of mmdet3d's KITTI infos)."""
+    lidar2cam = kitti.to_homogeneous(calib["R0_rect"]) @ kitti.to_homogeneous(calib["Tr_velo_to_cam"])
+    reduced = points[in_camera_view(points, kitti.to_homogeneous(calib["P2"]) @ lidar2cam, width, height)]
+    boxes_cam = np.array([[*o.box3d["location"], o.box3d["dimensions"][2], *o.box3d["dimensions"][:2], o.box3d["rotation_y"]]
+                          for o in objects]).reshape(-1, 7)
+    boxes = camera_boxes_to_lidar(boxes_cam, lidar2cam)
+    return reduced, boxes, points_in_boxes(reduced, boxes).sum(0)

@@ -22,7 +22,7 @@ import numpy as np
 from shapely.geometry import MultiPoint, Polygon, box
 from tqdm import tqdm
 
-from admlops.components.convert.lidar import camera_boxes_to_lidar, in_camera_view, points_in_boxes
+from admlops.components.convert.lidar import kitti_lidar, kitti_scan, points_in_boxes
 from admlops.components.convert.readers import read_kitti_frame
 from admlops.components.convert.records import STRICT, Skips
 from admlops.errors import InputError
@@ -140,19 +140,9 @@ def frame_info(args) -> tuple[bytes, list[tuple[str, dict]]]:
     images["CAM2"].update(img_path=frame.image.name, height=frame.height, width=frame.width, lidar2cam=lidar2cam.tolist())
     images["R0_rect"] = calib["R0_rect"].astype(np.float32).tolist()
 
-    raw = np.fromfile(frame.lidar, dtype=np.float32)
-    if raw.size % 4:
-        raise InputError(frame.lidar, f"not a KITTI scan: {raw.size * 4} bytes is not a whole number of (x, y, z, r) points")
-    points = raw.reshape(-1, 4)
-    lidar2img = calib["P2"] @ calib["R0_rect"] @ calib["Tr_velo_to_cam"]
-    reduced = points[in_camera_view(points, lidar2img, frame.width, frame.height)]
+    reduced, boxes_lidar, counts = kitti_lidar(kitti_scan(frame.lidar), frame.calib, frame.width, frame.height,
+                                               [o for o in frame.objects if o.box3d is not None])
     reduced.tofile(out / base.name / "velodyne_reduced" / frame.lidar.name)
-
-    labelled_objs = [o for o in frame.objects if o.box3d is not None]
-    boxes_cam = np.array([[*o.box3d["location"], o.box3d["dimensions"][2], *o.box3d["dimensions"][:2], o.box3d["rotation_y"]]
-                          for o in labelled_objs]).reshape(-1, 7)
-    boxes_lidar = camera_boxes_to_lidar(boxes_cam, calib["R0_rect"] @ calib["Tr_velo_to_cam"])
-    counts = points_in_boxes(reduced, boxes_lidar).sum(0)
 
     instances, cam_instances, db, index = [], [], [], 0
     for group_id, obj in enumerate(frame.objects):

@@ -11,6 +11,7 @@ and left out instead (a bad dataset-level file, like an unparsable annotation js
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Iterator
 
 import yaml
 
+from admlops.components.convert.lidar import kitti_lidar, kitti_scan
 from admlops.components.convert.records import STRICT, Frame, Object, Skips, image_size, reader
 from admlops.errors import InputError
 from admlops.formats import kitti
@@ -75,10 +77,14 @@ def read_kitti_frame(training: Path, frame: str, classes: tuple[str, ...] = kitt
         box3d = None if o.type == "DontCare" else {"dimensions": o.dimensions, "location": o.location, "rotation_y": o.rotation_y}
         attrs = {} if o.type == "DontCare" else {"truncated": o.truncated, "occluded": o.occluded, "alpha": o.alpha}
         objects.append(Object(o.type, o.bbox, attrs, box3d, lineno))
-    calib = training / "calib" / f"{frame}.txt"
-    lidar = training / "velodyne" / f"{frame}.bin"
-    return Frame(frame, image, width, height, tuple(objects), label,
-                 kitti.read_calib(calib) if calib.is_file() else None, lidar if lidar.is_file() else None)
+    calib_file, lidar = training / "calib" / f"{frame}.txt", training / "velodyne" / f"{frame}.bin"
+    calib = kitti.read_calib(calib_file) if calib_file.is_file() else None
+    if calib is not None and lidar.is_file() and objects:  # LiDAR points per 3D box, as mmdet3d counts them
+        with_3d = [i for i, o in enumerate(objects) if o.box3d is not None]
+        counts = kitti_lidar(kitti_scan(lidar), calib, width, height, [objects[i] for i in with_3d])[2]
+        for i, n in zip(with_3d, counts, strict=True):
+            objects[i] = dataclasses.replace(objects[i], attributes={**objects[i].attributes, "num_lidar_pts": int(n)})
+    return Frame(frame, image, width, height, tuple(objects), label, calib, lidar if lidar.is_file() else None)
 
 
 @reader("coco")
