@@ -1,0 +1,81 @@
+"""Cluster profiles (configs/cluster/*.yaml): how a pipeline's steps are scheduled on a particular GPU cluster,
+applied with kfp-kubernetes at compile time so they are visible in the compiled YAML.
+
+A profile names the accelerator (resource name and count per GPU step), node selectors and tolerations for
+GPU steps, CPU/memory for every step, an in-memory /dev/shm for data loaders, the Secret whose keys become the
+S3 environment (never values), and image pull secrets. Without a profile (``kfp.local`` and the committed
+YAML) steps carry no Kubernetes settings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from admlops.errors import InputError
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+
+
+@dataclass(frozen=True)
+class ClusterProfile:
+    name: str
+    accelerator: str = "nvidia.com/gpu"
+    gpus: int = 1
+    gpu_node_selector: dict = field(default_factory=dict)
+    gpu_tolerations: list = field(default_factory=list)
+    cpu: str = "4"
+    memory: str = "16Gi"
+    shm_size: str = "8Gi"
+    s3_secret: str = ""
+    s3_secret_keys: dict = field(default_factory=lambda: dict(S3_ENV))  # secret key -> env var
+    s3_endpoint_key: str = ""  # optional secret key holding AWS_ENDPOINT_URL (MinIO)
+    image_pull_secrets: list = field(default_factory=list)
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    from admlops.configs import CONFIG_DIR
+
+    return CONFIG_DIR / "cluster" / f"{name_or_path}.yaml"
+
+
+def load_profile(name_or_path: str | Path) -> ClusterProfile:
+    path = profile_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise InputError(path, "cluster profile not found") from None
+    except yaml.YAMLError as exc:
+        raise InputError(path, f"invalid YAML: {exc}") from None
+    unknown = set(data) - set(ClusterProfile.__dataclass_fields__)
+    if unknown:
+        raise InputError(path, f"unknown profile keys: {', '.join(sorted(unknown))}")
+    return ClusterProfile(**data)
+
+
+def apply(task, profile: ClusterProfile | None, gpu: bool = False):
+    """Schedule ``task`` per ``profile`` (a no-op without one); ``gpu`` steps get the accelerator and GPU nodes."""
+    if profile is None:
+        return task
+    from kfp import kubernetes
+
+    task.set_cpu_request(profile.cpu).set_memory_request(profile.memory).set_memory_limit(profile.memory)
+    if gpu:
+        task.set_accelerator_type(profile.accelerator).set_accelerator_limit(profile.gpus)
+        for key, value in profile.gpu_node_selector.items():
+            kubernetes.add_node_selector(task, key, value)
+        for tol in profile.gpu_tolerations:
+            kubernetes.add_toleration(task, **tol)
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=profile.shm_size)
+    if profile.s3_secret:
+        keys = dict(profile.s3_secret_keys)
+        if profile.s3_endpoint_key:
+            keys[profile.s3_endpoint_key] = "AWS_ENDPOINT_URL"
+        kubernetes.use_secret_as_env(task, profile.s3_secret, keys)
+    if profile.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(profile.image_pull_secrets))
+    return task

@@ -1,0 +1,63 @@
+"""Cluster profiles: applied with kfp-kubernetes at compile time and visible in the compiled YAML; the
+profile-free pipeline (kfp.local, the committed YAML) carries no Kubernetes settings."""
+import pytest
+import yaml
+
+from admlops.errors import InputError
+from admlops.pipelines.profiles import load_profile
+from admlops.pipelines.registry import compile_pipeline
+
+GPU_STEPS = {"train", "evaluate"}
+
+
+def _compiled(tmp_path, profile=None):
+    docs = list(yaml.safe_load_all(compile_pipeline("detection2d", tmp_path, profile).read_text()))
+    spec = docs[0]
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(docs) > 1 else {}
+    executors = spec["deploymentSpec"]["executors"]
+    # executor label -> task display name
+    names = {t["componentRef"]["name"].replace("comp-", "exec-"): t["taskInfo"]["name"] for t in spec["root"]["dag"]["tasks"].values()}
+    return spec, executors, platform, names
+
+
+def test_profile_settings_in_compiled_yaml(tmp_path):
+    profile = load_profile("a100")
+    spec, executors, platform, names = _compiled(tmp_path, "a100")
+    assert set(platform) == set(executors)  # every step is scheduled by the profile
+    for label, k8s in platform.items():
+        step = names[label]
+        res = executors[label]["container"].get("resources", {})
+        assert res.get("memoryRequest") and res.get("cpuRequest")
+        assert k8s["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory",
+                                          "sizeLimit": profile.shm_size}]
+        env = {e["envVar"] for m in k8s["secretAsEnv"] for e in m["keyToEnv"]}
+        assert env == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        assert all(m.get("secretName", m.get("secretNameParameter", {}).get("runtimeValue", {}).get("constant")) == "admlops-s3"
+                   for m in k8s["secretAsEnv"])
+        assert [s.get("secretName", s.get("secretNameParameter", {}).get("runtimeValue", {}).get("constant"))
+                for s in k8s["imagePullSecret"]] == ["ghcr-admlops"]
+        if step in GPU_STEPS:
+            assert res["accelerator"]["resourceCount"] == "1" or res["accelerator"].get("count") == "1"
+            assert k8s["nodeSelector"]["labels"] == profile.gpu_node_selector
+            assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu" and k8s["tolerations"][0]["effect"] == "NoSchedule"
+        else:
+            assert "accelerator" not in res and "nodeSelector" not in k8s
+
+
+def test_no_profile_no_kubernetes_settings(tmp_path):
+    spec, executors, platform, _ = _compiled(tmp_path)
+    assert platform == {} and all("accelerator" not in e["container"].get("resources", {}) for e in executors.values())
+
+
+def test_minio_profile_maps_the_endpoint_key(tmp_path):
+    _, _, platform, _ = _compiled(tmp_path, "minio-dev")
+    env = {e["envVar"] for k8s in platform.values() for m in k8s["secretAsEnv"] for e in m["keyToEnv"]}
+    assert "AWS_ENDPOINT_URL" in env
+
+
+def test_bad_profile_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ngpu: 2\n")
+    with pytest.raises(InputError, match="unknown profile keys: gpu") as err:
+        load_profile(bad)
+    assert err.value.path == str(bad)
