@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from admlops.errors import InputError
 from admlops.objectstore import DEFAULT_STORE, StoreError
 from admlops.pipelines.local import PipelineFailed
+from admlops.pipelines.submit import KfpApiError, RunFailed
 
 
 class UsageError(Exception):
@@ -141,10 +143,17 @@ def cmd_spec(args) -> None:
         print(text)
 
 
-def cmd_train(args) -> None:
-    from admlops.components.train.train import train
+def cmd_train(args) -> int | None:
+    from admlops.components.train.train import launch, train_uri
 
-    _print_json(train(args.dataset, args.out, args.config, args.max_iters, args.batch_size, args.seed))
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # re-run this command under torchrun
+        return launch(args.nproc, args.argv)
+    summary = train_uri(args.dataset, args.out, config=args.config, max_iters=args.max_iters, batch_size=args.batch_size,
+                        seed=args.seed, checkpoint_interval=args.checkpoint_interval, store=args.store or "",
+                        run_id=args.run_id or "", wandb=args.wandb)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_json(summary)
+    return None
 
 
 def cmd_evaluate(args) -> None:
@@ -252,10 +261,40 @@ def cmd_run(args) -> None:
 
 
 def cmd_compile(args) -> None:
+    from admlops.pipelines.k8s_manifest import write_manifests
     from admlops.pipelines.registry import PIPELINES, compile_pipeline
 
     for name in args.pipelines or list(PIPELINES):
-        print(compile_pipeline(name, args.out_dir))
+        if args.kubernetes_manifest:
+            suffix = f"-{args.profile}" if args.profile else ""
+            print(_usage(write_manifests, name, Path(args.out_dir) / f"{name}{suffix}.k8s.yaml", args.version,
+                         args.namespace, args.profile))
+        else:
+            print(compile_pipeline(name, args.out_dir, args.profile))
+
+
+def _usage(fn, *args, **kwargs):
+    """Call ``fn``; a ValueError (a bad pipeline, version or parameter name) is a usage error (exit 2)."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_submit(args) -> None:
+    from admlops.pipelines.submit import submit
+
+    params = _parse_params(args.pipeline, args.param) if not args.pipeline.endswith((".yaml", ".yml")) else \
+        dict(p.partition("=")[::2] for p in args.param)
+    _print_json(_usage(submit, args.pipeline, args.host, params, args.namespace, args.experiment, args.run_name,
+                       args.wait, args.timeout, profile=args.profile))
+
+
+def cmd_upload(args) -> None:
+    from admlops.pipelines.submit import upload
+
+    _print_json(_usage(upload, args.pipeline, args.host, args.version, args.namespace, args.description,
+                       profile=args.profile))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,12 +395,18 @@ def build_parser() -> argparse.ArgumentParser:
                             help="store URI: s3://bucket/prefix, file:// or a path (default: $ADMLOPS_STORE or ~/.admlops/store)")
 
     s = sub.add_parser("train", help="train a detector on a converted dataset")
-    s.add_argument("dataset", help="convert's output directory")
-    s.add_argument("out", help="model output directory")
+    s.add_argument("dataset", help="convert's output directory, or its s3:// URI")
+    s.add_argument("out", help="model output directory, or an s3:// URI to upload it to")
     s.add_argument("--config", default="rtmdet_tiny_kitti", help="a name in configs/models or a config path")
     s.add_argument("--max-iters", type=int, default=None, help="override the config's iteration count")
-    s.add_argument("--batch-size", type=int, default=None, help="override the config's batch size")
+    s.add_argument("--batch-size", type=int, default=None, help="override the config's batch size (per process)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--nproc", type=int, default=1, help="processes on this node: DDP under torchrun (gloo on CPU, nccl "
+                   "on GPU); inside a Kubeflow TrainJob the node count and rank come from its PET_* variables")
+    s.add_argument("--checkpoint-interval", type=int, default=None, help="save a full checkpoint every N iterations")
+    s.add_argument("--store", help="object store for checkpoints (with --run-id): a restarted run resumes from there")
+    s.add_argument("--run-id", help="the run's id: checkpoints under <store>/checkpoints/<run-id>/, W&B group")
+    s.add_argument("--wandb", action="store_true", help="log to Weights & Biases (offline unless WANDB_MODE is set)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="COCO bbox metrics of a trained model")
@@ -398,18 +443,46 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compile", help="compile pipelines to KFP YAML")
     s.add_argument("pipelines", nargs="*", help=f"default: all ({', '.join(PIPELINES)})")
     s.add_argument("--out-dir", default=str(PIPELINE_DIR), help="where <name>.yaml goes (default: the package's pipelines/)")
+    s.add_argument("--profile", help="a cluster profile (configs/cluster/NAME.yaml or a path): GPU steps, node selectors, "
+                   "tolerations, /dev/shm, S3 secret, pull secrets; writes <name>-<profile>.yaml")
+    s.add_argument("--kubernetes-manifest", action="store_true", help="write KFP's Pipeline + PipelineVersion resources "
+                   "(<name>.k8s.yaml) for kubectl apply instead of the pipeline YAML")
+    s.add_argument("--namespace", help="--kubernetes-manifest: the objects' namespace (default: kubectl's current)")
+    s.add_argument("--version", help="--kubernetes-manifest: the version name (default: v + the spec's digest)")
     s.set_defaults(func=cmd_compile)
+
+    def cluster_args(s, what: str) -> None:
+        s.add_argument("pipeline", help=f"a pipeline name ({', '.join(PIPELINES)}) or a compiled .yaml")
+        s.add_argument("--host", help="the KFP API endpoint (default: $KF_PIPELINES_ENDPOINT); a bearer token comes "
+                       "from $ADMLOPS_KFP_TOKEN or $KF_PIPELINES_SA_TOKEN_PATH, never from the command line")
+        s.add_argument("--namespace", help="the Kubeflow profile namespace (multi-user mode)")
+        s.add_argument("--profile", help=f"cluster profile to compile with before {what} (configs/cluster/NAME.yaml)")
+
+    s = sub.add_parser("submit", help="start a pipeline run on Kubeflow Pipelines; --wait fails (exit 4) when the run fails")
+    cluster_args(s, "submitting")
+    s.add_argument("--experiment", default="Default")
+    s.add_argument("--run-name", help="default: <pipeline>-<timestamp>")
+    s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a pipeline parameter (repeatable)")
+    s.add_argument("--wait", action="store_true", help="wait for the run to end; exit 4 unless it SUCCEEDED")
+    s.add_argument("--timeout", type=int, default=24 * 3600, help="--wait: seconds before giving up (exit 4)")
+    s.set_defaults(func=cmd_submit)
+    s = sub.add_parser("upload", help="upload the pipeline as a new version (creating the pipeline if needed)")
+    cluster_args(s, "uploading")
+    s.add_argument("--version", required=True, help="the version name, e.g. a git sha")
+    s.add_argument("--description")
+    s.set_defaults(func=cmd_upload)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         code = args.func(args)
     except InputError as exc:
         print(f"admlops: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except (PipelineFailed, StoreError) as exc:
+    except (PipelineFailed, StoreError, RunFailed, KfpApiError) as exc:
         print(f"admlops: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except UsageError as exc:

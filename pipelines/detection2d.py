@@ -12,6 +12,8 @@ from admlops.components.evaluate.component import evaluate
 from admlops.components.export.component import export
 from admlops.components.register.component import register
 from admlops.components.train.component import train
+from admlops.components.train_distributed.component import train_distributed
+from admlops.images import IMAGES
 from admlops.pipelines import profiles
 
 
@@ -49,8 +51,15 @@ def build(profile: profiles.ClusterProfile | None = None):
         data = on(convert(kitti=kitti_root, store=store, definition=data_definition, val_fraction=data_val_fraction,
                           seed=data_seed), "convert")
         on(analyze(dataset=data.outputs["dataset"]), "analyze")
-        model = on(train(dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters,
-                         batch_size=train_batch_size, seed=train_seed), "train", gpu=True)
+        if profile and profile.train_nodes:  # the TrainJob's nodes get the GPUs; this step only orchestrates
+            model = on(train_distributed(
+                dataset=data.outputs["dataset"], config=train_config, image=IMAGES["train"], num_nodes=profile.train_nodes,
+                procs_per_node=profile.train_procs_per_node, gpus_per_node=profile.train_procs_per_node, namespace="",
+                s3_secret=profile.s3_secret, timeout_s=profile.train_timeout_s, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            ), "train-distributed")
+        else:
+            model = on(train(dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters,
+                             batch_size=train_batch_size, seed=train_seed), "train", gpu=True)
         scores = on(evaluate(dataset=data.outputs["dataset"], model=model.outputs["model"]), "evaluate", gpu=True)
         onnx = on(export(dataset=data.outputs["dataset"], model=model.outputs["model"], pytorch_report=scores.outputs["report"],
                          deploy_config=export_deploy_config), "export")

@@ -3,7 +3,8 @@ applied with kfp-kubernetes at compile time so they are visible in the compiled 
 
 A profile names the accelerator (resource name and count per GPU step), node selectors and tolerations for
 GPU steps, CPU/memory for every step, an in-memory /dev/shm for data loaders, the Secret whose keys become the
-S3 environment (never values), and image pull secrets. Without a profile (``kfp.local`` and the committed
+S3 environment (never values), image pull secrets, and whether training runs in the step's pod or as a
+multi-node Kubeflow Trainer TrainJob (``train_nodes``). Without a profile (``kfp.local`` and the committed
 YAML) steps carry no Kubernetes settings.
 """
 from __future__ import annotations
@@ -32,6 +33,9 @@ class ClusterProfile:
     s3_secret_keys: dict = field(default_factory=lambda: dict(S3_ENV))  # secret key -> env var
     s3_endpoint_key: str = ""  # optional secret key holding AWS_ENDPOINT_URL (MinIO)
     image_pull_secrets: list = field(default_factory=list)
+    train_nodes: int = 0  # > 0: train as a Kubeflow Trainer TrainJob on this many nodes (train-distributed)
+    train_procs_per_node: int = 1  # processes (GPUs) per node of the TrainJob
+    train_timeout_s: int = 24 * 3600
 
 
 def profile_path(name_or_path: str | Path) -> Path:

@@ -29,3 +29,13 @@ def test_bad_param_is_a_usage_error():
         capture_output=True, text=True,
     )
     assert res.returncode == 2 and "KEY=VALUE with KEY one of kitti_root" in res.stderr
+
+
+def test_submit_usage_and_unreachable_host(capsys):
+    from admlops.pipelines.cli import main
+
+    assert main(["submit", "detection2d", "--host", "http://127.0.0.1:9", "--param", "bogus=1"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    code = main(["submit", "detection2d", "--host", "http://127.0.0.1:9", "--param", "kitti_root=/data/kitti"])
+    err = capsys.readouterr().err
+    assert code == 1 and "127.0.0.1:9" in err and "Traceback" not in err

@@ -1,20 +1,29 @@
-"""Train an mmdet detector with mmengine's Runner on a converted dataset.
+"""Train an mmdet detector with mmengine's Runner on a converted dataset: one process, or N under torchrun
+(DDP: gloo on CPU, nccl on GPU), resumable from checkpoints kept in the run's store.
 
 Output layout (the ``Model`` artifact that evaluate and export read)::
 
     config.py          the full, resolved mmengine config the model was trained with
     model.pth          weights + metadata only (loads with torch's safe weights_only loader)
     train_log.json     one JSON object per logged iteration (loss, lr, time)
-    work/              mmengine's work dir: the last full checkpoint (for resuming) and logs
+    work/              mmengine's work dir: the last full checkpoint, logs, the offline W&B run
+
+While training, the work dir is ``.<out>.work`` beside ``out``: a restarted run (the same ``out``) resumes
+from its last checkpoint, and with a ``store`` and ``run_id`` every checkpoint is also copied to
+``<store>/checkpoints/<run_id>/`` so a run restarted on another machine resumes from there.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from admlops import compat
-from admlops.mmconfig import dataset_meta, use_dataset
 from admlops.localfs import atomic_dir
+from admlops.mmconfig import dataset_meta, use_dataset
 
 
 def _set_max_iters(cfg, max_iters: int) -> None:
@@ -39,6 +48,111 @@ def publish_weights(checkpoint: str | Path, dest: str | Path, meta: dict) -> Non
     torch.save({"state_dict": state["state_dict"], "meta": meta}, dest)
 
 
+def work_dir_of(out: str | Path) -> Path:
+    out = Path(out).resolve()
+    return out.parent / f".{out.name}.work"
+
+
+def torchrun_command(nproc: int, args: list[str]) -> list[str]:
+    """``admlops <args>`` under torchrun with ``nproc`` processes on this node. Inside a Kubeflow Trainer node the
+    runtime sets PET_NNODES / PET_NODE_RANK / PET_MASTER_ADDR / PET_MASTER_PORT, which torchrun reads itself;
+    on one machine it runs standalone (a free local port)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    if "PET_NNODES" not in os.environ:
+        cmd.append("--standalone")
+    return cmd + ["-m", "admlops.pipelines.cli", *args]
+
+
+def launch(nproc: int, args: list[str]) -> int:
+    """Run the train command under torchrun; its exit code (a worker's failure fails the launch)."""
+    return subprocess.run(torchrun_command(nproc, args), env=dict(os.environ, PYTHONUNBUFFERED="1")).returncode
+
+
+class StoreCheckpoints:
+    """Copies each checkpoint mmengine saves into ``<store>/checkpoints/<run_id>/`` (and a ``latest`` pointer),
+    and brings the latest one back into an empty work dir, so a run resumes wherever it restarts."""
+
+    def __init__(self, store_uri: str, run_id: str, work_dir: Path):
+        from admlops.objectstore import open_store
+
+        self.store, self.prefix, self.work_dir = open_store(store_uri), f"checkpoints/{run_id}", work_dir
+
+    def restore(self) -> str | None:
+        if (self.work_dir / "last_checkpoint").is_file() or not self.store.exists(f"{self.prefix}/latest"):
+            return None
+        name = self.store.get_bytes(f"{self.prefix}/latest").decode().strip()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.store.get_file(f"{self.prefix}/{name}", self.work_dir / name)
+        (self.work_dir / "last_checkpoint").write_text(str(self.work_dir / name))
+        return name
+
+    def hook(self):
+        from mmengine.hooks import Hook
+
+        sync = self
+
+        class StoreCheckpointHook(Hook):
+            priority = "LOWEST"  # after CheckpointHook has written the file
+
+            def __init__(self):
+                self.pushed = None
+
+            def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+                last = Path(runner.work_dir) / "last_checkpoint"
+                if runner.rank != 0 or not last.is_file():
+                    return
+                path = Path(last.read_text().strip())
+                if path.name != self.pushed and path.is_file():
+                    sync.store.put_file(f"{sync.prefix}/{path.name}", path)
+                    sync.store.put_bytes(f"{sync.prefix}/latest", path.name.encode())  # only after the file is whole
+                    self.pushed = path.name
+
+        return StoreCheckpointHook()
+
+
+def is_remote(uri: str | Path) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def download_dir(uri: str, dest: Path) -> Path:
+    """Every object under ``uri`` (an ``s3://bucket/prefix``) into ``dest``; a second call finds it there."""
+    from admlops.objectstore import open_store
+
+    if (dest / ".complete").is_file():
+        return dest
+    store = open_store(uri)
+    with atomic_dir(dest) as tmp:
+        for key in store.list(""):
+            (tmp / key).parent.mkdir(parents=True, exist_ok=True)
+            store.get_file(key, tmp / key)
+        (tmp / ".complete").write_text(uri)
+    return dest
+
+
+def upload_dir(src: Path, uri: str) -> None:
+    from admlops.objectstore import open_store
+
+    store = open_store(uri)
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        store.put_file(path.relative_to(src).as_posix(), path)
+
+
+def train_uri(dataset: str, out: str, **kwargs) -> dict:
+    """``train`` with the dataset and/or the output in object storage (``s3://...``), as on the cluster's nodes:
+    the dataset is fetched once per node into $ADMLOPS_CACHE (default ~/.cache/admlops), the model is trained
+    into a local directory and rank 0 uploads it."""
+    import hashlib
+
+    cache = Path(os.environ.get("ADMLOPS_CACHE", Path.home() / ".cache" / "admlops"))
+    key = lambda uri: hashlib.sha256(uri.encode()).hexdigest()[:16]  # noqa: E731
+    dataset_dir = download_dir(dataset, cache / "datasets" / key(dataset)) if is_remote(dataset) else Path(dataset)
+    local_out = cache / "models" / key(out) if is_remote(out) else Path(out)
+    summary = train(dataset_dir, local_out, **kwargs)
+    if is_remote(out) and int(os.environ.get("RANK", "0")) == 0:
+        upload_dir(local_out, out)
+    return summary
+
+
 def train(
     dataset_dir: str | Path,
     out: str | Path,
@@ -46,36 +160,71 @@ def train(
     max_iters: int | None = None,
     batch_size: int | None = None,
     seed: int = 0,
+    checkpoint_interval: int | None = None,
+    store: str = "",
+    run_id: str = "",
+    wandb: bool = False,
+    cfg_options: dict | None = None,
 ) -> dict:
-    """Train ``config`` on ``dataset_dir`` and publish the model directory at ``out``; returns a summary."""
+    """Train ``config`` on ``dataset_dir`` and publish the model directory at ``out``; returns a summary.
+
+    Under torchrun (WORLD_SIZE > 1) every process trains its shard with DDP and rank 0 publishes.
+    ``batch_size`` is per process. ``wandb`` logs through mmengine's WandbVisBackend, offline unless
+    WANDB_MODE says otherwise, grouped by ``run_id``."""
     compat.apply()
+    import torch
     from mmengine.config import Config
     from mmengine.runner import Runner
 
     from admlops.configs import model_config
 
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     cfg = Config.fromfile(model_config(config))
     use_dataset(cfg, dataset_dir)
     if max_iters:
         _set_max_iters(cfg, max_iters)
     if batch_size:
         cfg.train_dataloader.batch_size = batch_size
+    if checkpoint_interval:
+        cfg.default_hooks.checkpoint.interval = checkpoint_interval
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     cfg.randomness = dict(seed=seed)
-    cfg.launcher = "none"
+    cfg.launcher = "pytorch" if world > 1 else "none"
+    cfg.env_cfg.dist_cfg = dict(backend="nccl" if torch.cuda.is_available() else "gloo")
+    work = work_dir_of(out)
+    cfg.work_dir = str(work)
+    if wandb:
+        os.environ.setdefault("WANDB_MODE", "offline")  # nothing leaves the machine unless asked
+        cfg.visualizer.vis_backends = [dict(type="LocalVisBackend"), dict(
+            type="WandbVisBackend", save_dir=str(work / "wandb"),
+            init_kwargs=dict(project="admlops", group=run_id or None, name=f"{run_id or 'local'}-rank{rank}",
+                             config=dict(config=str(config), dataset=str(dataset_dir))))]
+    sync = StoreCheckpoints(store, run_id, work) if store and run_id else None
+    if sync and rank == 0:
+        sync.restore()  # the other ranks wait in the rendezvous below, then resume from the same file
+    cfg.resume = (work / "last_checkpoint").is_file()
+    runner = Runner.from_cfg(cfg)
+    if sync:
+        runner.register_hook(sync.hook())
+    runner.train()
+    if rank != 0:
+        return {"iterations": cfg.train_cfg.max_iters, "rank": rank}
+    return _publish(cfg, config, seed, dataset_dir, out, work)
+
+
+def _publish(cfg, config: str, seed: int, dataset_dir, out, work: Path) -> dict:
     with atomic_dir(out) as tmp:
-        cfg.work_dir = str(tmp / "work")
-        runner = Runner.from_cfg(cfg)
-        runner.train()
-        last = Path((tmp / "work" / "last_checkpoint").read_text().strip())
+        last = Path((work / "last_checkpoint").read_text().strip())
         iters = cfg.train_cfg.max_iters
         meta = {"iter": iters, "config": str(config), "seed": seed, "dataset_meta": dataset_meta(dataset_dir)}
         publish_weights(last, tmp / "model.pth", meta)
-        # The dumped config must not point into the scratch directory that is renamed on publish.
-        cfg.work_dir = "work"
+        cfg.work_dir = "work"  # the dumped config must not point at the scratch work dir
         cfg.dump(str(tmp / "config.py"))
-        logs = sorted((tmp / "work").glob("*/vis_data/scalars.json"))
-        records = [json.loads(line) for line in logs[-1].read_text().splitlines()] if logs else []
+        records = [json.loads(line) for log in sorted(work.glob("*/vis_data/scalars.json"))
+                   for line in log.read_text().splitlines()]  # every (re)start of the run, in order
         (tmp / "train_log.json").write_text(json.dumps(records))
+        shutil.move(str(work), tmp / "work")
         (tmp / "work" / "last_checkpoint").write_text(str(Path(out) / "work" / last.name))
         losses = [r["loss"] for r in records if "loss" in r]
         summary = {"iterations": iters, "final_loss": losses[-1] if losses else None, "first_loss": losses[0] if losses else None}
