@@ -10,6 +10,9 @@ Each shim has a test (tests/test_compat.py) that fails if the shim is removed or
    carry a ``message_hub`` with mmengine and numpy objects, so loading them fails. Instead of turning
    the safe loader off (``weights_only=False`` unpickles arbitrary code from whatever bucket a
    checkpoint came from) we allowlist exactly the types mmengine checkpoints contain.
+4. mmengine 0.10.7 starts every ``launcher='pytorch'`` process with ``torch.cuda.set_device``, which a CPU
+   build of torch lacks, so DDP on CPU (gloo) cannot start; without CUDA we initialise the process group
+   alone (the model is wrapped with ``device_ids=None``, as torch's DDP wants for CPU modules: train.py).
 3. mmdet3d 1.4's GT-database sampler (ObjectSample augmentation) builds an array with ``dtype=np.long``,
    an alias numpy 1.24 removed; we restore it as ``np.int64`` (what it meant) when it is missing.
 """
@@ -70,6 +73,24 @@ def _numpy_long_alias() -> None:
         np.long = np.int64
 
 
+def _mmengine_cpu_ddp() -> None:
+    import mmengine.dist.utils as dist_utils
+    import torch
+
+    original = dist_utils._init_dist_pytorch
+    if getattr(original, "_admlops_shim", False):
+        return
+
+    @functools.wraps(original)
+    def init(backend, init_backend="torch", **kwargs):
+        if torch.cuda.is_available() or init_backend != "torch":
+            return original(backend, init_backend=init_backend, **kwargs)
+        torch.distributed.init_process_group(backend=backend, **kwargs)
+
+    init._admlops_shim = True
+    dist_utils._init_dist_pytorch = init
+
+
 def apply() -> None:
     """Install all shims (idempotent)."""
     global _applied
@@ -78,4 +99,5 @@ def apply() -> None:
     _onnx_export_legacy_default()
     _allow_mmengine_checkpoints()
     _numpy_long_alias()
+    _mmengine_cpu_ddp()
     _applied = True

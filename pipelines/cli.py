@@ -494,4 +494,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # torchrun workers of `admlops train --nproc N` get their arguments from the launching command (train.launch)
+    sys.exit(main(json.loads(os.environ.pop("ADMLOPS_ARGV")) if "ADMLOPS_ARGV" in os.environ else None))

@@ -110,3 +110,34 @@ def test_numpy_long_alias_for_mmdet3d_db_sampler():
     assert res.returncode != 0 and "long" in res.stderr  # removed from numpy
     res = _run("from admlops import compat; compat.apply(); import numpy as np; assert np.long is np.int64")
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+CPU_DDP = textwrap.dedent(
+    """
+    import os, sys
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1])
+    if sys.argv[2] == "shim":
+        from admlops import compat; compat.apply()
+    from mmengine.dist import init_dist, get_world_size
+    init_dist("pytorch", backend="gloo")
+    print("WORLD", get_world_size())
+    """
+)
+
+
+def test_mmengine_ddp_starts_on_cpu():
+    import socket
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("the shim only acts without CUDA")
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(str(s.getsockname()[1]))
+    res = _run(CPU_DDP, ports[0], "none")
+    assert res.returncode != 0 and "_cuda_setDevice" in res.stderr  # mmengine calls torch.cuda.set_device
+    res = _run(CPU_DDP, ports[1], "shim")
+    assert res.returncode == 0 and "WORLD 1" in res.stdout, res.stderr[-2000:]

@@ -21,8 +21,8 @@ _base_ = '{base}'
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
     dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=input_size, keep_ratio=True),
-    dict(type='Pad', size=input_size, pad_val=dict(img=(114, 114, 114))),
+    dict(type='Resize', scale=(640, 192), keep_ratio=True),
+    dict(type='Pad', size=(640, 192), pad_val=dict(img=(114, 114, 114))),
     dict(type='PackDetInputs'),
 ]
 train_dataloader = dict(num_workers=0, persistent_workers=False, sampler=dict(shuffle=False),
@@ -64,8 +64,8 @@ def fixed_batch_loss(model_dir: Path, coco_dir: Path) -> float:
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
     data = model.data_preprocessor(pseudo_collate([dataset[i] for i in range(4)]), False)
     with torch.no_grad():
-        losses = model.loss(data["inputs"], data["data_samples"])
-    return float(sum(v.sum() for k, v in losses.items() if "loss" in k))
+        loss, _ = model.parse_losses(model.loss(data["inputs"], data["data_samples"]))
+    return float(loss)
 
 
 def test_two_processes_train_the_same_model_as_one(coco_dir, det_config, tmp_path):
@@ -76,9 +76,9 @@ def test_two_processes_train_the_same_model_as_one(coco_dir, det_config, tmp_pat
     assert "gloo" in res.stdout + res.stderr or "world_size: 2" in res.stdout + res.stderr
     assert not (tmp_path / ".ddp.work").exists() and (ddp / "model.pth").is_file()
     a, b = fixed_batch_loss(single, coco_dir), fixed_batch_loss(ddp, coco_dir)
+    print("fixed-batch loss: 1 process", a, "2 processes", b)
     # the same data and effective batch give (nearly) the same model; BN statistics come from 4 vs 2 images
-    assert b == pytest.approx(a, rel=0.03)
-    # ...while training moved the model much further than that
+    assert b == pytest.approx(a, rel=1e-3)  # measured: 5e-5 (BN statistics of 2 vs 4 images)
     import json
 
     log = json.loads((single / "train_log.json").read_text())
@@ -93,23 +93,33 @@ def test_two_processes_train_the_same_model_as_one(coco_dir, det_config, tmp_pat
 
 
 def _wandb_records(path: Path) -> list[dict]:
-    """Run and history records of an offline W&B run file, read with wandb's own datastore reader."""
+    """Run and history records of an offline W&B run file: a 7-byte ":W&B" header, then LevelDB-log records
+    (32 KiB blocks; each fragment: crc32 4, length 2, type 1 (full, first, middle, last)) of protobuf Records."""
     import json
+    import struct
 
     from wandb.proto import wandb_internal_pb2
-    from wandb.sdk.internal import datastore
 
-    store = datastore.DataStore()
-    store.open_for_scan(str(path))
-    out = []
-    while (data := store.scan_data()) is not None:
-        rec = wandb_internal_pb2.Record()
-        rec.ParseFromString(data)
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            out.append({"group": rec.run.run_group})
-        elif kind == "history":
-            out.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+    data, out, pos, pending = path.read_bytes(), [], 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4) and pending:
+            rec = wandb_internal_pb2.Record()
+            rec.ParseFromString(pending)
+            pending = b""
+            kind_name = rec.WhichOneof("record_type")
+            if kind_name == "run":
+                out.append({"group": rec.run.run_group})
+            elif kind_name == "history":
+                out.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+        elif kind == 0 and not length:
+            break
     return out
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 from pyquaternion import Quaternion
-from shapely.geometry import MultiPoint, Polygon, box
 
 from admlops.errors import InputError
+from admlops.geometry import hull_bounds_in_image
 
 TABLES = ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",
           "sample_annotation", "sample_data", "scene", "sensor", "visibility")
@@ -100,7 +100,7 @@ def camera_objects(tables: Tables, sample: dict, channel: str) -> list[dict]:
     cs, pose = tables.pose(sd)
     intrinsic = np.asarray(cs["camera_intrinsic"], dtype=np.float64)
     to_cam = np.linalg.inv(transform(pose["rotation"], (0, 0, 0))[:3, :3] @ transform(cs["rotation"], (0, 0, 0))[:3, :3])
-    canvas = box(0, 0, sd.get("width") or 1600, sd.get("height") or 900)
+    canvas = (sd.get("width") or 1600, sd.get("height") or 900)
     out = []
     for ann in tables.anns[sample["token"]]:
         if ann.get("visibility_token", "") not in ("", "1", "2", "3", "4"):
@@ -111,15 +111,15 @@ def camera_objects(tables: Tables, sample: dict, channel: str) -> list[dict]:
         if not corners.shape[1]:
             continue
         pix = intrinsic @ corners
-        hull = MultiPoint((pix[:2] / pix[2]).T.tolist()).convex_hull
-        if not hull.intersects(canvas) or not isinstance(cut := hull.intersection(canvas), Polygon):
+        bounds = hull_bounds_in_image((pix[:2] / pix[2]).T, *canvas)
+        if bounds is None:
             continue
         proj = intrinsic @ centre
         if proj[2] <= 0:
             continue
         attrs = ann.get("attribute_tokens") or []
         attr = tables.get("attribute", attrs[0], "sample_annotation", ann)["name"] if attrs else "None"
-        out.append({"category": tables.category(ann), "bbox": list(cut.bounds), "centre": centre, "lhw": wlh[[1, 2, 0]],
+        out.append({"category": tables.category(ann), "bbox": list(bounds), "centre": centre, "lhw": wlh[[1, 2, 0]],
                     "yaw": -q.yaw_pitch_roll[0], "velocity": (to_cam @ tables.velocity(ann))[0::2],
                     "center_2d": (proj[:2] / proj[2]).tolist(), "depth": float(proj[2]), "attribute": attr,
                     "visibility": ann.get("visibility_token", ""), "num_lidar_pts": ann["num_lidar_pts"]})

@@ -58,11 +58,11 @@ def kitti_scan(path) -> np.ndarray:
 
 
 def kitti_lidar(points: np.ndarray, calib: dict, width: int, height: int, objects) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scan cut to image_2's view, LiDAR boxes, points per box) for a frame's 3D-labelled ``objects`` (the
-    ``velodyne_reduced`` scan and ``num_lidar_pts`` of mmdet3d's KITTI infos)."""
+    """(scan cut to image_2's view, LiDAR boxes, [points, boxes] inside mask) for a frame's 3D-labelled ``objects``:
+    the ``velodyne_reduced`` scan, and ``num_lidar_pts`` of mmdet3d's KITTI infos as the mask's column sums."""
     lidar2cam = kitti.to_homogeneous(calib["R0_rect"]) @ kitti.to_homogeneous(calib["Tr_velo_to_cam"])
     reduced = points[in_camera_view(points, kitti.to_homogeneous(calib["P2"]) @ lidar2cam, width, height)]
     boxes_cam = np.array([[*o.box3d["location"], o.box3d["dimensions"][2], *o.box3d["dimensions"][:2], o.box3d["rotation_y"]]
                           for o in objects]).reshape(-1, 7)
     boxes = camera_boxes_to_lidar(boxes_cam, lidar2cam)
-    return reduced, boxes, points_in_boxes(reduced, boxes).sum(0)
+    return reduced, boxes, points_in_boxes(reduced, boxes)

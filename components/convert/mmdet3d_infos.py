@@ -19,13 +19,13 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from shapely.geometry import MultiPoint, Polygon, box
 from tqdm import tqdm
 
-from admlops.components.convert.lidar import kitti_lidar, kitti_scan, points_in_boxes
+from admlops.components.convert.lidar import kitti_lidar, kitti_scan
 from admlops.components.convert.readers import read_kitti_frame
 from admlops.components.convert.records import STRICT, Skips
 from admlops.errors import InputError
+from admlops.geometry import hull_bounds_in_image
 from admlops.formats import kitti
 from admlops.localfs import atomic_dir
 
@@ -98,15 +98,14 @@ def camera_instance(obj, P2: np.ndarray, width: int, height: int) -> dict | None
     corners = corners[corners[:, 2] > 0]
     if not len(corners):
         return None
-    hull = MultiPoint(kitti.project(P2[:3], corners).tolist()).convex_hull
-    canvas = box(0, 0, width, height)
-    if not hull.intersects(canvas) or not isinstance(cut := hull.intersection(canvas), Polygon):
+    bounds = hull_bounds_in_image(kitti.project(P2[:3], corners), width, height)
+    if bounds is None:
         return None
     proj = P2 @ np.append(centre, 1.0)
     if proj[2] <= 0:
         return None
     label = CLASSES.index(obj.label)
-    return {"bbox_label": label, "bbox_label_3d": label, "bbox": list(cut.bounds), "bbox_3d_isvalid": True,
+    return {"bbox_label": label, "bbox_label_3d": label, "bbox": list(bounds), "bbox_3d_isvalid": True,
             "bbox_3d": _f32([*loc, *dims, obj.box3d["rotation_y"]]), "velocity": -1,
             "center_2d": (proj[:2] / proj[2]).tolist(), "depth": float(proj[2])}
 
@@ -129,7 +128,7 @@ def frame_info(args) -> tuple[bytes, list[tuple[str, dict]]]:
     Writes the frame's reduced scan and object point files under ``out`` once its inputs have been read."""
     base, frame_id, out, prefix, split = args
     labelled, with_db = split != "test", split == "train"
-    frame = read_kitti_frame(base, frame_id, labels=labelled)
+    frame = read_kitti_frame(base, frame_id, labels=labelled, count_points=False)  # counted below, with the reduced scan
     if frame.calib is None:
         raise InputError(base / "calib" / f"{frame_id}.txt", "missing calibration file")
     if frame.lidar is None:
@@ -140,8 +139,9 @@ def frame_info(args) -> tuple[bytes, list[tuple[str, dict]]]:
     images["CAM2"].update(img_path=frame.image.name, height=frame.height, width=frame.width, lidar2cam=lidar2cam.tolist())
     images["R0_rect"] = calib["R0_rect"].astype(np.float32).tolist()
 
-    reduced, boxes_lidar, counts = kitti_lidar(kitti_scan(frame.lidar), frame.calib, frame.width, frame.height,
+    reduced, boxes_lidar, inside = kitti_lidar(kitti_scan(frame.lidar), frame.calib, frame.width, frame.height,
                                                [o for o in frame.objects if o.box3d is not None])
+    counts = inside.sum(0)
     reduced.tofile(out / base.name / "velodyne_reduced" / frame.lidar.name)
 
     instances, cam_instances, db, index = [], [], [], 0
@@ -168,7 +168,8 @@ def frame_info(args) -> tuple[bytes, list[tuple[str, dict]]]:
         if label >= 0 and (cam := camera_instance(obj, calib["P2"], frame.width, frame.height)) is not None:
             cam_instances.append(cam)
         if with_db:
-            db.append((obj.label, _db_object(reduced, boxes_lidar[index], int(frame_id), obj.label, index, diff, out, prefix)))
+            db.append((obj.label, _db_object(reduced[inside[:, index]], boxes_lidar[index], int(frame_id), obj.label, index, diff,
+                                             out, prefix)))
         index += 1
     info = {
         "sample_idx": int(frame_id), "images": images, "instances": instances,
@@ -184,10 +185,9 @@ def frame_info(args) -> tuple[bytes, list[tuple[str, dict]]]:
 _frame_info = guarded(frame_info)
 
 
-def _db_object(points, box_lidar, sample_idx: int, name: str, gt_idx: int, diff: int, out: Path, prefix: str) -> dict:
+def _db_object(obj_points, box_lidar, sample_idx: int, name: str, gt_idx: int, diff: int, out: Path, prefix: str) -> dict:
     """Write one object's points (relative to its box's bottom centre) to the GT database; its dbinfo entry."""
     box32 = box_lidar.astype(np.float32)
-    obj_points = points[points_in_boxes(points, box_lidar[None])[:, 0]]  # the same count as the info's num_lidar_pts
     obj_points[:, :3] -= box32[:3]
     rel = f"{prefix}_gt_database/{sample_idx}_{name}_{gt_idx}.bin"
     obj_points.tofile(out / rel)

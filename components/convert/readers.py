@@ -67,8 +67,10 @@ def read_kitti(root: str | Path, classes: tuple[str, ...] = kitti.CLASSES, skips
             yield read_kitti_frame(training, frame, classes)
 
 
-def read_kitti_frame(training: Path, frame: str, classes: tuple[str, ...] = kitti.CLASSES, labels: bool = True) -> Frame:
-    """One frame of ``training/`` (or, with ``labels=False``, of KITTI's unlabelled ``testing/``)."""
+def read_kitti_frame(training: Path, frame: str, classes: tuple[str, ...] = kitti.CLASSES, labels: bool = True,
+                     count_points: bool = True) -> Frame:
+    """One frame of ``training/`` (or, with ``labels=False``, of KITTI's unlabelled ``testing/``); with
+    ``count_points`` each 3D box gets ``num_lidar_pts`` from the scan (when calib and velodyne exist)."""
     label = training / "label_2" / f"{frame}.txt"
     image = training / "image_2" / f"{frame}.png"
     width, height = image_size(image, label if labels else image)
@@ -79,9 +81,9 @@ def read_kitti_frame(training: Path, frame: str, classes: tuple[str, ...] = kitt
         objects.append(Object(o.type, o.bbox, attrs, box3d, lineno))
     calib_file, lidar = training / "calib" / f"{frame}.txt", training / "velodyne" / f"{frame}.bin"
     calib = kitti.read_calib(calib_file) if calib_file.is_file() else None
-    if calib is not None and lidar.is_file() and objects:  # LiDAR points per 3D box, as mmdet3d counts them
+    if count_points and calib is not None and lidar.is_file() and objects:  # LiDAR points per 3D box, as mmdet3d counts
         with_3d = [i for i, o in enumerate(objects) if o.box3d is not None]
-        counts = kitti_lidar(kitti_scan(lidar), calib, width, height, [objects[i] for i in with_3d])[2]
+        counts = kitti_lidar(kitti_scan(lidar), calib, width, height, [objects[i] for i in with_3d])[2].sum(0)
         for i, n in zip(with_3d, counts, strict=True):
             objects[i] = dataclasses.replace(objects[i], attributes={**objects[i].attributes, "num_lidar_pts": int(n)})
     return Frame(frame, image, width, height, tuple(objects), label, calib, lidar if lidar.is_file() else None)

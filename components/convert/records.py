@@ -85,12 +85,15 @@ def reader(name: str) -> Callable[[Reader], Reader]:
 
 
 def image_size(path: Path, referrer: Path) -> tuple[int, int]:
-    """(width, height) of an image after decoding it fully (a truncated file is an error naming it)."""
+    """(width, height) of an image, checked whole (a truncated or corrupt file is an error naming it)."""
     if not path.is_file():
         raise InputError(referrer, f"label without image: expected {path}")
     try:
         with Image.open(path) as im:
-            im.load()
+            if im.format == "PNG":
+                im.verify()  # every chunk's CRC and the end marker: a truncated PNG fails, without inflating pixels
+            else:
+                im.load()
             return im.size
     except Exception as exc:  # PIL raises many types for corrupt files
         raise InputError(path, f"unreadable image: {exc}") from None

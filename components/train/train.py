@@ -53,19 +53,22 @@ def work_dir_of(out: str | Path) -> Path:
     return out.parent / f".{out.name}.work"
 
 
-def torchrun_command(nproc: int, args: list[str]) -> list[str]:
-    """``admlops <args>`` under torchrun with ``nproc`` processes on this node. Inside a Kubeflow Trainer node the
-    runtime sets PET_NNODES / PET_NODE_RANK / PET_MASTER_ADDR / PET_MASTER_PORT, which torchrun reads itself;
-    on one machine it runs standalone (a free local port)."""
+def torchrun_command(nproc: int) -> list[str]:
+    """The CLI under torchrun with ``nproc`` processes on this node. Inside a Kubeflow Trainer node the runtime
+    sets PET_NNODES / PET_NODE_RANK / PET_MASTER_ADDR / PET_MASTER_PORT, which torchrun reads itself; on one
+    machine it runs standalone (a free local port)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
     if "PET_NNODES" not in os.environ:
         cmd.append("--standalone")
-    return cmd + ["-m", "admlops.pipelines.cli", *args]
+    return cmd + ["-m", "admlops.pipelines.cli"]
 
 
 def launch(nproc: int, args: list[str]) -> int:
-    """Run the train command under torchrun; its exit code (a worker's failure fails the launch)."""
-    return subprocess.run(torchrun_command(nproc, args), env=dict(os.environ, PYTHONUNBUFFERED="1")).returncode
+    """Run ``admlops <args>`` under torchrun; its exit code (a worker's failure fails the launch). The arguments
+    travel in ADMLOPS_ARGV, out of reach of torchrun's own option parser (it would take ``--nproc`` as its
+    ``--nproc-per-node``)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", ADMLOPS_ARGV=json.dumps(args))
+    return subprocess.run(torchrun_command(nproc), env=env).returncode
 
 
 class StoreCheckpoints:
@@ -192,6 +195,8 @@ def train(
     cfg.randomness = dict(seed=seed)
     cfg.launcher = "pytorch" if world > 1 else "none"
     cfg.env_cfg.dist_cfg = dict(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if world > 1 and not torch.cuda.is_available():  # torch's DDP takes CPU modules with device_ids=None only
+        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
     work = work_dir_of(out)
     cfg.work_dir = str(work)
     if wandb:

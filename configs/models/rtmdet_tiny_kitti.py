@@ -11,6 +11,7 @@ classes = ('Car', 'Pedestrian', 'Cyclist')
 norm_cfg = dict(type='BN')  # SyncBN (upstream) needs a process group; BN exports and runs anywhere
 
 model = dict(
+    use_syncbn=False,  # RTMDet converts BN to SyncBN under DDP; SyncBN runs on GPUs only (and BN exports anywhere)
     backbone=dict(init_cfg=None, norm_cfg=norm_cfg),  # no ImageNet weights: nothing is downloaded
     neck=dict(norm_cfg=norm_cfg),
     bbox_head=dict(num_classes=len(classes), norm_cfg=norm_cfg),
