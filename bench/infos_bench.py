@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def symlink_set(pool: Path, out: Path, frames: int) -> Path:
 def run_measured(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> dict:
     """Run ``cmd``; wall time and the peak of the summed RSS of it and its children (sampled every 50 ms)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    errors = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe of progress bars would block the child
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=errors, text=True)
     peak, ps = 0, psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
@@ -74,7 +76,8 @@ def run_measured(cmd: list[str], cwd: Path | None = None, env: dict | None = Non
         time.sleep(0.05)
     wall = time.perf_counter() - start
     if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read()[-3000:]}")
+        errors.seek(0)
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{errors.read()[-3000:]}")
     return {"wall_s": round(wall, 1), "peak_rss_mb": round(peak / 2**20, 1)}
 
 
