@@ -40,7 +40,8 @@ def train_distributed(
                          "from the pipeline")
     namespace = namespace or current_namespace()
     name, out_uri = trainjob_name(run_id), object_uri(model.uri)
-    command = train_command(object_uri(dataset.metadata.get("object_uri") or dataset.uri), out_uri, config, procs_per_node)
+    command = train_command(object_uri(dataset.metadata.get("object_uri") or dataset.uri), out_uri, config, procs_per_node,
+                            run_id)
     obj = render_trainjob(
         name, namespace, image, command, num_nodes, procs_per_node,
         {"nvidia.com/gpu": gpus_per_node} if gpus_per_node > 0 else {}, {"PYTHONUNBUFFERED": "1"}, s3_secret or None,

@@ -204,9 +204,11 @@ def diagnose(core, namespace: str, name: str, max_events: int = 20) -> str:
     return "\n".join(lines)
 
 
-def train_command(dataset_uri: str, out_uri: str, config: str, procs_per_node: int) -> list[str]:
-    """What every node runs: the train CLI, which starts torchrun with the runtime's PET_* rendezvous variables."""
-    return ["admlops", "train", dataset_uri, out_uri, "--config", config, "--nproc", str(procs_per_node)]
+def train_command(dataset_uri: str, out_uri: str, config: str, procs_per_node: int, run_id: str = "") -> list[str]:
+    """What every node runs: the train CLI, which starts torchrun with the runtime's PET_* rendezvous variables.
+    With ``run_id`` checkpoints also go to ``<out_uri>.checkpoints/``, so pods the JobSet restarts resume."""
+    cmd = ["admlops", "train", dataset_uri, out_uri, "--config", config, "--nproc", str(procs_per_node)]
+    return cmd + (["--store", f"{out_uri.rstrip('/')}.checkpoints", "--run-id", run_id] if run_id else [])
 
 
 def object_uri(uri: str) -> str:
