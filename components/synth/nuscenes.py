@@ -132,7 +132,7 @@ def _elements(q: Quaternion) -> list[float]:
 def scene_names(n: int) -> list[str]:
     """``n`` scene names of the devkit's mini split, alternating train and val while both last."""
     train, val = list(splits.mini_train), list(splits.mini_val)
-    names = [name for pair in zip(train, val) for name in pair] + train[len(val):]
+    names = [name for pair in zip(train, val, strict=False) for name in pair] + train[len(val):]
     if not 1 <= n <= len(names):
         raise ValueError(f"scenes must be in 1..{len(names)} (the mini split's scene names), got {n}")
     return names[:n]
@@ -161,7 +161,7 @@ def _to_sensor(ann: dict, pose: dict, cs: dict) -> Box:
 
 
 def _link(records: list[dict]) -> None:
-    for a, b in zip(records, records[1:]):
+    for a, b in zip(records, records[1:], strict=False):
         a["next"], b["prev"] = b["token"], a["token"]
 
 
@@ -320,7 +320,7 @@ class _Scene:
             for c, cam in enumerate(CAMERAS):  # cameras fire a few ms after the LiDAR keyframe, each at its own pose
                 sd, pose = sample_data(cam, t_us + 5_000 + 7_000 * c, sample, True)
                 self.render(anns, pose, calib[cam]).save(root / sd["filename"], quality=90)
-        for i, (obj, anns) in enumerate(zip(self.objects, per_instance)):
+        for i, (obj, anns) in enumerate(zip(self.objects, per_instance, strict=True)):
             _link(anns)
             t["sample_annotation"] += anns
             t["instance"].append(dict(token=tok("instance", i), category_token=token("category", obj["kind"].category),
