@@ -1,6 +1,7 @@
 """The same pipeline with S3 as the store (moto's server on loopback), and credentials kept out of
 everything it writes: logs, run artifacts, lake records, compiled YAML and manifests."""
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -38,7 +39,9 @@ def test_pipeline_on_s3_keeps_credentials_out(kitti_root, s3_env, tmp_path):
     for key in store.list(""):
         if key.endswith((".json", ".parquet")):
             assert FAKE_SECRET.encode() not in store.get_bytes(key), key
+    # the repo's YAML names the Secret's keys (secretKeyRef) but never holds a value for one, bar the template's placeholder
+    literal = re.compile(r"(?im)^\s*(aws_secret_access_key|aws_access_key_id)\s*:\s*(?!REPLACE_ME\s*$)\S+")
     for path in list((REPO / "pipelines").glob("*.yaml")) + list((REPO / "manifests").rglob("*.yaml")):
         text = path.read_text()
-        assert FAKE_SECRET not in text and "aws_secret_access_key" not in text.lower(), path
+        assert FAKE_SECRET not in text and not literal.search(text), path
     assert json.dumps(info).find("AWS_") == -1
