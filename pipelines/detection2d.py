@@ -59,7 +59,8 @@ def build(profile: profiles.ClusterProfile | None = None):
             ), "train-distributed")
         else:
             model = on(train(dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters,
-                             batch_size=train_batch_size, seed=train_seed), "train", gpu=True)
+                             batch_size=train_batch_size, seed=train_seed, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                       "train", gpu=True)
         scores = on(evaluate(dataset=data.outputs["dataset"], model=model.outputs["model"]), "evaluate", gpu=True)
         onnx = on(export(dataset=data.outputs["dataset"], model=model.outputs["model"], pytorch_report=scores.outputs["report"],
                          deploy_config=export_deploy_config), "export")

@@ -45,6 +45,8 @@ def test_train_artifact(run_dir):
     assert [r["iter"] for r in log if "loss" in r][-1] == 4
     assert "num_classes=3" in (model / "config.py").read_text().replace(" ", "")
     assert list((model / "work").glob("iter_4.pth"))
+    # W&B, offline, one run grouped by the pipeline run
+    assert len(list((model / "work" / "wandb").rglob("offline-run-*/run-*.wandb"))) == 1
 
 
 def test_evaluate_artifact(run_dir):

@@ -418,7 +418,7 @@ def test_component_runs_the_trainjob_and_publishes_its_yaml(tmp_path, monkeypatc
                                                   if k not in ("uid", "resourceVersion", "creationTimestamp")}}
     assert obj["metadata"]["name"] == NAME and obj["spec"]["trainer"]["command"] == [
         "admlops", "train", "s3://mlpipeline/lake/datasets/kitti/v1/", model.uri, "--config", "rtmdet_tiny_kitti", "--nproc", "8",
-        "--store", f"{model.uri}.checkpoints", "--run-id", RUN_ID]
+        "--store", f"{model.uri}.checkpoints", "--run-id", RUN_ID, "--wandb"]
     assert obj["spec"]["trainer"]["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": 8}
     assert json.loads((Path(model.path) / "trainjob.json").read_text())["name"] == NAME
     assert model.metadata["trainjob"] == NAME and server.count("DELETE") == 1
@@ -449,4 +449,4 @@ def test_train_command_parses_and_resumes_from_the_run_store():
     cmd = tj.train_command("s3://lake/datasets/kitti/v1/", "s3://mlpipeline/run/model", "rtmdet_tiny_kitti", 8, "run-1")
     args = build_parser().parse_args(cmd[1:])
     assert (args.dataset, args.out, args.nproc) == ("s3://lake/datasets/kitti/v1/", "s3://mlpipeline/run/model", 8)
-    assert (args.store, args.run_id) == ("s3://mlpipeline/run/model.checkpoints", "run-1")
+    assert (args.store, args.run_id, args.wandb) == ("s3://mlpipeline/run/model.checkpoints", "run-1", True)

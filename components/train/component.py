@@ -6,9 +6,11 @@ from admlops.images import IMAGES
 
 
 @dsl.component(base_image=IMAGES["cpu"], install_kfp_package=False)
-def train(dataset: Input[Dataset], config: str, max_iters: int, batch_size: int, seed: int, model: Output[Model]):
-    """Train ``config`` (a name under configs/models or a path) and publish weights, config and logs."""
+def train(dataset: Input[Dataset], config: str, max_iters: int, batch_size: int, seed: int, run_id: str,
+          model: Output[Model]):
+    """Train ``config`` (a name under configs/models or a path) and publish weights, config and logs; W&B logs
+    (offline unless WANDB_MODE says otherwise) land in the model's work/wandb, grouped by the pipeline run."""
     from admlops.components.train.train import train as run
 
-    summary = run(dataset.path, model.path, config, max_iters or None, batch_size or None, seed)
+    summary = run(dataset.path, model.path, config, max_iters or None, batch_size or None, seed, run_id=run_id, wandb=True)
     model.metadata.update({"framework": "mmdet", "config": config, **summary})

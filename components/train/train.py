@@ -225,6 +225,7 @@ def _publish(cfg, config: str, seed: int, dataset_dir, out, work: Path) -> dict:
         meta = {"iter": iters, "config": str(config), "seed": seed, "dataset_meta": dataset_meta(dataset_dir)}
         publish_weights(last, tmp / "model.pth", meta)
         cfg.work_dir = "work"  # the dumped config must not point at the scratch work dir
+        cfg.visualizer.vis_backends = [dict(type="LocalVisBackend")]  # evaluate/export must not start W&B runs
         cfg.dump(str(tmp / "config.py"))
         records = [json.loads(line) for log in sorted(work.glob("*/vis_data/scalars.json"))
                    for line in log.read_text().splitlines()]  # every (re)start of the run, in order

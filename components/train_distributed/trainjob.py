@@ -206,9 +206,10 @@ def diagnose(core, namespace: str, name: str, max_events: int = 20) -> str:
 
 def train_command(dataset_uri: str, out_uri: str, config: str, procs_per_node: int, run_id: str = "") -> list[str]:
     """What every node runs: the train CLI, which starts torchrun with the runtime's PET_* rendezvous variables.
-    With ``run_id`` checkpoints also go to ``<out_uri>.checkpoints/``, so pods the JobSet restarts resume."""
+    With ``run_id`` checkpoints also go to ``<out_uri>.checkpoints/``, so pods the JobSet restarts resume, and W&B
+    groups the run's logs (offline unless the image's environment sets WANDB_MODE)."""
     cmd = ["admlops", "train", dataset_uri, out_uri, "--config", config, "--nproc", str(procs_per_node)]
-    return cmd + (["--store", f"{out_uri.rstrip('/')}.checkpoints", "--run-id", run_id] if run_id else [])
+    return cmd + (["--store", f"{out_uri.rstrip('/')}.checkpoints", "--run-id", run_id, "--wandb"] if run_id else [])
 
 
 def object_uri(uri: str) -> str:
