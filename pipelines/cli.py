@@ -55,6 +55,11 @@ def _reader_args(args) -> dict:
     return {k: v for k, v in (("image_root", args.images), ("split", args.yolo_split), ("version", args.nuscenes_version)) if v}
 
 
+def _strict_arg(parser) -> None:
+    parser.add_argument("--strict", action="store_true", help="fail (exit 3) on the first bad sample instead of "
+                        "skipping bad samples and listing them in OUT/skipped.json")
+
+
 def _skips(args):
     from admlops.components.convert.records import Skips
 
@@ -322,8 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", help="output directory (replaced atomically)")
     s.add_argument("--val-fraction", type=float, default=0.2, help="val share (KITTI: when there are no ImageSets files)")
     s.add_argument("--seed", type=int, default=0, help="seed of the hash split")
-    s.add_argument("--strict", action="store_true", help="fail (exit 3) on the first bad sample instead of skipping "
-                   "bad samples and listing them in OUT/skipped.json")
+    _strict_arg(s)
     s.set_defaults(func=cmd_convert)
 
     s = data.add_parser("validate", help="check a dataset against its definition's labeling standard (exit 3 on violations)")
@@ -337,8 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--definition", default="road-3class", help="a definition mapping every source format")
     s.add_argument("--val-fraction", type=float, default=0.2)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--strict", action="store_true", help="fail (exit 3) on the first bad sample instead of skipping "
-                   "bad samples and listing them in OUT/skipped.json")
+    _strict_arg(s)
     s.set_defaults(func=cmd_merge)
     s = data.add_parser("infos", help="KITTI / nuScenes -> an mmdet3d data root: v2 infos, GT database (and KITTI's "
                         "reduced scans), sources linked in")
@@ -349,8 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nuscenes-version", default="v1.0-trainval", help="nuscenes: v1.0-trainval, v1.0-mini or v1.0-test")
     s.add_argument("--max-sweeps", type=int, default=10, help="nuscenes: LiDAR sweeps kept per sample")
     s.add_argument("--prefix", help="file name prefix (mmdet3d's --extra-tag; default: the format)")
-    s.add_argument("--strict", action="store_true", help="fail (exit 3) on the first bad sample instead of skipping "
-                   "bad samples and listing them in OUT/skipped.json")
+    _strict_arg(s)
     s.set_defaults(func=cmd_infos)
     s = data.add_parser("analyze", help="HTML report (plots), Markdown and JSON summary of a converted dataset")
     s.add_argument("dataset", help="convert's output directory")
