@@ -76,6 +76,35 @@ def write_pickle(path: Path, fields: dict) -> None:
         f.write(b".")
 
 
+class SplitSpools:
+    """The parent's side of a streamed infos writer: a Spool per split and per GT-database class (group ids count
+    objects in dataset order, as the reference's do), the skipped samples, and the clean-up."""
+
+    def __init__(self, tmp: Path, skips: Skips):
+        self.tmp, self.skips, self.splits, self.db, self.group = tmp, skips, {}, {}, 0
+
+    def collect(self, split: str, results, total: int, desc: str, unit: str) -> None:
+        """Spool ``results``: (sample name, (encoded info or InputError, GT-database entries)) pairs."""
+        self.splits[split] = spool = Spool(self.tmp / f".{split}.spool")
+        for sample, (encoded, db) in tqdm(results, total=total, desc=desc, unit=unit):
+            if isinstance(encoded, InputError):
+                self.skips.add(encoded, sample)
+                continue
+            spool.append_encoded(encoded)
+            for name, entry in db:
+                if name not in self.db:
+                    self.db[name] = Spool(self.tmp / f".db-{name}.spool")
+                self.db[name].append_encoded(Spool.encode({**entry, "group_id": self.group}))
+                self.group += 1
+
+    def finish(self) -> None:
+        for spool in (*self.splits.values(), *self.db.values()):
+            spool.close()
+            spool.path.unlink()
+        if not self.skips.strict:
+            self.skips.write(self.tmp)
+
+
 def difficulty(height: float, occluded: int, truncated: float) -> int:
     """KITTI's difficulty: 0 easy, 1 moderate, 2 hard, -1 none of them (devkit eval rules)."""
     for level in range(3):
@@ -216,34 +245,20 @@ def write_kitti_infos(kitti_root: str | Path, out: str | Path, prefix: str = "ki
         splits["test"] = test
     with atomic_dir(out) as tmp, Pool(workers) as pool:
         (tmp / f"{prefix}_gt_database").mkdir()
-        spools, db_spools, group = {}, {}, 0
+        spools = SplitSpools(tmp, skips)
         for split, ids in splits.items():
             base = root / ("testing" if split == "test" else "training")
             (tmp / base.name / "velodyne_reduced").mkdir(parents=True, exist_ok=True)
             for sub in LINKED:
                 if (base / sub).is_dir() and not (tmp / base.name / sub).exists():
                     os.symlink(base / sub, tmp / base.name / sub)
-            spools[split] = spool = Spool(tmp / f".{split}.spool")
-            jobs = [(base, i, tmp, prefix, split) for i in ids]
-            results = pool.imap(_frame_info, jobs, chunksize=8)
-            for (_, frame_id, *_), (encoded, db) in tqdm(zip(jobs, results, strict=True), total=len(jobs),
-                                                          desc=f"mmdet3d kitti infos ({split})", unit="frame"):
-                if isinstance(encoded, InputError):
-                    skips.add(encoded, f"{base.name}/{frame_id}")
-                    continue
-                spool.append_encoded(encoded)
-                for name, entry in db:  # group ids count objects in dataset order, as the reference's do
-                    if name not in db_spools:
-                        db_spools[name] = Spool(tmp / f".db-{name}.spool")
-                    db_spools[name].append_encoded(Spool.encode({**entry, "group_id": group}))
-                    group += 1
-        infos = {**spools, "trainval": (spools["train"], spools["val"])}
+            results = pool.imap(_frame_info, [(base, i, tmp, prefix, split) for i in ids], chunksize=8)
+            spools.collect(split, zip((f"{base.name}/{i}" for i in ids), results, strict=True), len(ids),
+                           f"mmdet3d kitti infos ({split})", "frame")
+        infos = {**spools.splits, "trainval": (spools.splits["train"], spools.splits["val"])}
         for name, parts in infos.items():  # unlabelled test frames have no DontCare regions to declare
             meta = METAINFO if name != "test" else {**METAINFO, "categories": {c: i for i, c in enumerate(CLASSES)}}
             write_pickle(tmp / f"{prefix}_infos_{name}.pkl", {"metainfo": meta, "data_list": parts})
-        write_pickle(tmp / f"{prefix}_dbinfos_train.pkl", db_spools)
-        for spool in (*spools.values(), *db_spools.values()):
-            spool.path.unlink()
-        if not skips.strict:
-            skips.write(tmp)
+        write_pickle(tmp / f"{prefix}_dbinfos_train.pkl", spools.db)
+        spools.finish()
     return {name: sum(s.count for s in (parts if isinstance(parts, tuple) else (parts,))) for name, parts in infos.items()}

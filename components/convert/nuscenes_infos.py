@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 from nuscenes.utils import splits as official_splits
-from tqdm import tqdm
 
 from admlops.components.convert.lidar import points_in_boxes
-from admlops.components.convert.mmdet3d_infos import Spool, guarded, write_pickle
+from admlops.components.convert.mmdet3d_infos import Spool, SplitSpools, guarded, write_pickle
 from admlops.components.convert.records import STRICT, Skips
 from admlops.errors import InputError
 from admlops.formats import nuscenes as nus
@@ -196,32 +195,19 @@ def write_nuscenes_infos(root: str | Path, out: str | Path, version: str = "v1.0
         for sub in ("samples", "sweeps", "maps", version):
             if (root / sub).is_dir():
                 os.symlink(root / sub, tmp / sub)
-        spools, db_spools, group = {}, {}, 0
+        spools = SplitSpools(tmp, skips)
         for split, tokens in jobs.items():
-            spools[split] = spool = Spool(tmp / f".{split}.spool")
             # sample_idx is the position in the split (as the reference); a skipped sample leaves a gap
             results = pool.imap(_sample_info, [(t, i, split, tmp, prefix, max_sweeps) for i, t in enumerate(tokens)], chunksize=4)
-            for token, (encoded, db) in tqdm(zip(tokens, results, strict=True), total=len(tokens),
-                                             desc=f"mmdet3d nuscenes infos ({split})", unit="sample"):
-                if isinstance(encoded, InputError):
-                    skips.add(encoded, f"sample {token}")
-                    continue
-                spool.append_encoded(encoded)
-                for name, entry in db:
-                    if name not in db_spools:
-                        db_spools[name] = Spool(tmp / f".db-{name}.spool")
-                    db_spools[name].append_encoded(Spool.encode({**entry, "group_id": group}))
-                    group += 1
+            spools.collect(split, zip((f"sample {t}" for t in tokens), results, strict=True), len(tokens),
+                           f"mmdet3d nuscenes infos ({split})", "sample")
         ignored = sorted(set(_categories(tables)) - set(NAME_MAPPING) - set(CLASSES))
         metainfo = {"categories": {**{c: i for i, c in enumerate(CLASSES)}, **{c: -1 for c in ignored}},
                     "dataset": "nuscenes", "version": version, "info_version": "1.1"}
-        for split, spool in spools.items():
+        for split, spool in spools.splits.items():
             write_pickle(tmp / f"{prefix}_infos_{split}.pkl", {"metainfo": metainfo, "data_list": spool})
-        if "train" in spools:
-            write_pickle(tmp / f"{prefix}_dbinfos_train.pkl", db_spools)
-        for spool in (*spools.values(), *db_spools.values()):
-            spool.path.unlink()
-        if not skips.strict:
-            skips.write(tmp)
+        if "train" in spools.splits:
+            write_pickle(tmp / f"{prefix}_dbinfos_train.pkl", spools.db)
+        spools.finish()
     _TABLES = None
-    return {split: spool.count for split, spool in spools.items()}
+    return {split: spool.count for split, spool in spools.splits.items()}
