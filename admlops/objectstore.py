@@ -21,12 +21,14 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 from urllib.parse import urlparse
 
+from admlops.errors import AdmlopsError
+
 
 DEFAULT_STORE = os.environ.get("ADMLOPS_STORE", str(Path.home() / ".admlops" / "store"))
 
 
-class StoreError(Exception):
-    """A storage operation failed; the message names the store, the key and the cause."""
+class StoreError(AdmlopsError):
+    """A storage operation failed; the message names the store, the key and the cause (exit 5)."""
 
     exit_code = 5
 

@@ -12,14 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from admlops.errors import InputError
-from admlops.objectstore import DEFAULT_STORE, StoreError
-from admlops.pipelines.local import PipelineFailed
-from admlops.pipelines.submit import KfpApiError, RunFailed
-
-
-class UsageError(Exception):
-    """A command line that parses but cannot be used (exit code 2, like argparse's own errors)."""
+from admlops.errors import AdmlopsError, UsageError
+from admlops.objectstore import DEFAULT_STORE
 
 
 def _print_json(obj) -> None:
@@ -481,15 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         code = args.func(args)
-    except InputError as exc:
+    except AdmlopsError as exc:
         print(f"admlops: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except (PipelineFailed, StoreError, RunFailed, KfpApiError) as exc:
-        print(f"admlops: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except UsageError as exc:
-        print(f"admlops: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
     return code or 0

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-class PipelineFailed(Exception):
-    """A task of a local run failed; kfp.local has already printed its log."""
+from admlops.errors import StepFailed
 
-    exit_code = 4
+class PipelineFailed(StepFailed):
+    """A task of a local run failed; the message names it and its log."""
 
 
 def run_local(name: str, params: dict, store: str | Path) -> Path:

@@ -25,15 +25,15 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from admlops.errors import ServiceError, StepFailed
+
 TOKEN_ENV = "ADMLOPS_KFP_TOKEN"
 SA_TOKEN_PATH_ENV = "KF_PIPELINES_SA_TOKEN_PATH"  # kfp's own variable (kfp.client.KF_PIPELINES_SA_TOKEN_ENV)
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
 
 
-class RunFailed(Exception):
+class RunFailed(StepFailed):
     """A submitted run ended in a state other than SUCCEEDED (exit code 4, like a failed local run)."""
-
-    exit_code = 4
 
     def __init__(self, message: str, run_id: str = "", state: str = ""):
         super().__init__(message)
@@ -45,10 +45,8 @@ class RunTimedOut(RunFailed):
     """``submit(wait=True)`` gave up before the run ended; the run goes on on the cluster."""
 
 
-class KfpApiError(RuntimeError):
-    """The KFP API refused a request or could not be reached; the message names the host and the cause."""
-
-    exit_code = 1
+class KfpApiError(ServiceError):
+    """The KFP API refused a request or could not be reached; the message names the host and the cause (exit 6)."""
 
 
 def connect(host: str | None, namespace: str | None = None):
