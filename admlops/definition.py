@@ -52,25 +52,15 @@ class DatasetDefinition:
         return self.sources[source]
 
 
-def definition_path(name_or_path: str | Path) -> Path:
-    """A definition by file path, or by name from the packaged configs/datasets/."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        return path
-    from admlops.configs import CONFIG_DIR
-
-    return CONFIG_DIR / "datasets" / f"{name_or_path}.yaml"
-
-
 def load_definition(name_or_path: str | Path | DatasetDefinition) -> DatasetDefinition:
     """A definition by name or path (an already-loaded one is returned as it is)."""
     if isinstance(name_or_path, DatasetDefinition):
         return name_or_path
-    path = definition_path(name_or_path)
+    from admlops.configs import resolve
+
+    path = resolve("datasets", name_or_path)
     try:
         raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "dataset definition not found") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise InputError(path, f"invalid YAML: {exc}", mark.line + 1 if mark else None) from None

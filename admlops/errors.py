@@ -15,7 +15,7 @@ class AdmlopsError(Exception):
     exit_code = 1
 
 
-class UsageError(AdmlopsError):
+class UsageError(AdmlopsError, ValueError):
     """A command line or a parameter that parses but cannot be used: an unknown name, a bad value (exit 2)."""
 
     exit_code = 2

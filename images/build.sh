@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Build the component images from the repository root: images/build.sh [cpu|train|deploy ...]
-# (default: all three; train before deploy, which extends it). Tags come from admlops.images (the project
-# version), build args from admlops/pins.py. Push with `docker push` after logging in; no credentials here.
+# (default: all three; train before deploy, which extends it). Tags come from admlops.images (src-<digest of
+# the source the images are built from>), build args from admlops/pins.py; the commit is a label. Push with `docker push` after logging in; no credentials here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 eval "BUILD_ARGS=($("$PY" admlops/pins.py --build-args))"
-image() { PYTHONPATH=. "$PY" -c "from admlops.images import IMAGES; print(IMAGES['$1'])"; }
+image() { "$PY" admlops/images.py "$1"; }
+REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(cpu train deploy)
 for name in "${names[@]}"; do
@@ -14,5 +15,6 @@ for name in "${names[@]}"; do
   extra=()
   [ "$name" != deploy ] || extra=(--build-arg "TRAIN_IMAGE=$(image train)")
   echo "[images] $(image "$name")" >&2
-  docker build -f "images/$name/Dockerfile" "${BUILD_ARGS[@]}" "${extra[@]}" -t "$(image "$name")" .
+  docker build -f "images/$name/Dockerfile" "${BUILD_ARGS[@]}" "${extra[@]}" \
+    --label "org.opencontainers.image.revision=$REVISION" -t "$(image "$name")" .
 done

@@ -13,7 +13,7 @@ from admlops.components.export.component import export
 from admlops.components.register.component import register
 from admlops.components.train.component import train
 from admlops.components.train_distributed.component import train_distributed
-from admlops.images import IMAGES
+from admlops import images
 from admlops.pipelines import profiles
 
 
@@ -36,6 +36,12 @@ def build(profile: profiles.ClusterProfile | None = None):
         train_batch_size: int = 0,
         train_seed: int = 0,
         export_deploy_config: str = "detection_onnxruntime_dynamic",
+        deploy_backends: str = "onnxruntime:fp32,onnxruntime:int8,openvino:fp32,openvino:int8",
+        deploy_calibration_images: int = 32,
+        deploy_max_drop_float: float = 0.5,
+        deploy_max_drop_int8: float = 1.5,
+        bench_batch_sizes: str = "1,4,8",
+        bench_threads: str = "0",
         bench_warmup: int = 5,
         bench_max_images: int = 0,
         zoo_model_name: str = "rtmdet-tiny-kitti",
@@ -44,16 +50,20 @@ def build(profile: profiles.ClusterProfile | None = None):
     ):
         """``kitti_root`` is a path or a dataset version ``NAME@VERSION`` in ``store`` (an ``s3://bucket/prefix``,
         a path, or empty for the default local store). ``train_max_iters``/``train_batch_size`` of 0 keep the
-        config's values; ``bench_max_images`` 0 = all val images."""
+        config's values; ``bench_max_images`` 0 = all val images. ``deploy_backends``: the deploy targets as
+        comma-separated ``backend:precision`` pairs, each built from the exported ONNX and gated against PyTorch's
+        mAP@0.5 (allowed drops in points: ``deploy_max_drop_float`` for fp32/fp16, ``deploy_max_drop_int8``); a
+        target over its allowance fails export."""
         def on(task, name: str, gpu: bool = False):
-            return profiles.apply(task.set_display_name(name), profile, gpu)
+            return profiles.apply(task.set_display_name(name), profile, name, gpu)
 
         data = on(convert(kitti=kitti_root, store=store, definition=data_definition, val_fraction=data_val_fraction,
                           seed=data_seed), "convert")
         on(analyze(dataset=data.outputs["dataset"]), "analyze")
         if profile and profile.train_nodes:  # the TrainJob's nodes get the GPUs; this step only orchestrates
             model = on(train_distributed(
-                dataset=data.outputs["dataset"], config=train_config, image=IMAGES["train"], num_nodes=profile.train_nodes,
+                dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters, batch_size=train_batch_size,
+                seed=train_seed, image=images.image(images.TRAINJOB_NODE_IMAGE), num_nodes=profile.train_nodes,
                 procs_per_node=profile.train_procs_per_node, gpus_per_node=profile.train_procs_per_node, namespace="",
                 s3_secret=profile.s3_secret, timeout_s=profile.train_timeout_s, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             ), "train-distributed")
@@ -63,12 +73,15 @@ def build(profile: profiles.ClusterProfile | None = None):
                        "train", gpu=True)
         scores = on(evaluate(dataset=data.outputs["dataset"], model=model.outputs["model"]), "evaluate", gpu=True)
         onnx = on(export(dataset=data.outputs["dataset"], model=model.outputs["model"], pytorch_report=scores.outputs["report"],
-                         deploy_config=export_deploy_config), "export")
-        bench = on(benchmark(dataset=data.outputs["dataset"], onnx_model=onnx.outputs["onnx_model"], warmup=bench_warmup,
-                             max_images=bench_max_images), "benchmark")
+                         deploy_config=export_deploy_config, targets=deploy_backends,
+                         calibration_images=deploy_calibration_images, max_drop_float=deploy_max_drop_float,
+                         max_drop_int8=deploy_max_drop_int8), "export")
+        bench = on(benchmark(dataset=data.outputs["dataset"], onnx_model=onnx.outputs["onnx_model"], model=model.outputs["model"],
+                             backends=deploy_backends, batch_sizes=bench_batch_sizes, threads=bench_threads,
+                             warmup=bench_warmup, max_images=bench_max_images), "benchmark")
         on(register(dataset=data.outputs["dataset"], model=model.outputs["model"], report=scores.outputs["report"],
                     onnx_model=onnx.outputs["onnx_model"], bench=bench.outputs["results"], name=zoo_model_name,
-                    parent=zoo_parent, alias=zoo_alias, store=store, run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), "register")
+                    parent=zoo_parent, alias=zoo_alias, store=store, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "register")
 
     return detection2d
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from admlops.errors import UsageError
+
 API_VERSION = "pipelines.kubeflow.org/v2beta1"
 # spec.versionName's pattern in the PipelineVersion CRD; object names are DNS-1123 subdomains.
 _VERSION_NAME = re.compile(r"^[a-z0-9]([a-z0-9.\-]*[a-z0-9])?$")
@@ -28,7 +30,7 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 def check_version_name(version: str) -> str:
     """``version`` if KFP accepts it as a version name (lowercase letters, digits, '.', '-'), else ValueError."""
     if not (len(version) <= 253 and _VERSION_NAME.match(version)):
-        raise ValueError(f"version {version!r}: expected lowercase letters, digits, '.' and '-', starting and ending "
+        raise UsageError(f"version {version!r}: expected lowercase letters, digits, '.' and '-', starting and ending "
                          "with a letter or digit (a Kubernetes name), e.g. v1.2.0 or 2024-06-01")
     return version
 
@@ -51,17 +53,16 @@ def render_manifests(name: str, version: str | None = None, namespace: str | Non
     from kfp.compiler import KubernetesManifestOptions
 
     from admlops.pipelines.profiles import load_profile
-    from admlops.pipelines.registry import BUILDERS, PIPELINES
+    from admlops.pipelines.registry import BUILDERS, pipeline
 
-    if name not in PIPELINES:
-        raise ValueError(f"pipeline {name!r}: expected one of {', '.join(sorted(PIPELINES))}")
+    pipeline(name)  # a usage error for an unknown name
     if version is not None:
         check_version_name(version)
     options = KubernetesManifestOptions(pipeline_name=name, pipeline_display_name=name, namespace=namespace or None,
                                         include_pipeline_manifest=True)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.yaml"
-        func = BUILDERS[name](load_profile(profile)) if profile else PIPELINES[name]
+        func = BUILDERS[name](load_profile(profile)) if profile else pipeline(name)
         compiler.Compiler().compile(func, str(path), kubernetes_manifest_format=True,
                                     kubernetes_manifest_options=options)
         docs = list(yaml.safe_load_all(path.read_text()))
@@ -72,7 +73,7 @@ def render_manifests(name: str, version: str | None = None, namespace: str | Non
     version = version or spec_digest(spec["pipelineSpec"], spec.get("platformSpec"))
     object_name = f"{name}-{version}"
     if len(object_name) > 253 or not _DNS_SUBDOMAIN.match(object_name):
-        raise ValueError(f"{object_name!r} is not a valid Kubernetes object name (pipeline name + '-' + version, "
+        raise UsageError(f"{object_name!r} is not a valid Kubernetes object name (pipeline name + '-' + version, "
                          "at most 253 characters)")
     docs[1]["metadata"]["name"] = object_name
     spec.update(displayName=f"{name} {version}", versionName=version)

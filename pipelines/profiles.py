@@ -38,21 +38,12 @@ class ClusterProfile:
     train_timeout_s: int = 24 * 3600
 
 
-def profile_path(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        return path
-    from admlops.configs import CONFIG_DIR
-
-    return CONFIG_DIR / "cluster" / f"{name_or_path}.yaml"
-
-
 def load_profile(name_or_path: str | Path) -> ClusterProfile:
-    path = profile_path(name_or_path)
+    from admlops.configs import resolve
+
+    path = resolve("cluster", name_or_path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise InputError(path, "cluster profile not found") from None
     except yaml.YAMLError as exc:
         raise InputError(path, f"invalid YAML: {exc}") from None
     unknown = set(data) - set(ClusterProfile.__dataclass_fields__)
@@ -61,14 +52,18 @@ def load_profile(name_or_path: str | Path) -> ClusterProfile:
     return ClusterProfile(**data)
 
 
-def apply(task, profile: ClusterProfile | None, gpu: bool = False):
-    """Schedule ``task`` per ``profile`` (a no-op without one); ``gpu`` steps get the accelerator and GPU nodes."""
+def apply(task, profile: ClusterProfile | None, step: str, gpu: bool = False):
+    """Schedule ``task`` (component ``step``) per ``profile`` (a no-op without one); ``gpu`` steps get the
+    accelerator, GPU nodes and their CUDA image (admlops.images.image_for)."""
     if profile is None:
         return task
     from kfp import kubernetes
 
+    from admlops.images import image_for
+
     task.set_cpu_request(profile.cpu).set_memory_request(profile.memory).set_memory_limit(profile.memory)
     if gpu:
+        task.set_container_image(image_for(step, gpu=True))
         task.set_accelerator_type(profile.accelerator).set_accelerator_limit(profile.gpus)
         for key, value in profile.gpu_node_selector.items():
             kubernetes.add_node_selector(task, key, value)

@@ -1,19 +1,57 @@
-"""The pipelines this project ships, by name. Compiled YAML lives beside this file as <name>.yaml; a cluster
-profile's variant compiles to <name>-<profile>.yaml."""
+"""The pipelines this project ships, by name, and the one check of their parameters. Compiled YAML lives beside
+this file as <name>.yaml; a cluster profile's variant compiles to <name>-<profile>.yaml."""
+from __future__ import annotations
+
 from pathlib import Path
 
+from admlops.errors import UsageError
 from admlops.pipelines import detection2d as _detection2d
 from admlops.pipelines.profiles import load_profile
 
 BUILDERS = {"detection2d": _detection2d.build}
 PIPELINES = {"detection2d": _detection2d.detection2d}
 PIPELINE_DIR = Path(__file__).resolve().parent
+_CASTS = {"Integer": int, "Float": float, "Boolean": lambda v: v.lower() in ("1", "true", "yes"), "String": str,
+          "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": lambda v: v.lower() in ("1", "true", "yes")}
+
+
+def pipeline(name: str):
+    """The pipeline function called ``name``; an unknown name is a usage error listing the shipped ones."""
+    if name not in PIPELINES:
+        raise UsageError(f"unknown pipeline {name!r}: expected one of {', '.join(sorted(PIPELINES))}")
+    return PIPELINES[name]
+
+
+def parse_params(name: str, pairs: list[str]) -> dict:
+    """``KEY=VALUE`` strings into pipeline ``name``'s typed parameters (a usage error names a bad pair)."""
+    inputs = pipeline(name).component_spec.inputs or {}
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in inputs:
+            raise UsageError(f"--param {pair!r}: expected KEY=VALUE with KEY one of {', '.join(inputs)}")
+        try:
+            params[key] = _CASTS.get(inputs[key].type, str)(value)
+        except ValueError:
+            raise UsageError(f"--param {pair!r}: expected a {inputs[key].type}") from None
+    return params
+
+
+def check_params(name: str, params: dict) -> None:
+    """Every parameter is one of pipeline ``name``'s and every required one is given."""
+    inputs = pipeline(name).component_spec.inputs or {}
+    unknown = sorted(set(params) - set(inputs))
+    missing = sorted(k for k, spec in inputs.items() if not spec.optional and k not in params)
+    if unknown or missing:
+        raise UsageError(f"pipeline {name}: " + "; ".join(
+            [f"unknown parameters {unknown} (expected some of {', '.join(inputs)})"] * bool(unknown)
+            + [f"missing required parameters {missing}"] * bool(missing)))
 
 
 def compile_pipeline(name: str, out_dir: str | Path = PIPELINE_DIR, profile: str | None = None) -> Path:
     from kfp import compiler
 
-    func = BUILDERS[name](load_profile(profile)) if profile else PIPELINES[name]
+    func = BUILDERS[name](load_profile(profile)) if profile else pipeline(name)
     path = Path(out_dir) / (f"{name}-{load_profile(profile).name}.yaml" if profile else f"{name}.yaml")
     compiler.Compiler().compile(func, str(path))
     return path

@@ -12,10 +12,14 @@ def _load(path: Path) -> dict | None:
 def summarize_run(run_dir: str | Path) -> str:
     """Text summary of a detection2d run directory (``<store>/runs/<run>``)."""
     run_dir = Path(run_dir)
-    lines = [f"run: {run_dir}"]
-    for task in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-        for output in sorted(p for p in task.iterdir() if p.name != "executor_output.json"):
-            lines.append(f"  {task.name}/{output.name}: {output}")
+    lines = [f"run: {run_dir}", f"index: {run_dir / 'index.html'} (every step's status, log and artifacts)"]
+    for task in sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name != "logs"):
+        outputs = {p.name: p for p in task.iterdir() if p.name != "executor_output.json"}
+        for name, output in sorted(outputs.items()):
+            if name.endswith(".html") and name[:-5] in outputs:
+                continue  # listed as the artifact it copies
+            shown = outputs.get(f"{name}.html", output)
+            lines.append(f"  {task.name}/{name}: {shown}")
     data = _load(run_dir / "convert" / "dataset" / "summary.json")
     if data:
         lines.append(f"data: {data['frames']['train']} train / {data['frames']['val']} val frames, classes {', '.join(data['categories'])}")

@@ -25,7 +25,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from admlops.errors import ServiceError, StepFailed
+from admlops.errors import InputError, ServiceError, StepFailed, UsageError
+from admlops.pipelines.registry import PIPELINES, check_params, compile_pipeline
 
 TOKEN_ENV = "ADMLOPS_KFP_TOKEN"
 SA_TOKEN_PATH_ENV = "KF_PIPELINES_SA_TOKEN_PATH"  # kfp's own variable (kfp.client.KF_PIPELINES_SA_TOKEN_ENV)
@@ -100,35 +101,19 @@ def pipeline_package(pipeline: str, profile: str | None = None) -> Iterator[tupl
     for a path to an already compiled pipeline YAML."""
     import yaml
 
-    from admlops.pipelines.registry import PIPELINES, compile_pipeline
-
     if pipeline in PIPELINES:
         with tempfile.TemporaryDirectory(prefix="admlops-kfp-") as tmp:
             yield pipeline, compile_pipeline(pipeline, tmp, profile)
         return
     path = Path(pipeline)
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
-        raise ValueError(f"pipeline {pipeline!r}: expected one of {', '.join(sorted(PIPELINES))} or a compiled "
+        raise UsageError(f"pipeline {pipeline!r}: expected one of {', '.join(sorted(PIPELINES))} or a compiled "
                          "pipeline .yaml file")
     spec = next(yaml.safe_load_all(path.read_text()), None) or {}
     name = spec.get("pipelineInfo", {}).get("name")
     if not name:
-        raise ValueError(f"{path}: not a compiled KFP pipeline (no pipelineInfo.name in its first document)")
+        raise InputError(path, "not a compiled KFP pipeline (no pipelineInfo.name in its first document)")
     yield name, path
-
-
-def _check_params(pipeline: str, params: dict) -> None:
-    from admlops.pipelines.registry import PIPELINES
-
-    if pipeline not in PIPELINES:
-        return  # a compiled file: the server checks
-    inputs = PIPELINES[pipeline].component_spec.inputs or {}
-    unknown = sorted(set(params) - set(inputs))
-    missing = sorted(k for k, spec in inputs.items() if not spec.optional and k not in params)
-    if unknown or missing:
-        raise ValueError(f"pipeline {pipeline}: " + "; ".join(
-            [f"unknown parameters {unknown} (expected some of {', '.join(inputs)})"] * bool(unknown)
-            + [f"missing required parameters {missing}"] * bool(missing)))
 
 
 def ui_url(host: str | None, fragment: str) -> str:
@@ -147,7 +132,8 @@ def submit(pipeline: str, host: str | None, params: dict, namespace: str | None 
     Returns ``{run_id, url, state}``. With ``wait``, polls until the run ends; a final state other than
     SUCCEEDED raises :class:`RunFailed`, and ``timeout_s`` without an end raises :class:`RunTimedOut`.
     """
-    _check_params(pipeline, params)
+    if pipeline in PIPELINES:  # a compiled file: the server checks
+        check_params(pipeline, params)
     with pipeline_package(pipeline, profile) as (name, package):
         client = client or connect(host, namespace)
         run_name = run_name or f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"

@@ -7,7 +7,7 @@ COMMANDS = [
     [], ["data"], ["data", "synth"], ["data", "synth", "kitti"], ["data", "convert"], ["train"], ["evaluate"],
     ["export"], ["benchmark"], ["run"], ["compile"], ["data", "push"], ["data", "pull"], ["data", "ls"], ["data", "show"], ["data", "infos"], ["data", "merge"], ["data", "analyze"],
     ["data", "validate"], ["data", "spec"],
-    ["zoo"], ["zoo", "ls"], ["zoo", "show"], ["zoo", "promote"],
+    ["zoo"], ["zoo", "ls"], ["zoo", "show"], ["zoo", "promote"], ["submit"], ["upload"],
 ]
 
 
@@ -38,4 +38,31 @@ def test_submit_usage_and_unreachable_host(capsys):
     assert "bogus" in capsys.readouterr().err
     code = main(["submit", "detection2d", "--host", "http://127.0.0.1:9", "--param", "kitti_root=/data/kitti"])
     err = capsys.readouterr().err
-    assert code == 1 and "127.0.0.1:9" in err and "Traceback" not in err
+    assert code == 6 and "127.0.0.1:9" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compile", "nope"], "unknown pipeline 'nope': expected one of detection2d"),
+    (["compile", "--profile", "nope"], "unknown cluster profile 'nope': expected a path or one of a100"),
+    (["data", "spec", "--definition", "nope"], "unknown dataset definition 'nope'"),
+    (["data", "spec", "--definition", "missing/def.yaml"], "missing/def.yaml: dataset definition not found"),
+])
+def test_unknown_names_are_usage_errors(argv, message, capsys, tmp_path):
+    from admlops.pipelines.cli import main
+
+    code = main(argv + (["--out-dir", str(tmp_path)] if argv[0] == "compile" else []))
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert code == (3 if "not found" in message else 2)
+
+
+def test_every_product_error_maps_to_its_exit_code():
+    """One base class carries the exit code; main() maps every subclass the same way."""
+    from admlops import errors
+    from admlops.objectstore import StoreError
+    from admlops.pipelines.local import PipelineFailed
+    from admlops.pipelines.submit import KfpApiError, RunFailed
+
+    codes = {errors.UsageError: 2, errors.InputError: 3, PipelineFailed: 4, RunFailed: 4, StoreError: 5, KfpApiError: 6}
+    for cls, code in codes.items():
+        assert issubclass(cls, errors.AdmlopsError) and cls.exit_code == code, cls

@@ -78,7 +78,7 @@ def substitute(text: str, values: dict[str, str]) -> str:
 
 def from_images(path: Path) -> list[str]:
     """The images of the FROM lines with the ARG defaults substituted; stages named earlier excluded."""
-    defaults, stages, refs = arg_defaults(path), set(), []
+    defaults, stages, refs = {**arg_defaults(path), "TRAIN_IMAGE": images.IMAGES["train"]}, set(), []
     for word, rest in instructions(path):
         if word == "FROM":
             parts = [p for p in rest.split() if not p.startswith("--")]
@@ -107,14 +107,53 @@ def test_every_image_has_a_dockerfile_and_every_dockerfile_an_image():
 
 
 def test_every_component_maps_to_a_defined_image():
-    unknown = {c: i for c, i in images.COMPONENT_IMAGES.items() if i not in images.IMAGES}
+    unknown = {c: i for c, i in images.COMPONENT_IMAGES.items() if not set(i) <= set(images.IMAGES)}
     assert not unknown, f"components name images that admlops.images.IMAGES does not define: {unknown}"
     assert {"convert", "analyze", "train", "evaluate", "export", "benchmark", "register"} <= set(images.COMPONENT_IMAGES)
-    assert images.COMPONENT_IMAGES["train-distributed"] == "train"
-    assert images.COMPONENT_IMAGES["export-trt"] == "deploy"
     assert images.image_for("convert") == images.IMAGES["cpu"]
+    assert images.image_for("export-trt") == images.IMAGES["deploy"]
     with pytest.raises(KeyError, match="no image for component 'nope'"):
         images.image_for("nope")
+
+
+def test_gpu_steps_run_cuda_images():
+    """A step given a GPU never runs the CPU image (CPU-only torch would hold a GPU it cannot use); the compiled
+    profile pipelines are checked task by task in tests/test_profiles.py."""
+    assert images.image_for("train", gpu=True) == images.IMAGES["train"]
+    assert images.image_for("evaluate", gpu=True) == images.IMAGES["train"]
+    assert images.image_for("train") == images.IMAGES["cpu"]
+    assert images.IMAGES[images.TRAINJOB_NODE_IMAGE] == images.IMAGES["train"]
+
+
+def test_tags_are_the_source_digest_not_a_version(tmp_path):
+    """Tags name the source they are built from: immutable, changed by any image input, not by compiled YAML."""
+    tag = images.tag()
+    assert re.fullmatch(r"src-[0-9a-f]{12}", tag) and admlops.__version__ not in tag
+    assert all(ref.endswith(":" + tag) for ref in images.IMAGES.values())
+    # the digest of a copy of the inputs (no git: the walk fallback) moves with a source file only
+    import shutil
+
+    root = tmp_path / "src"
+    for name in images.IMAGE_INPUTS:
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copyfile)(ROOT / name, root / name)
+    images.source_digest.cache_clear()
+    base = images.source_digest(root)
+    (root / "pipelines" / "detection2d.yaml").write_text("changed: compiled output is not an input\n")
+    (root / "components" / "README.md").write_text("docs are not an input\n")
+    images.source_digest.cache_clear()
+    assert images.source_digest(root) == base
+    (root / "components" / "convert" / "readers.py").write_text("# changed\n")
+    images.source_digest.cache_clear()
+    assert images.source_digest(root) != base
+    images.source_digest.cache_clear()
+
+
+def test_manifests_name_the_current_tag(tmp_path):
+    copy = tmp_path / "kustomization.yaml"
+    copy.write_text(images.KUSTOMIZATION.read_text())
+    assert not images.sync_manifests(copy), "manifests/base/kustomization.yaml names another tag: run `admlops compile`"
+    copy.write_text(copy.read_text().replace(images.tag(), "src-000000000000"))
+    assert images.sync_manifests(copy) and images.tag() in copy.read_text()
 
 
 def test_components_on_disk_have_an_image():
@@ -124,11 +163,9 @@ def test_components_on_disk_have_an_image():
     assert not missing, f"add these components to admlops.images.COMPONENT_IMAGES: {missing}"
 
 
-def test_image_tags_are_the_project_version():
+def test_project_version_is_one():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert admlops.__version__ == version, "admlops.__version__ must equal pyproject.toml's version"
-    for name, ref in images.IMAGES.items():
-        assert ref == f"{images.REGISTRY}/{name}:{version}"
 
 
 # -- the pins themselves ----------------------------------------------------------------------------------
@@ -164,9 +201,9 @@ def test_cuda_pins_agree_with_each_other():
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_dockerfile_arg_defaults_are_the_pins(dockerfile):
     for name, value in arg_defaults(dockerfile).items():
-        if name == "TRAIN_IMAGE":
-            assert value == images.IMAGES["train"], f"{dockerfile}: TRAIN_IMAGE must default to admlops.images.IMAGES['train']"
-        elif name not in UNPINNED_ARGS:
+        assert name != "TRAIN_IMAGE", f"{dockerfile}: TRAIN_IMAGE must have no default (images/build.sh passes the " \
+            "train image built from the same source)"
+        if name not in UNPINNED_ARGS:
             assert name in pins.BUILD, f"{dockerfile}: ARG {name} is not pinned in admlops/pins.py BUILD"
             assert value == pins.BUILD[name], f"{dockerfile}: ARG {name}={value}, but admlops/pins.py pins {pins.BUILD[name]}"
 

@@ -3,6 +3,7 @@ profile-free pipeline (kfp.local, the committed YAML) carries no Kubernetes sett
 import pytest
 import yaml
 
+from admlops import images
 from admlops.errors import InputError
 from admlops.pipelines.profiles import load_profile
 from admlops.pipelines.registry import compile_pipeline
@@ -36,12 +37,28 @@ def test_profile_settings_in_compiled_yaml(tmp_path):
                    for m in k8s["secretAsEnv"])
         assert [s.get("secretName", s.get("secretNameParameter", {}).get("runtimeValue", {}).get("constant"))
                 for s in k8s["imagePullSecret"]] == ["ghcr-admlops"]
+        image = executors[label]["container"]["image"]
         if step in GPU_STEPS:
+            assert image == images.IMAGES["train"], f"{step} holds a GPU: it must run a CUDA image, not {image}"
             assert res["accelerator"]["resourceCount"] == "1" or res["accelerator"].get("count") == "1"
             assert k8s["nodeSelector"]["labels"] == profile.gpu_node_selector
             assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu" and k8s["tolerations"][0]["effect"] == "NoSchedule"
         else:
             assert "accelerator" not in res and "nodeSelector" not in k8s
+            assert image == images.IMAGES["cpu"], step
+
+
+def test_multi_node_profile_passes_the_train_parameters(tmp_path):
+    """With train_nodes the TrainJob step receives train_max_iters, train_batch_size and train_seed, and its run
+    id is the same pipeline job id that register records as lineage."""
+    spec, executors, platform, names = _compiled(tmp_path, "a100-x4")
+    tasks = spec["root"]["dag"]["tasks"]
+    params = tasks["train-distributed"]["inputs"]["parameters"]
+    for arg, pipeline_param in (("max_iters", "train_max_iters"), ("batch_size", "train_batch_size"), ("seed", "train_seed")):
+        assert params[arg]["componentInputParameter"] == pipeline_param
+    run_ids = {params["run_id"]["runtimeValue"]["constant"], tasks["register"]["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"]}
+    assert run_ids == {"{{$.pipeline_job_uuid}}"}
+    assert params["image"]["runtimeValue"]["constant"] == images.IMAGES["train"]
 
 
 def test_no_profile_no_kubernetes_settings(tmp_path):

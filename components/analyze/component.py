@@ -2,10 +2,10 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
 
-from admlops.images import IMAGES
+from admlops.images import image_for
 
 
-@dsl.component(base_image=IMAGES["cpu"], install_kfp_package=False)
+@dsl.component(base_image=image_for("analyze"), install_kfp_package=False)
 def analyze(dataset: Input[Dataset], report: Output[Artifact], html: Output[HTML], markdown: Output[Markdown]):
     """Class balance, box geometry, positions, truncation/occlusion, distance, empty frames, label errors."""
     import shutil

@@ -2,10 +2,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from admlops.images import IMAGES
+from admlops.images import image_for
 
 
-@dsl.component(base_image=IMAGES["cpu"], install_kfp_package=False)
+@dsl.component(base_image=image_for("convert"), install_kfp_package=False)
 def convert(kitti: str, definition: str, val_fraction: float, seed: int, store: str, dataset: Output[Dataset]):
     """Convert KITTI (a path or a dataset version NAME@VERSION in ``store``) into a COCO dataset artifact;
     the source and the result are published as dataset versions and their URIs kept in the metadata."""

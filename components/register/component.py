@@ -2,10 +2,10 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from admlops.images import IMAGES
+from admlops.images import image_for
 
 
-@dsl.component(base_image=IMAGES["cpu"], install_kfp_package=False)
+@dsl.component(base_image=image_for("register"), install_kfp_package=False)
 def register(
     dataset: Input[Dataset],
     model: Input[Model],

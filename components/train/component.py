@@ -2,10 +2,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from admlops.images import IMAGES
+from admlops.images import image_for
 
 
-@dsl.component(base_image=IMAGES["cpu"], install_kfp_package=False)
+@dsl.component(base_image=image_for("train"), install_kfp_package=False)
 def train(dataset: Input[Dataset], config: str, max_iters: int, batch_size: int, seed: int, run_id: str,
           model: Output[Model]):
     """Train ``config`` (a name under configs/models or a path) and publish weights, config and logs; W&B logs

@@ -2,13 +2,14 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from admlops.images import IMAGES
+from admlops.images import image_for
 
 
-@dsl.component(base_image=IMAGES["cpu"], install_kfp_package=False)
+@dsl.component(base_image=image_for("train-distributed"), install_kfp_package=False)
 def train_distributed(
-    dataset: Input[Dataset], config: str, image: str, num_nodes: int, procs_per_node: int, gpus_per_node: int,
-    namespace: str, s3_secret: str, timeout_s: int, run_id: str, model: Output[Model], trainjob: Output[Artifact],
+    dataset: Input[Dataset], config: str, max_iters: int, batch_size: int, seed: int, image: str, num_nodes: int,
+    procs_per_node: int, gpus_per_node: int, namespace: str, s3_secret: str, timeout_s: int, run_id: str,
+    model: Output[Model], trainjob: Output[Artifact],
 ):
     """Run ``admlops train`` on ``num_nodes`` nodes x ``procs_per_node`` processes as a TrainJob of the
     ``torch-distributed`` ClusterTrainingRuntime, streaming node 0's log into this step's log.
@@ -21,7 +22,8 @@ def train_distributed(
     artifact (no secret values in it). A failed, timed-out or deleted TrainJob fails the step, and the
     TrainJob is deleted whatever happens.
 
-    ``run_id`` names the TrainJob. Pass ``run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER`` from the pipeline: the KFP
+    ``max_iters``, ``batch_size`` (per process) and ``seed`` are the train step's: 0 keeps the config's value.
+    ``run_id`` names the TrainJob and is the run id of the checkpoints, W&B and the zoo's lineage. Pass ``run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER`` from the pipeline: the KFP
     driver resolves a placeholder given as a task input to the run's UUID (kfp.local to its own id), whereas a
     placeholder as this function's default would reach the code unresolved on a cluster, as KFP does not put
     defaults into the executor input.
@@ -41,7 +43,7 @@ def train_distributed(
     namespace = namespace or current_namespace()
     name, out_uri = trainjob_name(run_id), object_uri(model.uri)
     command = train_command(object_uri(dataset.metadata.get("object_uri") or dataset.uri), out_uri, config, procs_per_node,
-                            run_id)
+                            run_id, max_iters, batch_size, seed)
     obj = render_trainjob(
         name, namespace, image, command, num_nodes, procs_per_node,
         {"nvidia.com/gpu": gpus_per_node} if gpus_per_node > 0 else {}, {"PYTHONUNBUFFERED": "1"}, s3_secret or None,
@@ -52,6 +54,6 @@ def train_distributed(
     # The nodes wrote the model under model.uri; KFP uploads model.path there too, so record the run beside it.
     Path(model.path).mkdir(parents=True, exist_ok=True)
     (Path(model.path) / "trainjob.json").write_text(json.dumps({"name": name, "status": final.get("status")}, indent=2))
-    model.metadata.update({"framework": "mmdet", "config": config, "trainjob": name, "num_nodes": num_nodes,
+    model.metadata.update({"framework": "mmdet", "config": config, "trainjob": name, "run_id": run_id, "num_nodes": num_nodes,
                            "procs_per_node": procs_per_node, "object_uri": out_uri})
     trainjob.metadata.update({"name": name, "namespace": namespace})

@@ -1,0 +1,82 @@
+"""``admlops train / evaluate / export / benchmark``: the model steps of the loop, one command each."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from admlops.pipelines.cli.common import print_json
+
+
+def cmd_train(args) -> int | None:
+    from admlops.components.train.train import launch, train_uri
+
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # re-run this command under torchrun
+        return launch(args.nproc, args.argv)
+    summary = train_uri(args.dataset, args.out, config=args.config, max_iters=args.max_iters, batch_size=args.batch_size,
+                        seed=args.seed, checkpoint_interval=args.checkpoint_interval, store=args.store or "",
+                        run_id=args.run_id or "", wandb=args.wandb)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print_json(summary)
+    return None
+
+
+def cmd_evaluate(args) -> None:
+    from admlops.components.evaluate.evaluate import evaluate
+
+    print_json(evaluate(args.dataset, args.model, args.out, args.split))
+
+
+def cmd_export(args) -> None:
+    from admlops.components.export.export import export
+
+    pytorch = json.loads(Path(args.pytorch_metrics).read_text()) if args.pytorch_metrics else None
+    print_json(export(args.dataset, args.model, args.out, args.deploy_config, pytorch))
+
+
+def cmd_benchmark(args) -> None:
+    from admlops.components.benchmark.benchmark import benchmark
+
+    benchmark(args.dataset, args.onnx, args.out, args.warmup, args.max_images, args.threads)
+    print((Path(args.out) / "benchmark.md").read_text())
+
+
+def add_commands(sub) -> None:
+    s = sub.add_parser("train", help="train a detector on a converted dataset")
+    s.add_argument("dataset", help="convert's output directory, or its s3:// URI")
+    s.add_argument("out", help="model output directory, or an s3:// URI to upload it to")
+    s.add_argument("--config", default="rtmdet_tiny_kitti", help="a name in configs/models or a config path")
+    s.add_argument("--max-iters", type=int, default=None, help="override the config's iteration count")
+    s.add_argument("--batch-size", type=int, default=None, help="override the config's batch size (per process)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--nproc", type=int, default=1, help="processes on this node: DDP under torchrun (gloo on CPU, nccl "
+                   "on GPU); inside a Kubeflow TrainJob the node count and rank come from its PET_* variables")
+    s.add_argument("--checkpoint-interval", type=int, default=None, help="save a full checkpoint every N iterations")
+    s.add_argument("--store", help="object store for checkpoints (with --run-id): a restarted run resumes from there")
+    s.add_argument("--run-id", help="the run's id: checkpoints under <store>/checkpoints/<run-id>/, W&B group")
+    s.add_argument("--wandb", action="store_true", help="log to Weights & Biases (offline unless WANDB_MODE is set)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="COCO bbox metrics of a trained model")
+    s.add_argument("dataset", help="convert's output directory")
+    s.add_argument("model", help="train's output directory")
+    s.add_argument("out", help="directory for metrics.json")
+    s.add_argument("--split", default="val", choices=["train", "val"])
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("export", help="ONNX export with mmdeploy, evaluated with ONNX Runtime")
+    s.add_argument("dataset", help="convert's output directory")
+    s.add_argument("model", help="train's output directory")
+    s.add_argument("out", help="directory for end2end.onnx and metrics.json")
+    s.add_argument("--deploy-config", default="detection_onnxruntime_dynamic", help="a name in configs/deploy or a path")
+    s.add_argument("--pytorch-metrics", help="evaluate's metrics.json, to report the difference")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("benchmark", help="ONNX Runtime latency over the val images")
+    s.add_argument("dataset", help="convert's output directory")
+    s.add_argument("onnx", help="export's output directory")
+    s.add_argument("out", help="directory for benchmark.json and benchmark.md")
+    s.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    s.add_argument("--max-images", type=int, default=0, help="0 = every val image")
+    s.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
+    s.set_defaults(func=cmd_benchmark)

@@ -1,0 +1,29 @@
+"""``admlops zoo ...``: the model zoo's versions, lineage and aliases."""
+from __future__ import annotations
+
+from admlops.pipelines.cli.common import list_versions, show_version, store_arg
+
+
+def cmd_promote(args) -> None:
+    from admlops import zoo
+    from admlops.objectstore import open_store
+
+    record = zoo.promote(open_store(args.store), args.name, args.version, args.alias)
+    print(f"{args.name}:{args.alias} -> {record['version']} (was {record['previous']}), by {record['by']}")
+
+
+def add_commands(sub) -> None:
+    zoo = sub.add_parser("zoo", help="model zoo commands").add_subparsers(dest="zoo_command", required=True)
+    s = zoo.add_parser("ls", help="list committed model versions")
+    s.add_argument("name", nargs="?", help="only this model")
+    s.set_defaults(func=lambda a: list_versions("models", a))
+    s = zoo.add_parser("show", help="a model version's lineage, files and aliases")
+    s.add_argument("ref", help="NAME@VERSION or NAME@ALIAS")
+    s.set_defaults(func=lambda a: show_version("models", a))
+    s = zoo.add_parser("promote", help="point an alias (candidate, production, ...) at a version")
+    s.add_argument("name")
+    s.add_argument("version")
+    s.add_argument("alias")
+    s.set_defaults(func=cmd_promote)
+    for parser in zoo.choices.values():
+        store_arg(parser)
