@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from admlops import catalog
+from admlops.errors import StepFailed, UsageError
 from admlops.objectstore import ObjectStore
 
 ROLES = {"model.pth": "checkpoint", "config.py": "config", "metrics": "metrics", "onnx/": "exported", "work/": "training-state"}
@@ -43,8 +44,22 @@ def lineage(dataset: dict | None, config_file: str | Path | None, run_id: str = 
     }
 
 
-def publish(store: ObjectStore, name: str, model_dir: str | Path, record: dict, version: str | None = None) -> catalog.Version:
-    return catalog.push(store, "models", name, model_dir, version, roles=ROLES, extra={"lineage": record})
+def publish(store: ObjectStore, name: str, model_dir: str | Path, record: dict, version: str | None = None,
+            gates: dict | None = None) -> catalog.Version:
+    """Commit ``model_dir`` as a version of ``name`` with its lineage ``record`` and its deploy ``gates`` (the
+    export step's gates.json: every backend x precision against PyTorch, and whether all passed)."""
+    return catalog.push(store, "models", name, model_dir, version, roles=ROLES, extra={"lineage": record, "gates": gates})
+
+
+class PromotionBlocked(StepFailed):
+    """A version whose gates failed cannot take an alias unless forced (exit 4, like a failed gate)."""
+
+
+def failed_gates(info: dict) -> list[str]:
+    """The failed gates a version's record names (empty when all passed or none were recorded)."""
+    gates = info.get("gates") or {}
+    return [f"{g['backend']} {g['precision']} (drop {g['drop_points']:.2f} > {g['allowed_points']:.2f} points)"
+            for g in gates.get("gates", []) if not g["passed"]]
 
 
 def resolve(store: ObjectStore, name: str, ref: str) -> str:
@@ -55,13 +70,25 @@ def resolve(store: ObjectStore, name: str, ref: str) -> str:
     return ref
 
 
-def promote(store: ObjectStore, name: str, version: str, alias: str, who: str | None = None) -> dict:
-    """Point ``alias`` at ``version`` (which must be committed); returns the alias record."""
-    catalog.show(store, "models", name, version)  # raises when the version does not exist
+def promote(store: ObjectStore, name: str, version: str, alias: str, who: str | None = None, force: bool = False,
+            reason: str = "") -> dict:
+    """Point ``alias`` at ``version`` (which must be committed); returns the alias record.
+
+    A version whose recorded gates failed is refused (PromotionBlocked) unless ``force``, which needs a
+    ``reason``; both are kept in the alias record and its history, with who and when."""
+    info = catalog.show(store, "models", name, version).info  # raises when the version does not exist
     catalog._check_name(alias, "alias")
+    failed = failed_gates(info)
+    if failed and not force:
+        raise PromotionBlocked(f"{name}@{version}: gates failed: {'; '.join(failed)}; not promoted to {alias} "
+                               "(override with --force --reason TEXT)")
+    if force and not reason.strip():
+        raise UsageError("--force needs --reason: say why a model whose gates failed is promoted")
     key = f"models/{name}/aliases/{alias}.json"
     previous = json.loads(store.get_bytes(key))["version"] if store.exists(key) else None
     record = {"alias": alias, "version": version, "previous": previous, "by": who or catalog._who(), "at": time.time()}
+    if force:
+        record.update(forced=True, reason=reason, failed_gates=failed)
     store.put_bytes(f"models/{name}/alias-history/{time.time_ns()}-{alias}.json", json.dumps(record).encode())
     store.put_bytes(key, json.dumps(record, indent=2).encode())
     return record

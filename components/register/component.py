@@ -19,7 +19,8 @@ def register(
     run_id: str,
     zoo_model: Output[Model],
 ):
-    """One zoo version with lineage; the output artifact carries its URI."""
+    """One zoo version with lineage and deploy gates; ``alias`` is set only when every gate passed. The output
+    artifact carries its URI."""
     import json
     from pathlib import Path
 
@@ -28,4 +29,5 @@ def register(
     result = run(model.path, report.path, onnx_model.path, bench.path, dataset.metadata["version"], name, run_id,
                  parent, alias, store)
     Path(zoo_model.path).write_text(json.dumps(result, indent=2))
-    zoo_model.metadata.update({"object_uri": result["uri"], "version": result["version"], "alias": alias})
+    zoo_model.metadata.update({"object_uri": result["uri"], "version": result["version"],
+                               "alias": alias if result["alias"] else "", "gates_passed": result["gates_passed"]})

@@ -1,8 +1,11 @@
 """Register a finished model in the zoo: one immutable version holding the checkpoint, config, metrics,
-the exported ONNX model and the benchmark, with its lineage; then point an alias (``candidate``) at it."""
+the exported ONNX model, the deploy gates and the benchmark, with its lineage; then point an alias
+(``candidate``) at it — only when every deploy gate passed."""
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,8 +37,14 @@ def register(
                          (onnx_dir / "deploy.py", "onnx/deploy.py")):
             (stage / dst).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, stage / dst)
+        gates = json.loads((onnx_dir / "gates.json").read_text()) if (onnx_dir / "gates.json").is_file() else None
+        if gates:
+            shutil.copyfile(onnx_dir / "gates.json", stage / "metrics" / "gates.json")
         record = zoo.lineage(dataset, stage / "config.py", run_id=run_id, parent=parent)
-        version = zoo.publish(store, name, stage, record)
-    promoted = zoo.promote(store, name, version.version, alias) if alias else None
+        version = zoo.publish(store, name, stage, record, gates=gates)
+    failed = zoo.failed_gates({"gates": gates})
+    if failed and alias:
+        print(f"{name}@{version.version}: not aliased {alias}: gates failed: {'; '.join(failed)}", file=sys.stderr)
+    promoted = zoo.promote(store, name, version.version, alias) if alias and not failed else None
     return {"name": name, "version": version.version, "uri": store.uri(f"models/{name}/{version.version}/"),
-            "lineage": record, "alias": promoted}
+            "lineage": record, "gates_passed": not failed, "alias": promoted}

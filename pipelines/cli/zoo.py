@@ -8,8 +8,10 @@ def cmd_promote(args) -> None:
     from admlops import zoo
     from admlops.objectstore import open_store
 
-    record = zoo.promote(open_store(args.store), args.name, args.version, args.alias)
-    print(f"{args.name}:{args.alias} -> {record['version']} (was {record['previous']}), by {record['by']}")
+    record = zoo.promote(open_store(args.store), args.name, args.version, args.alias, force=args.force,
+                         reason=args.reason or "")
+    forced = f", FORCED past failed gates ({record['reason']})" if record.get("forced") else ""
+    print(f"{args.name}:{args.alias} -> {record['version']} (was {record['previous']}), by {record['by']}{forced}")
 
 
 def add_commands(sub) -> None:
@@ -24,6 +26,9 @@ def add_commands(sub) -> None:
     s.add_argument("name")
     s.add_argument("version")
     s.add_argument("alias")
+    s.add_argument("--force", action="store_true", help="promote although the version's deploy gates failed "
+                   "(recorded with who, when and --reason)")
+    s.add_argument("--reason", help="with --force: why (kept in the alias record and its history)")
     s.set_defaults(func=cmd_promote)
     for parser in zoo.choices.values():
         store_arg(parser)

@@ -1,0 +1,64 @@
+"""Deploy gates in the zoo: recorded with the version, `candidate` only when all passed, promotion refused when
+one failed unless forced with a reason (who, when and why kept)."""
+import json
+
+import pytest
+
+from admlops import catalog, zoo
+from admlops.objectstore import open_store
+from admlops.pipelines.cli import main
+
+
+def _gates(passed: bool) -> dict:
+    gate = {"backend": "openvino", "precision": "int8", "pytorch": 0.9, "measured": 0.9 if passed else 0.85,
+            "drop_points": 0.0 if passed else 5.0, "allowed_points": 1.5, "passed": passed}
+    ok = {"backend": "onnxruntime", "precision": "fp32", "pytorch": 0.9, "measured": 0.9, "drop_points": 0.0,
+          "allowed_points": 0.5, "passed": True}
+    return {"metric": "bbox_mAP_50", "passed": passed, "gates": [ok, gate]}
+
+
+def _steps(tmp_path, passed: bool):
+    """What train, evaluate, export (with gates.json) and benchmark leave for register."""
+    model, ev, onnx, bench = (tmp_path / n for n in ("model", "eval", "onnx", "bench"))
+    for d, files in ((model, ["model.pth", "config.py", "train_log.json"]), (ev, ["metrics.json"]),
+                     (onnx, ["metrics.json", "end2end.onnx", "deploy.py"]), (bench, ["benchmark.json"])):
+        d.mkdir()
+        for f in files:
+            (d / f).write_text("{}" if f.endswith(".json") else f"# {f}\n")
+    (onnx / "gates.json").write_text(json.dumps(_gates(passed)))
+    return model, ev, onnx, bench
+
+
+@pytest.mark.parametrize("passed", [True, False])
+def test_register_aliases_only_when_every_gate_passed(tmp_path, passed):
+    from admlops.components.register.register import register
+
+    store_dir = tmp_path / "store"
+    dataset = {"name": "kitti-coco", "version": "v1", "manifest_sha256": "0" * 64}
+    result = register(*_steps(tmp_path, passed), dataset, "det", run_id="run-1", store_uri=str(store_dir))
+    store = open_store(store_dir)
+    info = catalog.show(store, "models", "det", result["version"]).info
+    assert info["gates"] == _gates(passed) and info["lineage"]["pipeline_run_id"] == "run-1"
+    assert "metrics/gates.json" in {r["path"] for r in catalog.read_manifest(store, "models", "det", result["version"])}
+    assert result["gates_passed"] is passed
+    assert ("candidate" in zoo.aliases(store, "det")) is passed
+
+
+def test_promote_refuses_failed_gates_unless_forced_with_a_reason(tmp_path, capsys):
+    from admlops.components.register.register import register
+
+    store_dir = str(tmp_path / "store")
+    dataset = {"name": "kitti-coco", "version": "v1", "manifest_sha256": "0" * 64}
+    version = register(*_steps(tmp_path, False), dataset, "det", store_uri=store_dir)["version"]
+    assert main(["zoo", "promote", "det", version, "production", "--store", store_dir]) == 4
+    err = capsys.readouterr().err
+    assert "openvino int8 (drop 5.00 > 1.50 points)" in err and "--force" in err
+    assert "production" not in zoo.aliases(open_store(store_dir), "det")
+    assert main(["zoo", "promote", "det", version, "production", "--store", store_dir, "--force"]) == 2
+    assert "--reason" in capsys.readouterr().err
+    assert main(["zoo", "promote", "det", version, "production", "--store", store_dir, "--force",
+                 "--reason", "int8 not shipped"]) == 0
+    record = zoo.aliases(open_store(store_dir), "det")["production"]
+    assert record["forced"] and record["reason"] == "int8 not shipped" and record["by"]
+    assert record["failed_gates"] == ["openvino int8 (drop 5.00 > 1.50 points)"]
+    assert zoo.history(open_store(store_dir), "det")[-1]["forced"]
