@@ -167,14 +167,20 @@ def run_local(name: str, params: dict, store: str | Path, verbose: bool = False)
         params = {"store": str(store), **params}
     steps: list[dict] = []
     failure = None
-    with _quiet_tasks(verbose, steps):
+    pipeline_log = io.StringIO()  # kfp.local's own pipeline-level lines (start, end, DAG warnings)
+    with _quiet_tasks(verbose, steps), contextlib.ExitStack() as quiet:
+        if not verbose:
+            quiet.enter_context(contextlib.redirect_stdout(pipeline_log))
+            quiet.enter_context(contextlib.redirect_stderr(pipeline_log))
         try:
             func(**params)
         except RuntimeError as exc:
             failure = exc
     new = sorted(set(runs.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     if not new:
-        raise PipelineFailed(f"kfp.local wrote no run directory under {runs}: {failure}")
+        raise PipelineFailed(f"kfp.local wrote no run directory under {runs}: {failure}\n{pipeline_log.getvalue()}")
+    (new[-1] / "logs").mkdir(exist_ok=True)
+    (new[-1] / "logs" / "pipeline.log").write_text(pipeline_log.getvalue())
     write_index(new[-1], steps)
     if failure is not None:
         failed = [s for s in steps if s["status"] != "SUCCESS"]
