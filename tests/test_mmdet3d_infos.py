@@ -196,3 +196,28 @@ def test_bad_frames_are_skipped_and_listed_or_fail_when_strict(kitti_root, tmp_p
     assert counts["trainval"] == 18
     ids = {d["sample_idx"] for d in _load(tmp_path / "out" / "kitti_infos_trainval.pkl")["data_list"]}
     assert 4 not in ids and 7 not in ids and len(ids) == 18
+
+
+def test_non_numeric_frame_id_names_split_file_and_line(kitti_root, tmp_path):
+    """mmdet3d's sample_idx is the frame id as an integer: an id that is none is a bad sample, not a ValueError."""
+    from admlops.components.convert.records import Skips
+    from admlops.errors import InputError
+
+    root = (tmp_path / "kitti").resolve()  # as the writer names files
+    shutil.copytree(kitti_root, root)
+    train = root / "ImageSets" / "train.txt"
+    ids = train.read_text().split()
+    train.write_text("\n".join([*ids, "frame_x"]) + "\n")
+    for sub, ext in (("label_2", "txt"), ("image_2", "png"), ("calib", "txt"), ("velodyne", "bin")):  # a whole frame
+        shutil.copy(root / "training" / sub / f"{ids[0]}.{ext}", root / "training" / sub / f"frame_x.{ext}")
+    message = "frame id 'frame_x' is not a number (mmdet3d's sample_idx is the frame id as an integer)"
+    with pytest.raises(InputError) as err:
+        write_kitti_infos(root, tmp_path / "strict", workers=1)
+    assert (err.value.path, err.value.line, err.value.message) == (str(train), len(ids) + 1, message)
+    assert not (tmp_path / "strict").exists()
+
+    counts = write_kitti_infos(root, tmp_path / "out", workers=1, skips=Skips(strict=False))
+    report = json.loads((tmp_path / "out" / "skipped.json").read_text())
+    assert report == {"skipped": 1, "samples": [{"sample": "training/frame_x", "file": str(train), "line": len(ids) + 1,
+                                                 "message": message}]}
+    assert counts["train"] == len(ids)

@@ -206,3 +206,117 @@ def test_bad_sample_skipped_and_listed(nuscenes_root, tmp_path):
     assert report["skipped"] == len(report["samples"]) == 1
     assert report["samples"][0]["sample"] == f"sample {bad_sample}" and "f" * 32 in report["samples"][0]["message"]
     assert counts["train"] + counts["val"] == 7
+
+
+# Broken links, resolved per sample: each edit of the tables returns the samples it makes bad, as
+# (skipped sample, file, message) in the infos writer's naming; a bad sample is listed, the others written.
+def _rows(tables: Path, name: str) -> list[dict]:
+    return json.loads((tables / f"{name}.json").read_text())
+
+
+def _write(tables: Path, name: str, rows: list[dict]) -> None:
+    (tables / f"{name}.json").write_text(json.dumps(rows))
+
+
+def _keyframe(tables: Path, channel: str) -> tuple[list[dict], dict]:
+    """The sample_data rows and the first keyframe of ``channel`` among them."""
+    sensors = {s["token"]: s["channel"] for s in _rows(tables, "sensor")}
+    channel_of = {c["token"]: sensors[c["sensor_token"]] for c in _rows(tables, "calibrated_sensor")}
+    sds = _rows(tables, "sample_data")
+    return sds, next(sd for sd in sds if sd["is_key_frame"] and channel_of[sd["calibrated_sensor_token"]] == channel)
+
+
+def _nowhere(record: dict, field: str, token: str, table: str) -> str:
+    return f"record {record['token']!r}: {field} {token!r} points nowhere in {table}.json"
+
+
+def orphan_keyframe(tables):
+    sds, sd = _keyframe(tables, "CAM_FRONT")
+    sample, sd["sample_token"] = sd["sample_token"], "e" * 32
+    _write(tables, "sample_data", sds)
+    return [(f"sample_data {sd['token']}", "sample_data.json", _nowhere(sd, "sample_token", "e" * 32, "sample")),
+            (f"sample {sample}", "sample_data.json", f"sample {sample!r} has no CAM_FRONT keyframe")]
+
+
+def sample_of_no_scene(tables):
+    samples = _rows(tables, "sample")
+    samples[2]["scene_token"] = "d" * 32
+    _write(tables, "sample", samples)
+    return [(f"sample {samples[2]['token']}", "sample.json", _nowhere(samples[2], "scene_token", "d" * 32, "scene"))]
+
+
+def keyframe_of_no_sensor(tables):
+    sds, sd = _keyframe(tables, "CAM_FRONT")
+    sd["calibrated_sensor_token"] = "c" * 32
+    _write(tables, "sample_data", sds)
+    message = _nowhere(sd, "calibrated_sensor_token", "c" * 32, "calibrated_sensor")
+    return [(f"sample {sd['sample_token']}", "sample_data.json", message)]
+
+
+def unknown_category(tables):
+    instances = _rows(tables, "instance")
+    inst = instances[0]
+    inst["category_token"] = "b" * 32
+    _write(tables, "instance", instances)
+    samples = sorted({a["sample_token"] for a in _rows(tables, "sample_annotation") if a["instance_token"] == inst["token"]})
+    return [(f"sample {s}", "instance.json", _nowhere(inst, "category_token", "b" * 32, "category")) for s in samples]
+
+
+def orphan_annotation(tables):
+    anns = _rows(tables, "sample_annotation")
+    ann = anns[5]
+    ann["sample_token"] = "a" * 32
+    _write(tables, "sample_annotation", anns)
+    message = _nowhere(ann, "sample_token", "a" * 32, "sample")
+    # its neighbours along the instance need its time for their velocity: their samples are bad too
+    neighbours = sorted({a["sample_token"] for a in anns if ann["token"] in (a["prev"], a["next"])})
+    return [(f"sample_annotation {ann['token']}", "sample_annotation.json", message)] + \
+        [(f"sample {s}", "sample_annotation.json", message) for s in neighbours]
+
+
+def _listed(out: Path) -> list[tuple]:
+    report = json.loads((out / "skipped.json").read_text())
+    assert report["skipped"] == len(report["samples"])
+    return [(s["sample"], Path(s["file"]).name, s["message"]) for s in report["samples"]]
+
+
+@pytest.mark.parametrize("edit", [orphan_keyframe, sample_of_no_scene, keyframe_of_no_sensor, unknown_category,
+                                  orphan_annotation])
+def test_dangling_token_skips_its_sample_only(nuscenes_root, tmp_path, edit):
+    from admlops.components.convert.records import Skips
+
+    expected = []
+    root = _broken_copy(nuscenes_root, tmp_path / "nus", lambda tables: expected.extend(edit(tables)))
+    bad = {sample.removeprefix("sample ") for sample, _, _ in expected if sample.startswith("sample ")}
+    assert expected and bad
+    with pytest.raises(InputError) as err:
+        write_nuscenes_infos(root, tmp_path / "strict", version="v1.0-mini", workers=1)
+    assert (Path(err.value.path).name, err.value.message) in {(f, m) for _, f, m in expected}
+    assert not (tmp_path / "strict").exists()
+
+    counts = write_nuscenes_infos(root, tmp_path / "out", version="v1.0-mini", workers=1, skips=Skips(strict=False))
+    assert sorted(_listed(tmp_path / "out")) == sorted(expected)
+    written = {d["token"] for split in counts for d in _load(tmp_path / "out" / f"nuscenes_infos_{split}.pkl")["data_list"]}
+    assert written == {s["token"] for s in _rows(root / "v1.0-mini", "sample")} - bad
+
+
+@pytest.mark.parametrize("edit", [orphan_keyframe, unknown_category])
+def test_reader_skips_and_lists_frames_of_dangling_tokens(nuscenes_root, tmp_path, edit):
+    from admlops.components.convert.kitti_coco import convert_to_coco
+    from admlops.components.convert.records import Skips
+    from admlops.formats.nuscenes import CAMERAS
+
+    expected = []
+    root = _broken_copy(nuscenes_root, tmp_path / "nus", lambda tables: expected.extend(edit(tables)))
+    # the reader's frames are per camera: a sample the writer skips is a frame per camera, or the one of the camera
+    # it lacks ("sample '...' has no CAM_FRONT keyframe"); a record of no sample is listed as it is
+    frames = []
+    for sample, file, message in expected:
+        cams = [message.split()[-2]] if message.endswith(" keyframe") else CAMERAS
+        frames += [(f"{sample.removeprefix('sample ')}/{cam}", file, message) for cam in cams] \
+            if sample.startswith("sample ") else [(sample, file, message)]
+    with pytest.raises(InputError):
+        convert_to_coco("nuscenes", root, tmp_path / "strict", "road-3class", version="v1.0-mini")
+    summary = convert_to_coco("nuscenes", root, tmp_path / "coco", "road-3class", version="v1.0-mini", skips=Skips(strict=False))
+    assert sorted(_listed(tmp_path / "coco")) == sorted(frames)
+    assert summary["frames"]["train"] + summary["frames"]["val"] == 6 * 8 - len([f for f in frames if "/" in f[0]])

@@ -42,25 +42,54 @@ class Tables:
             if not isinstance(rows, list) or not all(isinstance(r, dict) and "token" in r for r in rows):
                 raise InputError(path, "expected a list of records, each with a 'token'")
             self.rows[name], self.index[name] = rows, {r["token"]: r for r in rows}
-        # reverse links the tables only hold one way: keyframe sample_data per sample, annotations per sample
+        # reverse links the tables only hold one way: keyframe sample_data per sample, annotations per sample.
+        # Links are resolved per sample: one that points nowhere marks its sample broken (``check`` raises its
+        # error when the sample is read), a record whose own sample cannot be found is listed in ``unlinked``.
+        self.broken: dict[str, InputError] = {}
+        self.unlinked: list[tuple[str, InputError]] = []
         self.sample_data: dict[str, dict[str, dict]] = {s["token"]: {} for s in self.rows["sample"]}
-        for sd in self.rows["sample_data"]:
-            if sd.get("is_key_frame"):
-                sample = self.get("sample", sd["sample_token"], "sample_data", sd)
-                channel = self.get("sensor", self.get("calibrated_sensor", sd["calibrated_sensor_token"], "sample_data", sd)
-                                   ["sensor_token"], "calibrated_sensor", sd)["channel"]
-                self.sample_data[sample["token"]][channel] = sd
         self.anns: dict[str, list[dict]] = {s["token"]: [] for s in self.rows["sample"]}
+        for sd in self.rows["sample_data"]:
+            if sd.get("is_key_frame") and (sample := self._sample_of("sample_data", sd)) is not None:
+                try:
+                    cs = self.follow("sample_data", sd, "calibrated_sensor_token", "calibrated_sensor")
+                    self.sample_data[sample][self.follow("calibrated_sensor", cs, "sensor_token", "sensor")["channel"]] = sd
+                except InputError as exc:
+                    self.broken.setdefault(sample, exc)
         for ann in self.rows["sample_annotation"]:
-            self.anns[self.get("sample", ann["sample_token"], "sample_annotation", ann)["token"]].append(ann)
+            if (sample := self._sample_of("sample_annotation", ann)) is not None:
+                self.anns[sample].append(ann)
+                try:
+                    self.category(ann)
+                except InputError as exc:
+                    self.broken.setdefault(sample, exc)
 
-    def get(self, table: str, token: str, referrer: str, record: dict) -> dict:
-        """The ``table`` record ``token`` that ``record`` (of table ``referrer``) points at."""
+    def _sample_of(self, table: str, record: dict) -> str | None:
+        """The token of the sample ``record`` (of ``table``) belongs to; None, with the record listed in
+        ``unlinked``, when its ``sample_token`` points nowhere."""
+        try:
+            return self.follow(table, record, "sample_token", "sample")["token"]
+        except InputError as exc:
+            self.unlinked.append((f"{table} {record['token']}", exc))
+            return None
+
+    def check(self, sample_token: str) -> None:
+        """Raise the error of the first link of the sample's keyframes or annotations that points nowhere, if any."""
+        if sample_token in self.broken:
+            raise self.broken[sample_token]
+
+    def follow(self, referrer: str, record: dict, field: str, table: str, index: int | None = None) -> dict:
+        """The ``table`` record that ``record`` (of table ``referrer``) points at by its token ``field`` (by the
+        ``index``-th token of a list field such as ``attribute_tokens``); an InputError naming the referrer's
+        file, the record and the token when there is none."""
+        token = record.get(field)
+        if index is not None:
+            field, token = f"{field}[{index}]", token[index]
         try:
             return self.index[table][token]
-        except KeyError:
-            raise InputError(self.dir / f"{referrer}.json", f"record {record.get('token')!r}: token {token!r} points "
-                                                            f"nowhere in {table}.json") from None
+        except (KeyError, TypeError):  # TypeError: a token that is no string (a list, an object)
+            what = f"{field} {token!r} points nowhere in {table}.json" if token is not None else f"missing {field!r}"
+            raise InputError(self.dir / f"{referrer}.json", f"record {record.get('token')!r}: {what}") from None
 
     def path(self, sd: dict) -> Path:
         """The file of a sample_data record; an error naming the record when it is missing."""
@@ -71,12 +100,13 @@ class Tables:
 
     def pose(self, sd: dict) -> tuple[dict, dict]:
         """(calibrated_sensor, ego_pose) records of a sample_data record."""
-        return (self.get("calibrated_sensor", sd["calibrated_sensor_token"], "sample_data", sd),
-                self.get("ego_pose", sd["ego_pose_token"], "sample_data", sd))
+        return (self.follow("sample_data", sd, "calibrated_sensor_token", "calibrated_sensor"),
+                self.follow("sample_data", sd, "ego_pose_token", "ego_pose"))
 
     def category(self, ann: dict) -> str:
-        inst = self.get("instance", ann["instance_token"], "sample_annotation", ann)
-        return self.get("category", inst["category_token"], "instance", inst)["name"]
+        """The category name of an annotation (through its instance)."""
+        inst = self.follow("sample_annotation", ann, "instance_token", "instance")
+        return self.follow("instance", inst, "category_token", "category")["name"]
 
     def velocity(self, ann: dict, max_time_diff: float = 1.5) -> np.ndarray:
         """Global velocity from the neighbouring annotations of the instance (NaN where it cannot be known),
@@ -84,9 +114,9 @@ class Tables:
         has_prev, has_next = ann["prev"] != "", ann["next"] != ""
         if not has_prev and not has_next:
             return np.full(3, np.nan)
-        first = self.get("sample_annotation", ann["prev"], "sample_annotation", ann) if has_prev else ann
-        last = self.get("sample_annotation", ann["next"], "sample_annotation", ann) if has_next else ann
-        t = [1e-6 * self.get("sample", a["sample_token"], "sample_annotation", a)["timestamp"] for a in (first, last)]
+        first = self.follow("sample_annotation", ann, "prev", "sample_annotation") if has_prev else ann
+        last = self.follow("sample_annotation", ann, "next", "sample_annotation") if has_next else ann
+        t = [1e-6 * self.follow("sample_annotation", a, "sample_token", "sample")["timestamp"] for a in (first, last)]
         if t[1] - t[0] > max_time_diff * (2 if has_prev and has_next else 1):
             return np.full(3, np.nan)
         return (np.asarray(last["translation"]) - np.asarray(first["translation"])) / (t[1] - t[0])
@@ -118,7 +148,7 @@ def camera_objects(tables: Tables, sample: dict, channel: str) -> list[dict]:
         if proj[2] <= 0:
             continue
         attrs = ann.get("attribute_tokens") or []
-        attr = tables.get("attribute", attrs[0], "sample_annotation", ann)["name"] if attrs else "None"
+        attr = tables.follow("sample_annotation", ann, "attribute_tokens", "attribute", 0)["name"] if attrs else "None"
         out.append({"category": tables.category(ann), "bbox": list(bounds), "centre": centre, "lhw": wlh[[1, 2, 0]],
                     "yaw": -q.yaw_pitch_roll[0], "velocity": (to_cam @ tables.velocity(ann))[0::2],
                     "center_2d": (proj[:2] / proj[2]).tolist(), "depth": float(proj[2]), "attribute": attr,

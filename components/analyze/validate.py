@@ -8,28 +8,25 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
-from admlops.components.convert.readers import kitti_frames, read_kitti_frame
-from admlops.components.convert.records import READERS, Frame
+from admlops.components.convert.records import Frame, Skips, check_reader_options, read_frames
 from admlops.definition import IGNORE, DatasetDefinition, load_definition
 from admlops.errors import InputError
 
 EDGE_TOLERANCE = 1.0  # pixels a box may reach past the image border (rounding in many tools)
 
 
-def _frames(fmt: str, src: str | Path, violations: list, **reader_args):
-    if fmt == "kitti":  # frame by frame, so one bad file does not hide the others
-        training, ids = kitti_frames(src)
-        for frame in ids:
-            try:
-                yield read_kitti_frame(training, frame)
-            except InputError as exc:
-                violations.append({"file": exc.path, "line": exc.line, "frame": frame, "rule": "unreadable", "message": exc.message})
-        return
+def _frames(fmt: str, src: str | Path, violations: list, **reader_args) -> Iterator[Frame]:
+    """Every readable frame of ``src``. Frame by frame, so one bad file does not hide the others: each unreadable
+    sample (and a dataset the reader cannot open at all) becomes an ``unreadable`` violation."""
+    skips = Skips(strict=False)
     try:
-        yield from READERS[fmt](src, **reader_args)
+        yield from read_frames(fmt, src, skips, **reader_args)
     except InputError as exc:
         violations.append({"file": exc.path, "line": exc.line, "frame": None, "rule": "unreadable", "message": exc.message})
+    violations += [{"file": s["file"], "line": s["line"], "frame": s["sample"], "rule": "unreadable", "message": s["message"]}
+                   for s in skips.items]
 
 
 def check_frame(frame: Frame, defn: DatasetDefinition, mapping: dict[str, str]) -> list[dict]:
@@ -65,6 +62,7 @@ def check_frame(frame: Frame, defn: DatasetDefinition, mapping: dict[str, str]) 
 
 def validate(fmt: str, src: str | Path, definition: str | Path | DatasetDefinition, **reader_args) -> dict:
     """A report of every violation in the dataset ``src`` (format ``fmt``) against ``definition``."""
+    check_reader_options(fmt, reader_args)
     defn = load_definition(definition)
     mapping = defn.mapping(fmt)
     violations: list[dict] = []

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from admlops.components.convert.coco import write_coco
 from admlops.components.convert.readers import kitti_frames, read_kitti_frame
-from admlops.components.convert.records import READERS, STRICT, Frame, Skips
+from admlops.components.convert.records import STRICT, Frame, Skips, check_reader_options, guarded, read_frames
 from admlops.definition import DatasetDefinition, load_definition
 from admlops.errors import InputError
 
@@ -22,20 +22,9 @@ def hash_split(frame: str, val_fraction: float, seed: int) -> str:
     return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
 
 
-def _read_frame(args) -> tuple[str, Frame | InputError]:
+def _read_frame(args: tuple[Path, str, tuple[str, ...]]) -> Frame:
     training, frame, classes = args
-    try:
-        return frame, read_kitti_frame(training, frame, classes)  # a class the definition does not map is an error
-    except InputError as exc:  # handed to the parent's Skips: raised there when strict
-        return frame, exc
-
-
-def _frames(results, skips: Skips):
-    for frame_id, result in results:
-        if isinstance(result, InputError):
-            skips.add(result, frame_id)
-        else:
-            yield result
+    return read_kitti_frame(training, frame, classes)  # a class the definition does not map is an error
 
 
 def _splits(kitti_root: Path, frames: list[str], val_fraction: float, seed: int, skips: Skips) -> tuple[dict[str, str], dict]:
@@ -77,8 +66,9 @@ def kitti_to_coco(
     split, split_info = _splits(kitti_root, frames, val_fraction, seed, skips)
     jobs = [(training, f, tuple(mapping)) for f in frames if f in split]
     with Pool(workers) as pool:
-        results = tqdm(pool.imap(_read_frame, jobs, chunksize=8), total=len(jobs), desc="convert kitti->coco", unit="frame")
-        return write_coco(_frames(results, skips), out, defn, "kitti", lambda frame: split[frame.id],
+        results = tqdm(pool.imap(guarded(_read_frame), jobs, chunksize=8), total=len(jobs), desc="convert kitti->coco",
+                       unit="frame")
+        return write_coco(skips.passed((job[1] for job in jobs), results), out, defn, "kitti", lambda frame: split[frame.id],
                           {"kitti_root": str(kitti_root), "split": split_info}, skips)
 
 
@@ -95,13 +85,12 @@ def convert_to_coco(
     """Convert a dataset in format ``fmt`` (a key of ``READERS``) to COCO; KITTI takes the parallel path.
 
     Other formats are split by a seeded hash of each frame id (of its group, e.g. its nuScenes scene). ``reader_args`` go to the reader
-    (e.g. ``image_root`` for COCO and BDD100K, ``split`` for YOLO).
+    (e.g. ``image_root`` for COCO, VOC and BDD100K, ``split`` for YOLO); one it does not take is a UsageError.
     """
+    check_reader_options(fmt, reader_args)
     if fmt == "kitti":
         return kitti_to_coco(src, out, definition, val_fraction, seed, skips=skips)
-    if fmt not in READERS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(sorted(READERS))}")
     defn = load_definition(definition)
-    frames = tqdm(READERS[fmt](src, skips=skips, **reader_args), desc=f"convert {fmt}->coco", unit="frame")
+    frames = tqdm(read_frames(fmt, src, skips, **reader_args), desc=f"convert {fmt}->coco", unit="frame")
     return write_coco(frames, out, defn, fmt, lambda frame: hash_split(frame.group or frame.id, val_fraction, seed),
                       {"input": str(src), "split": {"method": "sha256", "val_fraction": val_fraction, "seed": seed}}, skips)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from admlops.components.convert.coco import write_coco
 from admlops.components.convert.kitti_coco import hash_split
-from admlops.components.convert.records import READERS, STRICT, Skips
+from admlops.components.convert.records import STRICT, Skips, check_reader_options, read_frames
 from admlops.definition import IGNORE, DatasetDefinition, load_definition
 
 
@@ -32,6 +32,10 @@ def _sha256(path: Path) -> str:
 
 def merge(sources: list[Source], out: str | Path, definition: str | Path | DatasetDefinition,
           val_fraction: float = 0.2, seed: int = 0, skips: Skips = STRICT) -> dict:
+    """Merge ``sources`` into one COCO dataset under ``out`` (atomically); returns the summary. Every source's
+    format and reader options are checked before anything is read (a UsageError names the wrong one)."""
+    for src in sources:
+        check_reader_options(src.format, src.options)
     defn = load_definition(definition)
     mappings = {s.format: defn.mapping(s.format) for s in sources}
     names = [c.name for c in defn.categories]
@@ -42,7 +46,7 @@ def merge(sources: list[Source], out: str | Path, definition: str | Path | Datas
 
     def frames():
         for src in sources:
-            read = READERS[src.format](src.path, skips=skips, **src.options)
+            read = read_frames(src.format, src.path, skips, **src.options)
             for frame in tqdm(read, desc=f"merge {src.name}", unit="frame"):
                 digest = _sha256(frame.image)
                 fid = f"{src.name}-{frame.id}"

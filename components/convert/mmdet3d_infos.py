@@ -17,13 +17,14 @@ import pickle
 import shutil
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from tqdm import tqdm
 
 from admlops.components.convert.lidar import kitti_lidar, kitti_scan
 from admlops.components.convert.readers import read_kitti_frame
-from admlops.components.convert.records import STRICT, Skips
+from admlops.components.convert.records import STRICT, Skips, guarded
 from admlops.errors import InputError
 from admlops.geometry import hull_bounds_in_image
 from admlops.formats import kitti
@@ -83,13 +84,11 @@ class SplitSpools:
     def __init__(self, tmp: Path, skips: Skips):
         self.tmp, self.skips, self.splits, self.db, self.group = tmp, skips, {}, {}, 0
 
-    def collect(self, split: str, results, total: int, desc: str, unit: str) -> None:
-        """Spool ``results``: (sample name, (encoded info or InputError, GT-database entries)) pairs."""
+    def collect(self, split: str, samples: list[str], results: Iterable, desc: str, unit: str) -> None:
+        """Spool ``results`` of ``guarded`` jobs, one per name in ``samples``: each an (encoded info, GT-database
+        entries) pair, or the InputError that skips the sample (``Skips.passed``)."""
         self.splits[split] = spool = Spool(self.tmp / f".{split}.spool")
-        for sample, (encoded, db) in tqdm(results, total=total, desc=desc, unit=unit):
-            if isinstance(encoded, InputError):
-                self.skips.add(encoded, sample)
-                continue
+        for encoded, db in tqdm(self.skips.passed(samples, results), total=len(samples), desc=desc, unit=unit):
             spool.append_encoded(encoded)
             for name, entry in db:
                 if name not in self.db:
@@ -137,19 +136,6 @@ def camera_instance(obj, P2: np.ndarray, width: int, height: int) -> dict | None
     return {"bbox_label": label, "bbox_label_3d": label, "bbox": list(bounds), "bbox_3d_isvalid": True,
             "bbox_3d": _f32([*loc, *dims, obj.box3d["rotation_y"]]), "velocity": -1,
             "center_2d": (proj[:2] / proj[2]).tolist(), "depth": float(proj[2])}
-
-
-class guarded:  # noqa: N801 - used like a decorator
-    """A pool job that returns its InputError instead of raising it, so the parent's Skips decides."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __call__(self, args):
-        try:
-            return self.fn(args)
-        except InputError as exc:
-            return exc, None
 
 
 def frame_info(args) -> tuple[bytes, list[tuple[str, dict]]]:
@@ -224,13 +210,23 @@ def _db_object(obj_points, box_lidar, sample_idx: int, name: str, gt_idx: int, d
             "num_points_in_gt": len(obj_points), "difficulty": diff, "score": 0.0}
 
 
-def _read_split(root: Path, name: str, required: bool) -> list[str] | None:
+def _read_split(root: Path, name: str, required: bool, skips: Skips) -> list[str] | None:
+    """The frame ids of ``ImageSets/<name>.txt`` (None when it is missing and not ``required``). An id that is not
+    a number is a bad sample, named with its file and line: mmdet3d's ``sample_idx`` is the id as an integer."""
     path = root / "ImageSets" / f"{name}.txt"
     if not path.is_file():
         if required:
             raise InputError(path, "missing split file (mmdet3d infos follow KITTI's ImageSets)")
         return None
-    return path.read_text().split()
+    ids = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        for frame in line.split():
+            with skips.sample(f"{'testing' if name == 'test' else 'training'}/{frame}"):
+                if not (frame.isascii() and frame.isdigit()):
+                    raise InputError(path, f"frame id {frame!r} is not a number (mmdet3d's sample_idx is the frame id "
+                                           "as an integer)", lineno)
+                ids.append(frame)
+    return ids
 
 
 def write_kitti_infos(kitti_root: str | Path, out: str | Path, prefix: str = "kitti", workers: int | None = None,
@@ -240,8 +236,8 @@ def write_kitti_infos(kitti_root: str | Path, out: str | Path, prefix: str = "ki
     Splits follow ``ImageSets/{train,val}.txt`` (and ``test.txt`` over ``testing/`` when both exist). A bad
     frame raises, or with non-strict ``skips`` is left out and listed in ``skipped.json``."""
     root = Path(kitti_root).resolve()
-    splits = {name: _read_split(root, name, required=True) for name in ("train", "val")}
-    if (test := _read_split(root, "test", required=False)) is not None and (root / "testing").is_dir():
+    splits = {name: _read_split(root, name, True, skips) for name in ("train", "val")}
+    if (root / "testing").is_dir() and (test := _read_split(root, "test", False, skips)) is not None:
         splits["test"] = test
     with atomic_dir(out) as tmp, Pool(workers) as pool:
         (tmp / f"{prefix}_gt_database").mkdir()
@@ -253,8 +249,7 @@ def write_kitti_infos(kitti_root: str | Path, out: str | Path, prefix: str = "ki
                 if (base / sub).is_dir() and not (tmp / base.name / sub).exists():
                     os.symlink(base / sub, tmp / base.name / sub)
             results = pool.imap(_frame_info, [(base, i, tmp, prefix, split) for i in ids], chunksize=8)
-            spools.collect(split, zip((f"{base.name}/{i}" for i in ids), results, strict=True), len(ids),
-                           f"mmdet3d kitti infos ({split})", "frame")
+            spools.collect(split, [f"{base.name}/{i}" for i in ids], results, f"mmdet3d kitti infos ({split})", "frame")
         infos = {**spools.splits, "trainval": (spools.splits["train"], spools.splits["val"])}
         for name, parts in infos.items():  # unlabelled test frames have no DontCare regions to declare
             meta = METAINFO if name != "test" else {**METAINFO, "categories": {c: i for i, c in enumerate(CLASSES)}}

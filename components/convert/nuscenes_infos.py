@@ -19,8 +19,8 @@ import numpy as np
 from nuscenes.utils import splits as official_splits
 
 from admlops.components.convert.lidar import points_in_boxes
-from admlops.components.convert.mmdet3d_infos import Spool, SplitSpools, guarded, write_pickle
-from admlops.components.convert.records import STRICT, Skips
+from admlops.components.convert.mmdet3d_infos import Spool, SplitSpools, write_pickle
+from admlops.components.convert.records import STRICT, Skips, guarded
 from admlops.errors import InputError
 from admlops.formats import nuscenes as nus
 from admlops.localfs import atomic_dir
@@ -72,6 +72,7 @@ def _sensor_entry(tables: nus.Tables, sd: dict, global_to_lidar: np.ndarray) -> 
 def sample_info(args) -> tuple[bytes, list[tuple[str, dict]]]:
     sample_token, index, split, out, prefix, max_sweeps = args
     tables = _TABLES
+    tables.check(sample_token)
     sample = tables.index["sample"][sample_token]
     sds = tables.sample_data[sample_token]
     for channel in ("LIDAR_TOP", *nus.CAMERAS):
@@ -86,7 +87,7 @@ def sample_info(args) -> tuple[bytes, list[tuple[str, dict]]]:
             "lidar_points": {"num_pts_feats": 5, "lidar_path": Path(lidar_sd["filename"]).name, "lidar2ego": _f32(lidar2ego)}}
     sweeps, sd = [], lidar_sd
     while len(sweeps) < max_sweeps and sd["prev"]:
-        sd = tables.get("sample_data", sd["prev"], "sample_data", sd)
+        sd = tables.follow("sample_data", sd, "prev", "sample_data")
         entry, _ = _sensor_entry(tables, sd, global_to_lidar)
         tables.path(sd)
         sweeps.append({"timestamp": sd["timestamp"] / 1e6, "ego2global": entry["ego2global"], "sample_data_token": sd["token"],
@@ -164,13 +165,10 @@ def _db_objects(tables, lidar_sd, info, out: Path, prefix: str) -> list[tuple[st
     return entries
 
 
-def _categories(tables: nus.Tables):
-    """Category names of the annotations whose links resolve (a broken one is reported with its sample)."""
-    for ann in tables.rows["sample_annotation"]:
-        try:
-            yield tables.category(ann)
-        except InputError:
-            continue
+def _categories(tables: nus.Tables) -> set[str]:
+    """Category names of the annotations of every sample whose links resolve (a broken sample is skipped and
+    listed, naming the token that points nowhere)."""
+    return {tables.category(ann) for sample, anns in tables.anns.items() if sample not in tables.broken for ann in anns}
 
 
 def write_nuscenes_infos(root: str | Path, out: str | Path, version: str = "v1.0-trainval", prefix: str = "nuscenes",
@@ -186,10 +184,13 @@ def write_nuscenes_infos(root: str | Path, out: str | Path, version: str = "v1.0
     scene_split = {name: split for split, names in scene_splits(version).items() for name in names}
     split_of = {s["token"]: scene_split.get(s["name"]) for s in tables.rows["scene"]}
     jobs: dict[str, list] = {split: [] for split in scene_splits(version)}
+    for name, exc in tables.unlinked:  # records of no sample: listed, never silently dropped
+        skips.add(exc, name)
     for sample in tables.rows["sample"]:  # sample-table order, as the reference
-        scene = tables.get("scene", sample["scene_token"], "sample", sample)
-        if (split := split_of[scene["token"]]) is not None:
-            jobs[split].append(sample["token"])
+        with skips.sample(f"sample {sample['token']}"):  # a sample of no scene has no split
+            scene = tables.follow("sample", sample, "scene_token", "scene")
+            if (split := split_of[scene["token"]]) is not None:
+                jobs[split].append(sample["token"])
     with atomic_dir(out) as tmp, Pool(workers) as pool:
         (tmp / f"{prefix}_gt_database").mkdir()
         for sub in ("samples", "sweeps", "maps", version):
@@ -199,9 +200,8 @@ def write_nuscenes_infos(root: str | Path, out: str | Path, version: str = "v1.0
         for split, tokens in jobs.items():
             # sample_idx is the position in the split (as the reference); a skipped sample leaves a gap
             results = pool.imap(_sample_info, [(t, i, split, tmp, prefix, max_sweeps) for i, t in enumerate(tokens)], chunksize=4)
-            spools.collect(split, zip((f"sample {t}" for t in tokens), results, strict=True), len(tokens),
-                           f"mmdet3d nuscenes infos ({split})", "sample")
-        ignored = sorted(set(_categories(tables)) - set(NAME_MAPPING) - set(CLASSES))
+            spools.collect(split, [f"sample {t}" for t in tokens], results, f"mmdet3d nuscenes infos ({split})", "sample")
+        ignored = sorted(_categories(tables) - set(NAME_MAPPING) - set(CLASSES))
         metainfo = {"categories": {**{c: i for i, c in enumerate(CLASSES)}, **{c: -1 for c in ignored}},
                     "dataset": "nuscenes", "version": version, "info_version": "1.1"}
         for split, spool in spools.splits.items():

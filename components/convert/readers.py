@@ -15,7 +15,8 @@ import dataclasses
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
+from xml.parsers import expat
 
 import yaml
 
@@ -26,6 +27,8 @@ from admlops.formats import kitti
 from admlops.formats import nuscenes as nus
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+T = TypeVar("T")
+LINE = "__line__"  # the attribute _parse_xml gives every element: the line of its start tag
 
 
 def _load_json(path: Path):
@@ -37,6 +40,22 @@ def _load_json(path: Path):
         raise InputError(path, f"invalid JSON: {exc.msg}", exc.lineno) from None
 
 
+def _require(record, keys: tuple[str, ...], path: Path, where: str) -> dict:
+    """``record`` when it is a JSON object holding every one of ``keys``; else an InputError naming the element
+    (``images[3]: missing 'file_name'``)."""
+    if not isinstance(record, dict):
+        raise InputError(path, f"{where}: expected an object, got {type(record).__name__}")
+    for key in keys:
+        if key not in record:
+            raise InputError(path, f"{where}: missing {key!r}")
+    return record
+
+
+def _sample_name(record, key: str, where: str) -> str:
+    """What a JSON sample is listed as when skipped: its ``key`` (file name) if it has one, else its element."""
+    return str(record[key]) if isinstance(record, dict) and key in record else where
+
+
 def _number(value, path: Path, where: str, line: int | None = None) -> float:
     try:
         out = float(value)
@@ -45,6 +64,33 @@ def _number(value, path: Path, where: str, line: int | None = None) -> float:
     if out != out or out in (float("inf"), float("-inf")):
         raise InputError(path, f"{where}: expected a finite number, got {value!r}", line)
     return out
+
+
+def _pixels(value, path: Path, where: str, line: int | None = None) -> int:
+    """An image width or height: a whole number >= 0, also written as an integral float ("500.0", as some
+    exporters write it); "500.5" or "-1" is an error naming ``where``."""
+    number = _number(value, path, where, line)
+    if not number.is_integer() or number < 0:
+        raise InputError(path, f"{where}: expected a whole number of pixels, got {value!r}", line)
+    return int(number)
+
+
+def _flag(value, path: Path, where: str, line: int | None = None) -> int:
+    """A 0/1 flag as the VOC devkit (difficult, truncated, occluded) and COCO (iscrowd) define them. Anything else,
+    e.g. "Unspecified" (which VOC only defines for <pose>), is an error naming ``where``."""
+    if str(value).strip() not in ("0", "1"):
+        raise InputError(path, f"{where}: expected 0 or 1, got {value!r}", line)
+    return int(value)
+
+
+def _sized_image(image: Path, width, height, referrer: Path, where: str) -> tuple[int, int]:
+    """(width, height): as the labels declare them (the image only checked to exist), or, where they declare
+    none (absent or 0), the image's own, read whole."""
+    if not width or not height:
+        return image_size(image, referrer)
+    if not image.is_file():
+        raise InputError(referrer, f"{where}: label without image: expected {image}")
+    return width, height
 
 
 def kitti_frames(root: str | Path) -> tuple[Path, list[str]]:
@@ -60,11 +106,12 @@ def kitti_frames(root: str | Path) -> tuple[Path, list[str]]:
 
 
 @reader("kitti")
-def read_kitti(root: str | Path, classes: tuple[str, ...] = kitti.CLASSES, skips: Skips = STRICT) -> Iterator[Frame]:
+def read_kitti(root: str | Path, skips: Skips = STRICT) -> Iterator[Frame]:
+    """Every labelled frame of ``root/training``; the layout fixes where images are, so it takes no options."""
     training, frames = kitti_frames(root)
     for frame in frames:
         with skips.sample(frame):
-            yield read_kitti_frame(training, frame, classes)
+            yield read_kitti_frame(training, frame)
 
 
 def read_kitti_frame(training: Path, frame: str, classes: tuple[str, ...] = kitti.CLASSES, labels: bool = True,
@@ -91,77 +138,124 @@ def read_kitti_frame(training: Path, frame: str, classes: tuple[str, ...] = kitt
 
 @reader("coco")
 def read_coco(ann_file: str | Path, image_root: str | Path | None = None, skips: Skips = STRICT) -> Iterator[Frame]:
+    """``ann_file`` is a COCO detection json; images are under ``image_root`` (default: beside the json). An image
+    or annotation record that is not whole is a bad sample; so is an annotation of an image not in ``images``."""
     ann_file = Path(ann_file)
     data = _load_json(ann_file)
     for key in ("images", "annotations", "categories"):
-        if key not in data:
-            raise InputError(ann_file, f"not a COCO detection file: missing {key!r}")
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
+            raise InputError(ann_file, f"not a COCO detection file: expected a list {key!r}")
     root = Path(image_root) if image_root else ann_file.parent
-    cats = {c["id"]: c["name"] for c in data["categories"]}
+    cats = {}
+    for j, cat in enumerate(data["categories"]):
+        cats[_require(cat, ("id", "name"), ann_file, f"categories[{j}]")["id"]] = cat["name"]
+    image_ids = {im["id"] for im in data["images"] if isinstance(im, dict) and "id" in im}
     by_image: dict[int, list] = {}
     for i, ann in enumerate(data["annotations"]):
-        by_image.setdefault(ann.get("image_id"), []).append((i, ann))
-    for im in data["images"]:
-        with skips.sample(str(im.get("file_name", im.get("id")))):
-            objects = []
-            for i, ann in by_image.get(im["id"], []):
-                where = f"annotations[{i}] (id {ann.get('id')})"
-                if ann.get("category_id") not in cats:
-                    raise InputError(ann_file, f"{where}: category_id {ann.get('category_id')!r} is not in categories")
-                bbox = ann.get("bbox")
-                if not isinstance(bbox, list) or len(bbox) != 4:
-                    raise InputError(ann_file, f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
-                x, y, w, h = (_number(v, ann_file, where) for v in bbox)
-                if w <= 0 or h <= 0:
-                    raise InputError(ann_file, f"{where}: degenerate bbox {bbox}")
-                objects.append(Object(cats[ann["category_id"]], (x, y, x + w, y + h), {"crowd": int(ann.get("iscrowd", 0))}))
+        with skips.sample(f"annotations[{i}]"):
+            where = f"annotations[{i}] (id {ann.get('id')})" if isinstance(ann, dict) else f"annotations[{i}]"
+            if _require(ann, ("image_id",), ann_file, where)["image_id"] not in image_ids:
+                raise InputError(ann_file, f"{where}: image_id {ann['image_id']!r} is not in images")
+            by_image.setdefault(ann["image_id"], []).append((where, ann))
+    for n, im in enumerate(data["images"]):
+        where = f"images[{n}]"
+        with skips.sample(_sample_name(im, "file_name", where)):
+            _require(im, ("id", "file_name"), ann_file, where)
+            objects = tuple(_coco_object(ann, ann_file, at, cats) for at, ann in by_image.get(im["id"], []))
             image = root / im["file_name"]
-            width, height = im.get("width"), im.get("height")
-            if not width or not height:
-                width, height = image_size(image, ann_file)
-            elif not image.is_file():
-                raise InputError(ann_file, f"image {im['file_name']!r} (id {im['id']}) not found under {root}")
-            yield Frame(Path(im["file_name"]).stem, image, int(width), int(height), tuple(objects), ann_file)
+            width, height = (_pixels(im.get(k) or 0, ann_file, f"{where}.{k}") for k in ("width", "height"))
+            width, height = _sized_image(image, width, height, ann_file, where)
+            yield Frame(Path(im["file_name"]).stem, image, width, height, objects, ann_file)
+
+
+def _coco_object(ann: dict, ann_file: Path, where: str, cats: dict) -> Object:
+    """One COCO annotation (``bbox`` = [x, y, w, h]) as an Object; an error naming ``where`` when it is not whole."""
+    _require(ann, ("category_id", "bbox"), ann_file, where)
+    if ann["category_id"] not in cats:
+        raise InputError(ann_file, f"{where}: category_id {ann['category_id']!r} is not in categories")
+    bbox = ann["bbox"]
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        raise InputError(ann_file, f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
+    x, y, w, h = (_number(v, ann_file, f"{where}.bbox") for v in bbox)
+    if w <= 0 or h <= 0:
+        raise InputError(ann_file, f"{where}: degenerate bbox {bbox}")
+    crowd = _flag(ann.get("iscrowd", 0), ann_file, f"{where}.iscrowd")
+    return Object(cats[ann["category_id"]], (x, y, x + w, y + h), {"crowd": crowd})
+
+
+def _parse_xml(path: Path) -> ET.Element:
+    """The element tree of an XML file, each element carrying its start tag's line in ``attrib[LINE]`` (ElementTree
+    keeps no positions; expat, which it parses with, knows them), so errors can name the line."""
+    builder, parser = ET.TreeBuilder(), expat.ParserCreate()
+    parser.buffer_text = True
+    parser.StartElementHandler = lambda tag, attrs: builder.start(tag, {**attrs, LINE: str(parser.CurrentLineNumber)})
+    parser.EndElementHandler, parser.CharacterDataHandler = builder.end, builder.data
+    try:
+        with open(path, "rb") as f:
+            parser.ParseFile(f)
+    except FileNotFoundError:
+        raise InputError(path, "annotation file not found") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read annotation file: {exc.strerror}") from None
+    except expat.ExpatError as exc:
+        raise InputError(path, f"invalid VOC XML: {exc}", exc.lineno) from None
+    return builder.close()
+
+
+def _line(element: ET.Element) -> int:
+    return int(element.get(LINE))
+
+
+def _voc_value(parent: ET.Element, path: str, xml_file: Path, where: str,
+               parse: Callable[[str, Path, str, int], T]) -> T | None:
+    """``parse(text, file, element path, line)`` of the element at ``path`` under ``parent``; None when it is absent
+    or empty."""
+    element = parent.find(path)
+    if element is None or not (element.text or "").strip():
+        return None
+    return parse(element.text.strip(), xml_file, f"{where}{path}", _line(element))
 
 
 @reader("voc")
-def read_voc(root: str | Path, image_set: str | None = None, skips: Skips = STRICT) -> Iterator[Frame]:
-    """``root`` holds ``Annotations/`` and ``JPEGImages/`` (e.g. VOCdevkit/VOC2012); ``image_set`` names an
-    ``ImageSets/Main/<set>.txt`` list, else every annotation is read."""
+def read_voc(root: str | Path, image_root: str | Path | None = None, image_set: str | None = None,
+             skips: Skips = STRICT) -> Iterator[Frame]:
+    """``root`` holds ``Annotations/`` and ``JPEGImages/`` (e.g. VOCdevkit/VOC2012); ``image_root`` is an image
+    folder in place of ``JPEGImages/``; ``image_set`` names an ``ImageSets/Main/<set>.txt`` list, else every
+    annotation is read. Accepted as the devkit defines them: <difficult>, <truncated>, <occluded> 0 or 1 (absent
+    or empty: not set); <size> in whole pixels ("500.0" too; absent or 0: read from the image); <bndbox> numbers.
+    Errors name the file, the line and the element (``object[2]/difficult``, 1-based as in XPath)."""
     root = Path(root)
-    ann_dir = root / "Annotations"
+    ann_dir, images = root / "Annotations", Path(image_root) if image_root else root / "JPEGImages"
     if not ann_dir.is_dir():
         raise InputError(ann_dir, "not a Pascal VOC dataset: directory missing")
     if image_set:
-        ids = (root / "ImageSets" / "Main" / f"{image_set}.txt").read_text().split()
-        files = [ann_dir / f"{i}.xml" for i in ids]
+        set_file = root / "ImageSets" / "Main" / f"{image_set}.txt"
+        if not set_file.is_file():
+            raise InputError(set_file, f"image set {image_set!r} not found")
+        files = [ann_dir / f"{i}.xml" for i in set_file.read_text().split()]
     else:
         files = sorted(ann_dir.glob("*.xml"))
     for xml_file in files:
         with skips.sample(xml_file.stem):
-            try:
-                tree = ET.parse(xml_file)
-            except (ET.ParseError, FileNotFoundError) as exc:
-                line = getattr(exc, "position", (None,))[0]
-                raise InputError(xml_file, f"invalid VOC XML: {exc}", line) from None
-            node = tree.getroot()
-            image = root / "JPEGImages" / (node.findtext("filename") or f"{xml_file.stem}.jpg")
-            size = node.find("size")
-            if size is not None and size.findtext("width") and int(float(size.findtext("width"))) > 0:
-                width, height = int(float(size.findtext("width"))), int(float(size.findtext("height")))
-            else:
-                width, height = image_size(image, xml_file)
-            objects = []
-            for i, obj in enumerate(node.iter("object")):
-                box = obj.find("bndbox")
-                name = (obj.findtext("name") or "").strip()
-                if box is None or not name:
-                    raise InputError(xml_file, f"object {i}: needs <name> and <bndbox>")
-                xmin, ymin, xmax, ymax = (_number(box.findtext(k), xml_file, f"object {i} {k}") for k in ("xmin", "ymin", "xmax", "ymax"))
-                # VOC pixel indices are 1-based and inclusive: [xmin - 1, xmax) in 0-based continuous coordinates
-                attrs = {k: int(obj.findtext(k)) for k in ("difficult", "truncated", "occluded") if obj.findtext(k) is not None}
-                objects.append(Object(name, (xmin - 1, ymin - 1, xmax, ymax), attrs))
-            yield Frame(xml_file.stem, image, width, height, tuple(objects), xml_file)
+            node = _parse_xml(xml_file)
+            image = images / ((node.findtext("filename") or "").strip() or f"{xml_file.stem}.jpg")
+            width, height = (_voc_value(node, f"size/{k}", xml_file, "", _pixels) for k in ("width", "height"))
+            width, height = _sized_image(image, width, height, xml_file, "filename")
+            yield Frame(xml_file.stem, image, width, height, tuple(_voc_objects(node, xml_file)), xml_file)
+
+
+def _voc_objects(node: ET.Element, xml_file: Path) -> Iterator[Object]:
+    for i, obj in enumerate(node.findall("object"), start=1):
+        where, box, name = f"object[{i}]/", obj.find("bndbox"), (obj.findtext("name") or "").strip()
+        if box is None or not name:
+            raise InputError(xml_file, f"object[{i}]: needs <name> and <bndbox>", _line(obj))
+        coords = [_voc_value(box, k, xml_file, f"{where}bndbox/", _number) for k in ("xmin", "ymin", "xmax", "ymax")]
+        if None in coords:
+            raise InputError(xml_file, f"{where}bndbox: needs <xmin>, <ymin>, <xmax> and <ymax>", _line(box))
+        xmin, ymin, xmax, ymax = coords
+        flags = {k: _voc_value(obj, k, xml_file, where, _flag) for k in ("difficult", "truncated", "occluded")}
+        # VOC pixel indices are 1-based and inclusive: [xmin - 1, xmax) in 0-based continuous coordinates
+        yield Object(name, (xmin - 1, ymin - 1, xmax, ymax), {k: v for k, v in flags.items() if v is not None}, line=_line(obj))
 
 
 @reader("yolo")
@@ -169,13 +263,9 @@ def read_yolo(root: str | Path, split: str = "train", skips: Skips = STRICT) -> 
     """``root`` holds ``data.yaml`` (``names``: a list or an id -> name mapping), ``images/<split>/`` and
     ``labels/<split>/`` (Ultralytics layout)."""
     root = Path(root)
-    data_yaml = root / "data.yaml"
-    if not data_yaml.is_file():
-        raise InputError(data_yaml, "not a YOLO dataset: data.yaml missing")
-    names = (yaml.safe_load(data_yaml.read_text()) or {}).get("names")
-    names = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in (names or {}).items()}
-    if not names:
-        raise InputError(data_yaml, "expected 'names': a list or a mapping of class ids to names")
+    names = _yolo_names(root / "data.yaml")
+    if not (root / "images" / split).is_dir():
+        raise InputError(root / "images" / split, f"no images for split {split!r}: directory missing")
     images = sorted(p for p in (root / "images" / split).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     for image in images:
         with skips.sample(image.stem):
@@ -200,30 +290,54 @@ def read_yolo(root: str | Path, split: str = "train", skips: Skips = STRICT) -> 
             yield Frame(image.stem, image, width, height, tuple(objects), label)
 
 
+def _yolo_names(data_yaml: Path) -> dict[int, str]:
+    """Class id -> name from ``data.yaml``'s ``names``: a list, or a mapping of class ids to names."""
+    if not data_yaml.is_file():
+        raise InputError(data_yaml, "not a YOLO dataset: data.yaml missing")
+    try:
+        spec = yaml.safe_load(data_yaml.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(data_yaml, f"invalid YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None) from None
+    names = spec.get("names") if isinstance(spec, dict) else None
+    if isinstance(names, list) and names:
+        return dict(enumerate(names))
+    if isinstance(names, dict) and names and all(str(k).isdigit() for k in names):
+        return {int(k): v for k, v in names.items()}
+    raise InputError(data_yaml, f"expected 'names': a list or a mapping of class ids to names, got {names!r}")
+
+
 @reader("bdd100k")
 def read_bdd100k(label_file: str | Path, image_root: str | Path, skips: Skips = STRICT) -> Iterator[Frame]:
     """BDD100K detection labels (``det_20`` json: a list of {name, attributes, labels[{category, box2d,
-    attributes}]}); frames and boxes of other label types (lanes, drivable areas) are skipped."""
+    attributes}]}); frames and boxes of other label types (lanes, drivable areas) are skipped. ``image_root`` is
+    needed: BDD100K keeps images apart from labels (images/100k/<split>/)."""
     label_file = Path(label_file)
     frames = _load_json(label_file)
     if not isinstance(frames, list):
         raise InputError(label_file, "expected a list of frames")
     for i, fr in enumerate(frames):
-        with skips.sample(str(fr.get("name", f"frames[{i}]"))):
-            if "name" not in fr:
-                raise InputError(label_file, f"frames[{i}]: missing 'name'")
+        where = f"frames[{i}]"
+        with skips.sample(_sample_name(fr, "name", where)):
+            _require(fr, ("name",), label_file, where)
             image = Path(image_root) / fr["name"]
             width, height = image_size(image, label_file)
+            labels = fr.get("labels") or []
+            if not isinstance(labels, list):
+                raise InputError(label_file, f"{where}.labels: expected a list, got {type(labels).__name__}")
             objects = []
-            for j, lab in enumerate(fr.get("labels") or []):
-                box = lab.get("box2d")
+            for j, lab in enumerate(labels):
+                at = f"{where}.labels[{j}]"
+                box = _require(lab, (), label_file, at).get("box2d")
                 if box is None:
                     continue
-                where = f"frames[{i}].labels[{j}]"
-                x1, y1, x2, y2 = (_number(box.get(k), label_file, f"{where}.box2d.{k}") for k in ("x1", "y1", "x2", "y2"))
+                _require(lab, ("category",), label_file, at)
+                _require(box, (), label_file, f"{at}.box2d")
+                x1, y1, x2, y2 = (_number(box.get(k), label_file, f"{at}.box2d.{k}") for k in ("x1", "y1", "x2", "y2"))
                 if x2 <= x1 or y2 <= y1:
-                    raise InputError(label_file, f"{where}: degenerate box2d {box}")
-                attrs = {k: v for k, v in (lab.get("attributes") or {}).items() if k in ("occluded", "truncated", "crowd")}
+                    raise InputError(label_file, f"{at}: degenerate box2d {box}")
+                attrs = _require(lab.get("attributes") or {}, (), label_file, f"{at}.attributes")
+                attrs = {k: v for k, v in attrs.items() if k in ("occluded", "truncated", "crowd")}
                 objects.append(Object(lab["category"], (x1, y1, x2, y2), attrs))
             yield Frame(Path(fr["name"]).stem, image, width, height, tuple(objects), label_file)
 
@@ -235,9 +349,12 @@ def read_nuscenes(root: str | Path, version: str = "v1.0-trainval", cameras: tup
     3D box projected and cut to the image (as mmdet3d's mono3d infos); the 3D box is kept in the camera frame
     in KITTI's convention (bottom centre, h w l, rotation about y); visibility and attribute ride along."""
     tables = nus.Tables(root, version)
+    for name, exc in tables.unlinked:  # records of no sample: listed, never silently dropped
+        skips.add(exc, name)
     for sample in tables.rows["sample"]:
         for cam in cameras:
             with skips.sample(f"{sample['token']}/{cam}"):
+                tables.check(sample["token"])
                 sd = tables.sample_data[sample["token"]].get(cam)
                 if sd is None:
                     raise InputError(tables.dir / "sample_data.json", f"sample {sample['token']!r} has no {cam} keyframe")
@@ -248,6 +365,6 @@ def read_nuscenes(root: str | Path, version: str = "v1.0-trainval", cameras: tup
                     box3d = {"dimensions": (height, width, length), "location": tuple(bottom.tolist()), "rotation_y": o["yaw"]}
                     attrs = {"visibility": o["visibility"], "attribute": o["attribute"], "num_lidar_pts": o["num_lidar_pts"]}
                     objects.append(Object(o["category"], tuple(o["bbox"]), attrs, box3d))
-                scene = tables.get("scene", sample["scene_token"], "sample", sample)["name"]
+                scene = tables.follow("sample", sample, "scene_token", "scene")["name"]
                 yield Frame(Path(sd["filename"]).stem, tables.path(sd), int(sd["width"]), int(sd["height"]), tuple(objects),
                             tables.dir / "sample_annotation.json", group=scene)

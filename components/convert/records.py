@@ -7,15 +7,18 @@ line) it came from, so later checks can name it.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 from PIL import Image
 
-from admlops.errors import InputError
+from admlops.errors import InputError, UsageError
+
+A, T = TypeVar("A"), TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,24 +46,37 @@ class Frame:
 class Skips:
     """Bad samples met while converting. Strict: the first one raises (its InputError names file and line).
     Otherwise each is recorded with its file, line and message, the sample is left out, and ``write`` lists
-    them all, so nothing is dropped silently (count skipped = count reported)."""
+    them all, so nothing is dropped silently (count skipped = count reported).
+
+    Two ways in, one record: ``sample`` wraps a sample read in this process; ``passed`` consumes the results
+    of pool jobs wrapped by ``guarded`` (a worker returns its InputError instead of raising it)."""
 
     def __init__(self, strict: bool = True):
         self.strict, self.items = strict, []
 
     def add(self, exc: InputError, sample: str) -> None:
+        """Record ``exc`` as the reason ``sample`` is left out; strict: raise it."""
         if self.strict:
             raise exc
         self.items.append({"sample": sample, "file": exc.path, "line": exc.line, "message": exc.message})
         print(f"skipped {sample}: {exc}", file=sys.stderr)
 
     @contextlib.contextmanager
-    def sample(self, name: str):
+    def sample(self, name: str) -> Iterator[None]:
         """Run one sample's reading; an InputError skips it (or raises when strict)."""
         try:
             yield
         except InputError as exc:
             self.add(exc, name)
+
+    def passed(self, samples: Iterable[str], results: Iterable[T | InputError]) -> Iterator[T]:
+        """The results of ``guarded`` pool jobs, one per name in ``samples`` (in order), less the InputErrors,
+        each of which is added under its sample's name (raised when strict)."""
+        for name, result in zip(samples, results, strict=True):
+            if isinstance(result, InputError):
+                self.add(result, name)
+            else:
+                yield result
 
     def report(self) -> dict:
         return {"skipped": len(self.items), "samples": self.items}
@@ -69,19 +85,59 @@ class Skips:
         (Path(out_dir) / "skipped.json").write_text(json.dumps(self.report(), indent=2))
 
 
+class guarded(Generic[A, T]):  # noqa: N801 - used like a decorator
+    """A pool job that returns its InputError instead of raising it: the error crosses the process boundary as
+    a value (InputError pickles), the pool keeps going, and the parent's ``Skips.passed`` decides."""
+
+    def __init__(self, fn: Callable[[A], T]):
+        self.fn = fn
+
+    def __call__(self, args: A) -> T | InputError:
+        try:
+            return self.fn(args)
+        except InputError as exc:
+            return exc
+
+
 STRICT = Skips(strict=True)
 Reader = Callable[..., Iterator[Frame]]
 READERS: dict[str, Reader] = {}
 
 
 def reader(name: str) -> Callable[[Reader], Reader]:
-    """Register a reader under a format name (``kitti``, ``coco``, ``voc``, ``yolo``, ``bdd100k``)."""
+    """Register a reader under a format name (``kitti``, ``coco``, ``voc``, ``yolo``, ``bdd100k``, ``nuscenes``).
+    A reader's first parameter is the dataset, ``skips`` its Skips; its other keyword parameters are its options
+    (a parameter without a default is one it needs)."""
 
     def register(fn: Reader) -> Reader:
         READERS[name] = fn
         return fn
 
     return register
+
+
+def check_reader_options(fmt: str, options: dict) -> None:
+    """A UsageError (exit 2) naming the format or the option when ``fmt``'s reader cannot take ``options``, so
+    a wrong option is refused before any reading instead of escaping as a TypeError or being ignored."""
+    import admlops.components.convert.readers  # noqa: F401 - registers the readers (it imports this module)
+
+    if fmt not in READERS:
+        raise UsageError(f"unknown format {fmt!r}; expected one of {', '.join(sorted(READERS))}")
+    params = list(inspect.signature(READERS[fmt]).parameters.values())[1:]
+    takes = {p.name: p.default is p.empty for p in params if p.name != "skips"}  # option -> required
+    for name in options:
+        if name not in takes:
+            raise UsageError(f"the {fmt} reader takes no option {name!r}; it takes "
+                             f"{', '.join(repr(n) for n in takes) or 'none'}")
+    for name, required in takes.items():
+        if required and options.get(name) is None:
+            raise UsageError(f"the {fmt} reader needs option {name!r}")
+
+
+def read_frames(fmt: str, src: str | Path, skips: Skips = STRICT, **options) -> Iterator[Frame]:
+    """The frames of dataset ``src`` in format ``fmt``, read with the reader's ``options`` (checked first)."""
+    check_reader_options(fmt, options)
+    return READERS[fmt](src, skips=skips, **options)
 
 
 def image_size(path: Path, referrer: Path) -> tuple[int, int]:
