@@ -1,0 +1,17 @@
+"""The product's own OpenMMLab modules, registered into mmdet's registries and loaded from a config by
+
+    custom_imports = dict(imports=['admlops.mmext'], allow_failed_imports=False)
+
+(configs/models/rtmdet_tiny_kitti_lowlight.py ships one that uses both kinds below).
+
+* ``transforms.LowLight`` — a data transform: night / underexposed scenes (gain, gamma, sensor noise), the corner
+  case a daytime dataset lacks.
+* ``necks.SECSPNeXtPAFPN`` — a model part: RTMDet's CSPNeXtPAFPN with squeeze-and-excitation channel attention on
+  every output level.
+
+Add your own: one file here (or anywhere importable) whose classes carry ``@TRANSFORMS.register_module()`` /
+``@MODELS.register_module()`` from ``mmdet.registry`` (``mmdet3d.registry`` for 3D), import it below, and name
+the class as ``type='YourClass'`` in a config that has the ``custom_imports`` line above. A module outside this
+package goes into that config's ``imports`` list instead.
+"""
+from admlops.mmext import necks, transforms  # noqa: F401  (importing registers the modules)
