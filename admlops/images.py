@@ -46,6 +46,9 @@ COMPONENT_IMAGES: dict[str, tuple[str, str]] = {
     "train-distributed": ("cpu", "cpu"),  # only orchestrates; its TrainJob's nodes run TRAINJOB_NODE_IMAGE
     "export-trt": ("deploy", "deploy"),  # ONNX -> TensorRT engine: needs a GPU
     "benchmark-trt": ("deploy", "deploy"),
+    "iterate-infer": ("cpu", "train"),  # the model over the unlabeled pool
+    "iterate": ("cpu", "cpu"),  # score, select, report, labeling tasks, import, merge
+    "promote": ("cpu", "cpu"),
 }
 TRAINJOB_NODE_IMAGE = "train"  # the torch-distributed ClusterTrainingRuntime's nodes
 
