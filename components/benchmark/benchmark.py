@@ -1,128 +1,375 @@
-"""Latency of an exported ONNX model under ONNX Runtime, over the val images, after warm-up.
+"""The deploy benchmark sweep: backend x precision x batch size x threads, with a PyTorch eager row, on the same
+preprocessed val images in one run.
 
-Preprocessing (decode, resize, pad, normalise) follows the model's test pipeline and is not timed;
-each timed call is one ``session.run`` on one image. Writes ``benchmark.json`` and ``benchmark.md``.
+Preprocessing (decode, resize, pad, normalise: the model's test pipeline, through mmdeploy's task processor) runs
+once, here, and is not timed; the tensors are batched (one padded shape) and every row times the same calls on
+them. Each (runtime, precision, threads) row runs in a fresh child process (worker.py: what is timed and how
+memory is measured are defined there), so its load time and memory are its own.
+
+Backend artifacts come from the export directory (``<backend>-<precision>/``); one that is not there is built
+here from ``end2end.onnx`` with ``get_backend(name).build``, as export builds it (int8 calibrated on train
+images), into a scratch directory.
+
+Writes ``benchmark.json`` (machine, versions, every row with its per-call timings), ``benchmark.md`` and
+``report.html`` (self-contained) atomically at ``out``.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import json
+import math
+import os
+import pickle
 import platform
-import resource
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from admlops import compat
+from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir
 
+PYTORCH = "pytorch"
+CALIBRATION_IMAGES = 32  # train images (evenly spaced) an int8 build here calibrates on, when export built none
+VERSION_PACKAGES = ("torch", "mmcv", "mmengine", "mmdet", "mmdeploy", "onnxruntime", "openvino", "nncf", "tensorrt",
+                    "numpy", "admlops")
+TIMED = ("per call, one batch through the loaded model and nothing else: for a backend the exported graph "
+         "(network + box decoding + NMS); for PyTorch eager mmdet's model.predict(rescale=False) (forward + the "
+         "same decoding + NMS with the model's test_cfg), without the data preprocessor, on the same preprocessed "
+         "tensors. Preprocessing is done once before and is not timed. One process per row, one call at a time.")
+MEMORY = ("added_mib = the row's child process: peak RSS during the model load and that batch size's warm-up and "
+          "timed calls (kernel high-water mark, reset before each) minus its RSS just before the load (runtime "
+          "package imported, inputs loaded). process_peak_mib is that process's lifetime high-water mark, imports "
+          "(torch, ...) included.")
+
+
+# ---- the machine ---------------------------------------------------------------------------------------------
 
 def cpu_model() -> str:
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """CPU model, logical / usable / physical cores and the vector extensions that matter for int8 and bf16."""
+    cores, flags = set(), set()
+    with contextlib.suppress(OSError):
+        phys = "0"
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (s.strip() for s in line.partition(":"))
+            if key == "physical id":
+                phys = value
+            elif key == "core id":
+                cores.add((phys, value))
+            elif key == "flags":
+                flags = set(value.split())
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return {"cpu": cpu_model(), "logical_cores": os.cpu_count(), "usable_cores": usable,
+            "physical_cores": len(cores) or None, "cpu_flags": [f for f in wanted if f in flags],
+            "platform": platform.platform(), "python": platform.python_version()}
 
 
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
-    for pkg in ("onnxruntime", "torch", "mmdet", "mmdeploy", "mmcv", "admlops"):
-        try:
+    out = {}
+    for pkg in VERSION_PACKAGES:
+        with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
     return out
 
 
-def ort_session(onnx_file: str | Path, threads: int = 0):
-    """An ONNX Runtime CPU session with mmdeploy's custom-op library registered when it exists."""
-    import onnxruntime as ort
-    from mmdeploy.backend.onnxruntime.init_plugins import get_ops_path
+# ---- inputs ----------------------------------------------------------------------------------------------------
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    ops = get_ops_path()
-    if ops and Path(ops).exists():
-        opts.register_custom_ops_library(ops)
-    return ort.InferenceSession(str(onnx_file), sess_options=opts, providers=["CPUExecutionProvider"])
+def parse_ints(text: str | Iterable[int], what: str) -> list[int]:
+    """``"1,4,8"`` (or a sequence) -> [1, 4, 8]; anything else is a usage error naming ``what``."""
+    items = [s for s in text.replace(" ", "").split(",") if s] if isinstance(text, str) else list(text)
+    try:
+        return [int(v) for v in items]
+    except (TypeError, ValueError):
+        raise UsageError(f"{what}: expected integers like 1,4,8, got {text!r}") from None
 
 
-def latency_stats(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000.0
-    return {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p90_ms": float(np.percentile(ms, 90)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-        "throughput_ips": float(len(ms) / (ms.sum() / 1000.0)),
-    }
+def parse_backends(names: Iterable[str]) -> list[tuple[str, str]]:
+    """``["onnxruntime", "openvino:int8"]`` -> [(backend, precision), ...]; a bare name means all its precisions."""
+    from admlops.backends import get_backend
+
+    pairs: list[tuple[str, str]] = []
+    for item in (n.strip() for n in names):
+        if not item:
+            continue
+        name, _, precision = item.partition(":")
+        backend = get_backend(name)  # UsageError naming an unknown backend
+        for p in [precision] if precision else backend.precisions:
+            if p not in backend.precisions:
+                raise UsageError(f"backend {name!r} has no precision {p!r}: expected one of {', '.join(backend.precisions)}")
+            if (name, p) not in pairs:
+                pairs.append((name, p))
+    return pairs
 
 
-def markdown_table(result: dict) -> str:
-    lat = result["latency"]
-    rows = [
-        ("images", result["images"]), ("warm-up runs", result["warmup"]),
-        ("p50 (ms)", f"{lat['p50_ms']:.1f}"), ("p90 (ms)", f"{lat['p90_ms']:.1f}"), ("p99 (ms)", f"{lat['p99_ms']:.1f}"),
-        ("mean (ms)", f"{lat['mean_ms']:.1f}"), ("throughput (img/s)", f"{lat['throughput_ips']:.2f}"),
-        ("peak RSS (MiB)", f"{result['peak_rss_mib']:.0f}"), ("CPU", result["cpu"]), ("threads", result["threads"]),
-    ] + [(k, v) for k, v in result["versions"].items()]
-    lines = ["# ONNX Runtime benchmark", "", "| metric | value |", "| --- | --- |"]
-    return "\n".join(lines + [f"| {k} | {v} |" for k, v in rows]) + "\n"
-
-
-def benchmark(
-    dataset_dir: str | Path,
-    onnx_dir: str | Path,
-    out: str | Path,
-    warmup: int = 5,
-    max_images: int = 0,
-    threads: int = 0,
-) -> dict:
-    """Time ``onnx_dir/end2end.onnx`` (export's output) on the val images; publishes results at ``out``."""
-    compat.apply()
-    from mmdeploy.apis.utils import build_task_processor
-    from mmengine.config import Config
-    from mmengine.registry import MODELS
-
-    onnx_dir, dataset_dir = Path(onnx_dir), Path(dataset_dir)
-    deploy_cfg = Config.fromfile(str(onnx_dir / "deploy.py"))
-    model_cfg = Config.fromfile(str(onnx_dir / "model.py"))
-    task = build_task_processor(model_cfg, deploy_cfg, "cpu")
-    preprocessor = MODELS.build(model_cfg.model.data_preprocessor)
-    val = json.loads((dataset_dir / "annotations" / "val.json").read_text())
-    images = [str(dataset_dir / im["file_name"]) for im in val["images"]]
+def split_images(dataset_dir: Path, split: str, max_images: int = 0) -> tuple[list[str], list[dict], Path]:
+    ann_file = dataset_dir / "annotations" / f"{split}.json"
+    images = json.loads(ann_file.read_text())["images"]
     if max_images:
         images = images[:max_images]
     if not images:
-        raise ValueError(f"{dataset_dir}: the val split has no images to benchmark on")
-    session = ort_session(onnx_dir / "end2end.onnx", threads)
-    input_name = session.get_inputs()[0].name
-    tensors = [task.create_input(img, data_preprocessor=preprocessor)[1].numpy() for img in tqdm(images, desc="preprocess", unit="img")]
-    for i in range(warmup):
-        session.run(None, {input_name: tensors[i % len(tensors)]})
-    timings = []
-    for tensor in tqdm(tensors, desc="benchmark", unit="img"):
+        raise InputError(ann_file, f"the {split} split has no images to benchmark on")
+    return [str(dataset_dir / im["file_name"]) for im in images], images, ann_file
+
+
+class Preprocessor:
+    """The model's test pipeline and data preprocessor, as mmdeploy's task processor applies them."""
+
+    def __init__(self, export_dir: Path):
+        compat.apply()
+        from mmdeploy.apis.utils import build_task_processor
+        from mmengine.config import Config
+        from mmengine.registry import MODELS
+
+        self.model_cfg = Config.fromfile(str(export_dir / "model.py"))
+        self.deploy_cfg = Config.fromfile(str(export_dir / "deploy.py"))
+        self.task = build_task_processor(self.model_cfg, self.deploy_cfg, "cpu")
+        self.preprocessor = MODELS.build(self.model_cfg.model.data_preprocessor)
+
+    def __call__(self, files: Sequence[str], ann_file: Path, desc: str = "preprocess") -> tuple[np.ndarray, list]:
+        """[N, 3, H, W] float32 and the N data samples (their metainfo: shapes, scale factor)."""
+        tensors, samples = [], []
+        for f in tqdm(files, desc=desc, unit="img"):
+            data, x = self.task.create_input(f, data_preprocessor=self.preprocessor)
+            tensors.append(x.numpy()[0])
+            samples.append(data["data_samples"][0])
+        shapes = sorted({t.shape for t in tensors})
+        if len(shapes) > 1:
+            raise InputError(ann_file, f"images preprocess to {len(shapes)} different shapes {shapes}; batching needs one")
+        return np.stack(tensors), samples
+
+
+def batch_plan(images: int, batch: int, repeats: int = 1) -> list[list[int]]:
+    """Consecutive batches over the images (``repeats`` passes), the last one topped up from the first images, so
+    every call holds ``batch`` images and every image is in at least one call."""
+    calls = math.ceil(images * repeats / batch)
+    return [[(k * batch + j) % images for j in range(batch)] for k in range(calls)]
+
+
+def latency_stats(seconds: Sequence[float], batch: int) -> dict[str, float]:
+    """Per-call latency percentiles (ms) and throughput in images per second (images, not calls)."""
+    ms = np.asarray(seconds) * 1000.0
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
+            "per_image_p50_ms": float(np.percentile(ms, 50)) / batch,
+            "throughput_ips": float(batch * len(ms) / (ms.sum() / 1000.0))}
+
+
+def map50(ann_file: Path, images: list[dict], samples: list, detections: dict[int, tuple[np.ndarray, np.ndarray]],
+          categories: Sequence[str]) -> float | None:
+    """COCO mAP@0.5 of one row's detections on the images it ran (the same evaluation for every row): boxes are
+    mapped from input to original image coordinates with each sample's scale factor and clipped to the image."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann_file))
+        cat_id = {c["name"]: c["id"] for c in gt.loadCats(gt.getCatIds())}
+        label_cat = [cat_id[c] for c in categories]
+        results = []
+        for i, (dets, labels) in detections.items():
+            sx, sy = samples[i].metainfo["scale_factor"][:2]
+            h, w = samples[i].metainfo["ori_shape"][:2]
+            for (x1, y1, x2, y2, score), label in zip(dets.tolist(), labels.tolist(), strict=True):
+                x1, x2 = (min(max(v / sx, 0.0), w) for v in (x1, x2))
+                y1, y2 = (min(max(v / sy, 0.0), h) for v in (y1, y2))
+                results.append({"image_id": images[i]["id"], "category_id": label_cat[int(label)],
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+        if not results:
+            return 0.0
+        ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.params.imgIds = sorted({images[i]["id"] for i in detections})
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return float(ev.stats[1]) if ev.stats[1] >= 0 else None
+
+
+# ---- artifacts ---------------------------------------------------------------------------------------------------
+
+def artifact_bytes(artifact_dir: Path) -> int:
+    """The artifact's size: every file the backend wrote in its directory, less JSON reports."""
+    return sum(p.stat().st_size for p in artifact_dir.rglob("*") if p.is_file() and p.suffix != ".json")
+
+
+def build_artifacts(pairs: list[tuple[str, str]], export_dir: Path, scratch: Path, calibration: Callable[[], object],
+                    settings: dict) -> dict:
+    """(backend, precision) -> {"dir", "built_s", "source"}: the export step's ``<backend>-<precision>/``, or one
+    built here as export builds it (``settings``: the deploy config's ``deploy_backends``: input shapes, options)."""
+    from admlops.backends import get_backend
+
+    out = {}
+    for name, precision in tqdm(pairs, desc="artifacts", unit="artifact"):
+        found = export_dir / f"{name}-{precision}"
+        if found.is_dir():
+            out[name, precision] = {"dir": found, "built_s": None, "source": "export"}
+            continue
+        target = scratch / f"{name}-{precision}"
         start = time.perf_counter()
-        session.run(None, {input_name: tensor})
-        timings.append(time.perf_counter() - start)
-    result = {
-        "model": str(onnx_dir / "end2end.onnx"),
-        "images": len(images),
-        "warmup": warmup,
-        "input_shape": list(tensors[0].shape),
-        "latency": latency_stats(timings),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "cpu": cpu_model(),
-        "threads": threads or "ort default",
-        "versions": versions(),
-    }
+        get_backend(name).build(export_dir / "end2end.onnx", target, precision,
+                                calibration=calibration() if precision == "int8" else None,
+                                shapes=settings.get("input_shapes"), options=settings.get(name, {}))
+        out[name, precision] = {"dir": target, "built_s": time.perf_counter() - start, "source": "built"}
+    return out
+
+
+# ---- rows --------------------------------------------------------------------------------------------------------
+
+def run_worker(spec: dict, work: Path) -> tuple[dict, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """Run one row in a fresh interpreter; re-raises the child's exception when it pickled one."""
+    work.mkdir(parents=True)
+    (work / "spec.json").write_text(json.dumps(spec))
+    proc = subprocess.run([sys.executable, "-m", "admlops.components.benchmark.worker", str(work / "spec.json")])
+    if proc.returncode != 0:
+        if (work / "error.pickle").is_file():
+            raise pickle.loads((work / "error.pickle").read_bytes())
+        raise RuntimeError(f"benchmark worker for {spec['label']} exited with {proc.returncode}; its log is above")
+    with np.load(work / "detections.npz") as z:
+        ids = sorted({int(k.split("_")[1]) for k in z.files})
+        detections = {i: (z[f"dets_{i}"], z[f"labels_{i}"]) for i in ids}
+    return json.loads((work / "result.json").read_text()), detections
+
+
+def label(row: dict) -> str:
+    """``runtime:precision``, with `` tN`` when N intra-op threads were asked for."""
+    return f"{row['runtime']}:{row['precision']}" + (f" t{row['threads']}" if row["threads"] else "")
+
+
+def sweep(
+    dataset_dir: str | Path,
+    export_dir: str | Path,
+    model_dir: str | Path,
+    out: str | Path,
+    backends: Sequence[str] = ("onnxruntime",),
+    batch_sizes: Sequence[int] = (1, 4, 8),
+    threads: Sequence[int] = (0,),
+    warmup: int = 5,
+    max_images: int = 0,
+    repeats: int = 1,
+) -> dict:
+    """Benchmark every backend x precision in ``backends`` and PyTorch eager, at each batch size and thread count,
+    on the val images of ``dataset_dir`` (convert's output); publishes benchmark.json, benchmark.md and
+    report.html at ``out``.
+
+    ``export_dir`` is the export step's output (end2end.onnx, deploy.py, model.py, backend artifacts); the PyTorch
+    row is the export's model.py with ``model_dir/model.pth`` (train's output). ``threads`` 0 = each runtime's
+    default; ``max_images`` 0 = the whole val split; ``repeats`` passes over the images per batch size."""
+    from admlops.backends import get_backend
+    from admlops.components.benchmark.report import render_html, render_markdown
+    from admlops.mmconfig import dataset_meta
+
+    dataset_dir, export_dir, model_dir = Path(dataset_dir), Path(export_dir), Path(model_dir)
+    pairs = parse_backends(backends)
+    batch_sizes = list(dict.fromkeys(parse_ints(batch_sizes, "batch sizes")))
+    threads = list(dict.fromkeys(parse_ints(threads, "threads")))
+    if not batch_sizes or not threads or min(batch_sizes) < 1 or min(threads) < 0:
+        raise UsageError(f"batch sizes must be >= 1 and threads >= 0 (0 = the runtime's default), got "
+                         f"batch sizes {batch_sizes}, threads {threads}")
+    if warmup < 0 or repeats < 1:
+        raise UsageError(f"warmup must be >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    for path in (export_dir / "end2end.onnx", export_dir / "model.py", model_dir / "model.pth"):
+        if not path.is_file():
+            raise InputError(path, "missing: the benchmark needs export's end2end.onnx and model.py and train's model.pth")
+    files, images, ann_file = split_images(dataset_dir, "val", max_images)
+    preprocess = Preprocessor(export_dir)
+    inputs, samples = preprocess(files, ann_file)
+    n, shape = len(inputs), list(inputs.shape[1:])
+    plan = {str(b): batch_plan(n, b, repeats) for b in batch_sizes}
+
+    @functools.cache
+    def calibration():
+        from admlops.backends.calibration import calibration_set
+
+        return calibration_set(dataset_dir, preprocess.model_cfg, preprocess.deploy_cfg, CALIBRATION_IMAGES)
+
+    categories = dataset_meta(dataset_dir)["classes"]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="admlops-bench-") as scratch:
+        scratch = Path(scratch)
+        np.save(scratch / "inputs.npy", inputs)
+        (scratch / "samples.pkl").write_bytes(pickle.dumps(samples))
+        artifacts = build_artifacts(pairs, export_dir, scratch / "artifacts", calibration,
+                                    preprocess.deploy_cfg.get("deploy_backends", {}))
+        runs = [(PYTORCH, "fp32", t) for t in threads] + [(b, p, t) for t in threads for b, p in pairs]
+        for k, (runtime, precision, t) in enumerate(tqdm(runs, desc="benchmark rows", unit="row")):
+            art = artifacts.get((runtime, precision))
+            spec = {"runtime": runtime, "precision": precision, "threads": t,
+                    "inputs": str(scratch / "inputs.npy"), "samples": str(scratch / "samples.pkl"),
+                    "model_config": str(export_dir / "model.py"), "checkpoint": str(model_dir / "model.pth"),
+                    "artifact_dir": str(art["dir"]) if art else None, "warmup": warmup, "plan": plan}
+            spec["label"] = label(spec)
+            result, detections = run_worker(spec, scratch / f"row{k}")
+            shared = {"runtime": runtime, "precision": precision, "threads": t, "threads_used": result["threads_used"],
+                      "device": "cpu" if runtime == PYTORCH else get_backend(runtime).device,
+                      "artifact": "model.pth" if runtime == PYTORCH else art["source"],
+                      "artifact_bytes": (model_dir / "model.pth").stat().st_size if runtime == PYTORCH
+                      else artifact_bytes(art["dir"]), "build_s": art["built_s"] if art else None,
+                      "load_s": result["load_s"], "mAP50": map50(ann_file, images, samples, detections, categories),
+                      "boxes": sum(len(d) for d, _ in detections.values())}
+            rows += batch_rows(shared, result, plan)
+    compare_to_pytorch(rows)
+    report = {"machine": machine(), "versions": versions(), "timed": TIMED, "memory_definition": MEMORY,
+              "dataset": str(dataset_dir), "export": str(export_dir), "model": str(model_dir / "model.pth"),
+              "images": n, "image_files": [Path(f).name for f in files], "input_shape": shape, "warmup": warmup,
+              "repeats": repeats, "batch_sizes": batch_sizes, "threads": threads, "rows": rows}
+    report["summary"] = summary(rows)
     with atomic_dir(out) as tmp:
-        (tmp / "benchmark.json").write_text(json.dumps(result, indent=2))
-        (tmp / "benchmark.md").write_text(markdown_table(result))
-    return result
+        (tmp / "benchmark.json").write_text(json.dumps(report, indent=2))
+        (tmp / "benchmark.md").write_text(render_markdown(report))
+        (tmp / "report.html").write_text(render_html(report))
+    return report
+
+
+def batch_rows(shared: dict, result: dict, plan: dict[str, list[list[int]]]) -> list[dict]:
+    """One row per batch size of a worker's result; ``shared`` holds what its batch sizes have in common."""
+    rows = []
+    baseline, load_peak = result["baseline_rss_mib"], result["load_peak_rss_mib"]
+    for key, r in result["batches"].items():
+        b, peak = int(key), r["peak_rss_mib"]
+        rows.append({**shared, "batch": b, "calls": len(r["seconds"]), "images": b * len(r["seconds"]),
+                     "batches": plan[key], "latency": latency_stats(r["seconds"], b),
+                     "timings_ms": [sec * 1000.0 for sec in r["seconds"]],
+                     "memory": {"baseline_rss_mib": baseline, "peak_rss_mib": peak,
+                                "added_mib": None if peak is None else peak - baseline,
+                                "load_added_mib": None if load_peak is None else load_peak - baseline,
+                                "process_peak_mib": result["process_peak_rss_mib"]}})
+    return rows
+
+
+def compare_to_pytorch(rows: list[dict]) -> None:
+    """Each row's p50 speed-up over PyTorch eager at the same batch and threads, and its mAP@0.5 difference."""
+    ref = {(r["batch"], r["threads"]): r for r in rows if r["runtime"] == PYTORCH}
+    for r in rows:
+        base = ref[r["batch"], r["threads"]]
+        r["speedup_p50"] = base["latency"]["p50_ms"] / r["latency"]["p50_ms"]
+        r["mAP50_diff"] = None if r["mAP50"] is None or base["mAP50"] is None else r["mAP50"] - base["mAP50"]
+
+
+def summary(rows: list[dict]) -> dict:
+    """Headline values (KFP metadata): PyTorch and the fastest backend at the smallest batch, first thread count."""
+    b, t = min(r["batch"] for r in rows), rows[0]["threads"]
+    first = [r for r in rows if r["batch"] == b and r["threads"] == t]
+    torch_row = next(r for r in first if r["runtime"] == PYTORCH)
+    best = min((r for r in first if r["runtime"] != PYTORCH), key=lambda r: r["latency"]["p50_ms"], default=torch_row)
+    return {"batch": b, "pytorch_p50_ms": round(torch_row["latency"]["p50_ms"], 3),
+            "best": f"{best['runtime']}:{best['precision']}", "best_p50_ms": round(best["latency"]["p50_ms"], 3),
+            "best_speedup_p50": round(best["speedup_p50"], 3),
+            "best_mAP50_diff": None if best["mAP50_diff"] is None else round(best["mAP50_diff"], 4)}

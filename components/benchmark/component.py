@@ -1,25 +1,36 @@
-"""KFP component: ONNX Runtime latency benchmark, shown as a Markdown table in the Kubeflow UI."""
+"""KFP component: the deploy benchmark sweep (backends x precisions x batch sizes x threads, and PyTorch eager),
+shown in the Kubeflow UI as a Markdown table and an HTML report with plots."""
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
 
-from admlops.images import IMAGES
+from admlops.images import image_for
 
 
-@dsl.component(base_image=IMAGES["cpu"], install_kfp_package=False)
+@dsl.component(base_image=image_for("benchmark"), install_kfp_package=False)
 def benchmark(
     dataset: Input[Dataset],
     onnx_model: Input[Model],
+    model: Input[Model],
+    backends: str,
+    batch_sizes: str,
+    threads: str,
     warmup: int,
     max_images: int,
     results: Output[Artifact],
     table: Output[Markdown],
+    html: Output[HTML],
 ):
-    """Latency percentiles, throughput and peak RSS over the val images."""
+    """Latency percentiles, throughput, load time, artifact size and memory per backend x precision x batch x threads,
+    beside PyTorch eager on the same images. ``backends``: comma-separated names or name:precision pairs;
+    ``batch_sizes``, ``threads``: comma-separated integers (threads 0 = the runtime's default)."""
     import shutil
     from pathlib import Path
 
-    from admlops.components.benchmark.benchmark import benchmark as run
+    from admlops.components.benchmark.benchmark import parse_ints, sweep
 
-    result = run(dataset.path, onnx_model.path, results.path, warmup, max_images)
+    result = sweep(dataset.path, onnx_model.path, model.path, results.path, backends=backends.split(","),
+                   batch_sizes=parse_ints(batch_sizes, "batch_sizes"), threads=parse_ints(threads, "threads"),
+                   warmup=warmup, max_images=max_images)
     shutil.copyfile(Path(results.path) / "benchmark.md", table.path)
-    results.metadata.update({k: round(v, 3) for k, v in result["latency"].items()})
+    shutil.copyfile(Path(results.path) / "report.html", html.path)
+    results.metadata.update({k: v for k, v in result["summary"].items() if v is not None})

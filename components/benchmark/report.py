@@ -1,0 +1,106 @@
+"""The benchmark sweep as Markdown and as a self-contained HTML page (plots inline as base64 PNG: a KFP HTML
+artifact needs no other file)."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import numpy as np
+
+from admlops.components.benchmark.benchmark import label
+
+COLUMNS = ("runtime", "precision", "threads", "batch", "p50 (ms)", "p90 (ms)", "p99 (ms)", "images/s",
+           "speed-up vs PyTorch (p50)", "load (s)", "artifact (MiB)", "inference memory (MiB)", "process peak (MiB)",
+           "mAP@0.5", "mAP@0.5 vs PyTorch")
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table_rows(report: dict) -> list[list[str]]:
+    out = []
+    for r in report["rows"]:
+        lat, mem = r["latency"], r["memory"]
+        threads = f"{r['threads_used']}" if r["threads_used"] else "default"
+        out.append([r["runtime"], r["precision"], threads, str(r["batch"]), _fmt(lat["p50_ms"], ".1f"),
+                    _fmt(lat["p90_ms"], ".1f"), _fmt(lat["p99_ms"], ".1f"), _fmt(lat["throughput_ips"], ".1f"),
+                    _fmt(r["speedup_p50"], ".2f"), _fmt(r["load_s"], ".2f"), _fmt(r["artifact_bytes"] / 2**20, ".1f"),
+                    _fmt(mem["added_mib"], ".0f"), _fmt(mem["process_peak_mib"], ".0f"), _fmt(r["mAP50"], ".3f"),
+                    _fmt(None if r["mAP50_diff"] is None else 100 * r["mAP50_diff"], "+.1f") + " pt"])
+    return out
+
+
+def machine_lines(report: dict) -> list[str]:
+    m = report["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+    return [f"CPU: {m['cpu']}; {m['logical_cores']} logical / {m['physical_cores']} physical cores, "
+            f"{m['usable_cores']} usable; flags: {', '.join(m['cpu_flags']) or 'none of note'}",
+            f"Platform: {m['platform']}, Python {m['python']}",
+            f"Versions: {versions}",
+            f"Images: {report['images']} val images, input {report['input_shape']}, {report['warmup']} warm-up calls "
+            f"per batch size, {report['repeats']} pass(es); threads 'default' = the runtime's own choice",
+            f"Timed: {report['timed']}",
+            f"Memory: {report['memory_definition']}"]
+
+
+def render_markdown(report: dict) -> str:
+    lines = ["# Deploy benchmark", "", "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    return "\n".join(lines + [""] + [f"* {line}" for line in machine_lines(report)]) + "\n"
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plots(report: dict) -> list[tuple[str, str]]:
+    """(title, base64 PNG): per-call latency histograms per batch size; p50 latency against throughput."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    labels = list(dict.fromkeys(label(r) for r in rows))
+    sizes = report["batch_sizes"]
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.5 * len(sizes), 3), squeeze=False)
+    for ax, b in zip(axes[0], sizes, strict=True):
+        sel = [r for r in rows if r["batch"] == b]
+        top = max(max(r["timings_ms"]) for r in sel)
+        bins = np.linspace(0, top * 1.05, 40)
+        for r in sel:
+            ax.hist(r["timings_ms"], bins=bins, histtype="step", label=label(r))
+        ax.set(title=f"batch {b}", xlabel="latency per call (ms)", ylabel="calls")
+    axes[0][0].legend(fontsize=7)
+    out = [("Latency per call", _png(fig))]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name in labels:
+        sel = sorted((r for r in rows if label(r) == name), key=lambda r: r["batch"])
+        x = [r["latency"]["p50_ms"] for r in sel]
+        y = [r["latency"]["throughput_ips"] for r in sel]
+        ax.plot(x, y, marker="o", label=name)
+        for r, xi, yi in zip(sel, x, y, strict=True):
+            ax.annotate(f"b{r['batch']}", (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set(xlabel="p50 latency per call (ms)", ylabel="throughput (images/s)")
+    ax.legend(fontsize=7)
+    out.append(("Latency against throughput (one point per batch size)", _png(fig)))
+    plt.close("all")
+    return out
+
+
+def render_html(report: dict) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>" for row in table_rows(report))
+    parts = ["<h1>Deploy benchmark</h1>", f"<table><tr>{head}</tr>{body}</table>",
+             "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in machine_lines(report)) + "</ul>"]
+    for title, png in plots(report):
+        parts.append(f"<h2>{esc(title)}</h2><img class='plot' alt='{esc(title)}' src='data:image/png;base64,{png}'>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}img{max-width:100%}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Deploy benchmark</title><style>{style}</style>"
+            f"</head><body>{''.join(parts)}</body></html>")
