@@ -1,0 +1,235 @@
+"""Run a trained 2D detector over an unlabeled pool: boxes with scores and per-class score vectors, the same on
+the mirror image (test-time augmentation), and an image embedding per frame. Writes a predictions directory
+(layout in ``predictions.py``).
+
+The model is train's output (``model.pth`` + ``config.py``) or a zoo model ``NAME@VERSION`` / ``NAME@ALIAS``
+pulled from the store. The pool is a folder of images or a converted dataset (annotations/*.json + images/).
+
+How, for an mmdet single-stage detector (RTMDet): images go through the config's test pipeline and data
+preprocessor in batches (each frame with its mirror image); backbone -> neck -> head; the boxes are the head's
+own ``predict_by_feat`` with ``score_thr`` lowered to ``SCORE_THR`` (the uncertainty signals need the
+low-confidence boxes) and rescaled to the original image, i.e. exactly what ``model.predict`` returns.
+mmdet keeps only each box's winning score, so the per-class vector of each box is read back from the head's
+outputs at the prior the box was decoded from (the prior whose decoded box and class score equal the kept
+one's). The embedding is the backbone's last stage, global-average pooled and L2-normalised: it describes the
+scene (layout, lighting, clutter) rather than the few boxes the head found, and costs nothing extra.
+
+With ``reference`` (the current dataset, convert's output), its frames are embedded too (``reference.npy``),
+so ``score`` can measure novelty against it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from admlops.components.iterate.predictions import Detections, FramePrediction, write_predictions
+from admlops.errors import InputError, UsageError
+from admlops.localfs import atomic_dir
+
+SCORE_THR = 0.005
+BATCH = 4
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def pool_frames(pool: str | Path) -> tuple[list[tuple[str, Path]], str]:
+    """(frame id, image) of every pool frame, and the pool's kind: a converted dataset (the images its
+    annotations list, train and val) or a folder of images (searched recursively; the id is the file's stem)."""
+    pool = Path(pool)
+    if not pool.is_dir():
+        raise InputError(pool, "pool not found: expected a folder of images or a converted dataset")
+    if (pool / "annotations").is_dir():
+        files = []
+        for ann in sorted((pool / "annotations").glob("*.json")):
+            try:
+                files += [pool / im["file_name"] for im in json.loads(ann.read_text())["images"]]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InputError(ann, f"not a COCO annotation file ({exc})") from None
+        kind = "dataset"
+    else:
+        files, kind = sorted(p for p in pool.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES), "images"
+    frames, seen = [], {}
+    for path in files:
+        if path.stem in seen:
+            raise InputError(path, f"two pool images have the frame id {path.stem!r} (the other: {seen[path.stem]})")
+        seen[path.stem] = path
+        frames.append((path.stem, path))
+    return frames, kind
+
+
+def resolve_model(model: str | Path, store: str, cache: Path) -> tuple[Path, dict]:
+    """The model directory and its record: a directory as it is (with model.pth's sha256), or a zoo model
+    ``NAME@VERSION|ALIAS`` pulled (verified) from ``store`` (name, version, manifest sha256, the reference)."""
+    path = Path(model)
+    if path.is_dir():
+        if not (path / "model.pth").is_file() or not (path / "config.py").is_file():
+            raise InputError(path, "not a model directory: expected model.pth and config.py (train's output)")
+        return path, {"path": str(path.resolve()), "sha256": hashlib.sha256((path / "model.pth").read_bytes()).hexdigest()}
+    name, sep, ref = str(model).partition("@")
+    if not sep or not name or not ref:
+        raise UsageError(f"model {str(model)!r}: expected a model directory or a zoo model NAME@VERSION or NAME@ALIAS")
+    from admlops import catalog, zoo
+    from admlops.objectstore import DEFAULT_STORE, open_store
+
+    st = open_store(store or DEFAULT_STORE)
+    version = catalog.pull(st, "models", name, zoo.resolve(st, name, ref), cache / "model")
+    return cache / "model", version.ref() | {"ref": str(model)}
+
+
+class Detector:
+    """An mmdet detector loaded from a model directory, with its test pipeline fed from arrays."""
+
+    def __init__(self, model_dir: Path, device: str | None = None):
+        from admlops import compat
+
+        compat.apply()
+        import torch
+        from mmcv.transforms import Compose
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+        from mmengine.config import Config
+
+        register_all_modules()
+        cfg = Config.fromfile(str(model_dir / "config.py"))
+        checkpoint = torch.load(model_dir / "model.pth", map_location="cpu", weights_only=True)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = MODELS.build(cfg.model)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.to(self.device).eval()
+        meta = (checkpoint.get("meta") or {}).get("dataset_meta") or {}
+        self.classes = list(meta.get("classes") or cfg.test_dataloader.dataset.metainfo.classes)
+        steps = [dict(s) for s in cfg.test_dataloader.dataset.pipeline if s["type"] != "LoadAnnotations"]
+        steps[0] = dict(type="mmdet.LoadImageFromNDArray")  # images come as arrays (the frame and its mirror)
+        self.pipeline = Compose(steps)
+        self.test_cfg = cfg.model.test_cfg
+
+    def _batch(self, images: list[np.ndarray]):
+        from mmengine.dataset import pseudo_collate
+
+        data = self.model.data_preprocessor(pseudo_collate([self.pipeline(dict(img=im, img_id=0)) for im in images]), False)
+        return data["inputs"], [s.metainfo for s in data["data_samples"]]
+
+    def embed(self, images: list[np.ndarray]) -> np.ndarray:
+        """[len(images), D] embeddings: the backbone's last stage, average-pooled, L2-normalised."""
+        import torch
+
+        inputs, _ = self._batch(images)
+        with torch.no_grad():
+            return _pool(self.model.backbone(inputs)[-1])
+
+    def detect(self, images: list[np.ndarray], score_thr: float = SCORE_THR) -> tuple[list[Detections], np.ndarray]:
+        """Detections on each image (original pixels) and the images' embeddings."""
+        import torch
+        from mmengine.config import ConfigDict
+
+        inputs, metas = self._batch(images)
+        head = self.model.bbox_head
+        cfg = ConfigDict(dict(self.test_cfg, score_thr=score_thr))
+        with torch.no_grad():
+            stages = self.model.backbone(inputs)
+            outs = head(self.model.neck(stages) if self.model.with_neck else stages)
+            results = head.predict_by_feat(*outs, batch_img_metas=metas, cfg=cfg, rescale=True)
+            vectors = _class_vectors(head, outs, metas, results)
+        dets = [Detections.of(r.bboxes.cpu().numpy(), r.scores.cpu().numpy(), r.labels.cpu().numpy(), v)
+                for r, v in zip(results, vectors, strict=True)]
+        return dets, _pool(stages[-1])
+
+
+def _pool(feature) -> np.ndarray:
+    emb = feature.mean(dim=(2, 3))
+    return (emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
+
+
+def _class_vectors(head, outs, metas, results) -> list[np.ndarray | None]:
+    """Per kept box, the class scores at the prior it was decoded from (None where the head is not a one-prior
+    dense head whose outputs are (cls_scores, bbox_preds), e.g. anchor-based heads with several priors)."""
+    import torch
+
+    if len(outs) != 2 or getattr(head, "num_base_priors", 1) != 1 or not hasattr(head, "prior_generator"):
+        return [None] * len(results)
+    cls_scores, bbox_preds = outs
+    priors = torch.cat(head.prior_generator.grid_priors([c.shape[-2:] for c in cls_scores], dtype=cls_scores[0].dtype,
+                                                        device=cls_scores[0].device))
+    out = []
+    for i, (meta, r) in enumerate(zip(metas, results, strict=True)):
+        logits = torch.cat([c[i].permute(1, 2, 0).reshape(-1, head.cls_out_channels) for c in cls_scores])
+        probs = logits.sigmoid() if head.use_sigmoid_cls else logits.softmax(-1)[:, :-1]
+        reg = torch.cat([b[i].permute(1, 2, 0).reshape(-1, head.bbox_coder.encode_size) for b in bbox_preds])
+        boxes = head.bbox_coder.decode(priors, reg, max_shape=meta["img_shape"])
+        boxes = boxes / boxes.new_tensor(meta["scale_factor"]).repeat(2)
+        if not len(r.bboxes):
+            out.append(np.zeros((0, probs.shape[1])))
+            continue
+        cost = torch.cdist(r.bboxes, boxes, p=1) + 1e3 * (probs[:, r.labels].T - r.scores[:, None]).abs()
+        out.append(probs[cost.argmin(dim=1)].cpu().numpy())
+    return out
+
+
+def _read_image(path: Path) -> np.ndarray:
+    import mmcv
+
+    try:
+        img = mmcv.imread(str(path))  # BGR, as the config's LoadImageFromFile reads it
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad image
+        raise InputError(path, f"unreadable image: {exc}") from None
+    if img is None:
+        raise InputError(path, "unreadable image")
+    return img
+
+
+def _batches(frames: list[tuple[str, Path]], size: int) -> Iterator[list[tuple[str, Path, np.ndarray]]]:
+    for lo in range(0, len(frames), size):
+        yield [(f, p, _read_image(p)) for f, p in frames[lo : lo + size]]
+
+
+def _unflip(d: Detections, width: int) -> Detections:
+    boxes = d.boxes.copy()
+    boxes[:, [0, 2]] = width - d.boxes[:, [2, 0]]
+    return Detections(boxes, d.scores, d.labels, d.class_scores)
+
+
+def infer(model: str | Path, pool: str | Path, out: str | Path, reference: str | Path | None = None, store: str = "",
+          batch_size: int = BATCH, score_thr: float = SCORE_THR, flip: bool = True, device: str | None = None) -> dict:
+    """Predict every frame of ``pool`` with ``model`` (a model directory or a zoo ``NAME@VERSION|ALIAS`` in
+    ``store``), also on the mirror image when ``flip``; embed ``reference``'s frames (the current dataset) when
+    given. Publishes a predictions directory at ``out``; returns its summary."""
+    if batch_size < 1:
+        raise UsageError(f"batch size must be >= 1, got {batch_size}")
+    frames, kind = pool_frames(pool)
+    if not frames:
+        raise UsageError(f"{pool}: the pool has no images ({', '.join(IMAGE_SUFFIXES)}): nothing to infer")
+    ref_frames = pool_frames(reference)[0] if reference else []
+    with tempfile.TemporaryDirectory(prefix="admlops-infer-") as cache:
+        model_dir, model_record = resolve_model(model, store, Path(cache))
+        det = Detector(model_dir, device)
+    summary = {
+        "classes": det.classes, "model": model_record, "score_thr": score_thr, "flip": flip, "device": det.device,
+        "pool": {"path": str(Path(pool).resolve()), "name": Path(pool).resolve().name, "kind": kind, "frames": len(frames)},
+        "reference": None if not reference else {"path": str(Path(reference).resolve()), "frames": len(ref_frames)},
+        "embedding": "backbone last stage, global average pool, L2-normalised",
+    }
+    with atomic_dir(out) as tmp:
+        ref = None
+        if ref_frames:
+            batches = tqdm(_batches(ref_frames, batch_size), total=-(-len(ref_frames) // batch_size), desc="embed reference",
+                           unit="batch")
+            ref = ([f for f, _ in ref_frames], np.concatenate([det.embed([im for _, _, im in b]) for b in batches]))
+        count = write_predictions(tmp, _predict(det, frames, batch_size, score_thr, flip), summary, ref)
+    return summary | {"frames": count}
+
+
+def _predict(det: Detector, frames: list[tuple[str, Path]], batch_size: int, score_thr: float,
+             flip: bool) -> Iterator[FramePrediction]:
+    """The pool's predictions, batch by batch (streamed to disk: memory does not grow with the pool)."""
+    for batch in tqdm(_batches(frames, batch_size), total=-(-len(frames) // batch_size), desc="infer", unit="batch"):
+        images = [im for _, _, im in batch]
+        dets, emb = det.detect(images + [np.ascontiguousarray(im[:, ::-1]) for im in images] if flip else images, score_thr)
+        for k, (frame, path, im) in enumerate(batch):
+            h, w = im.shape[:2]
+            mirror = _unflip(dets[len(batch) + k], w) if flip else None
+            yield FramePrediction(frame, str(path.resolve()), w, h, dets[k], mirror, emb[k])
