@@ -48,7 +48,8 @@ COMPONENT_IMAGES: dict[str, tuple[str, str]] = {
     "benchmark-trt": ("deploy", "deploy"),
     "iterate-infer": ("cpu", "train"),  # the model over the unlabeled pool
     "iterate": ("cpu", "cpu"),  # score, select, report, labeling tasks, import, merge
-    "promote": ("cpu", "cpu"),
+    "promote": ("cpu", "train"),  # evaluates two models
+    "dataset-version": ("cpu", "cpu"),
 }
 TRAINJOB_NODE_IMAGE = "train"  # the torch-distributed ClusterTrainingRuntime's nodes
 

@@ -6,10 +6,12 @@ from pathlib import Path
 
 from admlops.errors import UsageError
 from admlops.pipelines import detection2d as _detection2d
+from admlops.pipelines import iterate as _iterate
+from admlops.pipelines import promote as _promote
 from admlops.pipelines.profiles import load_profile
 
-BUILDERS = {"detection2d": _detection2d.build}
-PIPELINES = {"detection2d": _detection2d.detection2d}
+BUILDERS = {"detection2d": _detection2d.build, "iterate": _iterate.build, "promote": _promote.build}
+PIPELINES = {name: build() for name, build in BUILDERS.items()}
 PIPELINE_DIR = Path(__file__).resolve().parent
 _CASTS = {"Integer": int, "Float": float, "Boolean": lambda v: v.lower() in ("1", "true", "yes"), "String": str,
           "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": lambda v: v.lower() in ("1", "true", "yes")}
@@ -53,5 +55,6 @@ def compile_pipeline(name: str, out_dir: str | Path = PIPELINE_DIR, profile: str
 
     func = BUILDERS[name](load_profile(profile)) if profile else pipeline(name)
     path = Path(out_dir) / (f"{name}-{load_profile(profile).name}.yaml" if profile else f"{name}.yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(func, str(path))
     return path

@@ -1,4 +1,5 @@
-"""KFP component: KITTI -> COCO for mmdet, with class mapping from a dataset definition."""
+"""KFP components: KITTI -> COCO for mmdet, with class mapping from a dataset definition; a committed dataset
+version of the lake as a Dataset artifact."""
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
@@ -17,3 +18,20 @@ def convert(kitti: str, definition: str, val_fraction: float, seed: int, store: 
         "source": summary["source_version"], "version": summary["dataset_version"],
         "object_uri": summary["dataset_version"]["uri"],
     })
+
+
+@dsl.component(base_image=image_for("convert"), install_kfp_package=False)
+def dataset_version(ref: str, store: str, dataset: Output[Dataset]):
+    """The committed dataset version ``ref`` (NAME@VERSION) of ``store`` as a Dataset artifact, every file verified
+    against its manifest; the metadata carries the version record, as convert's output does."""
+    from admlops import catalog
+    from admlops.errors import UsageError
+    from admlops.objectstore import DEFAULT_STORE, open_store
+
+    name, sep, version = ref.partition("@")
+    if not (name and sep and version):
+        raise UsageError(f"dataset {ref!r}: expected NAME@VERSION")
+    lake = open_store(store or DEFAULT_STORE)
+    v = catalog.pull(lake, "datasets", name, version, dataset.path)
+    record = v.ref() | {"uri": lake.uri(f"datasets/{v.name}/{v.version}/")}
+    dataset.metadata.update({"format": "coco", "version": record, "object_uri": record["uri"]})

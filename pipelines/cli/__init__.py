@@ -5,7 +5,7 @@ Exit codes: 0 success; 1 an unexpected failure (a bug or an environment problem:
 (its log or report says why); 5 a storage error (the message names the store and object); 6 a remote service
 (the KFP API, Kubernetes) refused or could not be reached; 130 interrupted.
 
-One module per command group (data, zoo, models, pipelines) over the helpers in ``common``; the product's
+One module per command group (data, zoo, models, iterate, pipelines) over the helpers in ``common``; the product's
 errors (admlops.errors.AdmlopsError) carry their exit code and are mapped here, in one place.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ import argparse
 import sys
 
 from admlops.errors import AdmlopsError
-from admlops.pipelines.cli import data, models, pipelines, zoo
+from admlops.pipelines.cli import data, iterate, models, pipelines, zoo
 
-GROUPS = (data, zoo, models, pipelines)
+GROUPS = (data, zoo, models, iterate, pipelines)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """``admlops zoo ...``: the model zoo's versions, lineage and aliases."""
 from __future__ import annotations
 
-from admlops.pipelines.cli.common import list_versions, show_version, store_arg
+from admlops.pipelines.cli.common import list_versions, ref, show_version, store_arg
 
 
 def cmd_promote(args) -> None:
@@ -12,6 +12,25 @@ def cmd_promote(args) -> None:
                          reason=args.reason or "")
     forced = f", FORCED past failed gates ({record['reason']})" if record.get("forced") else ""
     print(f"{args.name}:{args.alias} -> {record['version']} (was {record['previous']}), by {record['by']}{forced}")
+
+
+def cmd_gated_promote(args) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from admlops import catalog
+    from admlops.components.promote.promote import promote_gated
+    from admlops.objectstore import open_store
+
+    with tempfile.TemporaryDirectory(prefix="admlops-promote-data-") as tmp:
+        dataset = args.dataset
+        if "@" in dataset and not Path(dataset).exists():
+            catalog.pull(open_store(args.store), "datasets", *ref(dataset), Path(tmp) / "dataset")
+            dataset = Path(tmp) / "dataset"
+        report = promote_gated(args.name, args.candidate, dataset, args.out, args.store, args.alias, args.ap_tolerance,
+                               ",".join(args.latency_budget))
+    print((Path(args.out) / "promotion.md").read_text())
+    print(f"{args.name}:{args.alias} -> {report['candidate']} (was {report['production']})")
 
 
 def add_commands(sub) -> None:
@@ -32,3 +51,16 @@ def add_commands(sub) -> None:
     s.set_defaults(func=cmd_promote)
     for parser in zoo.choices.values():
         store_arg(parser)
+
+    s = sub.add_parser("promote", help="gated promotion: evaluate a candidate and production on one dataset version; "
+                       "move the alias only when every gate passes (exit 4 with the report otherwise)")
+    s.add_argument("name", help="the zoo model's name")
+    s.add_argument("out", help="directory for promotion.json and promotion.md")
+    s.add_argument("--dataset", required=True, help="NAME@VERSION in the store, or a converted dataset directory")
+    s.add_argument("--candidate", default="candidate", help="the version or alias to promote")
+    s.add_argument("--alias", default="production")
+    s.add_argument("--ap-tolerance", type=float, default=1.0, help="largest per-class AP@0.5 drop allowed, in points")
+    s.add_argument("--latency-budget", action="append", default=[], metavar="BACKEND:PRECISION=MS",
+                   help="p50 budget at batch 1 from the candidate's benchmark (repeatable)")
+    store_arg(s)
+    s.set_defaults(func=cmd_gated_promote)

@@ -1,0 +1,56 @@
+"""The return path of the loop: a zoo model over an unlabeled pool -> corner cases chosen under a label budget
+-> a pre-labeled task for the labeling vendor -> (once the labels are back) a new dataset version.
+
+Labeling takes days, so one pipeline serves both halves: run it with ``returned`` empty to get the selection,
+the corner-case report and the task; run it again with ``returned`` = the vendor's file to import, validate and
+merge it (the first half is recomputed identically: same model, pool, dataset and budget give the same task,
+which import checks the returned labels against). The merged version is an input of ``detection2d``."""
+from kfp import dsl
+
+from admlops.components.convert.component import dataset_version
+from admlops.components.iterate.component import export_task, import_labels, infer, merge, report, score, select
+from admlops.pipelines import profiles
+
+
+def build(profile: profiles.ClusterProfile | None = None):
+    @dsl.pipeline(name="iterate", description="Mine corner cases from an unlabeled pool with a zoo model, hand them to "
+                  "labeling, and merge the returned labels into a new dataset version.")
+    def iterate(
+        model: str,
+        pool: str,
+        dataset: str,
+        budget: int,
+        store: str = "",
+        label_format: str = "cvat",
+        returned: str = "",
+        merged_name: str = "",
+        infer_batch_size: int = 4,
+        infer_score_thr: float = 0.005,
+        select_diversity: float = 0.5,
+    ):
+        """``model``: a zoo model NAME@ALIAS (or NAME@VERSION) in ``store``; ``pool``: a folder of images or a
+        converted dataset; ``dataset``: the current dataset version NAME@VERSION (rare classes and novelty are
+        measured against it, and the labels merge into it); ``budget``: frames to label; ``returned``: the
+        vendor's labels (CVAT XML or Label Studio JSON, per ``label_format``), empty until they are back."""
+        def on(task, name: str, gpu: bool = False):
+            return profiles.apply(task.set_display_name(name), profile, name, gpu)
+
+        current = on(dataset_version(ref=dataset, store=store), "dataset-version")
+        preds = on(infer(pool=pool, model_ref=model, store=store, batch_size=infer_batch_size, score_thr=infer_score_thr,
+                         dataset=current.outputs["dataset"]), "iterate-infer", gpu=True)
+        scores = on(score(predictions=preds.outputs["predictions"], dataset=current.outputs["dataset"]), "score")
+        chosen = on(select(predictions=preds.outputs["predictions"], scores=scores.outputs["scores"], budget=budget,
+                           diversity=select_diversity), "select")
+        on(report(predictions=preds.outputs["predictions"], scores=scores.outputs["scores"],
+                  selection=chosen.outputs["selection"]), "report")
+        task = on(export_task(selection=chosen.outputs["selection"], predictions=preds.outputs["predictions"],
+                              label_format=label_format), "export-task")
+        with dsl.If(returned != "", name="labels-returned"):
+            labels = on(import_labels(task=task.outputs["task"], returned=returned), "import-labels")
+            on(merge(labels=labels.outputs["labels"], parent=current.outputs["dataset"], store=store, name=merged_name),
+               "merge")
+
+    return iterate
+
+
+iterate = build()
