@@ -26,6 +26,9 @@ PACKAGES: dict[str, str] = {
     "mmdet3d": "1.4.0",
     "mmdeploy": "1.3.1",
     "onnxruntime": "1.26.0",  # CPU build (developer machines, CI, the cpu image)
+    "openvino": "2026.4.1",  # CPU backend: convert_model reads the end2end ONNX (mmdeploy's mo path is gone)
+    "nncf": "3.4.0",  # OpenVINO int8: post-training quantization
+    "ml-dtypes": "0.5.4",  # onnxruntime.quantization (ONNX Runtime int8) imports it; 0.5 is the last for numpy 1.x
     "onnxruntime-gpu": "1.26.0",  # deploy image, from ONNX Runtime's CUDA 13 index (PyPI's build is CUDA 12)
     "tensorrt-cu13": "10.16.1.11",  # TensorRT 10 (11 drops BuilderFlag.FP16/INT8), CUDA 13 build
     "kfp": "2.17.0",  # 2.17.3 needs a certifi the registry does not serve

@@ -32,9 +32,11 @@ if ! "$VENV/bin/python" -c 'import mmcv.ops' 2>/dev/null; then
   pip install -q "setuptools$PIN_SETUPTOOLS"   # torch/mmengine pull a setuptools without pkg_resources
   MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} pip install -q --no-build-isolation "mmcv==$PIN_MMCV"
 fi
-echo "[install] OpenMMLab, ONNX Runtime" >&2
+echo "[install] OpenMMLab, ONNX Runtime, OpenVINO" >&2
+# openvino and nncf (OpenVINO int8) are the CPU deploy backend beside ONNX Runtime (admlops.backends);
+# onnxruntime.quantization (ONNX Runtime int8) imports ml_dtypes, which onnxruntime does not declare
 pip install -q "mmdet==$PIN_MMDET" "mmdet3d==$PIN_MMDET3D" "mmdeploy==$PIN_MMDEPLOY" \
-  "onnxruntime==$PIN_ONNXRUNTIME" "numpy$PIN_NUMPY"
+  "onnxruntime==$PIN_ONNXRUNTIME" "openvino==$PIN_OPENVINO" "nncf==$PIN_NNCF" "ml-dtypes==$PIN_ML_DTYPES" "numpy$PIN_NUMPY"
 echo "[install] kfp, storage, tracking, test tools" >&2
 # pyarrow 20 works with numpy 1.x (pyarrow 26 needs numpy 2; mmcv and mmdeploy need numpy<2);
 # kubernetes-validate checks manifests/ against the Kubernetes OpenAPI schemas (tests/test_manifests.py)

@@ -1,11 +1,14 @@
-"""KFP component: mmdeploy ONNX export (end-to-end, with NMS) and its ONNX Runtime mAP."""
+"""KFP component: mmdeploy ONNX export (end-to-end, with NMS), the CPU deploy targets built from it, and the parity
+gate of each against PyTorch."""
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from admlops.images import IMAGES
+from admlops.backends.parity import MAX_DROP_FLOAT, MAX_DROP_INT8
+from admlops.components.export.export import CALIBRATION_IMAGES, DEFAULT_TARGETS
+from admlops.images import image_for
 
 
-@dsl.component(base_image=IMAGES["cpu"], install_kfp_package=False)
+@dsl.component(base_image=image_for("export"), install_kfp_package=False)
 def export(
     dataset: Input[Dataset],
     model: Input[Model],
@@ -13,8 +16,14 @@ def export(
     deploy_config: str,
     onnx_model: Output[Model],
     metrics: Output[Metrics],
+    targets: str = DEFAULT_TARGETS,
+    calibration_images: int = CALIBRATION_IMAGES,
+    max_drop_float: float = MAX_DROP_FLOAT,
+    max_drop_int8: float = MAX_DROP_INT8,
+    enforce_gates: bool = True,
 ):
-    """Export to ONNX and report the ONNX Runtime mAP next to PyTorch's."""
+    """Export to ONNX, build every deploy target (``backend:precision``, comma-separated), report each target's mAP
+    next to PyTorch's and gate it (allowed mAP@0.5 drops in points: fp32/fp16/bf16 and int8)."""
     import json
     from pathlib import Path
 
@@ -22,7 +31,15 @@ def export(
     from admlops.kfp_metrics import log_coco
 
     pytorch = json.loads((Path(pytorch_report.path) / "metrics.json").read_text())
-    result = run(dataset.path, model.path, onnx_model.path, deploy_config, pytorch)
-    log_coco(metrics, result["onnxruntime"], prefix="onnx_")
-    metrics.log_metric("onnx_minus_pytorch_mAP50", round(result["mAP50_difference"], 4))
-    onnx_model.metadata.update({"framework": "onnx", "runtime": "onnxruntime", "deploy_config": deploy_config})
+    result = run(dataset.path, model.path, onnx_model.path, deploy_config, pytorch, targets=targets,
+                 max_drop_float=max_drop_float, max_drop_int8=max_drop_int8, calibration_images=calibration_images,
+                 enforce_gates=enforce_gates)
+    for tag, coco in result["backends"].items():
+        log_coco(metrics, coco, prefix=f"{tag.replace('-', '_')}_")
+    if "mAP50_difference" in result:
+        log_coco(metrics, result["onnxruntime"], prefix="onnx_")
+        metrics.log_metric("onnx_minus_pytorch_mAP50", round(result["mAP50_difference"], 4))
+    gates = json.loads((Path(onnx_model.path) / "gates.json").read_text())
+    metrics.log_metric("gates_passed", float(gates["passed"]))
+    onnx_model.metadata.update({"framework": "onnx", "runtime": "onnxruntime", "deploy_config": deploy_config,
+                                "targets": targets, "gates_passed": gates["passed"]})

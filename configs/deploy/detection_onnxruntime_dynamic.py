@@ -32,3 +32,15 @@ codebase_config = dict(
     ),
 )
 backend_config = dict(type='onnxruntime')
+
+# How the deployed backends (admlops.backends) build from the graph above. Every backend builds from this one
+# graph (its NonMaxSuppression is the standard ONNX op: TensorRT maps it onto its own NMS layer), so export and
+# export-trt read these settings from the deploy.py that export writes beside end2end.onnx.
+# input_shapes follows mmdeploy's backend_config.model_inputs convention: TensorRT's optimization profile, and
+# the range every calibration batch must fit. Export sets H and W from the model's test pipeline when it pads
+# to a fixed size (rtmdet_tiny_kitti: 640x192); opt is one image (what a deployed detector serves), max covers
+# the evaluation's val batches.
+deploy_backends = dict(
+    input_shapes=dict(input=dict(min_shape=[1, 3, 192, 640], opt_shape=[1, 3, 192, 640], max_shape=[8, 3, 192, 640])),
+    tensorrt=dict(max_workspace_size=1 << 30),  # bytes of scratch memory TensorRT's tactics may use
+)

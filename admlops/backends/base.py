@@ -1,0 +1,206 @@
+"""The one interface of a deployed-model backend (the registry of admlops.backends).
+
+A backend turns the exported ONNX graph (mmdeploy's end2end detector: input ``input`` [N, 3, H, W] float32,
+normalised as the model's test pipeline does; outputs ``dets`` [N, K, 5] and ``labels`` [N, K]) into its own
+artifact at a precision, loads that artifact, and runs preprocessed batches::
+
+    backend = get_backend("openvino")
+    built = backend.build(onnx_file, out_dir, "int8", calibration=calib, shapes=shapes)
+    runner = backend.load(out_dir, threads=2)
+    outputs = runner(batch)            # {"dets": ndarray, "labels": ndarray}
+
+``build`` writes only under ``out_dir`` (the caller publishes it atomically, admlops.localfs.atomic_dir), and
+beside the artifact ``build.json``: what was built, from which ONNX, at which precision, and the environment
+it was built in. ``load`` reads that report and refuses an artifact bound to another environment (a TensorRT
+engine built on another GPU or TensorRT version) with an InputError naming the file, before touching it.
+
+A backend module subclasses :class:`Backend`, implements ``_build``/``_load`` (and ``environment`` when its
+artifacts are bound to the machine), and registers itself with ``@register``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from admlops.errors import InputError, UsageError
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+BUILD_REPORT = "build.json"
+BACKENDS: dict[str, type["Backend"]] = {}
+
+# mmdeploy's ``input_shapes`` convention: input name -> {"min_shape": [...], "opt_shape": [...], "max_shape": [...]}
+Shapes = dict[str, dict[str, list[int]]]
+# A loaded artifact: one preprocessed batch [N, 3, H, W] float32 in, output name -> array out.
+Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def register(cls: type["Backend"]) -> type["Backend"]:
+    """Class decorator: registers a Backend subclass under its ``name``."""
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+@dataclass
+class Calibration:
+    """Preprocessed batches (each [N, 3, H, W] float32) to calibrate int8 on, and where they came from."""
+
+    source: str  # the annotation file of the split the images were taken from: named in errors and reports
+    batches: list[np.ndarray]
+    images: list[str] = field(default_factory=list)
+
+    def key(self) -> str:
+        """SHA-256 over the batches' shapes, dtypes and bytes: a calibration cache is reused only for the same data."""
+        h = hashlib.sha256()
+        for batch in self.batches:
+            h.update(f"{batch.shape}{batch.dtype}".encode())
+            h.update(np.ascontiguousarray(batch).tobytes())
+        return h.hexdigest()
+
+
+@dataclass
+class BuildResult:
+    artifact: Path  # the file a runner loads (model.onnx, model.xml, model.engine)
+    precision: str
+    report: dict = field(default_factory=dict)  # JSON-serialisable: also written to build.json beside the artifact
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def onnx_io(onnx_file: Path) -> tuple[list[str], list[str]]:
+    """Input and output names of ``onnx_file``; an InputError naming the file if it is missing or not an ONNX model."""
+    import onnx
+
+    onnx_file = Path(onnx_file)
+    if not onnx_file.is_file():
+        raise InputError(onnx_file, "no such ONNX file")
+    try:
+        model = onnx.load(str(onnx_file), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends: the bytes are not an ONNX ModelProto
+        raise InputError(onnx_file, f"not an ONNX model: {type(e).__name__}: {e}") from None
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in initializers]
+    outputs = [o.name for o in model.graph.output]
+    if not inputs or not outputs or not model.graph.node:
+        raise InputError(onnx_file, f"not an ONNX model of a network: {len(model.graph.node)} nodes, inputs {inputs}, "
+                                    f"outputs {outputs}")
+    return inputs, outputs
+
+
+def check_calibration(calibration: Calibration | None, input_name: str, shapes: Shapes | None) -> None:
+    """Int8 needs calibration batches of one shape [N, 3, H, W] float32, inside the deploy config's min/max shapes."""
+    if calibration is None or not calibration.batches:
+        where = calibration.source if calibration is not None else "calibration"
+        raise InputError(where, "the calibration set is empty: int8 needs preprocessed images to calibrate on")
+    first = calibration.batches[0]
+    for i, batch in enumerate(calibration.batches):
+        if not isinstance(batch, np.ndarray) or batch.dtype != np.float32 or batch.ndim != 4 or batch.shape[1] != 3:
+            got = f"{batch.dtype} {list(batch.shape)}" if isinstance(batch, np.ndarray) else type(batch).__name__
+            raise InputError(calibration.source, f"calibration batch {i} is {got}: expected float32 [N, 3, H, W]")
+        if batch.shape != first.shape:
+            raise InputError(calibration.source, f"calibration batch {i} has shape {list(batch.shape)}, batch 0 "
+                                                 f"{list(first.shape)}: every batch must have one shape")
+    limits = (shapes or {}).get(input_name)
+    if limits:
+        lo, hi = limits["min_shape"], limits["max_shape"]
+        if len(lo) != first.ndim or any(s < a or s > b for s, a, b in zip(first.shape, lo, hi)):
+            raise InputError(calibration.source, f"calibration batches have shape {list(first.shape)}, outside the deploy "
+                                                 f"config's input shapes for {input_name!r}: min {lo}, max {hi}")
+
+
+def check_environment(built: dict, here: dict, keys: tuple[str, ...], artifact: Path) -> None:
+    """Refuse to run ``artifact`` where any of ``keys`` of the environment it was built in differs from ``here``."""
+    differs = [f"{k} {built.get(k)!r} (here {here.get(k)!r})" for k in keys if built.get(k) != here.get(k)]
+    if differs:
+        raise InputError(artifact, "built for another environment, cannot run here: " + "; ".join(differs) +
+                         ". Rebuild it on this machine")
+
+
+def read_report(out_dir: Path) -> dict:
+    """``out_dir/build.json``; an InputError naming it when it is missing or unreadable."""
+    path = Path(out_dir) / BUILD_REPORT
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "missing: not a directory that a backend built (it cannot tell what built the artifact)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(path, f"unreadable build report: {e}") from None
+
+
+class Backend(ABC):
+    name: str = ""
+    device: str = "cpu"  # "cpu" or "cuda"
+    precisions: tuple[str, ...] = ("fp32",)
+    # environment() keys an artifact is bound to: load refuses it where any differs (TensorRT: version, GPU)
+    bound_to: tuple[str, ...] = ()
+
+    def check_precision(self, precision: str) -> None:
+        if precision not in self.precisions:
+            raise UsageError(f"backend {self.name!r} has no precision {precision!r}: expected one of {', '.join(self.precisions)}")
+
+    def environment(self) -> dict:
+        """The runtime's versions and device here, recorded in build.json (and compared on load for ``bound_to``)."""
+        return {}
+
+    def build(self, onnx_file: Path, out_dir: Path, precision: str, calibration: Calibration | None = None,
+              shapes: Shapes | None = None, options: dict | None = None, cache_dir: Path | None = None) -> BuildResult:
+        """Build this backend's artifact from ``onnx_file`` into ``out_dir`` (created) and write ``build.json``.
+
+        ``calibration``: preprocessed train batches (required for int8). ``shapes``: the deploy config's min/opt/max
+        input shapes. ``options``: backend settings from the deploy config (TensorRT: ``max_workspace_size``).
+        ``cache_dir``: an earlier build's directory whose caches (TensorRT's calibration and timing caches) are
+        reused where they still match; None builds from scratch.
+        """
+        self.check_precision(precision)
+        onnx_file, out_dir = Path(onnx_file), Path(out_dir)
+        inputs, outputs = onnx_io(onnx_file)
+        if precision == "int8":
+            check_calibration(calibration, inputs[0], shapes)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result = self._build(onnx_file, out_dir, precision, calibration if precision == "int8" else None, shapes or {},
+                             options or {}, Path(cache_dir) if cache_dir else None)
+        report = {
+            "backend": self.name, "precision": precision, "device": self.device,
+            "artifact": result.artifact.name, "artifact_bytes": result.artifact.stat().st_size,
+            "onnx": onnx_file.name, "onnx_sha256": file_sha256(onnx_file), "inputs": inputs, "outputs": outputs,
+            "calibration": None if precision != "int8" else {
+                "source": calibration.source, "batches": len(calibration.batches),
+                "shape": list(calibration.batches[0].shape), "sha256": calibration.key()},
+            "environment": self.environment(),
+            **result.report,
+        }
+        (out_dir / BUILD_REPORT).write_text(json.dumps(report, indent=2))
+        return BuildResult(result.artifact, precision, report)
+
+    def load(self, out_dir: Path, threads: int = 0) -> Runner:
+        """Load what ``build`` wrote in ``out_dir``; ``threads`` 0 = the runtime's default (CPU backends)."""
+        out_dir = Path(out_dir)
+        report = read_report(out_dir)
+        artifact = out_dir / report.get("artifact", "")
+        if report.get("backend") != self.name:
+            raise InputError(out_dir / BUILD_REPORT, f"built by backend {report.get('backend')!r}, not {self.name!r}")
+        if not artifact.is_file():
+            raise InputError(artifact, "the artifact named in build.json is missing")
+        if self.bound_to:
+            check_environment(report.get("environment", {}), self.environment(), self.bound_to, artifact)
+        return self._load(artifact, report, threads)
+
+    @abstractmethod
+    def _build(self, onnx_file: Path, out_dir: Path, precision: str, calibration: Calibration | None, shapes: Shapes,
+               options: dict, cache_dir: Path | None) -> BuildResult:
+        """Write the artifact under ``out_dir``; the inputs are checked already. Returns its path and what to report."""
+
+    @abstractmethod
+    def _load(self, artifact: Path, report: dict, threads: int) -> Runner:
+        """A runner of ``artifact`` (its build report given)."""

@@ -1,0 +1,102 @@
+"""ONNX Runtime: the exported graph as it is (fp32), or statically quantized to int8 (QDQ).
+
+int8 is ``onnxruntime.quantization.quantize_static`` in QDQ format with per-channel weights, calibrated
+(min/max) on preprocessed train images. Only the network's convolutions are quantized: the box decoding and
+NMS after them stay float, since int8 box coordinates and scores would move every detection.
+
+The CPU execution provider runs everywhere; where ONNX Runtime has the CUDA provider (the deploy image's
+onnxruntime-gpu) it is used first. mmdeploy's custom-op library is registered when it exists (the end2end
+graph uses none, but a graph exported with mmcv ops would).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from admlops.backends.base import Backend, BuildResult, Calibration, Runner, Shapes, register
+from admlops.localfs import link_or_copy
+
+QUANTIZED_OPS = ["Conv"]
+QUANT_OPSET = 13
+
+
+def session(onnx_file: Path, threads: int = 0):
+    """An InferenceSession on the best provider here (CUDA when available, else CPU)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    try:
+        from mmdeploy.backend.onnxruntime.init_plugins import get_ops_path
+
+        ops = get_ops_path()
+        if ops and Path(ops).exists():
+            opts.register_custom_ops_library(ops)
+    except ImportError:
+        pass
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    return ort.InferenceSession(str(onnx_file), sess_options=opts, providers=providers)
+
+
+def _quantize(onnx_file: Path, out_file: Path, calibration: Calibration, work: Path) -> None:
+    import onnx
+    import onnx.version_converter
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, input_name: str):
+            self._batches = iter(tqdm(calibration.batches, desc="ONNX Runtime int8 calibration", unit="batch"))
+            self._name = input_name
+
+        def get_next(self):
+            batch = next(self._batches, None)
+            return None if batch is None else {self._name: batch}
+
+    prepared = work / "prepared.onnx"
+    # ONNX shape inference and graph optimisation first, as ONNX Runtime recommends before quantizing (its symbolic
+    # shape pass cannot follow NonMaxSuppression's data-dependent outputs, so that one is skipped); then opset 13,
+    # the first whose DequantizeLinear takes a per-channel axis (mmdeploy exports opset 11).
+    quant_pre_process(str(onnx_file), str(prepared), skip_symbolic_shape=True)
+    model = onnx.version_converter.convert_version(onnx.load(str(prepared)), QUANT_OPSET)
+    onnx.save(model, str(prepared))
+    quantize_static(str(prepared), str(out_file), Reader(model.graph.input[0].name), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=QUANTIZED_OPS, calibrate_method=CalibrationMethod.MinMax)
+    prepared.unlink()
+
+
+@register
+class OnnxRuntime(Backend):
+    name = "onnxruntime"
+    device = "cpu"
+    precisions = ("fp32", "int8")
+
+    def environment(self) -> dict:
+        import onnxruntime as ort
+
+        return {"onnxruntime": ort.__version__, "providers": ort.get_available_providers()}
+
+    def _build(self, onnx_file: Path, out_dir: Path, precision: str, calibration: Calibration | None, shapes: Shapes,
+               options: dict, cache_dir: Path | None) -> BuildResult:
+        artifact = out_dir / "model.onnx"
+        if precision == "fp32":
+            link_or_copy(onnx_file, artifact)
+            return BuildResult(artifact, precision, {})
+        _quantize(onnx_file, artifact, calibration, out_dir)
+        return BuildResult(artifact, precision, {"quantization": {"format": "QDQ", "weights": "int8 per channel",
+                                                                  "activations": "int8", "calibration": "minmax",
+                                                                  "ops": QUANTIZED_OPS}})
+
+    def _load(self, artifact: Path, report: dict, threads: int) -> Runner:
+        sess = session(artifact, threads)
+        input_name = sess.get_inputs()[0].name
+        names = [o.name for o in sess.get_outputs()]
+
+        def run(batch: np.ndarray) -> dict[str, np.ndarray]:
+            return dict(zip(names, sess.run(names, {input_name: batch})))
+
+        return run

@@ -1,0 +1,74 @@
+"""OpenVINO on the CPU: the ONNX graph converted with ``openvino.convert_model`` (mmdeploy 1.3.1's ``mo`` /
+Inference-Engine path is gone from current OpenVINO) and saved as IR (model.xml + model.bin, fp32 weights).
+
+Precisions are what the CPU plugin computes in, set with ``INFERENCE_PRECISION_HINT`` when the model is compiled:
+on CPUs with AMX or AVX-512 BF16 OpenVINO's default for an fp32 model is bf16, so ``fp32`` sets ``f32``
+explicitly and ``bf16`` is a precision of its own (same IR, its own parity gate). ``int8`` is NNCF post-training
+quantization of the IR, calibrated on preprocessed train images; what NNCF leaves unquantized runs in f32.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from admlops.backends.base import Backend, BuildResult, Calibration, Runner, Shapes, register
+
+HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:  # nncf is needed for int8 builds only
+        return None
+
+
+@register
+class OpenVINO(Backend):
+    name = "openvino"
+    device = "cpu"
+    precisions = ("fp32", "bf16", "int8")
+
+    def environment(self) -> dict:
+        import openvino as ov
+
+        return {"openvino": ov.get_version(), "nncf": _version("nncf")}
+
+    def _build(self, onnx_file: Path, out_dir: Path, precision: str, calibration: Calibration | None, shapes: Shapes,
+               options: dict, cache_dir: Path | None) -> BuildResult:
+        import openvino as ov
+
+        model = ov.convert_model(str(onnx_file))
+        report = {"inference_precision_hint": HINTS[precision]}
+        if precision == "int8":
+            import nncf
+
+            # NNCF quantizes the network's convolutions, concatenations and elementwise ops; the decoding and NMS
+            # after the head stay float (measured: no FakeQuantize feeds a node outside backbone/neck/bbox_head)
+            model = nncf.quantize(model, nncf.Dataset(calibration.batches), subset_size=len(calibration.batches),
+                                  preset=nncf.QuantizationPreset.PERFORMANCE, target_device=nncf.TargetDevice.CPU)
+            report["quantization"] = {"tool": f"nncf {_version('nncf')} post-training quantization",
+                                      "preset": "performance", "target_device": "CPU",
+                                      "subset_size": len(calibration.batches)}
+        artifact = out_dir / "model.xml"
+        ov.save_model(model, str(artifact), compress_to_fp16=False)  # the default would store fp16 weights
+        return BuildResult(artifact, precision, report)
+
+    def _load(self, artifact: Path, report: dict, threads: int) -> Runner:
+        import openvino as ov
+
+        config = {"INFERENCE_PRECISION_HINT": report["inference_precision_hint"]}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = ov.Core().compile_model(str(artifact), "CPU", config)
+        request = compiled.create_infer_request()
+        outputs = [(o.get_any_name(), o) for o in compiled.outputs]
+
+        def run(batch: np.ndarray) -> dict[str, np.ndarray]:
+            result = request.infer({0: batch})
+            return {name: np.array(result[port]) for name, port in outputs}
+
+        return run

@@ -1,0 +1,329 @@
+"""TensorRT 10 on an NVIDIA GPU: an engine built from the exported ONNX with TensorRT's own Python API, run by
+tensor name.
+
+Build: explicit batch (TensorRT 10's only mode), one optimization profile from the deploy config's min/opt/max
+input shapes, a workspace limit, a timing cache; ``fp32`` (TF32 off: TensorRT's default would compute in TF32 on
+Ampere and later), ``fp16`` (BuilderFlag.FP16) or ``int8`` (BuilderFlag.INT8 with FP16 beside it, entropy
+calibration (IInt8EntropyCalibrator2) on preprocessed train images). The engine is
+``model.engine``; beside it ``timing.cache``, for int8 ``calibration.cache`` and ``calibration.json`` (the key
+of what it was computed from), and ``build.json`` with the TensorRT, CUDA and GPU versions, the profile, the
+per-layer output types (the engine inspector, DETAILED verbosity) and the engine size. A rebuild given the
+previous output as ``cache_dir`` reuses both caches when they still match (same TensorRT, graph and data).
+
+NMS: the graph is the one every backend builds from (mmdeploy's onnxruntime end2end export), whose
+``NonMaxSuppression`` is a standard ONNX op; TensorRT's ONNX parser maps it onto its own INMSLayer, so the
+engine needs no plugin library (mmdeploy's TRTBatchedNMS would have to be rebuilt, ABI-matched, for every
+TensorRT) and the same graph is measured on all backends. Its outputs have data-dependent shapes, so the runner
+gets them through an IOutputAllocator (``notify_shape`` gives the real shape after execution).
+
+Run: ``set_input_shape``, ``set_tensor_address`` and ``execute_async_v3`` on a CUDA stream (mmdeploy 1.3.1's
+wrapper calls the binding-index APIs TensorRT 10 removed). Device memory is torch's, so nothing beyond the
+deploy image's torch and tensorrt is needed.
+
+An engine is specific to its GPU model and TensorRT version: both are recorded, and ``load`` refuses an engine
+built on another with an InputError naming the file. ``tensorrt`` (and CUDA) are imported only here, lazily.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from admlops.backends.base import Backend, BuildResult, Calibration, Runner, Shapes, file_sha256, register
+from admlops.errors import AdmlopsError, InputError, UsageError
+
+NO_CUDA = "no CUDA device: TensorRT engines need an NVIDIA GPU"
+DEFAULT_WORKSPACE = 1 << 30  # bytes
+ENGINE = "model.engine"
+TIMING_CACHE = "timing.cache"
+CALIBRATION_CACHE = "calibration.cache"
+CALIBRATION_KEY = "calibration.json"
+
+# substrings of the inspector's "Format/Datatype" -> type; the first that matches wins (BFLOAT16 before FLOAT)
+_FORMAT_TYPES = (("BFLOAT16", "bf16"), ("FP8", "fp8"), ("FP16", "fp16"), ("HALF", "fp16"), ("INT8", "int8"),
+                 ("FP32", "fp32"), ("FLOAT", "fp32"), ("INT32", "int32"), ("INT64", "int64"), ("BOOL", "bool"))
+
+
+def _tensorrt():
+    try:
+        import tensorrt
+    except ImportError:
+        raise AdmlopsError("tensorrt is not installed here: TensorRT engines are built and run in the deploy image "
+                           "(images/deploy), on an NVIDIA GPU") from None
+    return tensorrt
+
+
+def cuda_device() -> dict:
+    """The GPU an engine is built for or run on, and torch's CUDA runtime; an error without a CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise AdmlopsError(NO_CUDA)
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return {"gpu": props.name, "compute_capability": f"{props.major}.{props.minor}", "cuda_runtime": torch.version.cuda,
+            "gpu_memory_mib": props.total_memory // 2**20}
+
+
+def profile_shapes(shapes: Shapes, name: str, network_shape: list[int]) -> tuple[list[int], list[int], list[int]]:
+    """min/opt/max shapes of input ``name`` from the deploy config, checked against each other and the network's
+    static dimensions (-1 = dynamic)."""
+    if name not in shapes:
+        raise UsageError(f"the deploy config's input_shapes has no entry for the network input {name!r} "
+                         f"(shape {network_shape}): TensorRT needs its min/opt/max shapes")
+    try:
+        lo, opt, hi = (list(map(int, shapes[name][k])) for k in ("min_shape", "opt_shape", "max_shape"))
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(f"input_shapes[{name!r}] = {shapes[name]!r}: expected min_shape, opt_shape and max_shape lists") from None
+    if not len(lo) == len(opt) == len(hi) == len(network_shape):
+        raise UsageError(f"input_shapes[{name!r}]: min {lo}, opt {opt}, max {hi} must all have the network input's rank "
+                         f"{len(network_shape)} (shape {network_shape})")
+    for a, b, c, d in zip(lo, opt, hi, network_shape):
+        if not 0 < a <= b <= c or (d != -1 and not a == c == d):
+            raise UsageError(f"input_shapes[{name!r}]: min {lo} <= opt {opt} <= max {hi} must hold in every dimension "
+                             f"and match the network's static ones ({network_shape})")
+    return lo, opt, hi
+
+
+def calibration_key(tensorrt_version: str, onnx_sha256: str, calibration: Calibration) -> str:
+    """What a calibration cache depends on: the TensorRT version, the graph, and the calibration data."""
+    return hashlib.sha256(f"{tensorrt_version}\0{onnx_sha256}\0{calibration.key()}".encode()).hexdigest()
+
+
+def reusable_calibration_cache(cache_dir: Path | None, key: str) -> bytes | None:
+    """The calibration cache an earlier build left in ``cache_dir``, if it was computed for ``key``; else None."""
+    if cache_dir is None:
+        return None
+    try:
+        meta = json.loads((Path(cache_dir) / CALIBRATION_KEY).read_text())
+        data = (Path(cache_dir) / CALIBRATION_CACHE).read_bytes()
+    except (OSError, ValueError):
+        return None
+    return data if data and isinstance(meta, dict) and meta.get("key") == key else None
+
+
+def write_calibration_cache(out_dir: Path, key: str, data: bytes) -> None:
+    (out_dir / CALIBRATION_CACHE).write_bytes(data)
+    (out_dir / CALIBRATION_KEY).write_text(json.dumps({"key": key}))
+
+
+def _output_type(fmt: str) -> str:
+    fmt = fmt.upper()
+    return next((name for key, name in _FORMAT_TYPES if key in fmt), "unknown")
+
+
+def layer_precisions(info: dict) -> dict:
+    """Per layer of an engine inspector's JSON (``get_engine_information(LayerInformationFormat.JSON)`` at DETAILED
+    profiling verbosity): name, type and the datatype of its first output; plus a count per datatype."""
+    layers = []
+    for layer in info.get("Layers", []):
+        if isinstance(layer, str):  # LAYER_NAMES_ONLY verbosity: names without details
+            layers.append({"name": layer, "type": None, "output_type": "unknown"})
+            continue
+        outputs = layer.get("Outputs") or [{}]
+        layers.append({"name": layer.get("Name"), "type": layer.get("LayerType"),
+                       "output_type": _output_type(outputs[0].get("Format/Datatype", ""))})
+    return {"count": len(layers), "output_types": dict(Counter(x["output_type"] for x in layers)), "layers": layers}
+
+
+@functools.cache
+def _classes():
+    """TensorRT callback classes (defined on first use: they subclass tensorrt's types)."""
+    trt = _tensorrt()
+    import torch
+
+    class Logger(trt.ILogger):
+        """Prints warnings and errors, and keeps the errors for the exception that follows a failed call."""
+
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg):
+            if int(severity) <= int(trt.ILogger.Severity.ERROR):
+                self.errors.append(msg)
+            if int(severity) <= int(trt.ILogger.Severity.WARNING):
+                print(f"[TensorRT] {msg}", flush=True)
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):
+        """Feeds the calibration batches to the builder one by one from GPU memory; hands the cache it writes back."""
+
+        def __init__(self, calibration: Calibration, cache: bytes | None, on_write):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            from tqdm import tqdm
+
+            self._batches = iter(tqdm(calibration.batches, desc="TensorRT int8 calibration", unit="batch"))
+            self._batch_size = int(calibration.batches[0].shape[0])
+            self._cache, self._on_write, self._device = cache, on_write, None
+
+        def get_batch_size(self):
+            return self._batch_size
+
+        def get_batch(self, names):
+            batch = next(self._batches, None)
+            if batch is None:
+                return None
+            self._device = torch.from_numpy(np.ascontiguousarray(batch)).cuda()  # kept alive until the next batch
+            torch.cuda.synchronize()
+            return [self._device.data_ptr()]
+
+        def read_calibration_cache(self):
+            return self._cache
+
+        def write_calibration_cache(self, cache):
+            self._on_write(bytes(cache))
+
+    class OutputAllocator(trt.IOutputAllocator):
+        """GPU buffers for outputs whose shapes are known only after execution (NMS), grown as needed."""
+
+        def __init__(self):
+            trt.IOutputAllocator.__init__(self)
+            self.buffers: dict[str, torch.Tensor] = {}
+            self.shapes: dict[str, tuple[int, ...]] = {}
+
+        def reallocate_output(self, tensor_name, memory, size, alignment):
+            buf = self.buffers.get(tensor_name)
+            if buf is None or buf.numel() < size:
+                buf = self.buffers[tensor_name] = torch.empty(max(int(size), 1), dtype=torch.uint8, device="cuda")
+            return buf.data_ptr()
+
+        def reallocate_output_async(self, tensor_name, memory, size, alignment, stream):
+            return self.reallocate_output(tensor_name, memory, size, alignment)
+
+        def notify_shape(self, tensor_name, shape):
+            self.shapes[tensor_name] = tuple(shape)
+
+    return Logger, Calibrator, OutputAllocator
+
+
+class EngineRunner:
+    """Runs a deserialized engine by tensor name: one input, outputs through an IOutputAllocator."""
+
+    def __init__(self, runtime, logger, engine, engine_file: Path):
+        import torch
+
+        trt = _tensorrt()
+        _, _, OutputAllocator = _classes()
+        self._keep = (runtime, logger)  # TensorRT wants both alive as long as the engine
+        self.engine, self.context, self.file = engine, engine.create_execution_context(), engine_file
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        self.dtypes = {n: torch.from_numpy(np.empty(0, trt.nptype(engine.get_tensor_dtype(n)))).dtype for n in names}
+        self.allocator = OutputAllocator()
+        for name in self.outputs:
+            self.context.set_output_allocator(name, self.allocator)
+        self.stream = torch.cuda.Stream()
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        (name,) = self.inputs
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to("cuda", self.dtypes[name])
+        if not self.context.set_input_shape(name, tuple(x.shape)):
+            raise InputError(self.file, f"input {name!r} of shape {list(x.shape)} is outside the engine's optimization "
+                                        f"profile {self.engine.get_tensor_profile_shape(name, 0)}")
+        self.context.set_tensor_address(name, x.data_ptr())
+        self.stream.wait_stream(torch.cuda.current_stream())
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise AdmlopsError(f"{self.file}: TensorRT execution failed (its log above says why)")
+        self.stream.synchronize()
+        out = {}
+        for n in self.outputs:
+            shape, dtype = self.allocator.shapes[n], self.dtypes[n]
+            nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+            out[n] = self.allocator.buffers[n][:nbytes].view(dtype).reshape(shape).cpu().numpy()
+        return out
+
+
+@register
+class TensorRT(Backend):
+    name = "tensorrt"
+    device = "cuda"
+    precisions = ("fp32", "fp16", "int8")
+    bound_to = ("tensorrt", "gpu", "compute_capability")
+
+    def environment(self) -> dict:
+        return {"tensorrt": _tensorrt().__version__, **cuda_device()}
+
+    def _build(self, onnx_file: Path, out_dir: Path, precision: str, calibration: Calibration | None, shapes: Shapes,
+               options: dict, cache_dir: Path | None) -> BuildResult:
+        trt = _tensorrt()
+        cuda_device()
+        Logger, Calibrator, _ = _classes()
+        logger = Logger()
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)  # explicit batch: TensorRT 10's only mode
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(onnx_file)):
+            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            raise InputError(onnx_file, "TensorRT's ONNX parser refused it: " + "; ".join(errors or logger.errors))
+        layer_types = Counter(str(network.get_layer(i).type).rsplit(".", 1)[-1] for i in range(network.num_layers))
+
+        config = builder.create_builder_config()
+        workspace = int(options.get("max_workspace_size", DEFAULT_WORKSPACE))
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+        profile, profiles = builder.create_optimization_profile(), {}
+        for i in range(network.num_inputs):
+            inp = network.get_input(i)
+            lo, opt, hi = profile_shapes(shapes, inp.name, list(inp.shape))
+            profile.set_shape(inp.name, lo, opt, hi)
+            profiles[inp.name] = {"min_shape": lo, "opt_shape": opt, "max_shape": hi}
+        config.add_optimization_profile(profile)
+
+        timing_bytes = (cache_dir / TIMING_CACHE).read_bytes() if cache_dir and (cache_dir / TIMING_CACHE).is_file() else b""
+        timing = config.create_timing_cache(timing_bytes)
+        timing_state = "reused" if timing_bytes else "new"
+        if not config.set_timing_cache(timing, ignore_mismatch=False):  # a cache from another device or version
+            timing, timing_state = config.create_timing_cache(b""), "new (the earlier one did not match)"
+            config.set_timing_cache(timing, ignore_mismatch=False)
+
+        report = {"engine": {"workspace_bytes": workspace, "profile": profiles, "timing_cache": timing_state,
+                             "nms": "TensorRT INMSLayer from ONNX NonMaxSuppression",
+                             "network_layer_types": dict(layer_types)}}
+        if precision == "fp32":  # TF32 is on by default on Ampere and later: fp32 is meant as fp32
+            config.clear_flag(trt.BuilderFlag.TF32)
+        else:
+            config.set_flag(trt.BuilderFlag.FP16)
+        if precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+            key = calibration_key(trt.__version__, file_sha256(onnx_file), calibration)
+            cached = reusable_calibration_cache(cache_dir, key)
+            written: list[bytes] = []
+            config.int8_calibrator = Calibrator(calibration, cached, written.append)
+            shape = list(calibration.batches[0].shape)
+            calib_profile = builder.create_optimization_profile()
+            calib_profile.set_shape(network.get_input(0).name, shape, shape, shape)
+            config.set_calibration_profile(calib_profile)
+            report["engine"]["calibration_cache"] = "reused" if cached else "computed"
+
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise AdmlopsError(f"{onnx_file}: TensorRT could not build a {precision} engine: " + "; ".join(logger.errors))
+        artifact = out_dir / ENGINE
+        artifact.write_bytes(memoryview(serialized))
+        (out_dir / TIMING_CACHE).write_bytes(memoryview(config.get_timing_cache().serialize()))
+        if precision == "int8":
+            data = written[-1] if written else cached
+            if data:
+                write_calibration_cache(out_dir, key, data)
+
+        engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+        info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
+        report["engine"]["layers"] = layer_precisions(info)
+        return BuildResult(artifact, precision, report)
+
+    def _load(self, artifact: Path, report: dict, threads: int) -> Runner:
+        trt = _tensorrt()
+        Logger, _, _ = _classes()
+        logger = Logger()
+        runtime = trt.Runtime(logger)
+        engine = runtime.deserialize_cuda_engine(artifact.read_bytes())
+        if engine is None:
+            raise InputError(artifact, "TensorRT could not deserialize this engine: " + "; ".join(logger.errors))
+        return EngineRunner(runtime, logger, engine, artifact)

@@ -1,0 +1,39 @@
+"""KFP component: TensorRT engines (fp16, int8, ...) from export's ONNX graph, each gated against PyTorch."""
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from admlops.backends.parity import MAX_DROP_FLOAT, MAX_DROP_INT8
+from admlops.components.export.export import CALIBRATION_IMAGES
+from admlops.components.export_trt.export_trt import DEFAULT_PRECISIONS
+from admlops.images import image_for
+
+
+@dsl.component(base_image=image_for("export-trt"), install_kfp_package=False)
+def export_trt(
+    dataset: Input[Dataset],
+    onnx_model: Input[Model],
+    engines: Output[Model],
+    metrics: Output[Metrics],
+    precisions: str = DEFAULT_PRECISIONS,
+    calibration_images: int = CALIBRATION_IMAGES,
+    max_drop_float: float = MAX_DROP_FLOAT,
+    max_drop_int8: float = MAX_DROP_INT8,
+    enforce_gates: bool = True,
+):
+    """Build, evaluate and gate a TensorRT engine per precision (comma-separated: fp32, fp16, int8)."""
+    import json
+    from pathlib import Path
+
+    from admlops.components.export_trt.export_trt import export_trt as run
+    from admlops.kfp_metrics import log_coco
+
+    result = run(dataset.path, onnx_model.path, engines.path, precisions, max_drop_float=max_drop_float,
+                 max_drop_int8=max_drop_int8, calibration_images=calibration_images, enforce_gates=enforce_gates)
+    for tag, coco in result["backends"].items():
+        log_coco(metrics, coco, prefix=f"{tag.replace('-', '_')}_")
+    gates = json.loads((Path(engines.path) / "gates.json").read_text())
+    metrics.log_metric("gates_passed", float(gates["passed"]))
+    first = next(iter(result["backends"]))
+    env = json.loads((Path(engines.path) / first / "build.json").read_text())["environment"]
+    engines.metadata.update({"framework": "tensorrt", "precisions": precisions, "gates_passed": gates["passed"],
+                             "tensorrt": env["tensorrt"], "gpu": env["gpu"], "compute_capability": env["compute_capability"]})

@@ -1,0 +1,189 @@
+"""The deploy-backend interface (admlops.backends): the registry, bad inputs, and the CPU backends (ONNX Runtime,
+OpenVINO) on the learned model's exported graph, with the artifacts export built (``learned_onnx``)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from admlops.backends import BACKEND_MODULES, Calibration, get_backend, parse_targets
+from admlops.backends.base import check_calibration, check_environment
+from admlops.backends.calibration import calibration_set, spread
+from admlops.errors import InputError, UsageError
+
+SHAPES = {"input": {"min_shape": [1, 3, 192, 640], "opt_shape": [1, 3, 192, 640], "max_shape": [8, 3, 192, 640]}}
+
+
+def test_every_backend_resolves_by_name_without_its_runtime():
+    for name in BACKEND_MODULES:
+        backend = get_backend(name)
+        assert backend.name == name and backend.precisions and backend.device in ("cpu", "cuda")
+    assert get_backend("tensorrt").bound_to == ("tensorrt", "gpu", "compute_capability")
+
+
+def test_unknown_names_are_usage_errors_naming_the_value():
+    with pytest.raises(UsageError, match="unknown deploy backend 'tflite': expected one of onnxruntime, openvino, tensorrt") as err:
+        get_backend("tflite")
+    assert err.value.exit_code == 2
+    with pytest.raises(UsageError, match="backend 'openvino' has no precision 'fp8'"):
+        parse_targets("onnxruntime:fp32,openvino:fp8")
+    with pytest.raises(UsageError, match="deploy target 'openvino': expected BACKEND:PRECISION"):
+        parse_targets("openvino")
+    with pytest.raises(UsageError, match="no deploy targets"):
+        parse_targets(" ,")
+    assert parse_targets("onnxruntime:fp32, openvino:int8,onnxruntime:fp32") == [("onnxruntime", "fp32"), ("openvino", "int8")]
+
+
+@pytest.mark.parametrize("name", list(BACKEND_MODULES))
+def test_a_file_that_is_not_an_onnx_model_is_an_input_error_naming_it(tmp_path, name):
+    bad = tmp_path / "end2end.onnx"
+    bad.write_bytes(b"PK\x03\x04 a zip, not a protobuf" * 10)
+    with pytest.raises(InputError) as err:
+        get_backend(name).build(bad, tmp_path / "out", "fp32")
+    assert err.value.path == str(bad) and "not an ONNX model" in str(err.value)
+    with pytest.raises(InputError, match="no such ONNX file"):
+        get_backend(name).build(tmp_path / "missing.onnx", tmp_path / "out", "fp32")
+    assert not (tmp_path / "out").exists()
+
+
+def _batches(*shapes, dtype=np.float32):
+    return [np.zeros(s, dtype) for s in shapes]
+
+
+@pytest.mark.parametrize("batches, message", [
+    ([], "the calibration set is empty"),
+    (_batches((1, 1, 192, 640)), r"calibration batch 0 is float32 \[1, 1, 192, 640\]: expected float32 \[N, 3, H, W\]"),
+    (_batches((1, 3, 192, 640), dtype=np.float64), "calibration batch 0 is float64"),
+    (_batches((3, 192, 640)), r"calibration batch 0 is float32 \[3, 192, 640\]"),
+    (_batches((1, 3, 192, 640), (1, 3, 160, 640)), r"batch 1 has shape \[1, 3, 160, 640\], batch 0 \[1, 3, 192, 640\]"),
+    (_batches((1, 3, 384, 640)), r"outside the deploy config's input shapes for 'input': min \[1, 3, 192, 640\]"),
+    (_batches((16, 3, 192, 640)), "outside the deploy config's input shapes"),
+])
+def test_a_calibration_set_that_is_empty_or_of_the_wrong_shape_is_an_input_error(batches, message):
+    with pytest.raises(InputError, match=message) as err:
+        check_calibration(Calibration("dataset/annotations/train.json", batches), "input", SHAPES)
+    assert err.value.path == "dataset/annotations/train.json" and err.value.exit_code == 3
+
+
+def test_int8_without_calibration_fails_before_building(learned_onnx, tmp_path):
+    for name in ("onnxruntime", "openvino"):
+        with pytest.raises(InputError, match="calibration: the calibration set is empty"):
+            get_backend(name).build(learned_onnx / "end2end.onnx", tmp_path / name, "int8", None, SHAPES)
+        with pytest.raises(InputError, match="train.json: the calibration set is empty"):
+            get_backend(name).build(learned_onnx / "end2end.onnx", tmp_path / name, "int8", Calibration("train.json", []))
+    assert not list(tmp_path.iterdir())
+
+
+def test_calibration_set_of_an_empty_train_split_names_the_file(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "train.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    with pytest.raises(InputError) as err:
+        calibration_set(tmp_path, None, None, 8)
+    assert err.value.path == str(tmp_path / "annotations" / "train.json") and "no images" in str(err.value)
+    with pytest.raises(InputError, match="missing: the dataset has no val split"):
+        calibration_set(tmp_path, None, None, 8, split="val")
+    with pytest.raises(UsageError, match="at least one image"):
+        calibration_set(tmp_path, None, None, 0)
+
+
+def test_spread_takes_images_evenly_over_the_split():
+    assert spread(list(range(10)), 3) == [0, 3, 6]
+    assert spread(list(range(4)), 8) == [0, 1, 2, 3]
+    assert spread(list(range(160)), 32)[-1] == 155
+
+
+def test_calibration_key_follows_the_data():
+    a = Calibration("t", [np.ones((1, 3, 4, 4), np.float32)])
+    assert a.key() == Calibration("other", [np.ones((1, 3, 4, 4), np.float32)]).key()
+    assert a.key() != Calibration("t", [np.ones((1, 3, 4, 4), np.float32) * 2]).key()
+
+
+def test_check_environment_names_every_difference(tmp_path):
+    check_environment({"tensorrt": "10.16", "gpu": "H200"}, {"tensorrt": "10.16", "gpu": "H200", "x": 1}, ("tensorrt", "gpu"), tmp_path)
+    with pytest.raises(InputError, match=r"tensorrt '10.0' \(here '10.16'\); gpu 'A100' \(here 'H200'\)"):
+        check_environment({"tensorrt": "10.0", "gpu": "A100"}, {"tensorrt": "10.16", "gpu": "H200"}, ("tensorrt", "gpu"), tmp_path)
+
+
+# -- the CPU backends on the learned model ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def val_batch(learned_model, learned_onnx) -> np.ndarray:
+    """Four val images as the graph sees them, [4, 3, 192, 640]."""
+    from mmengine.config import Config
+
+    from admlops.backends.calibration import preprocessor, split_images
+
+    run = preprocessor(Config.fromfile(str(learned_onnx / "model.py")), Config.fromfile(str(learned_onnx / "deploy.py")))
+    return np.concatenate([run(f) for f in split_images(learned_model.dataset, "val")[1][:4]])
+
+
+def _detections(runner, batch) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image: the detections above score 0.3 (the confident ones), boxes with scores, and labels."""
+    out = runner(batch)
+    return [(d[d[:, 4] > 0.3], l[d[:, 4] > 0.3]) for d, l in zip(out["dets"], out["labels"])]
+
+
+def _max_box_error(a, b) -> float:
+    errors = []
+    for (da, la), (db, lb) in zip(a, b):
+        if da.shape != db.shape or (la != lb).any():
+            return float("inf")
+        errors.append(np.abs(da - db).max(initial=0.0))
+    return max(errors)
+
+
+def test_export_built_every_cpu_target_with_its_report(learned_onnx):
+    from admlops.components.export.export import DEFAULT_TARGETS
+
+    for name, precision in parse_targets(DEFAULT_TARGETS):
+        build = json.loads((learned_onnx / f"{name}-{precision}" / "build.json").read_text())
+        assert build["backend"] == name and build["precision"] == precision and build["device"] == "cpu"
+        assert build["onnx"] == "end2end.onnx" and len(build["onnx_sha256"]) == 64
+        assert build["inputs"] == ["input"] and build["outputs"] == ["dets", "labels"]
+        assert build["artifact_bytes"] == (learned_onnx / f"{name}-{precision}" / build["artifact"]).stat().st_size
+        assert build["environment"][name]
+        if precision == "int8":
+            assert build["calibration"]["batches"] >= 8 and build["calibration"]["shape"] == [1, 3, 192, 640]
+            assert build["calibration"]["source"].endswith("annotations/train.json")
+
+
+def test_cpu_fp32_backends_detect_what_onnxruntime_detects(learned_onnx, val_batch, tmp_path):
+    """OpenVINO fp32 (INFERENCE_PRECISION_HINT f32) gives ONNX Runtime's detections on the same graph to 0.01 px;
+    the same IR compiled with OpenVINO's bf16 (its default on this CPU) does not: the hint is what makes it fp32."""
+    reference = _detections(get_backend("onnxruntime").load(learned_onnx / "onnxruntime-fp32"), val_batch)
+    assert sum(len(d) for d, _ in reference) >= 4, "the learned model must detect something to compare"
+    openvino = get_backend("openvino")
+    assert _max_box_error(_detections(openvino.load(learned_onnx / "openvino-fp32"), val_batch), reference) < 0.01
+    if not _cpu_has_bf16():
+        pytest.skip("this CPU has no bf16 (AMX or AVX-512 BF16): the bf16 control would run in f32")
+    openvino.build(learned_onnx / "end2end.onnx", tmp_path / "bf16", "bf16")
+    assert _max_box_error(_detections(openvino.load(tmp_path / "bf16"), val_batch), reference) > 0.01
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def test_openvino_int8_is_quantized(learned_onnx):
+    xml = (learned_onnx / "openvino-int8" / "model.xml").read_text()
+    assert xml.count('type="FakeQuantize"') > 20 or xml.count('type="FakeConvert"') > 20
+    assert 'type="FakeQuantize"' not in (learned_onnx / "openvino-fp32" / "model.xml").read_text()
+
+
+def test_load_refuses_a_directory_another_backend_built(learned_onnx):
+    with pytest.raises(InputError, match="built by backend 'openvino', not 'onnxruntime'"):
+        get_backend("onnxruntime").load(learned_onnx / "openvino-fp32")
+
+
+def test_runners_take_batches_and_threads(learned_onnx, val_batch):
+    for tag in ("onnxruntime-fp32", "openvino-int8"):
+        name = tag.split("-")[0]
+        run = get_backend(name).load(learned_onnx / tag, threads=1)
+        one, four = run(val_batch[:1]), run(val_batch)
+        assert one["dets"].shape[0] == 1 and four["dets"].shape[0] == 4 and four["dets"].shape[2] == 5
+        assert one["labels"].shape == one["dets"].shape[:2]
