@@ -221,14 +221,19 @@ def test_engines_build_with_tensorrt_nms_and_pass_their_gates(engines, precision
 
 
 @needs_gpu
-def test_a_rebuild_reuses_the_calibration_and_timing_caches(engines, learned_model, learned_onnx):
+def test_a_rebuild_reuses_the_calibration_and_timing_caches(engines, learned_model, learned_onnx, tmp_path):
+    """Rebuilding into a published output reuses its caches; other calibration images invalidate the calibration."""
     from admlops.components.export_trt.export_trt import export_trt
 
-    out, _ = engines
+    out = tmp_path / "engines"
+    shutil.copytree(engines[0], out)
+    assert json.loads((out / "tensorrt-int8" / "build.json").read_text())["engine"]["calibration_cache"] == "computed"
     export_trt(learned_model.dataset, learned_onnx, out, precisions="int8", calibration_images=16)
     engine = json.loads((out / "tensorrt-int8" / "build.json").read_text())["engine"]
     assert engine["calibration_cache"] == "reused" and engine["timing_cache"] == "reused"
     assert (out / "tensorrt-int8" / CALIBRATION_CACHE).stat().st_size > 0
+    export_trt(learned_model.dataset, learned_onnx, out, precisions="int8", calibration_images=12)
+    assert json.loads((out / "tensorrt-int8" / "build.json").read_text())["engine"]["calibration_cache"] == "computed"
 
 
 @needs_gpu

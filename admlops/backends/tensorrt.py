@@ -154,19 +154,23 @@ def _classes():
 
         def __init__(self, calibration: Calibration, cache: bytes | None, on_write):
             trt.IInt8EntropyCalibrator2.__init__(self)
-            from tqdm import tqdm
-
-            self._batches = iter(tqdm(calibration.batches, desc="TensorRT int8 calibration", unit="batch"))
+            self._calibration, self._batches = calibration, iter(calibration.batches)
             self._batch_size = int(calibration.batches[0].shape[0])
-            self._cache, self._on_write, self._device = cache, on_write, None
+            self._cache, self._on_write, self._device, self._bar = cache, on_write, None, None
 
         def get_batch_size(self):
             return self._batch_size
 
         def get_batch(self, names):
+            from tqdm import tqdm
+
+            if self._bar is None:  # TensorRT asks for batches only when it has no cache to use
+                self._bar = tqdm(total=len(self._calibration.batches), desc="TensorRT int8 calibration", unit="batch")
             batch = next(self._batches, None)
             if batch is None:
+                self._bar.close()
                 return None
+            self._bar.update()
             self._device = torch.from_numpy(np.ascontiguousarray(batch)).cuda()  # kept alive until the next batch
             torch.cuda.synchronize()
             return [self._device.data_ptr()]
@@ -260,7 +264,7 @@ class TensorRT(Backend):
         network = builder.create_network(0)  # explicit batch: TensorRT 10's only mode
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(onnx_file)):
-            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            errors = [f"node {e.node()}: {e.desc()}" for e in map(parser.get_error, range(parser.num_errors))]
             raise InputError(onnx_file, "TensorRT's ONNX parser refused it: " + "; ".join(errors or logger.errors))
         layer_types = Counter(str(network.get_layer(i).type).rsplit(".", 1)[-1] for i in range(network.num_layers))
 
