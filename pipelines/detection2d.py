@@ -10,6 +10,7 @@ from admlops.components.benchmark.component import benchmark
 from admlops.components.convert.component import convert
 from admlops.components.evaluate.component import evaluate
 from admlops.components.export.component import export
+from admlops.components.export_trt.component import export_trt
 from admlops.components.register.component import register
 from admlops.components.train.component import train
 from admlops.components.train_distributed.component import train_distributed
@@ -40,7 +41,9 @@ def build(profile: profiles.ClusterProfile | None = None):
         deploy_calibration_images: int = 32,
         deploy_max_drop_float: float = 0.5,
         deploy_max_drop_int8: float = 1.5,
+        deploy_trt_precisions: str = "fp16,int8",
         bench_batch_sizes: str = "1,4,8",
+        bench_trt_backends: str = "tensorrt:fp16,tensorrt:int8",
         bench_threads: str = "0",
         bench_warmup: int = 5,
         bench_max_images: int = 0,
@@ -53,7 +56,8 @@ def build(profile: profiles.ClusterProfile | None = None):
         config's values; ``bench_max_images`` 0 = all val images. ``deploy_backends``: the deploy targets as
         comma-separated ``backend:precision`` pairs, each built from the exported ONNX and gated against PyTorch's
         mAP@0.5 (allowed drops in points: ``deploy_max_drop_float`` for fp32/fp16, ``deploy_max_drop_int8``); a
-        target over its allowance fails export."""
+        target over its allowance fails export. With a GPU profile, ``export-trt`` builds TensorRT engines
+        (``deploy_trt_precisions``), gated the same way, and a second benchmark times them on the GPU."""
         def on(task, name: str, gpu: bool = False):
             return profiles.apply(task.set_display_name(name), profile, name, gpu)
 
@@ -79,9 +83,20 @@ def build(profile: profiles.ClusterProfile | None = None):
         bench = on(benchmark(dataset=data.outputs["dataset"], onnx_model=onnx.outputs["onnx_model"], model=model.outputs["model"],
                              backends=deploy_backends, batch_sizes=bench_batch_sizes, threads=bench_threads,
                              warmup=bench_warmup, max_images=bench_max_images), "benchmark")
-        on(register(dataset=data.outputs["dataset"], model=model.outputs["model"], report=scores.outputs["report"],
-                    onnx_model=onnx.outputs["onnx_model"], bench=bench.outputs["results"], name=zoo_model_name,
-                    parent=zoo_parent, alias=zoo_alias, store=store, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "register")
+        reg = on(register(dataset=data.outputs["dataset"], model=model.outputs["model"], report=scores.outputs["report"],
+                          onnx_model=onnx.outputs["onnx_model"], bench=bench.outputs["results"], name=zoo_model_name,
+                          parent=zoo_parent, alias=zoo_alias, store=store, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                 "register")
+        if profile and profile.gpus:  # TensorRT on the deploy image: its gates fail the run before register aliases
+            trt = on(export_trt(dataset=data.outputs["dataset"], onnx_model=onnx.outputs["onnx_model"],
+                                precisions=deploy_trt_precisions, calibration_images=deploy_calibration_images,
+                                max_drop_float=deploy_max_drop_float, max_drop_int8=deploy_max_drop_int8),
+                     "export-trt", gpu=True)
+            on(benchmark(dataset=data.outputs["dataset"], onnx_model=onnx.outputs["onnx_model"], model=model.outputs["model"],
+                         backends=bench_trt_backends,
+                         batch_sizes=bench_batch_sizes, threads=bench_threads, warmup=bench_warmup,
+                         max_images=bench_max_images).after(trt), "benchmark-trt", gpu=True)
+            reg.after(trt)
 
     return detection2d
 

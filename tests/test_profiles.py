@@ -8,7 +8,7 @@ from admlops.errors import InputError
 from admlops.pipelines.profiles import load_profile
 from admlops.pipelines.registry import compile_pipeline
 
-GPU_STEPS = {"train", "evaluate"}
+GPU_STEPS = {"train": "train", "evaluate": "train", "export-trt": "deploy", "benchmark-trt": "deploy"}  # step -> image
 
 
 def _compiled(tmp_path, profile=None):
@@ -39,7 +39,7 @@ def test_profile_settings_in_compiled_yaml(tmp_path):
                 for s in k8s["imagePullSecret"]] == ["ghcr-admlops"]
         image = executors[label]["container"]["image"]
         if step in GPU_STEPS:
-            assert image == images.IMAGES["train"], f"{step} holds a GPU: it must run a CUDA image, not {image}"
+            assert image == images.IMAGES[GPU_STEPS[step]], f"{step} holds a GPU: it must run a CUDA image, not {image}"
             assert res["accelerator"]["resourceCount"] == "1" or res["accelerator"].get("count") == "1"
             assert k8s["nodeSelector"]["labels"] == profile.gpu_node_selector
             assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu" and k8s["tolerations"][0]["effect"] == "NoSchedule"
@@ -59,6 +59,15 @@ def test_multi_node_profile_passes_the_train_parameters(tmp_path):
     run_ids = {params["run_id"]["runtimeValue"]["constant"], tasks["register"]["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"]}
     assert run_ids == {"{{$.pipeline_job_uuid}}"}
     assert params["image"]["runtimeValue"]["constant"] == images.IMAGES["train"]
+
+
+def test_tensorrt_steps_only_with_a_gpu_profile(tmp_path):
+    spec, _, _, _ = _compiled(tmp_path, "a100")
+    tasks = {t["taskInfo"]["name"]: (key, t) for key, t in spec["root"]["dag"]["tasks"].items()}
+    assert {"export-trt", "benchmark-trt"} <= set(tasks)
+    assert tasks["export-trt"][0] in tasks["register"][1]["dependentTasks"]  # TRT's gates fail the run before the alias
+    plain, _, _, _ = _compiled(tmp_path / "plain")
+    assert not {"export-trt", "benchmark-trt"} & {t["taskInfo"]["name"] for t in plain["root"]["dag"]["tasks"].values()}
 
 
 def test_no_profile_no_kubernetes_settings(tmp_path):

@@ -1,5 +1,7 @@
 """Convert with the data lake: the source is a path or a committed ``NAME@VERSION``; both the source and
-the converted dataset end up as immutable versions in the store, so every model traces back to them."""
+the converted dataset end up as immutable versions in the store, so every model traces back to them.
+The COCO images are the source's images (hard links or copies), so the store keeps their content once:
+the converted version's manifest points at the packs and objects of the source's images."""
 from __future__ import annotations
 
 import tempfile
@@ -16,21 +18,52 @@ COCO_ROLES = {"images/": "image", "annotations/": "label", "splits/": "split"}
 
 def convert_with_store(source: str, out: str | Path, definition: str, val_fraction: float, seed: int, store_uri: str = "") -> dict:
     """Convert KITTI ``source`` to COCO at ``out`` and publish both as dataset versions; returns the summary
-    with ``source_version`` and ``dataset_version`` records (name, version, manifest sha256, URI)."""
+    with ``source_version`` and ``dataset_version`` records (name, version, manifest sha256, URI). A source that
+    is already a converted dataset (a version iterate's merge made, say) is taken as it is: source and dataset
+    version are then the same."""
     store = open_store(store_uri or DEFAULT_STORE)
     with tempfile.TemporaryDirectory(prefix="admlops-src-") as cache:
         path = Path(source)
         if "@" in source and not path.exists():
             name, version = source.split("@", 1)
-            src_version = catalog.pull(store, "datasets", name, version, Path(cache) / "kitti")
-            path = Path(cache) / "kitti"
-            summary = kitti_to_coco(path, out, definition, val_fraction, seed)
+            src_version = catalog.pull(store, "datasets", name, version, Path(cache) / "source")
+            path = Path(cache) / "source"
+        else:
+            src_version = None
+        if is_converted(path):  # already a task dataset (e.g. iterate's merge): taken as it is
+            summary = pass_through(path, out)
+            converted = src_version or catalog.push(store, "datasets", path.resolve().name, out, roles=COCO_ROLES)
+            src_version = converted
         else:
             summary = kitti_to_coco(path, out, definition, val_fraction, seed)
-            src_version = catalog.push(store, "datasets", path.resolve().name, path, roles=KITTI_ROLES)
-    converted = catalog.push(store, "datasets", f"{src_version.name}-coco-{summary['definition']}", out, roles=COCO_ROLES)
+            src_version = src_version or catalog.push(store, "datasets", path.resolve().name, path, roles=KITTI_ROLES)
+            converted = None
+    converted = converted or catalog.push(store, "datasets", f"{src_version.name}-coco-{summary['definition']}", out,
+                                          roles=COCO_ROLES)
     summary["source_version"] = _record(store, src_version)
     summary["dataset_version"] = _record(store, converted)
+    return summary
+
+
+def is_converted(path: Path) -> bool:
+    """A dataset convert already wrote (annotations/{train,val}.json and summary.json), not a KITTI root."""
+    return all((path / f).is_file() for f in ("annotations/train.json", "annotations/val.json", "summary.json"))
+
+
+def pass_through(path: Path, out: str | Path) -> dict:
+    """Publish a converted dataset unchanged at ``out``; its summary says what it holds."""
+    import json
+    import shutil
+
+    from admlops.errors import InputError
+    from admlops.localfs import atomic_dir
+
+    summary = json.loads((path / "summary.json").read_text())
+    for key in ("frames", "categories", "definition"):
+        if key not in summary:
+            raise InputError(path / "summary.json", f"missing {key!r}: not a dataset convert or iterate's merge wrote")
+    with atomic_dir(out) as tmp:
+        shutil.copytree(path, tmp, dirs_exist_ok=True)
     return summary
 
 

@@ -31,14 +31,31 @@ def cmd_export(args) -> None:
     from admlops.components.export.export import export
 
     pytorch = json.loads(Path(args.pytorch_metrics).read_text()) if args.pytorch_metrics else None
-    print_json(export(args.dataset, args.model, args.out, args.deploy_config, pytorch))
+    print_json(export(args.dataset, args.model, args.out, args.deploy_config, pytorch, args.targets, args.max_drop_float,
+                      args.max_drop_int8, args.calibration_images, not args.no_enforce))
+
+
+def cmd_export_trt(args) -> None:
+    from admlops.components.export_trt.export_trt import export_trt
+
+    print_json(export_trt(args.dataset, args.onnx, args.out, args.precisions, None, args.max_drop_float,
+                          args.max_drop_int8, args.calibration_images, not args.no_enforce))
 
 
 def cmd_benchmark(args) -> None:
-    from admlops.components.benchmark.benchmark import benchmark
+    from admlops.components.benchmark.benchmark import sweep
 
-    benchmark(args.dataset, args.onnx, args.out, args.warmup, args.max_images, args.threads)
+    sweep(args.dataset, args.onnx, args.model, args.out, args.backends.split(","), args.batch_sizes, args.threads,
+          args.warmup, args.max_images)
     print((Path(args.out) / "benchmark.md").read_text())
+
+
+def gate_args(s) -> None:
+    """The parity gate's options, shared by export and export-trt."""
+    s.add_argument("--calibration-images", type=int, default=32, help="train images that calibrate int8")
+    s.add_argument("--max-drop-float", type=float, default=0.5, help="allowed mAP@0.5 drop (points) for fp32/fp16")
+    s.add_argument("--max-drop-int8", type=float, default=1.5, help="allowed mAP@0.5 drop (points) for int8")
+    s.add_argument("--no-enforce", action="store_true", help="record the gates but do not fail (exit 4) on one")
 
 
 def add_commands(sub) -> None:
@@ -64,19 +81,36 @@ def add_commands(sub) -> None:
     s.add_argument("--split", default="val", choices=["train", "val"])
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("export", help="ONNX export with mmdeploy, evaluated with ONNX Runtime")
+    s = sub.add_parser("export", help="ONNX export with mmdeploy; every deploy target built from it and gated against "
+                       "PyTorch's mAP@0.5 on the val split (exit 4 when one exceeds its allowance)")
     s.add_argument("dataset", help="convert's output directory")
     s.add_argument("model", help="train's output directory")
-    s.add_argument("out", help="directory for end2end.onnx and metrics.json")
+    s.add_argument("out", help="directory for end2end.onnx, the targets, metrics.json and gates.json")
     s.add_argument("--deploy-config", default="detection_onnxruntime_dynamic", help="a name in configs/deploy or a path")
-    s.add_argument("--pytorch-metrics", help="evaluate's metrics.json, to report the difference")
+    s.add_argument("--pytorch-metrics", help="evaluate's metrics.json (default: evaluated here)")
+    s.add_argument("--targets", default="onnxruntime:fp32,onnxruntime:int8,openvino:fp32,openvino:int8",
+                   help="comma-separated BACKEND:PRECISION deploy targets (CPU backends: onnxruntime, openvino)")
+    gate_args(s)
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("benchmark", help="ONNX Runtime latency over the val images")
+    s = sub.add_parser("export-trt", help="TensorRT 10 engines (fp32/fp16/int8) from export's ONNX, each gated against "
+                       "PyTorch (needs an NVIDIA GPU)")
+    s.add_argument("dataset", help="convert's output directory (int8 calibrates on its train split)")
+    s.add_argument("onnx", help="export's output directory")
+    s.add_argument("out", help="directory for the engines, their build reports and gates.json")
+    s.add_argument("--precisions", default="fp16,int8", help="comma-separated: fp32, fp16, int8")
+    gate_args(s)
+    s.set_defaults(func=cmd_export_trt)
+
+    s = sub.add_parser("benchmark", help="latency sweep: backend x precision x batch x threads beside PyTorch eager")
     s.add_argument("dataset", help="convert's output directory")
     s.add_argument("onnx", help="export's output directory")
-    s.add_argument("out", help="directory for benchmark.json and benchmark.md")
+    s.add_argument("model", help="train's output directory (the PyTorch eager row)")
+    s.add_argument("out", help="directory for benchmark.json, benchmark.md and report.html")
+    s.add_argument("--backends", default="onnxruntime:fp32,openvino:fp32,openvino:int8",
+                   help="comma-separated BACKEND or BACKEND:PRECISION")
+    s.add_argument("--batch-sizes", default="1,4,8", help="comma-separated")
+    s.add_argument("--threads", default="0", help="comma-separated intra-op threads (0 = each runtime's default)")
     s.add_argument("--warmup", type=int, default=5, help="untimed runs first")
     s.add_argument("--max-images", type=int, default=0, help="0 = every val image")
-    s.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
     s.set_defaults(func=cmd_benchmark)
