@@ -235,7 +235,7 @@ def test_component_wires_the_outputs(monkeypatch, tmp_path):
         Path(out).mkdir()
         (Path(out) / "benchmark.md").write_text("# md")
         (Path(out) / "report.html").write_text("<html>")
-        return {"summary": {"best": "onnxruntime:fp32", "best_speedup_p50": 2.0, "best_mAP50_diff": None}}
+        return {"summary": {"fastest": "onnxruntime:fp32", "fastest_speedup_p50": 2.0, "fastest_mAP50_diff": None}}
 
     monkeypatch.setattr(lib, "sweep", fake_sweep)
     names = ("dataset", "onnx", "model", "results", "table", "html")
@@ -247,4 +247,4 @@ def test_component_wires_the_outputs(monkeypatch, tmp_path):
                      "backends": ["onnxruntime", "openvino:int8"], "batch_sizes": [1, 4], "threads": [0, 2], "warmup": 2,
                      "max_images": 3}
     assert Path(art["table"].path).read_text() == "# md" and Path(art["html"].path).read_text() == "<html>"
-    assert art["results"].metadata == {"best": "onnxruntime:fp32", "best_speedup_p50": 2.0}
+    assert art["results"].metadata == {"fastest": "onnxruntime:fp32", "fastest_speedup_p50": 2.0}

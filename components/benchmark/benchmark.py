@@ -368,8 +368,8 @@ def summary(rows: list[dict]) -> dict:
     b, t = min(r["batch"] for r in rows), rows[0]["threads"]
     first = [r for r in rows if r["batch"] == b and r["threads"] == t]
     torch_row = next(r for r in first if r["runtime"] == PYTORCH)
-    best = min((r for r in first if r["runtime"] != PYTORCH), key=lambda r: r["latency"]["p50_ms"], default=torch_row)
+    fast = min((r for r in first if r["runtime"] != PYTORCH), key=lambda r: r["latency"]["p50_ms"], default=torch_row)
     return {"batch": b, "pytorch_p50_ms": round(torch_row["latency"]["p50_ms"], 3),
-            "best": f"{best['runtime']}:{best['precision']}", "best_p50_ms": round(best["latency"]["p50_ms"], 3),
-            "best_speedup_p50": round(best["speedup_p50"], 3),
-            "best_mAP50_diff": None if best["mAP50_diff"] is None else round(best["mAP50_diff"], 4)}
+            "fastest": f"{fast['runtime']}:{fast['precision']}", "fastest_p50_ms": round(fast["latency"]["p50_ms"], 3),
+            "fastest_speedup_p50": round(fast["speedup_p50"], 3),
+            "fastest_mAP50_diff": None if fast["mAP50_diff"] is None else round(fast["mAP50_diff"], 4)}
