@@ -197,7 +197,7 @@ def test_trainer_spec_and_runtime_ref():
                                          "kind": "ClusterTrainingRuntime"}
     trainer = obj["spec"]["trainer"]
     assert trainer["command"] == ["admlops", "train", "s3://lake/datasets/kitti/v1/", "s3://mlpipeline/v2/artifacts/run/model",
-                                  "--config", "rtmdet_tiny_kitti", "--nproc", "8"]
+                                  "--config", "rtmdet_tiny_kitti", "--nproc", "8", "--seed", "0"]
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 8)
     assert trainer["resourcesPerNode"]["limits"] == trainer["resourcesPerNode"]["requests"] == {
         "nvidia.com/gpu": 8, "cpu": "32", "memory": "256Gi"}
@@ -404,7 +404,8 @@ def test_component_runs_the_trainjob_and_publishes_its_yaml(tmp_path, monkeypatc
 
     dataset = Dataset(uri=str(tmp_path / "dataset"), metadata={"object_uri": "minio://mlpipeline/lake/datasets/kitti/v1/"})
     model, rendered = Model(uri=str(tmp_path / "model")), Artifact(uri=str(tmp_path / "trainjob.yaml"))
-    args = dict(dataset=dataset, config="rtmdet_tiny_kitti", image="ghcr.io/admlops/gpu:0.1.0", num_nodes=2,
+    args = dict(dataset=dataset, config="rtmdet_tiny_kitti", max_iters=500, batch_size=4, seed=3,
+                image="ghcr.io/admlops/gpu:0.1.0", num_nodes=2,
                 procs_per_node=8, gpus_per_node=8, namespace=NS, s3_secret="admlops-s3", timeout_s=60, model=model,
                 trainjob=rendered)
     with pytest.raises(ValueError, match="PIPELINE_JOB_ID_PLACEHOLDER"):
@@ -418,7 +419,8 @@ def test_component_runs_the_trainjob_and_publishes_its_yaml(tmp_path, monkeypatc
                                                   if k not in ("uid", "resourceVersion", "creationTimestamp")}}
     assert obj["metadata"]["name"] == NAME and obj["spec"]["trainer"]["command"] == [
         "admlops", "train", "s3://mlpipeline/lake/datasets/kitti/v1/", model.uri, "--config", "rtmdet_tiny_kitti", "--nproc", "8",
-        "--store", f"{model.uri}.checkpoints", "--run-id", RUN_ID, "--wandb"]
+        "--seed", "3", "--max-iters", "500", "--batch-size", "4", "--store", f"{model.uri}.checkpoints", "--run-id", RUN_ID,
+        "--wandb"]
     assert obj["spec"]["trainer"]["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": 8}
     assert json.loads((Path(model.path) / "trainjob.json").read_text())["name"] == NAME
     assert model.metadata["trainjob"] == NAME and server.count("DELETE") == 1
@@ -432,7 +434,8 @@ def test_component_compiles_with_the_run_id_placeholder(tmp_path):
     @dsl.pipeline(name="train-distributed-only")
     def pipeline(dataset_uri: str = "s3://lake/datasets/kitti/v1/"):
         data = dsl.importer(artifact_uri=dataset_uri, artifact_class=dsl.Dataset)
-        train_distributed(dataset=data.output, config="rtmdet_tiny_kitti", image="ghcr.io/admlops/gpu:0.1.0",
+        train_distributed(dataset=data.output, config="rtmdet_tiny_kitti", max_iters=0, batch_size=0, seed=0,
+                          image="ghcr.io/admlops/gpu:0.1.0",
                           num_nodes=2, procs_per_node=8, gpus_per_node=8, namespace="", s3_secret="admlops-s3",
                           timeout_s=86400, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
 
@@ -446,7 +449,9 @@ def test_component_compiles_with_the_run_id_placeholder(tmp_path):
 def test_train_command_parses_and_resumes_from_the_run_store():
     from admlops.pipelines.cli import build_parser
 
-    cmd = tj.train_command("s3://lake/datasets/kitti/v1/", "s3://mlpipeline/run/model", "rtmdet_tiny_kitti", 8, "run-1")
+    cmd = tj.train_command("s3://lake/datasets/kitti/v1/", "s3://mlpipeline/run/model", "rtmdet_tiny_kitti", 8, "run-1",
+                           max_iters=300, batch_size=16, seed=5)
     args = build_parser().parse_args(cmd[1:])
     assert (args.dataset, args.out, args.nproc) == ("s3://lake/datasets/kitti/v1/", "s3://mlpipeline/run/model", 8)
+    assert (args.max_iters, args.batch_size, args.seed) == (300, 16, 5)  # the pipeline's train_* reach every node
     assert (args.store, args.run_id, args.wandb) == ("s3://mlpipeline/run/model.checkpoints", "run-1", True)
