@@ -2,14 +2,22 @@
 
 Store layout::
 
-    objects/sha256/<aa>/<sha256>            a file stored whole (large files)
+    objects/sha256/<aa>/<sha256>            a file stored whole (large files): the key is the content
     packs/sha256/<aa>/<sha256>              many small files concatenated (one PUT instead of thousands)
+    index/sha256/[<a>/<b>/...]<sha256>.parquet  where packed content lies (sha256, object, offset, size): a
+                                            segment holds the content whose sha256 starts with its folders' digits
     <kind>/<name>/<version>/info.json       who, when, counts, extra records (lineage for models)
     <kind>/<name>/<version>/manifest.parquet  path, size, sha256, role, object, offset: written LAST
 
-The manifest is the commit point: readers only see versions whose manifest exists, so an upload
-killed midway leaves nothing visible. Content already stored (in any earlier version of the same
-name, or as a whole object) is never uploaded again. Pulls verify every file's sha256.
+Content is stored once per store, whatever name, kind or version brought it. A large file is found by
+its object key; a small one in the index: a push lists ``index/`` once and reads only the segments
+whose prefix its files' sha256s start with (a small index is one root segment; a segment over
+INDEX_SPLIT entries splits in 16 by the next hex digit, so segments stay small however large the
+store). Each prefix that gains content gets a merged segment, and the segments it replaces are
+deleted. A push thus costs a listing plus a few requests per segment it touches, and reads no other
+version's manifest. Segments are written only once their packs are stored, and before the manifest,
+the commit point: readers only see versions whose manifest exists, so an upload killed midway leaves
+nothing visible, and no index entry points at missing data. Pulls verify every file's sha256.
 """
 from __future__ import annotations
 
@@ -25,7 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from admlops.objectstore import ObjectStore, StoreError, check_key
+from admlops.objectstore import NoSuchObject, ObjectStore, StoreError, check_key
 from admlops.localfs import atomic_dir
 
 KINDS = ("datasets", "models")
@@ -33,6 +41,8 @@ PACK_FILE_MAX = 1 << 20  # files below 1 MiB go into packs
 PACK_TARGET = 32 << 20  # a pack is closed once it holds 32 MiB
 WORKERS = 16
 COLUMNS = ("path", "size", "sha256", "role", "object", "offset")
+INDEX = "index/sha256/"  # [<a>/[<b>/...]]<segment sha256>.parquet: sha256, object, offset, size of packed content starting ab...
+INDEX_SPLIT = 50_000  # entries: a bigger segment is split in 16 by the next hex digit (about 2.5 MB each at most)
 
 
 @dataclass(frozen=True)
@@ -118,13 +128,102 @@ def show(store: ObjectStore, kind: str, name: str, version: str) -> Version:
     return Version(kind, name, version, info["manifest_sha256"], len(rows), sum(r["size"] for r in rows), info)
 
 
-def _known_content(store: ObjectStore, kind: str, name: str) -> dict[str, tuple[str, int]]:
-    """sha256 -> (object key, offset) for content already stored by earlier versions of ``name``."""
-    known = {}
-    for n, v in list_versions(store, kind, name):
-        for row in read_manifest(store, kind, n, v):
-            known[row["sha256"]] = (row["object"], row["offset"])
-    return known
+def _index_schema():
+    import pyarrow as pa
+
+    return pa.schema([("sha256", pa.binary(32)), ("object", pa.string()), ("offset", pa.int64()), ("size", pa.int64())])
+
+
+def _read_segment(store: ObjectStore, key: str):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = store.get_bytes(key)
+    try:
+        return pq.read_table(io.BytesIO(data), schema=_index_schema())
+    except pa.ArrowException as exc:
+        raise StoreError(f"{store.uri(key)}: corrupted index segment ({exc}); deleting it is safe: what it "
+                         "indexed is uploaded again when next pushed") from None
+
+
+def _read_index(store: ObjectStore, digests) -> dict[str, tuple[list[str], "pa.Table"]]:
+    """The index segments that may hold ``digests``: prefix -> (segment keys, their entries)."""
+    import pyarrow as pa
+
+    if not digests:
+        return {}
+    while True:
+        listed: dict[str, list[str]] = {}
+        for key in store.list(INDEX):  # one request per 1,000 segments
+            *digits, _ = key[len(INDEX):].split("/")
+            listed.setdefault("".join(digits), []).append(key)
+        depth = max(map(len, listed), default=0)
+        needed = {d[:n] for d in digests for n in range(depth + 1)} & listed.keys()
+        every = [k for p in needed for k in listed[p]]
+        try:
+            with ThreadPoolExecutor(WORKERS) as pool:
+                tables = dict(zip(every, pool.map(lambda k: _read_segment(store, k), every)))
+        except NoSuchObject:  # merged away by a concurrent push since the listing; its merged segment is listed now
+            continue
+        return {p: (listed[p], pa.concat_tables([tables[k] for k in listed[p]])) for p in needed}
+
+
+def _lookup(index: dict, digests) -> dict[str, tuple[str, int]]:
+    """sha256 -> (pack key, offset) of the ``digests`` the index holds."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not index:
+        return {}
+    table = pa.concat_tables([t for _, t in index.values()])
+    wanted = pa.array([bytes.fromhex(d) for d in digests], pa.binary(32))
+    return {r["sha256"].hex(): (r["object"], r["offset"]) for r in table.filter(pc.is_in(table["sha256"], value_set=wanted)).to_pylist()}
+
+
+def _add_to_index(store: ObjectStore, index: dict, entries: list[tuple[str, str, int, int]]) -> None:
+    """Merge ``entries`` (sha256, pack key, offset, size) into the index: each goes to the shortest prefix read
+    for it (the root when there is none); each such prefix gets its merged segment(s), then the segments they
+    replace are deleted. Called only once the packs are stored, so no entry points at missing data; a
+    concurrent merge at worst leaves an extra segment, which the next merge of its prefix takes in."""
+    import pyarrow as pa
+
+    by_prefix: dict[str, list] = {}
+    for entry in entries:
+        prefix = next((entry[0][:n] for n in range(len(entry[0])) if entry[0][:n] in index), "")
+        by_prefix.setdefault(prefix, []).append(entry)
+
+    def merge(prefix: str) -> None:
+        old_keys, old = index.get(prefix, ([], _index_schema().empty_table()))
+        digests, packs, offsets, sizes = zip(*by_prefix[prefix], strict=True)
+        new = pa.table({"sha256": [bytes.fromhex(d) for d in digests], "object": packs, "offset": offsets, "size": sizes},
+                       schema=_index_schema())
+        merged = pa.concat_tables([old, new]).group_by("sha256", use_threads=False).aggregate(
+            [(c, "first") for c in ("object", "offset", "size")])  # one entry per content, even after a race
+        merged = merged.select(["sha256", "object_first", "offset_first", "size_first"]).rename_columns(_index_schema().names)
+        written = _write_segments(store, prefix, merged)
+        for stale in old_keys:
+            if stale not in written:
+                store.delete(stale)
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(merge, by_prefix))
+
+
+def _write_segments(store: ObjectStore, prefix: str, table) -> list[str]:
+    """Store ``table`` as the segment of ``prefix``, or split by the next hex digit while it has more than
+    INDEX_SPLIT entries (so a segment stays small however large the store grows); returns the keys written."""
+    import pyarrow.parquet as pq
+
+    if table.num_rows > INDEX_SPLIT:
+        rows: dict[str, list[int]] = {}
+        for i, digest in enumerate(table["sha256"].to_pylist()):
+            rows.setdefault(digest.hex()[len(prefix)], []).append(i)
+        return [k for digit, idx in sorted(rows.items()) for k in _write_segments(store, prefix + digit, table.take(idx))]
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    key = INDEX + "".join(f"{c}/" for c in prefix) + hashlib.sha256(buf.getvalue()).hexdigest() + ".parquet"
+    store.put_bytes(key, buf.getvalue())
+    return [key]
 
 
 def push(
@@ -156,7 +255,7 @@ def push(
 
     def hash_and_store_large(path: Path) -> str:
         # Large files go up as soon as they are hashed (content-addressed, so idempotent): hashing
-        # overlaps uploading. Small files wait to be packed.
+        # overlaps uploading. Small files wait to be looked up in the index and packed.
         digest = _sha256_file(path)
         if path.stat().st_size >= PACK_FILE_MAX and not store.exists(_object_key(digest)):
             store.put_file(_object_key(digest), path)
@@ -174,18 +273,13 @@ def push(
         if existing.info.get("content_sha256") != content:
             raise StoreError(f"{store.uri(prefix)} already exists with other content: versions are immutable")
         return existing
-    known = _known_content(store, kind, name)
-    location: dict[str, tuple[str, int]] = {}
+    location = {h: (_object_key(h), 0) for h, s in zip(hashes, sizes, strict=True) if s >= PACK_FILE_MAX}
+    small = {h: (p, s) for p, h, s in zip(paths, hashes, sizes, strict=True) if s < PACK_FILE_MAX}
+    index = _read_index(store, small)
+    location.update(_lookup(index, small))
     packs, pack, pack_bytes = [], [], 0
-    for path, h, size in zip(paths, hashes, sizes, strict=True):
-        if h in location:
-            continue
-        if size >= PACK_FILE_MAX:
-            location[h] = (_object_key(h), 0)
-        elif h in known:
-            location[h] = known[h]
-        else:
-            location[h] = None  # filled in when its pack is written
+    for h, (path, size) in small.items():
+        if h not in location:
             pack.append((path, h))
             pack_bytes += size
             if pack_bytes >= PACK_TARGET:
@@ -197,16 +291,22 @@ def push(
     def upload_pack(members) -> dict[str, tuple[str, int]]:
         blob, offsets = bytearray(), {}
         for path, h in members:
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != h:  # the index must never point at other content
+                raise StoreError(f"{path} changed while being pushed to {store.uri(prefix)}")
             offsets[h] = len(blob)
-            blob += path.read_bytes()
+            blob += data
         digest = hashlib.sha256(blob).hexdigest()
         key = f"packs/sha256/{digest[:2]}/{digest}"
         store.put_bytes(key, bytes(blob))
         return {h: (key, off) for h, off in offsets.items()}
 
     with ThreadPoolExecutor(WORKERS) as pool:
-        for placed in tqdm(pool.map(upload_pack, packs), total=len(packs), desc=f"push {name}", unit="pack", leave=False):
-            location.update(placed)
+        placed = {}
+        for done in tqdm(pool.map(upload_pack, packs), total=len(packs), desc=f"push {name}", unit="pack", leave=False):
+            placed.update(done)
+    _add_to_index(store, index, [(h, key, off, small[h][1]) for h, (key, off) in placed.items()])  # before the manifest
+    location.update(placed)
     rows = [
         {"path": r, "size": s, "sha256": h, "role": role_of(r), "object": location[h][0], "offset": location[h][1]}
         for r, h, s in zip(rels, hashes, sizes, strict=True)

@@ -25,12 +25,17 @@ from admlops.errors import AdmlopsError
 
 
 DEFAULT_STORE = os.environ.get("ADMLOPS_STORE", str(Path.home() / ".admlops" / "store"))
+TRANSFER_THREADS = 16  # the S3 store's transfer manager: parts in flight, across all files at once
 
 
 class StoreError(AdmlopsError):
     """A storage operation failed; the message names the store, the key and the cause (exit 5)."""
 
     exit_code = 5
+
+
+class NoSuchObject(StoreError):
+    """The key holds no object (a StoreError, so it exits 5 too); lets callers tell "absent" from "failed"."""
 
 
 def check_key(key: str) -> str:
@@ -74,6 +79,10 @@ class ObjectStore(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing a missing key is no error."""
+
+    @abstractmethod
     def list(self, prefix: str) -> Iterator[str]:
         """Keys under ``prefix`` (a '/'-terminated folder or a key prefix), in no particular order."""
 
@@ -114,7 +123,7 @@ class LocalStore(ObjectStore):
                     f.seek(start)
                 data = f.read() if length is None else f.read(length)
         except FileNotFoundError:
-            raise StoreError(f"{self.uri(key)}: no such object") from None
+            raise NoSuchObject(f"{self.uri(key)}: no such object") from None
         self._count(down=len(data))
         return data
 
@@ -122,11 +131,14 @@ class LocalStore(ObjectStore):
         try:
             shutil.copyfile(self._path(key), path)
         except FileNotFoundError:
-            raise StoreError(f"{self.uri(key)}: no such object") from None
+            raise NoSuchObject(f"{self.uri(key)}: no such object") from None
         self._count(down=Path(path).stat().st_size)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
     def list(self, prefix: str) -> Iterator[str]:
         head = prefix.rpartition("/")[0]
@@ -151,7 +163,7 @@ class S3Store(ObjectStore):
 
         # One transfer manager for the whole store: its thread pool bounds the parts in flight across
         # all files, however many files are being moved at once.
-        self.transfer = S3Transfer(self.client, TransferConfig(max_concurrency=16))
+        self.transfer = S3Transfer(self.client, TransferConfig(max_concurrency=TRANSFER_THREADS))
 
     def _key(self, key: str) -> str:
         check_key(key)
@@ -169,7 +181,7 @@ class S3Store(ObjectStore):
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchKey", "NotFound"):
-                raise StoreError(f"{self.uri(key)}: no such object") from None
+                raise NoSuchObject(f"{self.uri(key)}: no such object") from None
             raise StoreError(f"{what} {self.uri(key)} at {self.endpoint} failed: {code} {exc}") from None
         except BotoCoreError as exc:
             attempts = self.client.meta.config.retries.get("total_max_attempts")
@@ -201,11 +213,12 @@ class S3Store(ObjectStore):
     def exists(self, key: str) -> bool:
         try:
             self._call("stat", key, self.client.head_object, Bucket=self.bucket, Key=self._key(key))
-        except StoreError as exc:
-            if "no such object" in str(exc):
-                return False
-            raise
+        except NoSuchObject:
+            return False
         return True
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, self.client.delete_object, Bucket=self.bucket, Key=self._key(key))
 
     def list(self, prefix: str) -> Iterator[str]:
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix

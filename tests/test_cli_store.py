@@ -13,6 +13,10 @@ def test_data_and_zoo_commands(tmp_path, capsys):
     (src / "sub" / "a.txt").write_text("a")
     assert main(["data", "push", str(src), "--name", "demo", "--version", "v1", "--store", store]) == 0
     assert "demo@v1: 1 files" in capsys.readouterr().out
+    stored = sorted(open_store(store).list("packs/")) + sorted(open_store(store).list("index/"))
+    assert main(["data", "push", str(src), "--name", "demo-copy", "--store", store]) == 0  # the same files again
+    assert "demo-copy@v" in capsys.readouterr().out
+    assert sorted(open_store(store).list("packs/")) + sorted(open_store(store).list("index/")) == stored  # stored once
     assert main(["data", "ls", "--store", store]) == 0
     assert capsys.readouterr().out.startswith("demo@v1\t1 files")
     assert main(["data", "show", "demo@v1", "--store", store]) == 0
