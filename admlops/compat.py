@@ -15,11 +15,19 @@ Each shim has a test (tests/test_compat.py) that fails if the shim is removed or
    alone (the model is wrapped with ``device_ids=None``, as torch's DDP wants for CPU modules: train.py).
 3. mmdet3d 1.4's GT-database sampler (ObjectSample augmentation) builds an array with ``dtype=np.long``,
    an alias numpy 1.24 removed; we restore it as ``np.int64`` (what it meant) when it is missing.
+5. mmdet3d 1.4's KITTI evaluation (KittiMetric -> kitti_eval) computes rotated BEV/3D overlaps with a numba CUDA
+   kernel (``kitti_utils/rotate_iou.py``) that is compiled when its module is imported, so without a CUDA driver
+   the metric fails at driver init (and compiling it needs NVVM from a CUDA toolkit). We register that module as a
+   stand-in whose ``rotate_iou_gpu_eval`` is ``rotate_iou_cpu_eval``, the same definition computed with shapely
+   (an mmdet3d dependency), on every machine, so KITTI numbers do not depend on where they were computed
+   (tests/test_compat_rotate_iou.py checks it against the CUDA kernel run in numba's simulator).
 """
 from __future__ import annotations
 
 import builtins
 import functools
+import sys
+import types
 
 _applied = False
 
@@ -91,6 +99,51 @@ def _mmengine_cpu_ddp() -> None:
     dist_utils._init_dist_pytorch = init
 
 
+ROTATE_IOU_MODULE = "mmdet3d.evaluation.functional.kitti_utils.rotate_iou"
+
+
+def rotate_iou_cpu_eval(boxes, query_boxes, criterion: int = -1, device_id: int = 0):
+    """mmdet3d's ``rotate_iou_gpu_eval`` on the CPU: overlaps [N, K] (float32) of rotated BEV boxes ``boxes``
+    [N, 5] and ``query_boxes`` [K, 5], each (x, y, dx, dy, angle) with its corners placed as the kernel places
+    them (local x axis along (cos a, -sin a)). As the kernel defines it, element [n, k] is, for ``criterion`` -1,
+    inter / (area_n + area_k - inter); 0, inter / area_k (the query box); 1, inter / area_n; anything else, the
+    intersection area itself. ``device_id`` is accepted and ignored.
+
+    Intersections are shapely's (GEOS) polygon overlay, exact also where edges coincide: for a box and its
+    float32 round trip (a prediction equal to the ground truth) the CUDA kernel, and mmcv's box_iou_rotated too,
+    can return 0 or 1/3 instead of 1. Only pairs whose circumscribed circles meet are intersected."""
+    import numpy as np
+    import shapely
+
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 5).astype(np.float64)
+    query = np.asarray(query_boxes, np.float32).reshape(-1, 5).astype(np.float64)
+    out = np.zeros((len(boxes), len(query)), np.float32)
+    if not out.size:
+        return out
+
+    def polygons(b):
+        local = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, 0.5], [0.5, -0.5]]) * b[:, None, 2:4]
+        cos, sin = np.cos(b[:, 4:5]), np.sin(b[:, 4:5])
+        x = cos * local[..., 0] + sin * local[..., 1] + b[:, 0:1]
+        y = -sin * local[..., 0] + cos * local[..., 1] + b[:, 1:2]
+        return shapely.polygons(np.stack([x, y], axis=-1))
+
+    reach = np.hypot(boxes[:, 2], boxes[:, 3])[:, None] / 2 + np.hypot(query[:, 2], query[:, 3])[None, :] / 2
+    n, k = np.nonzero(np.hypot(boxes[:, None, 0] - query[None, :, 0], boxes[:, None, 1] - query[None, :, 1]) < reach)
+    inter = shapely.area(shapely.intersection(polygons(boxes)[n], polygons(query)[k]))
+    area_n, area_k = boxes[n, 2] * boxes[n, 3], query[k, 2] * query[k, 3]
+    base = {-1: area_n + area_k - inter, 0: area_k, 1: area_n}.get(criterion, np.ones_like(inter))
+    out[n, k] = np.divide(inter, base, out=np.zeros_like(inter), where=base > 0)
+    return out
+
+
+def _kitti_rotate_iou_on_cpu() -> None:
+    module = sys.modules.get(ROTATE_IOU_MODULE)
+    if module is None:  # kitti_eval imports it inside each overlap function, so the stand-in is what it finds
+        module = sys.modules[ROTATE_IOU_MODULE] = types.ModuleType(ROTATE_IOU_MODULE, "admlops.compat: CPU stand-in")
+    module.rotate_iou_gpu_eval = rotate_iou_cpu_eval
+
+
 def apply() -> None:
     """Install all shims (idempotent)."""
     global _applied
@@ -100,4 +153,5 @@ def apply() -> None:
     _allow_mmengine_checkpoints()
     _numpy_long_alias()
     _mmengine_cpu_ddp()
+    _kitti_rotate_iou_on_cpu()
     _applied = True

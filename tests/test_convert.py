@@ -44,6 +44,18 @@ def test_coco_content_matches_labels(kitti_root, coco_dir):
     assert total == sum(sum(v for k, v in c.items() if k != "ignore") for c in summary["objects"].values())
 
 
+def _split_of(out) -> dict[str, str]:
+    return {f: name for name in ("train", "val") for f in (out / "splits" / f"{name}.txt").read_text().split()}
+
+
+def _add_frames(kitti_root, dest, new_ids) -> None:
+    """Copies of ``kitti_root``'s frame 000000 under new ids in ``dest`` (a frame's split depends on its id alone)."""
+    for new in new_ids:
+        for sub, ext in (("label_2", "txt"), ("image_2", "png"), ("calib", "txt"), ("velodyne", "bin")):
+            if (kitti_root / "training" / sub / f"000000.{ext}").is_file():
+                shutil.copy(kitti_root / "training" / sub / f"000000.{ext}", dest / "training" / sub / f"{new}.{ext}")
+
+
 def test_hash_split_is_reproducible_and_stable(kitti_root, tmp_path):
     src = tmp_path / "k"
     shutil.copytree(kitti_root, src)
@@ -52,11 +64,37 @@ def test_hash_split_is_reproducible_and_stable(kitti_root, tmp_path):
     kitti_to_coco(src, tmp_path / "b", val_fraction=0.3, seed=1)
     assert a["split"] == {"method": "sha256", "val_fraction": 0.3, "seed": 1}
     assert (tmp_path / "a" / "splits" / "val.txt").read_text() == (tmp_path / "b" / "splits" / "val.txt").read_text()
-    # a frame's split depends on its id alone: removing other frames does not move it
+    full = _split_of(tmp_path / "a")
+    assert len(full) == 20 and set(full.values()) == {"train", "val"}
+    # a frame's split depends on its id alone: removing other frames, or adding new ones, moves none of the rest
+    removed = sorted(full)[::3]  # 7 of the 20, from both splits
+    assert {full[f] for f in removed} == {"train", "val"}
+    for f in removed:
+        (src / "training" / "label_2" / f"{f}.txt").unlink()
+        (src / "training" / "image_2" / f"{f}.png").unlink()
+    kitti_to_coco(src, tmp_path / "fewer", val_fraction=0.3, seed=1)
+    fewer = _split_of(tmp_path / "fewer")
+    assert set(fewer) == set(full) - set(removed) and fewer == {f: full[f] for f in fewer}
+    added = [f"{i:06d}" for i in range(500, 530)]
+    _add_frames(kitti_root, src, added)
+    kitti_to_coco(src, tmp_path / "more", val_fraction=0.3, seed=1)
+    more = _split_of(tmp_path / "more")
+    assert set(more) == set(fewer) | set(added) and {f: more[f] for f in fewer} == fewer
+    assert {more[f] for f in added} == {"train", "val"}
+    # the control: a split by position in the sorted frame list (the usual "last 30% is val") moves frames
+    # under exactly these removals and additions, so the comparisons above would catch it
+    def by_position(frames):
+        frames = sorted(frames)
+        return {f: "val" if k >= len(frames) * 0.7 else "train" for k, f in enumerate(frames)}
+
+    pos_full, pos_fewer, pos_more = by_position(full), by_position(fewer), by_position(more)
+    assert any(pos_fewer[f] != pos_full[f] for f in pos_fewer) and any(pos_more[f] != pos_fewer[f] for f in pos_fewer)
+    # and the fraction holds over many ids
     frames = [f"{i:06d}" for i in range(1000)]
     share = sum(hash_split(f, 0.3, 1) == "val" for f in frames) / len(frames)
     assert 0.25 < share < 0.35
-    assert [hash_split(f, 0.3, 1) for f in frames[:50]] == [hash_split(f, 0.3, 1) for f in frames[:50]]
+    # the seed matters: another seed puts a different set of frames into val
+    assert {f for f in frames if hash_split(f, 0.3, 1) == "val"} != {f for f in frames if hash_split(f, 0.3, 2) == "val"}
 
 
 def _corrupt(kitti_root, tmp_path, how):

@@ -1,12 +1,16 @@
 """The same pipeline with S3 as the store (moto's server on loopback), and credentials kept out of
-everything it writes: logs, run artifacts, lake records, compiled YAML and manifests."""
+everything it writes: logs, run artifacts, lake records; and out of the YAML compiled with them in the
+environment (every cluster profile, which maps the S3 Secret into the steps) and the repository's YAML."""
 import json
 import re
 import subprocess
 import sys
 import uuid
 
-from conftest import FAKE_SECRET, REPO  # noqa: E402
+from conftest import FAKE_KEY_ID, FAKE_SECRET, REPO  # noqa: E402
+
+# a literal value for one of the Secret's keys (``aws_secret_access_key: abc``), bar the template's placeholder
+LITERAL = re.compile(r"(?im)^\s*(aws_secret_access_key|aws_access_key_id)\s*:\s*(?!REPLACE_ME\s*$)\S+")
 
 
 def test_pipeline_on_s3_keeps_credentials_out(kitti_root, s3_env, tmp_path):
@@ -39,9 +43,54 @@ def test_pipeline_on_s3_keeps_credentials_out(kitti_root, s3_env, tmp_path):
     for key in store.list(""):
         if key.endswith((".json", ".parquet")):
             assert FAKE_SECRET.encode() not in store.get_bytes(key), key
-    # the repo's YAML names the Secret's keys (secretKeyRef) but never holds a value for one, bar the template's placeholder
-    literal = re.compile(r"(?im)^\s*(aws_secret_access_key|aws_access_key_id)\s*:\s*(?!REPLACE_ME\s*$)\S+")
-    for path in list((REPO / "pipelines").glob("*.yaml")) + list((REPO / "manifests").rglob("*.yaml")):
-        text = path.read_text()
-        assert FAKE_SECRET not in text and not literal.search(text), path
     assert json.dumps(info).find("AWS_") == -1
+
+
+def test_yaml_compiled_with_credentials_in_the_environment_holds_none(s3_env, tmp_path):
+    """Compiling reads the environment (kfp, the profiles, the pipeline's defaults): with the S3 credentials
+    set, every profile's pipeline YAML and Kubernetes manifest maps the Secret's keys and holds no value."""
+    import os
+
+    from kfp import compiler, dsl
+
+    from admlops.pipelines.k8s_manifest import write_manifests
+    from admlops.pipelines.registry import PIPELINES, compile_pipeline
+
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == FAKE_SECRET and os.environ["AWS_ACCESS_KEY_ID"] == FAKE_KEY_ID
+    profiles = sorted(p.stem for p in (REPO / "configs" / "cluster").glob("*.yaml"))
+    assert {"a100", "a100-x4", "minio-dev"} <= set(profiles)
+    out = tmp_path / "compiled"
+    out.mkdir()
+    compiled = []
+    for name in PIPELINES:
+        compiled.append(compile_pipeline(name, out))
+        for profile in profiles:
+            compiled.append(compile_pipeline(name, out, profile))
+            compiled.append(write_manifests(name, out / f"{name}-{profile}.k8s.yaml", "v1", "admlops", profile))
+    for path in compiled:
+        text = path.read_text()
+        assert FAKE_SECRET not in text and FAKE_KEY_ID not in text and not LITERAL.search(text), path
+        if "-" in path.name:  # a profile's: the credentials reach the steps, by reference to the Secret
+            assert "admlops-s3" in text and "AWS_SECRET_ACCESS_KEY" in text, path
+    # the control: a pipeline that does take a credential from the environment at compile time is caught
+    @dsl.component(base_image="python:3.11")
+    def echo(value: str) -> str:
+        return value
+
+    @dsl.pipeline(name="leaky")
+    def leaky(value: str = os.environ["AWS_SECRET_ACCESS_KEY"]):
+        echo(value=value)
+
+    compiler.Compiler().compile(leaky, str(tmp_path / "leaky.yaml"))
+    assert FAKE_SECRET in (tmp_path / "leaky.yaml").read_text()
+
+
+def test_repo_yaml_names_secret_keys_but_holds_no_value():
+    """The committed pipeline YAML and manifests may name the Secret's keys (secretKeyRef), never hold a value
+    for one; the template's placeholder is the only value."""
+    paths = list((REPO / "pipelines").glob("*.yaml")) + list((REPO / "manifests").rglob("*.yaml"))
+    assert paths
+    for path in paths:
+        assert not LITERAL.search(path.read_text()), path
+    template = (REPO / "manifests" / "base" / "s3-secret.template.yaml").read_text()
+    assert LITERAL.search(template.replace("REPLACE_ME", "abc123")), "the pattern would find a filled-in template"

@@ -55,7 +55,9 @@ def test_the_learned_models_targets_pass_their_gates(learned_model, learned_onnx
     gates = json.loads((learned_onnx / "gates.json").read_text())
     metrics = json.loads((learned_onnx / "metrics.json").read_text())
     assert gates["passed"], gates
-    assert [(g["backend"], g["precision"]) for g in gates["gates"]] == parse_targets(DEFAULT_TARGETS)
+    gated = [(g["backend"], g["precision"]) for g in gates["gates"]]
+    assert set(parse_targets(DEFAULT_TARGETS)) <= set(gated)
+    assert sorted(f"{b}-{p}" for b, p in gated) == sorted(metrics["backends"])
     for g in gates["gates"]:
         assert g["pytorch"] == learned_model.map50 > 0.3
         assert g["measured"] == metrics["backends"][f"{g['backend']}-{g['precision']}"]["bbox"]["bbox_mAP_50"]

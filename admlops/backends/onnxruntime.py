@@ -8,8 +8,8 @@ CPU (RTMDet's SiLU activations sit between the convolutions, so ONNX Runtime can
 integer kernels): it is a target to ask for, not a default one.
 
 The CPU execution provider runs everywhere; where ONNX Runtime has the CUDA provider (the deploy image's
-onnxruntime-gpu) it is used first. mmdeploy's custom-op library is registered when it exists (the end2end
-graph uses none, but a graph exported with mmcv ops would).
+onnxruntime-gpu) it is used first. mmdeploy's custom-op library is registered only for a graph with custom ops
+(the end2end graph has none; a graph exported with mmcv ops would).
 """
 from __future__ import annotations
 
@@ -25,20 +25,24 @@ QUANTIZED_OPS = ["Conv"]
 QUANT_OPSET = 13
 
 
+def _custom_domains(onnx_file: Path) -> set[str]:
+    import onnx
+
+    model = onnx.load(str(onnx_file), load_external_data=False)
+    return {n.domain for n in model.graph.node} - {"", "ai.onnx", "com.microsoft"}
+
+
 def session(onnx_file: Path, threads: int = 0):
-    """An InferenceSession on the best provider here (CUDA when available, else CPU)."""
+    """An InferenceSession on the best provider here (CUDA when available, else CPU); mmdeploy's custom-op library
+    is registered only for a graph that uses custom ops (the end2end detector uses none)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    try:
+    if _custom_domains(onnx_file):
         from mmdeploy.backend.onnxruntime.init_plugins import get_ops_path
 
-        ops = get_ops_path()
-        if ops and Path(ops).exists():
-            opts.register_custom_ops_library(ops)
-    except ImportError:
-        pass
+        opts.register_custom_ops_library(get_ops_path())
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     return ort.InferenceSession(str(onnx_file), sess_options=opts, providers=providers)
 

@@ -1,5 +1,6 @@
-"""Train an mmdet detector with mmengine's Runner on a converted dataset: one process, or N under torchrun
-(DDP: gloo on CPU, nccl on GPU), resumable from checkpoints kept in the run's store.
+"""Train a detector with mmengine's Runner: an mmdet config on a converted dataset, or an mmdet3d config on an
+mmdet3d data root (admlops.mmconfig.use_dataset tells them apart); one process, or N under torchrun (DDP: gloo
+on CPU, nccl on GPU), resumable from checkpoints kept in the run's store.
 
 Output layout (the ``Model`` artifact that evaluate and export read)::
 
@@ -179,10 +180,10 @@ def train(
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    from admlops.configs import model_config
+    from admlops.configs import resolve
 
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    cfg = Config.fromfile(model_config(config))
+    cfg = Config.fromfile(str(resolve("models", config)))
     use_dataset(cfg, dataset_dir)
     if max_iters:
         _set_max_iters(cfg, max_iters)
@@ -222,7 +223,7 @@ def _publish(cfg, config: str, seed: int, dataset_dir, out, work: Path) -> dict:
     with atomic_dir(out) as tmp:
         last = Path((work / "last_checkpoint").read_text().strip())
         iters = cfg.train_cfg.max_iters
-        meta = {"iter": iters, "config": str(config), "seed": seed, "dataset_meta": dataset_meta(dataset_dir)}
+        meta = {"iter": iters, "config": str(config), "seed": seed, "dataset_meta": dataset_meta(dataset_dir, cfg)}
         publish_weights(last, tmp / "model.pth", meta)
         cfg.work_dir = "work"  # the dumped config must not point at the scratch work dir
         cfg.visualizer.vis_backends = [dict(type="LocalVisBackend")]  # evaluate/export must not start W&B runs
