@@ -31,3 +31,21 @@ def test_detection2d_shape():
     assert outputs["comp-train"]["model"]["artifactType"]["schemaTitle"] == "system.Model"
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images <= set(IMAGES.values())
+
+
+def test_components_are_self_contained():
+    """KFP runs a component's function body alone: module-level imports beyond kfp and admlops.images would make
+    compiling need the heavy stack, and a default naming a module constant fails at run time (NameError)."""
+    import ast
+    from pathlib import Path
+
+    for path in sorted(Path(PIPELINE_DIR).parent.glob("components/*/component.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                assert module in ("kfp", "kfp.dsl", "admlops.images"), f"{path}: top-level import of {module}"
+            if isinstance(node, ast.FunctionDef):
+                for default in node.args.defaults + node.args.kw_defaults:
+                    assert default is None or isinstance(default, ast.Constant), \
+                        f"{path}:{default.lineno}: {node.name}'s default must be a literal"

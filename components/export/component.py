@@ -3,8 +3,6 @@ gate of each against PyTorch."""
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from admlops.backends.parity import MAX_DROP_FLOAT, MAX_DROP_INT8
-from admlops.components.export.export import CALIBRATION_IMAGES, DEFAULT_TARGETS
 from admlops.images import image_for
 
 
@@ -16,10 +14,10 @@ def export(
     deploy_config: str,
     onnx_model: Output[Model],
     metrics: Output[Metrics],
-    targets: str = DEFAULT_TARGETS,
-    calibration_images: int = CALIBRATION_IMAGES,
-    max_drop_float: float = MAX_DROP_FLOAT,
-    max_drop_int8: float = MAX_DROP_INT8,
+    targets: str,
+    calibration_images: int,
+    max_drop_float: float,
+    max_drop_int8: float,
     enforce_gates: bool = True,
 ):
     """Export to ONNX, build every deploy target (``backend:precision``, comma-separated), report each target's mAP

@@ -2,9 +2,6 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from admlops.backends.parity import MAX_DROP_FLOAT, MAX_DROP_INT8
-from admlops.components.export.export import CALIBRATION_IMAGES
-from admlops.components.export_trt.export_trt import DEFAULT_PRECISIONS
 from admlops.images import image_for
 
 
@@ -14,10 +11,10 @@ def export_trt(
     onnx_model: Input[Model],
     engines: Output[Model],
     metrics: Output[Metrics],
-    precisions: str = DEFAULT_PRECISIONS,
-    calibration_images: int = CALIBRATION_IMAGES,
-    max_drop_float: float = MAX_DROP_FLOAT,
-    max_drop_int8: float = MAX_DROP_INT8,
+    precisions: str,
+    calibration_images: int,
+    max_drop_float: float,
+    max_drop_int8: float,
     enforce_gates: bool = True,
 ):
     """Build, evaluate and gate a TensorRT engine per precision (comma-separated: fp32, fp16, int8)."""
