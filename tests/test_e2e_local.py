@@ -142,7 +142,10 @@ def test_register_artifact_and_lake(run_dir):
     assert record["alias"]["alias"] == "candidate" and zoo.resolve(store, record["name"], "candidate") == record["version"]
     info = catalog.show(store, "models", record["name"], record["version"]).info
     lineage = info["lineage"]
-    assert lineage["pipeline_run_id"] == run_dir.name and lineage["code_version"]
+    trained = json.loads((run_dir / "train" / "executor_output.json").read_text())["artifacts"]["model"]["artifacts"][0]
+    # one run id everywhere: the zoo's lineage, training's checkpoints and W&B group (the pipeline job id)
+    assert lineage["pipeline_run_id"] == trained["metadata"]["run_id"] and "{{" not in lineage["pipeline_run_id"]
+    assert lineage["pipeline_run_id"] and lineage["code_version"]
     converted = json.loads((run_dir / "convert" / "executor_output.json").read_text())
     meta = converted["artifacts"]["dataset"]["artifacts"][0]["metadata"]
     assert lineage["dataset"] == {k: meta["version"][k] for k in ("name", "version", "manifest_sha256")}

@@ -13,4 +13,4 @@ def train(dataset: Input[Dataset], config: str, max_iters: int, batch_size: int,
     from admlops.components.train.train import train as run
 
     summary = run(dataset.path, model.path, config, max_iters or None, batch_size or None, seed, run_id=run_id, wandb=True)
-    model.metadata.update({"framework": "mmdet", "config": config, **summary})
+    model.metadata.update({"framework": "mmdet", "config": config, "run_id": run_id, **summary})
