@@ -98,11 +98,20 @@ def _manifest_bytes(rows: list[dict]) -> bytes:
     return buf.getvalue()
 
 
+def _read_parquet(data: bytes):
+    """A parquet table from bytes with pyarrow's low-level reader, on the calling thread: the dataset reader's
+    background IO threads release Python buffers after the interpreter has begun to exit, which aborts the process
+    now and then ("terminate called without an active exception") after a step's work is done."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(io.BytesIO(data), pre_buffer=False).read(use_threads=False)
+
+
 def read_manifest(store: ObjectStore, kind: str, name: str, version: str) -> list[dict]:
     import pyarrow.parquet as pq
 
     data = store.get_bytes(_prefix(kind, name, version) + "manifest.parquet")
-    return pq.read_table(io.BytesIO(data)).to_pylist()
+    return _read_parquet(data).to_pylist()
 
 
 def list_versions(store: ObjectStore, kind: str, name: str | None = None) -> list[tuple[str, str]]:
@@ -140,7 +149,7 @@ def _read_segment(store: ObjectStore, key: str):
 
     data = store.get_bytes(key)
     try:
-        return pq.read_table(io.BytesIO(data), schema=_index_schema())
+        return _read_parquet(data).cast(_index_schema())
     except pa.ArrowException as exc:
         raise StoreError(f"{store.uri(key)}: corrupted index segment ({exc}); deleting it is safe: what it "
                          "indexed is uploaded again when next pushed") from None
@@ -169,15 +178,16 @@ def _read_index(store: ObjectStore, digests) -> dict[str, tuple[list[str], "pa.T
 
 
 def _lookup(index: dict, digests) -> dict[str, tuple[str, int]]:
-    """sha256 -> (pack key, offset) of the ``digests`` the index holds."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if not index:
-        return {}
-    table = pa.concat_tables([t for _, t in index.values()])
-    wanted = pa.array([bytes.fromhex(d) for d in digests], pa.binary(32))
-    return {r["sha256"].hex(): (r["object"], r["offset"]) for r in table.filter(pc.is_in(table["sha256"], value_set=wanted)).to_pylist()}
+    """sha256 -> (pack key, offset) of the ``digests`` the index holds. Plain Python over the segments' rows:
+    pyarrow.compute's thread pool aborts the interpreter at exit now and then ("terminate called without an
+    active exception"), which fails a pipeline step after its work is done."""
+    wanted = {bytes.fromhex(d) for d in digests}
+    found = {}
+    for _, table in index.values():
+        for r in table.to_pylist():
+            if r["sha256"] in wanted:
+                found.setdefault(r["sha256"].hex(), (r["object"], r["offset"]))
+    return found
 
 
 def _add_to_index(store: ObjectStore, index: dict, entries: list[tuple[str, str, int, int]]) -> None:
@@ -197,9 +207,10 @@ def _add_to_index(store: ObjectStore, index: dict, entries: list[tuple[str, str,
         digests, packs, offsets, sizes = zip(*by_prefix[prefix], strict=True)
         new = pa.table({"sha256": [bytes.fromhex(d) for d in digests], "object": packs, "offset": offsets, "size": sizes},
                        schema=_index_schema())
-        merged = pa.concat_tables([old, new]).group_by("sha256", use_threads=False).aggregate(
-            [(c, "first") for c in ("object", "offset", "size")])  # one entry per content, even after a race
-        merged = merged.select(["sha256", "object_first", "offset_first", "size_first"]).rename_columns(_index_schema().names)
+        first: dict[bytes, dict] = {}
+        for r in pa.concat_tables([old, new]).to_pylist():  # one entry per content, even after a race
+            first.setdefault(r["sha256"], r)
+        merged = pa.Table.from_pylist(list(first.values()), schema=_index_schema())
         written = _write_segments(store, prefix, merged)
         for stale in old_keys:
             if stale not in written:
