@@ -231,7 +231,7 @@ def test_unknown_config_name_is_a_usage_error(data_root, tmp_path):
 
 def test_cpu_config_is_the_full_size_model_on_a_smaller_grid(data_root):
     """Both configs are mmdet3d's stock PointPillars with the product's schedule and sampler; the full-size one keeps
-    the stock range and 0.16 m grid, the CPU one changes only range, grid and points per pillar."""
+    the stock range and 0.16 m grid, the CPU one changes range, grid, points per pillar and BatchNorm momentum."""
     import mmdet3d
     from mmengine.config import Config
 
@@ -242,8 +242,10 @@ def test_cpu_config_is_the_full_size_model_on_a_smaller_grid(data_root):
     assert full.model.middle_encoder.output_shape == [496, 432]
     assert cpu.model.middle_encoder.output_shape == [200, 160]
     assert cpu.model.data_preprocessor.voxel_layer.voxel_size == [0.32, 0.32, 4]
+    assert cpu.model.backbone.norm_cfg.momentum == cpu.model.voxel_encoder.norm_cfg.momentum == 0.1
     for cfg in (full, cpu):
-        assert cfg.model.backbone == stock.model.backbone and cfg.model.bbox_head.type == "Anchor3DHead"
+        assert dict(cfg.model.backbone, norm_cfg=None) == dict(stock.model.backbone, norm_cfg=None)
+        assert cfg.model.bbox_head.type == "Anchor3DHead"
         assert cfg.train_cfg.type == "IterBasedTrainLoop" and cfg.param_scheduler[-1].end == cfg.train_cfg.max_iters
         pipeline = cfg.train_dataloader.dataset.dataset.pipeline
         assert next(t for t in pipeline if t.type == "ObjectSample").use_ground_plane is False

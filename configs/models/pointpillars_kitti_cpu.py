@@ -21,11 +21,17 @@ grid = [200, 160]  # (y, x) cells: the range over the voxel size; a multiple of 
 max_iters = 200
 batch_size = 4
 
+# BatchNorm running statistics follow the weights 10x faster than stock (momentum 0.1, stock 0.01): over 200
+# iterations the stock ones still hold mostly early-training statistics, and the model that detects Cars at BEV
+# AP 78 with fresh statistics detects nothing in eval mode (measured).
+norm = dict(eps=1e-3, momentum=0.1)
 model = dict(
     data_preprocessor=dict(voxel_layer=dict(point_cloud_range=point_cloud_range, voxel_size=voxel_size,
                                             max_num_points=16)),
-    voxel_encoder=dict(point_cloud_range=point_cloud_range, voxel_size=voxel_size),
+    voxel_encoder=dict(point_cloud_range=point_cloud_range, voxel_size=voxel_size, norm_cfg=dict(type='BN1d', **norm)),
     middle_encoder=dict(output_shape=grid),
+    backbone=dict(norm_cfg=dict(type='BN', **norm)),
+    neck=dict(norm_cfg=dict(type='BN', **norm)),
     bbox_head=dict(anchor_generator=dict(ranges=[
         [0, -32.0, -0.6, 51.2, 32.0, -0.6],  # Pedestrian
         [0, -32.0, -0.6, 51.2, 32.0, -0.6],  # Cyclist
