@@ -88,7 +88,7 @@ def add_commands(sub) -> None:
     s.add_argument("out", help="directory for end2end.onnx, the targets, metrics.json and gates.json")
     s.add_argument("--deploy-config", default="detection_onnxruntime_dynamic", help="a name in configs/deploy or a path")
     s.add_argument("--pytorch-metrics", help="evaluate's metrics.json (default: evaluated here)")
-    s.add_argument("--targets", default="onnxruntime:fp32,onnxruntime:int8,openvino:fp32,openvino:int8",
+    s.add_argument("--targets", default="onnxruntime:fp32,openvino:fp32,openvino:int8",
                    help="comma-separated BACKEND:PRECISION deploy targets (CPU backends: onnxruntime, openvino)")
     gate_args(s)
     s.set_defaults(func=cmd_export)
