@@ -176,17 +176,17 @@ def learned_model(tmp_path_factory) -> LearnedModel:
 # export ``learned_model`` with components/export/export.py: mmdeploy -> end2end.onnx, evaluated under ONNX Runtime
 # (fp32 only, where export builds several deploy targets: the other targets have their own tests)
 _EXPORT = """
-import inspect, json, sys
+import json, sys
 from admlops.components.export.export import export
-only_onnxruntime = {"targets": "onnxruntime:fp32"} if "targets" in inspect.signature(export).parameters else {}
-export(sys.argv[1], sys.argv[2], sys.argv[3], pytorch_metrics=json.loads(open(sys.argv[4]).read()), **only_onnxruntime)
+export(sys.argv[1], sys.argv[2], sys.argv[3], pytorch_metrics=json.loads(open(sys.argv[4]).read()))
 """
 
 
 @pytest.fixture(scope="session")
 def learned_onnx(learned_model, tmp_path_factory) -> Path:
-    """``learned_model`` exported by the export component (mmdeploy -> ``end2end.onnx``, evaluated under ONNX
-    Runtime on the same val split; ``metrics.json`` holds both, PyTorch's numbers being ``learned_model``'s)."""
+    """``learned_model`` exported by the export component with its default deploy targets (mmdeploy ->
+    ``end2end.onnx``; ONNX Runtime fp32, OpenVINO fp32 and int8 built, evaluated on the same val split and gated;
+    ``metrics.json`` holds every target's numbers and PyTorch's, which are ``learned_model``'s)."""
     out = tmp_path_factory.mktemp("learned-onnx") / "onnx"
     env = dict(os.environ, WANDB_MODE="offline")
     res = subprocess.run([sys.executable, "-c", _EXPORT, str(learned_model.dataset), str(learned_model.model), str(out),

@@ -11,8 +11,10 @@ from conftest import admlops
 from test_iterate import ground_truth, vendor_cvat
 
 
-def _run(store, pipeline, **params):
-    args = ["run", pipeline, "--local", "--store", store]
+def _run(run_store, pipeline, **params):
+    """``admlops run PIPELINE --local`` with its run artifacts under ``run_store``; ``params`` are the pipeline's
+    (``store`` among them: the lake and zoo the steps read and write)."""
+    args = ["run", pipeline, "--local", "--store", run_store]
     for k, v in params.items():
         args += ["--param", f"{k}={v}"]
     res = admlops(*args)

@@ -12,6 +12,15 @@ compat.apply()
 CONFIG = "rtmdet_tiny_kitti_lowlight"
 
 
+@pytest.fixture(autouse=True)
+def mmdet_scope():
+    """Build from mmdet's registries whatever scope an earlier test (a 3D one: mmdet3d) left as the default."""
+    from mmengine.registry import DefaultScope
+
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        yield
+
+
 def _cfg():
     from mmengine.config import Config
 
