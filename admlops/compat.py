@@ -21,11 +21,24 @@ Each shim has a test (tests/test_compat.py) that fails if the shim is removed or
    stand-in whose ``rotate_iou_gpu_eval`` is ``rotate_iou_cpu_eval``, the same definition computed with shapely
    (an mmdet3d dependency), on every machine, so KITTI numbers do not depend on where they were computed
    (tests/test_compat_rotate_iou.py checks it against the CUDA kernel run in numba's simulator).
+6. mmdet3d 1.4's nuScenes evaluation of camera detections (NuScenesMetric._format_camera_bbox, which merges a
+   sample's six views with a 3D NMS) moves the boxes to the GPU with ``.cuda()`` in ``nusc_box_to_cam_box3d``,
+   which fails on a CPU build of torch; we replace that function with ``nusc_box_to_cam_box3d_cpu``, the same
+   conversion on the boxes' own device (the NMS after it runs on the CPU). Importing the metric's module takes
+   seconds, so the replacement is installed when something imports it (``_after_import``), not by ``apply()``
+   (tests/test_det3d_nuscenes.py evaluates FCOS3D through it and checks the conversion).
+7. The nuScenes devkit's evaluation (nuscenes-devkit 1.1, ``NuScenesEval`` -> ``filter_eval_boxes``) finds the
+   class field of its boxes by looking at the first box and raises ``Invalid box type: None`` when there is none,
+   so a model that detects nothing within the class ranges on the whole split (an untrained one, or one whose
+   detections all lie out of range) fails evaluation instead of scoring mAP 0. With no box there is nothing for
+   the field to filter, so we answer ``detection_name`` then and ask the devkit otherwise.
 """
 from __future__ import annotations
 
 import builtins
 import functools
+import importlib.abc
+import importlib.util
 import sys
 import types
 
@@ -144,6 +157,92 @@ def _kitti_rotate_iou_on_cpu() -> None:
     module.rotate_iou_gpu_eval = rotate_iou_cpu_eval
 
 
+def own_runner_state(cfg) -> None:
+    """Give the Runner that ``cfg`` will build a visualizer and message hub of its own. mmengine keeps both as
+    process-wide instances keyed by name: mmdet's configs name the visualizer ``'visualizer'`` and the hub takes
+    the experiment name (config + second), so a second train/test run in one process (promote evaluates two
+    models, a benchmark trains several) would log and dump its config into the first run's work dir, which by
+    then is published elsewhere (FileNotFoundError)."""
+    import uuid
+
+    run = uuid.uuid4().hex[:12]
+    cfg.experiment_name = f"run-{run}"
+    if cfg.get("visualizer") is not None:
+        cfg.visualizer.name = f"visualizer-{run}"
+
+
+def _after_import(name: str, patch) -> None:
+    """Call ``patch(module)`` once module ``name`` is imported: now if it is, else right after its import runs."""
+    if name in sys.modules:
+        patch(sys.modules[name])
+        return
+
+    class AfterImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path, target=None):
+            if fullname != name:
+                return None
+            sys.meta_path.remove(self)  # one import, then out of the way
+            spec = importlib.util.find_spec(fullname)
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                patch(module)
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, AfterImport())
+
+
+NUSCENES_METRIC_MODULE = "mmdet3d.evaluation.metrics.nuscenes_metric"
+
+
+def nusc_box_to_cam_box3d_cpu(boxes):
+    """mmdet3d's ``nusc_box_to_cam_box3d`` (nuScenes boxes -> CameraInstance3DBoxes with velocity, per-class NMS
+    scores over 10 classes + background, labels) without moving them to a GPU."""
+    import numpy as np
+    import torch
+    from mmdet3d.structures import CameraInstance3DBoxes
+
+    def column(values, width):
+        return torch.as_tensor(np.asarray(values, np.float32).reshape(-1, width))
+
+    locs, dims = column([b.center for b in boxes], 3), column([b.wlh for b in boxes], 3)[:, [1, 2, 0]]
+    rots = -column([b.orientation.yaw_pitch_roll[0] for b in boxes], 1)  # nuScenes box -> camera box convention
+    velocity = column([b.velocity[0::2] for b in boxes], 2)
+    cam_boxes3d = CameraInstance3DBoxes(torch.cat([locs, dims, rots, velocity], dim=1), box_dim=9,
+                                        origin=(0.5, 0.5, 0.5))
+    scores, labels = column([b.score for b in boxes], 1)[:, 0], torch.as_tensor([b.label for b in boxes]).long()
+    nms_scores = scores.new_zeros(scores.shape[0], 10 + 1)
+    nms_scores[torch.arange(len(boxes)), labels] = scores
+    return cam_boxes3d, nms_scores, labels
+
+
+def _nuscenes_camera_boxes_on_cpu(module) -> None:
+    if module.nusc_box_to_cam_box3d is not nusc_box_to_cam_box3d_cpu:
+        nusc_box_to_cam_box3d_cpu.replaces = module.nusc_box_to_cam_box3d  # mmdet3d's, for the shim's test
+        module.nusc_box_to_cam_box3d = nusc_box_to_cam_box3d_cpu
+
+
+DEVKIT_LOADERS_MODULE = "nuscenes.eval.common.loaders"
+
+
+def _devkit_scores_no_detections(module) -> None:
+    original = module._get_box_class_field
+    if getattr(original, "_admlops_shim", False):
+        return
+
+    @functools.wraps(original)
+    def class_field(eval_boxes):
+        if not any(eval_boxes.boxes.values()):
+            return "detection_name"
+        return original(eval_boxes)
+
+    class_field._admlops_shim = True
+    module._get_box_class_field = class_field
+
+
 def apply() -> None:
     """Install all shims (idempotent)."""
     global _applied
@@ -154,4 +253,6 @@ def apply() -> None:
     _numpy_long_alias()
     _mmengine_cpu_ddp()
     _kitti_rotate_iou_on_cpu()
+    _after_import(NUSCENES_METRIC_MODULE, _nuscenes_camera_boxes_on_cpu)
+    _after_import(DEVKIT_LOADERS_MODULE, _devkit_scores_no_detections)
     _applied = True

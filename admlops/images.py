@@ -37,6 +37,7 @@ IMAGE_CONTENTS = {
 # CUDA image for that case, so a GPU is never held by CPU-only torch.
 COMPONENT_IMAGES: dict[str, tuple[str, str]] = {
     "convert": ("cpu", "cpu"),
+    "infos": ("cpu", "cpu"),  # KITTI / nuScenes -> an mmdet3d data root
     "analyze": ("cpu", "cpu"),
     "train": ("cpu", "train"),
     "evaluate": ("cpu", "train"),

@@ -58,9 +58,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         mAP@0.5 (allowed drops in points: ``deploy_max_drop_float`` for fp32/fp16, ``deploy_max_drop_int8``); a
         target over its allowance fails export. With a GPU profile, ``export-trt`` builds TensorRT engines
         (``deploy_trt_precisions``), gated the same way, and a second benchmark times them on the GPU."""
-        def on(task, name: str, gpu: bool = False):
-            return profiles.apply(task.set_display_name(name), profile, name, gpu)
-
+        on = profiles.scheduler(profile)
         data = on(convert(kitti=kitti_root, store=store, definition=data_definition, val_fraction=data_val_fraction,
                           seed=data_seed), "convert")
         on(analyze(dataset=data.outputs["dataset"]), "analyze")

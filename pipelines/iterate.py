@@ -32,8 +32,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         converted dataset; ``dataset``: the current dataset version NAME@VERSION (rare classes and novelty are
         measured against it, and the labels merge into it); ``budget``: frames to label; ``returned``: the
         vendor's labels (CVAT XML or Label Studio JSON, per ``label_format``), empty until they are back."""
-        def on(task, name: str, gpu: bool = False):
-            return profiles.apply(task.set_display_name(name), profile, name, gpu)
+        on = profiles.scheduler(profile)
 
         current = on(dataset_version(ref=dataset, store=store), "dataset-version")
         preds = on(infer(pool=pool, model_ref=model, store=store, batch_size=infer_batch_size, score_thr=infer_score_thr,

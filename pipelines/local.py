@@ -155,9 +155,10 @@ def run_local(name: str, params: dict, store: str | Path, verbose: bool = False)
     """Run pipeline ``name`` with ``params``; returns the run's directory under ``store/runs``."""
     from kfp import local
 
-    from admlops.pipelines.registry import pipeline
+    from admlops.pipelines.registry import pipeline, preflight
 
     func = pipeline(name)
+    preflight(name, params)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # task logs and progress stream as they happen
     runs = Path(store).resolve() / "runs"
     runs.mkdir(parents=True, exist_ok=True)

@@ -78,3 +78,12 @@ def apply(task, profile: ClusterProfile | None, step: str, gpu: bool = False):
     if profile.image_pull_secrets:
         kubernetes.set_image_pull_secrets(task, list(profile.image_pull_secrets))
     return task
+
+
+def scheduler(profile: ClusterProfile | None):
+    """``on(task, name, gpu=False)``: give a pipeline task its display name ``name`` (the component's step name)
+    and schedule it per ``profile`` (``apply``); the pipelines build every task through it."""
+    def on(task, name: str, gpu: bool = False):
+        return apply(task.set_display_name(name), profile, name, gpu)
+
+    return on

@@ -22,8 +22,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         """``model``: the zoo model's name; ``candidate``: its version or alias to promote; ``dataset``: the dataset
         version NAME@VERSION both models are evaluated on; ``ap_tolerance``: the largest per-class AP@0.5 drop
         allowed, in points; ``latency_budgets``: ``backend:precision=ms`` pairs (p50 at batch 1), comma-separated."""
-        def on(task, name: str, gpu: bool = False):
-            return profiles.apply(task.set_display_name(name), profile, name, gpu)
+        on = profiles.scheduler(profile)
 
         data = on(dataset_version(ref=dataset, store=store), "dataset-version")
         on(promote_step(dataset=data.outputs["dataset"], name=model, candidate=candidate, alias=alias, store=store,

@@ -6,11 +6,14 @@ from pathlib import Path
 
 from admlops.errors import UsageError
 from admlops.pipelines import detection2d as _detection2d
+from admlops.pipelines import detection3d as _detection3d
 from admlops.pipelines import iterate as _iterate
 from admlops.pipelines import promote as _promote
 from admlops.pipelines.profiles import load_profile
 
-BUILDERS = {"detection2d": _detection2d.build, "iterate": _iterate.build, "promote": _promote.build}
+BUILDERS = {"detection2d": _detection2d.build, "detection3d": _detection3d.build, "iterate": _iterate.build,
+            "promote": _promote.build}
+PREFLIGHTS = {"detection3d": _detection3d.preflight}  # checks of a run's inputs before its first step
 PIPELINES = {name: build() for name, build in BUILDERS.items()}
 PIPELINE_DIR = Path(__file__).resolve().parent
 _CASTS = {"Integer": int, "Float": float, "Boolean": lambda v: v.lower() in ("1", "true", "yes"), "String": str,
@@ -48,6 +51,15 @@ def check_params(name: str, params: dict) -> None:
         raise UsageError(f"pipeline {name}: " + "; ".join(
             [f"unknown parameters {unknown} (expected some of {', '.join(inputs)})"] * bool(unknown)
             + [f"missing required parameters {missing}"] * bool(missing)))
+
+
+def preflight(name: str, params: dict) -> None:
+    """Run pipeline ``name``'s input checks (if it has them) on ``params`` with its defaults filled in: bad input
+    fails as a usage (2) or input (3) error before any step has run, not as a failed step (4) minutes later."""
+    check_params(name, params)
+    if check := PREFLIGHTS.get(name):
+        inputs = pipeline(name).component_spec.inputs or {}
+        check({k: spec.default for k, spec in inputs.items() if spec.optional} | params)
 
 
 def compile_pipeline(name: str, out_dir: str | Path = PIPELINE_DIR, profile: str | None = None) -> Path:

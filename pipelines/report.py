@@ -10,7 +10,7 @@ def _load(path: Path) -> dict | None:
 
 
 def summarize_run(run_dir: str | Path) -> str:
-    """Text summary of a detection2d run directory (``<store>/runs/<run>``)."""
+    """Text summary of a detection2d or detection3d run directory (``<store>/runs/<run>``)."""
     run_dir = Path(run_dir)
     lines = [f"run: {run_dir}", f"index: {run_dir / 'index.html'} (every step's status, log and artifacts)"]
     for task in sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name != "logs"):
@@ -25,7 +25,18 @@ def summarize_run(run_dir: str | Path) -> str:
         lines.append(f"data: {data['frames']['train']} train / {data['frames']['val']} val frames, classes {', '.join(data['categories'])}")
     pt = _load(run_dir / "evaluate" / "report" / "metrics.json")
     onnx = _load(run_dir / "export" / "onnx_model" / "metrics.json")
-    if pt:
+    root = _load(run_dir / "infos" / "dataset" / "infos.json")
+    if root:
+        frames = root["frames"]
+        lines.append(f"data: {frames['train']} train / {frames['val']} val frames ({root['format']} data root, source "
+                     f"{root['source_version']['name']}@{root['source_version']['version']})")
+    if pt and "headline" in pt:  # a 3D model: KITTI's ranking numbers
+        h = pt["headline"]
+        for cls in [*pt["per_class"], "mean"]:
+            key = "mAP_{}_AP40_moderate" if cls == "mean" else f"{cls}_{{}}_AP40_moderate"
+            lines.append(f"KITTI AP40 moderate {cls:<10} 3D {h[key.format('3D')]:6.2f}  BEV {h[key.format('BEV')]:6.2f}  "
+                         f"2D {h[key.format('2D')]:6.2f}")
+    elif pt:
         per_class = ", ".join(f"{k} {v['AP50']:.3f}" for k, v in pt["per_class"].items())
         lines.append(f"PyTorch      mAP@0.5 {pt['bbox']['bbox_mAP_50']:.3f}  mAP {pt['bbox']['bbox_mAP']:.3f}  (AP@0.5: {per_class})")
     if onnx:

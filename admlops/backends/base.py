@@ -36,8 +36,9 @@ BACKENDS: dict[str, type["Backend"]] = {}
 
 # mmdeploy's ``input_shapes`` convention: input name -> {"min_shape": [...], "opt_shape": [...], "max_shape": [...]}
 Shapes = dict[str, dict[str, list[int]]]
-# A loaded artifact: one preprocessed batch [N, 3, H, W] float32 in, output name -> array out.
-Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
+# A loaded artifact: one preprocessed batch [N, 3, H, W] float32 in, output name -> array out. A graph of several
+# inputs (the 3D voxel graph: voxels, num_points, coors) takes input name -> array instead (ONNX Runtime).
+Runner = Callable[[np.ndarray | dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def register(cls: type["Backend"]) -> type["Backend"]:

@@ -103,7 +103,7 @@ class OnnxRuntime(Backend):
         input_name = sess.get_inputs()[0].name
         names = [o.name for o in sess.get_outputs()]
 
-        def run(batch: np.ndarray) -> dict[str, np.ndarray]:
-            return dict(zip(names, sess.run(names, {input_name: batch})))
+        def run(batch: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return dict(zip(names, sess.run(names, batch if isinstance(batch, dict) else {input_name: batch})))
 
         return run

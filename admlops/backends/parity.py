@@ -1,20 +1,24 @@
-"""The parity gate: every deployed backend x precision is evaluated with the same COCO code, on the same val
-split, as the PyTorch model, and its mAP@0.5 drop is held to an allowance.
+"""The parity gate: every deployed backend x precision is evaluated with the same metric code, on the same val
+split, as the PyTorch model, and the drop of one headline metric is held to an allowance.
 
-Evaluation goes through mmdeploy's End2EndModel for the exported graph (its data preprocessor, its mapping of
-``dets``/``labels`` back to the original image, mmengine's test loop and mmdet's CocoMetric, exactly as the
-ONNX Runtime check always did), with the model's backend wrapper swapped for one that calls our Runner: so the
-backend is the only thing that differs between two numbers.
+Evaluation goes through mmdeploy's backend model for the exported graph, with its backend wrapper swapped for one
+that calls our Runner, in mmengine's test loop with the evaluator of the model's config: so the backend is the only
+thing that differs between two numbers. A 2D detector: mmdeploy's End2EndModel (its data preprocessor, its mapping
+of ``dets``/``labels`` back to the original image) and mmdet's CocoMetric, gated on mAP@0.5. A 3D voxel detector
+(PointPillars): mmdeploy's VoxelDetectionModel (the model's own voxelization, the graph, the head's
+``predict_by_feat``) and mmdet3d's KittiMetric, gated on the class mean of KITTI's 3D AP40 at moderate difficulty
+and the strict IoU thresholds (``Metric``).
 
-Allowances are in mAP@0.5 points (mAP x 100): by default 0.5 for fp32, fp16 and bf16 and 1.5 for int8. A drop
-above the allowance fails the gate; gates.json lists every gate, and ``enforce`` raises StepFailed (exit 4) naming
-each failing backend, precision, the measured and the allowed drop.
+Allowances are in points of the gated metric (mAP x 100; KITTI AP is in percent already): by default 0.5 for fp32,
+fp16 and bf16 and 1.5 for int8 (a 3D export allows 1.0 for fp32). A drop above the allowance fails the gate;
+gates.json lists every gate, and ``enforce`` raises StepFailed (exit 4) naming each failing backend, precision,
+the measured and the allowed drop.
 """
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -23,24 +27,57 @@ from admlops import compat
 from admlops.backends import get_backend
 from admlops.backends.base import Runner
 from admlops.backends.calibration import calibration_set
-from admlops.components.evaluate.evaluate import run_coco_test
+from admlops.components.evaluate.evaluate import run_coco_test, run_kitti_test
 from admlops.errors import StepFailed, UsageError
 
-METRIC = "bbox_mAP_50"
+
+@dataclass(frozen=True)
+class Metric:
+    """The number a gate compares: where it sits in a metrics dict (run_coco_test's or run_kitti_test's layout) and
+    how many points one unit of it is."""
+
+    key: str  # gates.json's "metric"
+    label: str  # how messages name it
+    path: tuple[str, ...]
+    points_per_unit: float  # COCO mAP is 0..1: 100; KITTI AP is in percent: 1
+    unit: str
+
+    def of(self, metrics: dict) -> float:
+        value = metrics
+        try:
+            for key in self.path:
+                value = value[key]
+            return float(value)
+        except (KeyError, TypeError, ValueError):
+            got = sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__
+            raise UsageError(f"metrics without {'/'.join(self.path)} ({self.label}), which the gate compares: "
+                             f"got keys {got}") from None
+
+
+COCO_MAP50 = Metric("bbox_mAP_50", "mAP@0.5", ("bbox", "bbox_mAP_50"), 100.0, "points (mAP x 100)")
+KITTI_3D_AP40_MODERATE = Metric("mAP_3D_AP40_moderate", "KITTI 3D AP40 moderate (class mean, strict IoU)",
+                                ("headline", "mAP_3D_AP40_moderate"), 1.0, "points (AP in percent)")
+METRIC = COCO_MAP50.key
 GATES_FILE = "gates.json"
 MAX_DROP_FLOAT = 0.5  # default allowed mAP@0.5 drop, points: fp32, fp16, bf16
 MAX_DROP_INT8 = 1.5
+MAX_DROP_3D = 1.0  # default allowed KITTI AP drop, points, of a 3D export's fp32 target
 
 
-def allowances(max_drop_float: float = MAX_DROP_FLOAT, max_drop_int8: float = MAX_DROP_INT8) -> dict[str, float]:
-    """Allowed mAP@0.5 drop in points per precision."""
+def allowances(max_drop_float: float | None = MAX_DROP_FLOAT,
+               max_drop_int8: float | None = MAX_DROP_INT8) -> dict[str, float]:
+    """Allowed drop of the gated metric in points per precision (None: the default)."""
+    max_drop_float = MAX_DROP_FLOAT if max_drop_float is None else max_drop_float
+    max_drop_int8 = MAX_DROP_INT8 if max_drop_int8 is None else max_drop_int8
     if max_drop_float < 0 or max_drop_int8 < 0:
-        raise UsageError(f"allowed mAP@0.5 drops must be >= 0 points: got {max_drop_float} (float), {max_drop_int8} (int8)")
+        raise UsageError(f"allowed metric drops must be >= 0 points: got {max_drop_float} (float), "
+                         f"{max_drop_int8} (int8)")
     return {"fp32": max_drop_float, "fp16": max_drop_float, "bf16": max_drop_float, "int8": max_drop_int8}
 
 
 def evaluate_runner(runner: Runner, onnx_file: Path, model_cfg, deploy_cfg, work_dir: Path) -> dict:
-    """COCO metrics of ``runner`` on the val split ``model_cfg`` points at (run_coco_test's result)."""
+    """Metrics of ``runner`` on the val split ``model_cfg`` points at: run_coco_test's result for a 2D detector,
+    run_kitti_test's for a 3D one (deploy config codebase mmdet3d)."""
     compat.apply()
     import torch
     from mmdeploy.apis.utils import build_task_processor
@@ -50,41 +87,48 @@ def evaluate_runner(runner: Runner, onnx_file: Path, model_cfg, deploy_cfg, work
         """mmdeploy's backend-wrapper interface (inputs by name in, outputs by name out) over our Runner."""
 
         def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            (batch,) = inputs.values()
-            return {k: torch.from_numpy(v) for k, v in runner(batch.cpu().numpy()).items()}
+            feeds = {name: x.cpu().numpy() for name, x in inputs.items()}
+            out = runner(feeds if len(feeds) > 1 else next(iter(feeds.values())))
+            return {k: torch.from_numpy(v) for k, v in out.items()}
 
     task = build_task_processor(model_cfg, deploy_cfg, "cpu")
-    model = task.build_backend_model([str(onnx_file)], task.update_data_preprocessor)
+    model = task.build_backend_model([str(onnx_file)], data_preprocessor_updater=task.update_data_preprocessor)
     model.wrapper = RunnerWrapper(model.wrapper.output_names)
-    return run_coco_test(model_cfg, work_dir, build_runner=lambda cfg: task.build_test_runner(model, cfg.work_dir))
+    run_test = run_kitti_test if deploy_cfg.codebase_config.type == "mmdet3d" else run_coco_test
+    return run_test(model_cfg, work_dir, build_runner=lambda cfg: task.build_test_runner(model, cfg.work_dir))
 
 
 @dataclass
 class Gate:
     backend: str
     precision: str
-    pytorch: float  # mAP@0.5 of the PyTorch model, 0..1
-    measured: float  # mAP@0.5 of the backend, 0..1
-    drop_points: float  # (pytorch - measured) x 100; negative = better than PyTorch
+    pytorch: float  # the metric of the PyTorch model (mAP@0.5: 0..1; KITTI AP: percent)
+    measured: float  # the metric of the backend
+    drop_points: float  # (pytorch - measured) in points; negative = better than PyTorch
     allowed_points: float
     passed: bool
+    metric: Metric = field(default=COCO_MAP50, repr=False)  # named once, at the top of gates.json
 
     def describe(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
-        return (f"{self.backend} {self.precision}: mAP@0.5 {self.measured:.4f} vs PyTorch {self.pytorch:.4f}, "
-                f"drop {self.drop_points:+.2f} points, allowed {self.allowed_points:.2f}: {verdict}")
+        return (f"{self.backend} {self.precision}: {self.metric.label} {self.measured:.4f} vs PyTorch "
+                f"{self.pytorch:.4f}, drop {self.drop_points:+.2f} points, allowed {self.allowed_points:.2f}: "
+                f"{verdict}")
 
 
-def gate(backend: str, precision: str, measured: dict, pytorch: dict, allowed: dict[str, float]) -> Gate:
-    """The gate of one backend x precision from its and PyTorch's COCO metrics (run_coco_test's layout)."""
-    ours, ref = measured["bbox"][METRIC], pytorch["bbox"][METRIC]
-    drop = round((ref - ours) * 100.0, 6)
-    return Gate(backend, precision, ref, ours, drop, allowed[precision], drop <= allowed[precision])
+def gate(backend: str, precision: str, measured: dict, pytorch: dict, allowed: dict[str, float],
+         metric: Metric = COCO_MAP50) -> Gate:
+    """The gate of one backend x precision on ``metric`` from its and PyTorch's metrics."""
+    ours, ref = metric.of(measured), metric.of(pytorch)
+    drop = round((ref - ours) * metric.points_per_unit, 6)
+    return Gate(backend, precision, ref, ours, drop, allowed[precision], drop <= allowed[precision], metric)
 
 
 def gates_report(gates: list[Gate]) -> dict:
-    return {"metric": METRIC, "unit": "points (mAP x 100)", "reference": "pytorch",
-            "passed": all(g.passed for g in gates), "gates": [asdict(g) for g in gates]}
+    metric = gates[0].metric if gates else COCO_MAP50
+    return {"metric": metric.key, "unit": metric.unit, "reference": "pytorch",
+            "passed": all(g.passed for g in gates),
+            "gates": [{k: v for k, v in asdict(g).items() if k != "metric"} for g in gates]}
 
 
 def enforce(gates: list[Gate]) -> None:
@@ -96,10 +140,11 @@ def enforce(gates: list[Gate]) -> None:
 
 def deploy_and_gate(targets: list[tuple[str, str]], onnx_file: Path, out_dir: Path, dataset_dir: str | Path, model_cfg,
                     deploy_cfg, pytorch: dict, allowed: dict[str, float], calibration_images: int,
-                    previous: Path | None = None) -> tuple[dict[str, dict], list[Gate]]:
+                    previous: Path | None = None, metric: Metric = COCO_MAP50) -> tuple[dict[str, dict], list[Gate]]:
     """Build every (backend, precision) of ``targets`` from ``onnx_file`` into ``out_dir/<backend>-<precision>/``,
     evaluate each, and gate it against ``pytorch``'s metrics. Int8 targets share one calibration set of
     ``calibration_images`` train images. ``previous``: an earlier output whose per-target caches may be reused.
+    ``metric``: what the gates compare (COCO_MAP50 for a 2D detector, KITTI_3D_AP40_MODERATE for a 3D one).
     Writes ``out_dir/gates.json``; returns the metrics per target and the gates (enforcing is the caller's)."""
     settings = deploy_cfg.get("deploy_backends", {})
     shapes = settings.get("input_shapes")
@@ -113,7 +158,7 @@ def deploy_and_gate(targets: list[tuple[str, str]], onnx_file: Path, out_dir: Pa
                       cache_dir=previous / tag if previous and (previous / tag).is_dir() else None)
         runner = backend.load(out_dir / tag)
         metrics[tag] = evaluate_runner(runner, onnx_file, model_cfg, deploy_cfg, out_dir / ".eval" / tag)
-        gates.append(gate(name, precision, metrics[tag], pytorch, allowed))
+        gates.append(gate(name, precision, metrics[tag], pytorch, allowed, metric))
         print(gates[-1].describe(), flush=True)
     shutil.rmtree(out_dir / ".eval", ignore_errors=True)
     (out_dir / GATES_FILE).write_text(json.dumps(gates_report(gates), indent=2))

@@ -10,6 +10,11 @@ Backend artifacts come from the export directory (``<backend>-<precision>/``); o
 here from ``end2end.onnx`` with ``get_backend(name).build``, as export builds it (int8 calibrated on train
 images), into a scratch directory.
 
+A 3D voxel detector's export (deploy.py of mmdeploy's mmdet3d codebase: components/export/export3d.py) is
+benchmarked on the val scans of its mmdet3d KITTI data root, one scan per call, with voxelization, network and
+post-processing timed apart in every row (``stages``: mean, p50, p90 per stage); the scans are loaded and range
+filtered once, untimed. Accuracy of the 3D rows is the export's parity gate (KITTI AP on the whole val split).
+
 Writes ``benchmark.json`` (machine, versions, every row with its per-call timings), ``benchmark.md`` and
 ``report.html`` (self-contained) atomically at ``out``.
 """
@@ -34,10 +39,13 @@ import numpy as np
 from tqdm import tqdm
 
 from admlops import compat
+from admlops.components.export.export3d import TASK, is_voxel_deploy
+from admlops.components.export.export3d import TIMED as VOXEL_TIMED
 from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir
 
 PYTORCH = "pytorch"
+BATCH_SIZES = (1, 4, 8)  # a 2D detector's default sweep; a 3D voxel detector runs one scan per call
 CALIBRATION_IMAGES = 32  # train images (evenly spaced) an int8 build here calibrates on, when export built none
 VERSION_PACKAGES = ("torch", "mmcv", "mmengine", "mmdet", "mmdeploy", "onnxruntime", "openvino", "nncf", "tensorrt",
                     "numpy", "admlops")
@@ -157,6 +165,24 @@ class Preprocessor:
         return np.stack(tensors), samples
 
 
+def voxel_inputs(dataset_dir: Path, export_dir: Path, max_images: int, pairs, batch_sizes: list[int]):
+    """A 3D export's benchmark inputs: the val scans' points and data samples (export3d.load_scans), their files."""
+    from mmengine.config import Config
+
+    from admlops.components.export.export3d import VoxelDetection, load_scans, val_scans
+    from admlops.mmconfig import use_dataset
+
+    VoxelDetection.check_targets(pairs)
+    if batch_sizes != [1]:
+        raise UsageError(f"a 3D voxel detector runs one scan per call (its graph is traced for batch 1): "
+                         f"batch sizes must be 1, got {batch_sizes}")
+    model_cfg = Config.fromfile(str(export_dir / "model.py"))
+    use_dataset(model_cfg, dataset_dir)
+    files = val_scans(model_cfg, dataset_dir, max_images)
+    inputs, samples = load_scans(model_cfg, files)
+    return files, inputs, samples
+
+
 def batch_plan(images: int, batch: int, repeats: int = 1) -> list[list[int]]:
     """Consecutive batches over the images (``repeats`` passes), the last one topped up from the first images, so
     every call holds ``batch`` images and every image is in at least one call."""
@@ -258,8 +284,8 @@ def sweep(
     export_dir: str | Path,
     model_dir: str | Path,
     out: str | Path,
-    backends: Sequence[str] = ("onnxruntime",),
-    batch_sizes: Sequence[int] = (1, 4, 8),
+    backends: Sequence[str] | None = ("onnxruntime",),
+    batch_sizes: Sequence[int] | None = None,
     threads: Sequence[int] = (0,),
     warmup: int = 5,
     max_images: int = 0,
@@ -271,27 +297,44 @@ def sweep(
 
     ``export_dir`` is the export step's output (end2end.onnx, deploy.py, model.py, backend artifacts); the PyTorch
     row is the export's model.py with ``model_dir/model.pth`` (train's output). ``threads`` 0 = each runtime's
-    default; ``max_images`` 0 = the whole val split; ``repeats`` passes over the images per batch size."""
+    default; ``max_images`` 0 = the whole val split; ``repeats`` passes over the images per batch size;
+    ``batch_sizes`` None = BATCH_SIZES, for a 3D export 1; ``backends`` None = the export's default targets."""
+    from mmengine.config import Config
+
     from admlops.backends import get_backend
     from admlops.components.benchmark.report import render_html, render_markdown
     from admlops.mmconfig import dataset_meta
 
+    from admlops.components.export.export import task_of
+
     dataset_dir, export_dir, model_dir = Path(dataset_dir), Path(export_dir), Path(model_dir)
-    pairs = parse_backends(backends)
-    batch_sizes = list(dict.fromkeys(parse_ints(batch_sizes, "batch sizes")))
+    if backends is not None:
+        pairs = parse_backends(backends)  # an unknown name fails before any work
+    for path in (*(export_dir / f for f in ("end2end.onnx", "model.py", "deploy.py")), model_dir / "model.pth"):
+        if not path.is_file():
+            raise InputError(path, "missing: the benchmark needs export's end2end.onnx, model.py and deploy.py and "
+                                   "train's model.pth")
+    voxel = is_voxel_deploy(Config.fromfile(str(export_dir / "deploy.py")))
+    if backends is None:  # the export's own default targets
+        pairs = parse_backends(task_of(Config.fromfile(str(export_dir / "model.py"))).targets.split(","))
+    batch_sizes = list(dict.fromkeys(parse_ints(batch_sizes or ((1,) if voxel else BATCH_SIZES), "batch sizes")))
     threads = list(dict.fromkeys(parse_ints(threads, "threads")))
     if not batch_sizes or not threads or min(batch_sizes) < 1 or min(threads) < 0:
         raise UsageError(f"batch sizes must be >= 1 and threads >= 0 (0 = the runtime's default), got "
                          f"batch sizes {batch_sizes}, threads {threads}")
     if warmup < 0 or repeats < 1:
         raise UsageError(f"warmup must be >= 0 and repeats >= 1, got {warmup} and {repeats}")
-    for path in (export_dir / "end2end.onnx", export_dir / "model.py", model_dir / "model.pth"):
-        if not path.is_file():
-            raise InputError(path, "missing: the benchmark needs export's end2end.onnx and model.py and train's model.pth")
-    files, images, ann_file = split_images(dataset_dir, "val", max_images)
-    preprocess = Preprocessor(export_dir)
-    inputs, samples = preprocess(files, ann_file)
-    n, shape = len(inputs), list(inputs.shape[1:])
+    if voxel:
+        files, inputs, samples = voxel_inputs(dataset_dir, export_dir, max_images, pairs, batch_sizes)
+        sizes = [len(p) for p in inputs]
+        shape = [f"{min(sizes)}-{max(sizes)} points", 4]
+    else:
+        files, images, ann_file = split_images(dataset_dir, "val", max_images)
+        preprocess = Preprocessor(export_dir)
+        inputs, samples = preprocess(files, ann_file)
+        shape = list(inputs.shape[1:])
+        categories = dataset_meta(dataset_dir)["classes"]
+    n = len(inputs)
     plan = {str(b): batch_plan(n, b, repeats) for b in batch_sizes}
 
     @functools.cache
@@ -300,21 +343,21 @@ def sweep(
 
         return calibration_set(dataset_dir, preprocess.model_cfg, preprocess.deploy_cfg, CALIBRATION_IMAGES)
 
-    categories = dataset_meta(dataset_dir)["classes"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="admlops-bench-") as scratch:
         scratch = Path(scratch)
         np.save(scratch / "inputs.npy", inputs)
         (scratch / "samples.pkl").write_bytes(pickle.dumps(samples))
         artifacts = build_artifacts(pairs, export_dir, scratch / "artifacts", calibration,
-                                    preprocess.deploy_cfg.get("deploy_backends", {}))
+                                    {} if voxel else preprocess.deploy_cfg.get("deploy_backends", {}))
         runs = [(PYTORCH, "fp32", t) for t in threads] + [(b, p, t) for t in threads for b, p in pairs]
         for k, (runtime, precision, t) in enumerate(tqdm(runs, desc="benchmark rows", unit="row")):
             art = artifacts.get((runtime, precision))
             spec = {"runtime": runtime, "precision": precision, "threads": t,
                     "inputs": str(scratch / "inputs.npy"), "samples": str(scratch / "samples.pkl"),
                     "model_config": str(export_dir / "model.py"), "checkpoint": str(model_dir / "model.pth"),
-                    "artifact_dir": str(art["dir"]) if art else None, "warmup": warmup, "plan": plan}
+                    "artifact_dir": str(art["dir"]) if art else None, "warmup": warmup, "plan": plan,
+                    "task": TASK if voxel else "detection"}
             spec["label"] = label(spec)
             result, detections = run_worker(spec, scratch / f"row{k}")
             shared = {"runtime": runtime, "precision": precision, "threads": t, "threads_used": result["threads_used"],
@@ -322,11 +365,13 @@ def sweep(
                       "artifact": "model.pth" if runtime == PYTORCH else art["source"],
                       "artifact_bytes": (model_dir / "model.pth").stat().st_size if runtime == PYTORCH
                       else artifact_bytes(art["dir"]), "build_s": art["built_s"] if art else None,
-                      "load_s": result["load_s"], "mAP50": map50(ann_file, images, samples, detections, categories),
+                      "load_s": result["load_s"],
+                      "mAP50": None if voxel else map50(ann_file, images, samples, detections, categories),
                       "boxes": sum(len(d) for d, _ in detections.values())}
             rows += batch_rows(shared, result, plan)
     compare_to_pytorch(rows)
-    report = {"machine": machine(), "versions": versions(), "timed": TIMED, "memory_definition": MEMORY,
+    report = {"machine": machine(), "versions": versions(), "timed": VOXEL_TIMED if voxel else TIMED,
+              "task": TASK if voxel else "detection", "memory_definition": MEMORY,
               "dataset": str(dataset_dir), "export": str(export_dir), "model": str(model_dir / "model.pth"),
               "images": n, "image_files": [Path(f).name for f in files], "input_shape": shape, "warmup": warmup,
               "repeats": repeats, "batch_sizes": batch_sizes, "threads": threads, "rows": rows}
@@ -347,11 +392,17 @@ def batch_rows(shared: dict, result: dict, plan: dict[str, list[list[int]]]) -> 
         rows.append({**shared, "batch": b, "calls": len(r["seconds"]), "images": b * len(r["seconds"]),
                      "batches": plan[key], "latency": latency_stats(r["seconds"], b),
                      "timings_ms": [sec * 1000.0 for sec in r["seconds"]],
+                     **({"stages": {k: stage_stats(sec) for k, sec in r["stages"].items()}} if "stages" in r else {}),
                      "memory": {"baseline_rss_mib": baseline, "peak_rss_mib": peak,
                                 "added_mib": None if peak is None else peak - baseline,
                                 "load_added_mib": None if load_peak is None else load_peak - baseline,
                                 "process_peak_mib": result["process_peak_rss_mib"]}})
     return rows
+
+
+def stage_stats(seconds: Sequence[float]) -> dict[str, float]:
+    """One stage's per-call mean, p50 and p90 (ms)."""
+    return {k: v for k, v in latency_stats(seconds, 1).items() if k in ("mean_ms", "p50_ms", "p90_ms")}
 
 
 def compare_to_pytorch(rows: list[dict]) -> None:

@@ -32,6 +32,34 @@ def table_rows(report: dict) -> list[list[str]]:
     return out
 
 
+STAGE_STATS = (("mean", "mean_ms"), ("p50", "p50_ms"), ("p90", "p90_ms"))
+
+
+def stage_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of the per-stage latencies (a 3D voxel detector's rows: voxelization, network,
+    post-processing); none when no row has stages."""
+    rows = [r for r in report["rows"] if "stages" in r]
+    if not rows:
+        return [], []
+    names = list(rows[0]["stages"])
+    columns = ["runtime:precision threads", "batch"] + [f"{n.replace('_', '-')} {s} (ms)" for n in names
+                                                        for s, _ in STAGE_STATS]
+    return columns, [[label(r), str(r["batch"])] + [_fmt(r["stages"][n][k], ".1f") for n in names
+                                                    for _, k in STAGE_STATS] for r in rows]
+
+
+def _md_table(columns, rows) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _html_table(columns, rows) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def machine_lines(report: dict) -> list[str]:
     m = report["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
@@ -39,15 +67,18 @@ def machine_lines(report: dict) -> list[str]:
             f"{m['usable_cores']} usable; flags: {', '.join(m['cpu_flags']) or 'none of note'}",
             f"Platform: {m['platform']}, Python {m['python']}",
             f"Versions: {versions}",
-            f"Images: {report['images']} val images, input {report['input_shape']}, {report['warmup']} warm-up calls "
+            f"Inputs: {report['images']} val {'scans' if report.get('task') == 'voxel-detection' else 'images'}, "
+            f"input {report['input_shape']}, {report['warmup']} warm-up calls "
             f"per batch size, {report['repeats']} pass(es); threads 'default' = the runtime's own choice",
             f"Timed: {report['timed']}",
             f"Memory: {report['memory_definition']}"]
 
 
 def render_markdown(report: dict) -> str:
-    lines = ["# Deploy benchmark", "", "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    lines = ["# Deploy benchmark", "", *_md_table(COLUMNS, table_rows(report))]
+    columns, rows = stage_table(report)
+    if rows:
+        lines += ["", "## Stages (per call)", "", *_md_table(columns, rows)]
     return "\n".join(lines + [""] + [f"* {line}" for line in machine_lines(report)]) + "\n"
 
 
@@ -94,10 +125,11 @@ def plots(report: dict) -> list[tuple[str, str]]:
 
 def render_html(report: dict) -> str:
     esc = html.escape
-    head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>" for row in table_rows(report))
-    parts = ["<h1>Deploy benchmark</h1>", f"<table><tr>{head}</tr>{body}</table>",
-             "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in machine_lines(report)) + "</ul>"]
+    parts = ["<h1>Deploy benchmark</h1>", _html_table(COLUMNS, table_rows(report))]
+    columns, rows = stage_table(report)
+    if rows:
+        parts += ["<h2>Stages (per call)</h2>", _html_table(columns, rows)]
+    parts.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in machine_lines(report)) + "</ul>")
     for title, png in plots(report):
         parts.append(f"<h2>{esc(title)}</h2><img class='plot' alt='{esc(title)}' src='data:image/png;base64,{png}'>")
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}img{max-width:100%}"

@@ -3,13 +3,16 @@
     python -m admlops.components.benchmark.worker SPEC.json
 
 SPEC (written by benchmark.py) names the runtime (``pytorch`` or a backend of admlops.backends), its artifact,
-the threads, the preprocessed inputs (``inputs.npy``: [N, 3, H, W] float32) and the batch plan: per batch size the
-list of calls, each a list of image indices. Every call is timed alone; what is timed is the model call only:
+the threads, the preprocessed inputs (``inputs.npy``: [N, 3, H, W] float32; for a 3D voxel detector an object array
+of N scans' points [n, 4]) and the batch plan: per batch size the list of calls, each a list of image indices.
+Every call is timed alone; what is timed is the model call only:
 
 * a backend: ``runner(batch)``, the exported graph (network, box decoding and NMS);
 * ``pytorch``: mmdet's ``model.predict(batch, data_samples, rescale=False)`` under ``torch.inference_mode``: the
   forward, box decoding and NMS with the model's test_cfg; the data preprocessor is not run (the tensors are
-  already preprocessed, the same ones the backends get).
+  already preprocessed, the same ones the backends get);
+* a 3D voxel detector (``task`` voxel-detection): voxelization, network and post-processing, each also timed on
+  its own (components/export/export3d.py: ``staged``; the loader's predict carries them in ``predict.stages``).
 
 Memory: ``baseline`` is the RSS after the runtime's Python package is imported and the inputs are loaded, just
 before the model is loaded; the kernel's RSS high-water mark (VmHWM) is then reset (``/proc/self/clear_refs``)
@@ -40,6 +43,7 @@ RUNTIME_IMPORTS = {
     "openvino": ("openvino",),
     "tensorrt": ("tensorrt",),
 }
+VOXEL_IMPORTS = ("torch", "mmdet3d.models", "mmdet3d.structures")  # every row of a 3D model: voxelizer and head
 
 
 def _status_mib(field: str) -> float | None:
@@ -100,15 +104,25 @@ def load_backend(spec: dict):
     return predict, after, spec["threads"] or None
 
 
+def loader(spec: dict):
+    if spec.get("task") == "voxel-detection":
+        from admlops.components.export import export3d
+
+        return export3d.load_pytorch if spec["runtime"] == "pytorch" else export3d.load_backend
+    return load_pytorch if spec["runtime"] == "pytorch" else load_backend
+
+
 def run(spec: dict) -> tuple[dict, dict[int, tuple[np.ndarray, np.ndarray]]]:
-    for module in RUNTIME_IMPORTS.get(spec["runtime"], ()):
+    voxel = VOXEL_IMPORTS if spec.get("task") == "voxel-detection" else ()
+    for module in RUNTIME_IMPORTS.get(spec["runtime"], ()) + voxel:
         importlib.import_module(module)
-    inputs = np.load(spec["inputs"])
+    inputs = np.load(spec["inputs"], allow_pickle=True)  # written by benchmark.py in its own scratch directory
     process_peak = _status_mib("VmHWM")
     baseline = _status_mib("VmRSS")
     exact = reset_peak()
     start = time.perf_counter()
-    predict, after, threads_used = (load_pytorch if spec["runtime"] == "pytorch" else load_backend)(spec)
+    predict, after, threads_used = loader(spec)(spec)
+    stages = getattr(predict, "stages", None)  # per-stage seconds of every call, where the model has stages
     load_s = time.perf_counter() - start
     load_peak = _status_mib("VmHWM")
     detections: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -118,6 +132,8 @@ def run(spec: dict) -> tuple[dict, dict[int, tuple[np.ndarray, np.ndarray]]]:
         for k in range(spec["warmup"]):
             idx = plan[k % len(plan)]
             predict(inputs[idx], idx)
+        for times in (stages or {}).values():
+            times.clear()
         seconds = []
         for idx in tqdm(plan, desc=f"{spec['label']} batch {batch}", unit="call", leave=False):
             x = inputs[idx]  # a copy, made before the clock starts
@@ -129,6 +145,8 @@ def run(spec: dict) -> tuple[dict, dict[int, tuple[np.ndarray, np.ndarray]]]:
                     detections.setdefault(i, det)
         peak = _status_mib("VmHWM")
         batches[batch] = {"seconds": seconds, "peak_rss_mib": peak if exact else None}
+        if stages:
+            batches[batch]["stages"] = {name: list(times) for name, times in stages.items()}
     process_peak = max(process_peak, load_peak, *(b["peak_rss_mib"] or 0 for b in batches.values()))
     result = {"load_s": load_s, "threads_used": threads_used, "baseline_rss_mib": baseline,
               "load_peak_rss_mib": load_peak if exact else None, "process_peak_rss_mib": process_peak,

@@ -4,8 +4,10 @@ The COCO images are the source's images (hard links or copies), so the store kee
 the converted version's manifest points at the packs and objects of the source's images."""
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from admlops import catalog
 from admlops.components.convert.kitti_coco import kitti_to_coco
@@ -16,32 +18,44 @@ KITTI_ROLES = {"training/image_2/": "image", "training/label_2/": "label", "trai
 COCO_ROLES = {"images/": "image", "annotations/": "label", "splits/": "split"}
 
 
+@contextlib.contextmanager
+def source_path(store, source: str) -> Iterator[tuple[Path, catalog.Version | None]]:
+    """``source`` as a local directory for the block: a path as it is (version None), or a committed dataset
+    version ``NAME@VERSION`` of ``store`` pulled (and verified) into a scratch directory, with its version."""
+    path = Path(source)
+    if "@" not in source or path.exists():
+        yield path, None
+        return
+    name, version = source.split("@", 1)
+    with tempfile.TemporaryDirectory(prefix="admlops-src-") as cache:
+        pulled = catalog.pull(store, "datasets", name, version, Path(cache) / "source")
+        yield Path(cache) / "source", pulled
+
+
+def publish_source(store, path: Path, version: catalog.Version | None, roles: dict[str, str]) -> catalog.Version:
+    """The source's dataset version: the one it was pulled as, or ``path`` pushed under its folder's name (a
+    content-hashed version, so the same data is the same version however often it is published)."""
+    return version or catalog.push(store, "datasets", path.resolve().name, path, roles=roles)
+
+
 def convert_with_store(source: str, out: str | Path, definition: str, val_fraction: float, seed: int, store_uri: str = "") -> dict:
     """Convert KITTI ``source`` to COCO at ``out`` and publish both as dataset versions; returns the summary
     with ``source_version`` and ``dataset_version`` records (name, version, manifest sha256, URI). A source that
     is already a converted dataset (a version iterate's merge made, say) is taken as it is: source and dataset
     version are then the same."""
     store = open_store(store_uri or DEFAULT_STORE)
-    with tempfile.TemporaryDirectory(prefix="admlops-src-") as cache:
-        path = Path(source)
-        if "@" in source and not path.exists():
-            name, version = source.split("@", 1)
-            src_version = catalog.pull(store, "datasets", name, version, Path(cache) / "source")
-            path = Path(cache) / "source"
-        else:
-            src_version = None
+    with source_path(store, source) as (path, src_version):
         if is_converted(path):  # already a task dataset (e.g. iterate's merge): taken as it is
             summary = pass_through(path, out)
-            converted = src_version or catalog.push(store, "datasets", path.resolve().name, out, roles=COCO_ROLES)
-            src_version = converted
+            converted = src_version = publish_source(store, path, src_version, COCO_ROLES)
         else:
             summary = kitti_to_coco(path, out, definition, val_fraction, seed)
-            src_version = src_version or catalog.push(store, "datasets", path.resolve().name, path, roles=KITTI_ROLES)
+            src_version = publish_source(store, path, src_version, KITTI_ROLES)
             converted = None
     converted = converted or catalog.push(store, "datasets", f"{src_version.name}-coco-{summary['definition']}", out,
                                           roles=COCO_ROLES)
-    summary["source_version"] = _record(store, src_version)
-    summary["dataset_version"] = _record(store, converted)
+    summary["source_version"] = record(store, src_version)
+    summary["dataset_version"] = record(store, converted)
     return summary
 
 
@@ -67,5 +81,6 @@ def pass_through(path: Path, out: str | Path) -> dict:
     return summary
 
 
-def _record(store, v: catalog.Version) -> dict:
+def record(store, v: catalog.Version) -> dict:
+    """A version's lineage reference and its URI in ``store``."""
     return v.ref() | {"uri": store.uri(f"datasets/{v.name}/{v.version}/")}

@@ -1,15 +1,21 @@
-"""KFP component: COCO bbox metrics of a trained model on the val split."""
+"""KFP component: a trained model's metrics on the val split, COCO bbox AP (2D) or KITTI 3D/BEV/2D AP (3D)."""
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from admlops.images import image_for
 
 
 @dsl.component(base_image=image_for("evaluate"), install_kfp_package=False)
-def evaluate(dataset: Input[Dataset], model: Input[Model], metrics: Output[Metrics], report: Output[Artifact]):
-    """Evaluate on the val split; log mAP numbers as KFP metrics and keep the full JSON as an artifact."""
+def evaluate(dataset: Input[Dataset], model: Input[Model], metrics: Output[Metrics], report: Output[Artifact],
+             markdown: Output[Markdown]):
+    """Evaluate on the val split; log the headline numbers as KFP metrics (2D: mAP and AP50 per class; 3D: per class
+    and mean AP40 moderate), keep the full JSON as an artifact and its tables as Markdown."""
+    from pathlib import Path
+
     from admlops.components.evaluate.evaluate import evaluate as run
-    from admlops.kfp_metrics import log_coco
+    from admlops.components.evaluate.report import markdown as render
+    from admlops.kfp_metrics import log_evaluation
 
     result = run(dataset.path, model.path, report.path)
-    log_coco(metrics, result)
+    log_evaluation(metrics, result)
+    Path(markdown.path).write_text(render(result))

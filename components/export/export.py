@@ -1,17 +1,22 @@
-"""Export a trained mmdet model to an end-to-end ONNX graph with mmdeploy, build the CPU backends from it and gate
-each against PyTorch.
+"""Export a trained model to ONNX with mmdeploy, build the deploy targets from it and gate each against PyTorch.
+
+One command for both kinds of model, chosen by the model's config: a 2D mmdet detector on a converted dataset
+(mmdeploy's ObjectDetection task: an end-to-end graph with NMS, gated on COCO mAP@0.5), or a 3D voxel detector
+(PointPillars) on an mmdet3d KITTI data root (mmdeploy's VoxelDetection task, components/export/export3d.py:
+voxelization and decoding outside the graph, gated on KITTI 3D AP40 moderate).
 
 Output layout (the ONNX ``Model`` artifact that benchmark and export-trt read)::
 
-    end2end.onnx      input: normalised NCHW float32; outputs: dets [N, K, 5] (x1, y1, x2, y2, score), labels [N, K]
+    end2end.onnx      2D: input normalised NCHW float32; outputs dets [N, K, 5] (x1, y1, x2, y2, score), labels [N, K].
+                      3D: inputs voxels [V, P, 4], num_points [V], coors [V, 4]; outputs the head's raw maps
     deploy.py         the mmdeploy deploy config used (post-processing and input shapes synced with the model)
     model.py          the model config (its test pipeline is the preprocessing the ONNX model expects)
     <backend>-<precision>/   each deploy target's artifact and build.json (admlops.backends), e.g. openvino-int8/
-    metrics.json      COCO metrics on the val split: PyTorch's, every target's ("backends"), and for ONNX Runtime
-                      fp32 the historical keys ("onnxruntime", "mAP50_difference", "mAP_difference")
+    metrics.json      COCO (2D) or KITTI (3D) metrics on the val split: PyTorch's, every target's ("backends"), and
+                      for ONNX Runtime fp32 its own key and the difference ("mAP50_difference"; 3D "AP_difference")
     gates.json        the parity gate of every target (admlops.backends.parity)
 
-A target whose mAP@0.5 drop exceeds its allowance fails the step (StepFailed, nothing published) unless
+A target whose metric drop exceeds its allowance fails the step (StepFailed, nothing published) unless
 ``enforce_gates`` is off, in which case gates.json records the failure for whoever decides next (register).
 """
 from __future__ import annotations
@@ -22,11 +27,13 @@ from pathlib import Path
 
 from admlops import compat
 from admlops.backends import parse_targets
-from admlops.backends.parity import MAX_DROP_FLOAT, MAX_DROP_INT8, allowances, deploy_and_gate, enforce
+from admlops.backends.parity import COCO_MAP50, MAX_DROP_FLOAT, MAX_DROP_INT8, allowances, deploy_and_gate, enforce
 from admlops.components.evaluate.evaluate import run_coco_test
-from admlops.errors import InputError
+from admlops.configs import resolve
+from admlops.components.export.export3d import VoxelDetection
+from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir
-from admlops.mmconfig import use_dataset
+from admlops.mmconfig import KITTI_DATASET, dataset_type, use_dataset
 
 # ONNX Runtime int8 (onnxruntime:int8) passes its gate but runs slower than ONNX Runtime fp32 on the CPUs measured
 # (its QDQ convolutions cannot fuse between RTMDet's SiLU activations), and OpenVINO bf16 is a precision of its own:
@@ -59,22 +66,24 @@ def sync_input_shapes(deploy_cfg, model_cfg) -> None:
             limits[key] = [*limits[key][:2], height, width]
 
 
-def load_configs(deploy_config: str | Path, model_config: str | Path):
+def load_config(kind: str, name_or_path: str | Path):
+    """A config of ``kind`` (configs/<kind>/ name or a path; train's config.py for a model) as an mmengine Config."""
     from mmengine.config import Config
 
-    from admlops.configs import CONFIG_DIR
-
-    path = Path(deploy_config)
-    if path.suffix != ".py":
-        path = CONFIG_DIR / "deploy" / f"{deploy_config}.py"
-    return Config.fromfile(str(path)), Config.fromfile(str(model_config))
+    if kind == "models" and not Path(name_or_path).is_file():
+        raise InputError(name_or_path, "missing: export reads train's output directory (model.pth + config.py)")
+    return Config.fromfile(str(resolve(kind, name_or_path)))
 
 
-def pytorch_metrics_of(model_cfg, model_dir: Path, work_dir: Path) -> dict:
-    """The PyTorch model's COCO metrics on the val split (what evaluate reports), when the caller has none."""
+def load_configs(deploy_config: str | Path, model_config: str | Path):
+    return load_config("deploy", deploy_config), load_config("models", model_config)
+
+
+def pytorch_metrics_of(model_cfg, model_dir: Path, work_dir: Path, run_test=run_coco_test) -> dict:
+    """The PyTorch model's metrics on the val split (what evaluate reports), when the caller has none."""
     cfg = model_cfg.copy()
     cfg.load_from = str(model_dir / "model.pth")
-    return run_coco_test(cfg, work_dir)
+    return run_test(cfg, work_dir)
 
 
 def summary(metrics: dict[str, dict], pytorch: dict) -> dict:
@@ -88,46 +97,89 @@ def summary(metrics: dict[str, dict], pytorch: dict) -> dict:
     return out
 
 
+class ObjectDetection:
+    """Export's settings for a 2D mmdet detector (VoxelDetection, in export3d.py, is the 3D one)."""
+
+    deploy_config = "detection_onnxruntime_dynamic"
+    codebase = "mmdet"
+    targets = DEFAULT_TARGETS
+    max_drop = MAX_DROP_FLOAT
+    metric = COCO_MAP50
+    run_test = staticmethod(run_coco_test)
+    summary = staticmethod(summary)
+
+    @staticmethod
+    def check_targets(chosen: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return chosen
+
+    @staticmethod
+    def prepare(deploy_cfg, model_cfg, dataset_dir) -> str:
+        """Sync the deploy config with the model; the first val image, which the export traces on."""
+        sync_post_processing(deploy_cfg, model_cfg)
+        sync_input_shapes(deploy_cfg, model_cfg)
+        val_file = Path(dataset_dir) / "annotations" / "val.json"
+        val = json.loads(val_file.read_text())
+        if not val["images"]:
+            raise InputError(val_file, "the val split is empty: nothing to trace or evaluate the export on")
+        return str(Path(dataset_dir) / val["images"][0]["file_name"])
+
+
+def task_of(model_cfg):
+    """ObjectDetection or VoxelDetection, by the dataset the model's config reads."""
+    kind = dataset_type(model_cfg)
+    if kind == KITTI_DATASET:
+        return VoxelDetection
+    if kind != "CocoDataset":
+        raise UsageError(f"export of a model that reads {kind} is not supported: it exports 2D detectors "
+                         f"(CocoDataset) and 3D voxel detectors on KITTI ({KITTI_DATASET})")
+    return ObjectDetection
+
+
 def export(
     dataset_dir: str | Path,
     model_dir: str | Path,
     out: str | Path,
-    deploy_config: str = "detection_onnxruntime_dynamic",
+    deploy_config: str | None = None,
     pytorch_metrics: dict | None = None,
-    targets: str = DEFAULT_TARGETS,
-    max_drop_float: float = MAX_DROP_FLOAT,
+    targets: str | None = None,
+    max_drop_float: float | None = None,
     max_drop_int8: float = MAX_DROP_INT8,
     calibration_images: int = CALIBRATION_IMAGES,
     enforce_gates: bool = True,
 ) -> dict:
     """Export ``model_dir`` (train's output) to ONNX under ``out``, build and evaluate every deploy target
     (``"backend:precision,..."``) on the val split, and gate each against PyTorch (``pytorch_metrics``: evaluate's
-    metrics.json; evaluated here when None). Returns metrics.json's content."""
-    chosen = parse_targets(targets)  # an unknown name fails before any work
-    allowed = allowances(max_drop_float, max_drop_int8)
+    metrics.json; evaluated here when None). ``deploy_config``, ``targets`` and ``max_drop_float`` default to the
+    model kind's (2D: detection_onnxruntime_dynamic, DEFAULT_TARGETS, 0.5 mAP@0.5 points; 3D:
+    voxel-detection_onnxruntime_dynamic, onnxruntime:fp32, 1.0 KITTI AP points). Returns metrics.json's content."""
+    model_dir = Path(model_dir)
+    model_cfg = load_config("models", model_dir / "config.py")
+    task = task_of(model_cfg)
+    chosen = task.check_targets(parse_targets(targets or task.targets))  # an unknown name fails before any work
+    allowed = allowances(task.max_drop if max_drop_float is None else max_drop_float, max_drop_int8)
+    deploy_cfg = load_config("deploy", deploy_config or task.deploy_config)
+    if deploy_cfg.codebase_config.type != task.codebase:
+        raise InputError(deploy_cfg.filename, f"a deploy config for mmdeploy's {deploy_cfg.codebase_config.type} "
+                         f"codebase, but the model is a {task.__name__} model ({task.codebase}): use "
+                         f"--deploy-config {task.deploy_config}")
+    if pytorch_metrics is not None:
+        task.metric.of(pytorch_metrics)  # a UsageError now if the gated metric is not there
+    use_dataset(model_cfg, dataset_dir)
+    sample = task.prepare(deploy_cfg, model_cfg, dataset_dir)
     compat.apply()
     from mmdeploy.apis import torch2onnx
 
-    model_dir = Path(model_dir)
-    deploy_cfg, model_cfg = load_configs(deploy_config, model_dir / "config.py")
-    use_dataset(model_cfg, dataset_dir)
-    sync_post_processing(deploy_cfg, model_cfg)
-    sync_input_shapes(deploy_cfg, model_cfg)
-    val_file = Path(dataset_dir) / "annotations" / "val.json"
-    val = json.loads(val_file.read_text())
-    if not val["images"]:
-        raise InputError(val_file, "the val split is empty: nothing to trace or evaluate the export on")
-    sample = str(Path(dataset_dir) / val["images"][0]["file_name"])
     with atomic_dir(out) as tmp:
         deploy_cfg.dump(str(tmp / "deploy.py"))
         model_cfg.dump(str(tmp / "model.py"))
         torch2onnx(sample, str(tmp), "end2end.onnx", deploy_cfg, model_cfg, str(model_dir / "model.pth"), device="cpu")
         if pytorch_metrics is None:
-            pytorch_metrics = pytorch_metrics_of(model_cfg, model_dir, tmp / ".eval-pytorch")
+            pytorch_metrics = pytorch_metrics_of(model_cfg, model_dir, tmp / ".eval-pytorch", task.run_test)
             shutil.rmtree(tmp / ".eval-pytorch")
         metrics, gates = deploy_and_gate(chosen, tmp / "end2end.onnx", tmp, dataset_dir, model_cfg, deploy_cfg,
-                                         pytorch_metrics, allowed, calibration_images, previous=Path(out))
-        result = summary(metrics, pytorch_metrics)
+                                         pytorch_metrics, allowed, calibration_images, previous=Path(out),
+                                         metric=task.metric)
+        result = task.summary(metrics, pytorch_metrics)
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
         if enforce_gates:
             enforce(gates)

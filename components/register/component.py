@@ -10,24 +10,25 @@ def register(
     dataset: Input[Dataset],
     model: Input[Model],
     report: Input[Artifact],
-    onnx_model: Input[Model],
-    bench: Input[Artifact],
     name: str,
     parent: str,
     alias: str,
     store: str,
     run_id: str,
     zoo_model: Output[Model],
+    onnx_model: Input[Model] = None,
+    bench: Input[Artifact] = None,
 ):
     """One zoo version with lineage and deploy gates; ``alias`` is set only when every gate passed. The output
-    artifact carries its URI."""
+    artifact carries its URI. ``onnx_model`` and ``bench`` (export's and benchmark's) are left out for a model
+    that is not exported."""
     import json
     from pathlib import Path
 
     from admlops.components.register.register import register as run
 
-    result = run(model.path, report.path, onnx_model.path, bench.path, dataset.metadata["version"], name, run_id,
-                 parent, alias, store)
+    result = run(model.path, report.path, onnx_model.path if onnx_model else None, bench.path if bench else None,
+                 dataset.metadata["version"], name, run_id, parent, alias, store)
     Path(zoo_model.path).write_text(json.dumps(result, indent=2))
     zoo_model.metadata.update({"object_uri": result["uri"], "version": result["version"],
                                "alias": alias if result["alias"] else "", "gates_passed": result["gates_passed"]})

@@ -1,6 +1,6 @@
 """Register a finished model in the zoo: one immutable version holding the checkpoint, config, metrics,
-the exported ONNX model, the deploy gates and the benchmark, with its lineage; then point an alias
-(``candidate``) at it — only when every deploy gate passed."""
+the exported ONNX model, the deploy gates and the benchmark (when the pipeline exported and benchmarked it),
+with its lineage; then point an alias (``candidate``) at it — only when every deploy gate passed."""
 from __future__ import annotations
 
 import json
@@ -16,8 +16,8 @@ from admlops.objectstore import DEFAULT_STORE, open_store
 def register(
     model_dir: str | Path,
     eval_dir: str | Path,
-    onnx_dir: str | Path,
-    bench_dir: str | Path,
+    onnx_dir: str | Path | None,
+    bench_dir: str | Path | None,
     dataset: dict,
     name: str,
     run_id: str = "",
@@ -25,19 +25,24 @@ def register(
     alias: str = "candidate",
     store_uri: str = "",
 ) -> dict:
-    """Publish and alias; ``dataset`` is the converted dataset's version record. Returns the zoo record."""
+    """Publish and alias; ``dataset`` is the dataset's version record (the lineage). ``onnx_dir`` and ``bench_dir``
+    (export's and benchmark's outputs) may be None for a model not exported. Returns the zoo record."""
     store = open_store(store_uri or DEFAULT_STORE)
-    model_dir, onnx_dir = Path(model_dir), Path(onnx_dir)
+    model_dir = Path(model_dir)
+    files = [(model_dir / "model.pth", "model.pth"), (model_dir / "config.py", "config.py"),
+             (model_dir / "train_log.json", "metrics/train_log.json"), (Path(eval_dir) / "metrics.json", "metrics/pytorch.json")]
+    if onnx_dir is not None:
+        onnx_dir = Path(onnx_dir)
+        files += [(onnx_dir / "metrics.json", "metrics/onnx.json"), (onnx_dir / "end2end.onnx", "onnx/end2end.onnx"),
+                  (onnx_dir / "deploy.py", "onnx/deploy.py")]
+    if bench_dir is not None:
+        files.append((Path(bench_dir) / "benchmark.json", "metrics/benchmark.json"))
     with tempfile.TemporaryDirectory(prefix="admlops-register-") as tmp:
         stage = Path(tmp)
-        for src, dst in ((model_dir / "model.pth", "model.pth"), (model_dir / "config.py", "config.py"),
-                         (model_dir / "train_log.json", "metrics/train_log.json"),
-                         (Path(eval_dir) / "metrics.json", "metrics/pytorch.json"), (onnx_dir / "metrics.json", "metrics/onnx.json"),
-                         (Path(bench_dir) / "benchmark.json", "metrics/benchmark.json"), (onnx_dir / "end2end.onnx", "onnx/end2end.onnx"),
-                         (onnx_dir / "deploy.py", "onnx/deploy.py")):
+        for src, dst in files:
             (stage / dst).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, stage / dst)
-        gates = json.loads((onnx_dir / "gates.json").read_text()) if (onnx_dir / "gates.json").is_file() else None
+        gates = json.loads((onnx_dir / "gates.json").read_text()) if onnx_dir and (onnx_dir / "gates.json").is_file() else None
         if gates:
             shutil.copyfile(onnx_dir / "gates.json", stage / "metrics" / "gates.json")
         record = zoo.lineage(dataset, stage / "config.py", run_id=run_id, parent=parent)

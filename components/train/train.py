@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from admlops import compat
+from admlops.errors import UsageError
 from admlops.localfs import atomic_dir
 from admlops.mmconfig import dataset_meta, use_dataset
 
@@ -39,6 +40,60 @@ def _set_max_iters(cfg, max_iters: int) -> None:
         sched.update(begin=begin, end=end)
         if "T_max" in sched:
             sched["T_max"] = end - begin
+
+
+def parse_cfg_options(options: str | list[str] | None) -> dict:
+    """``--cfg-options`` as mmdet's and mmdet3d's tools/train.py take them: ``KEY=VALUE`` pairs (a string is split
+    as a shell splits it) with the values parsed by mmengine's DictAction (numbers, true/false, None, lists ``a,b``
+    or ``[a,b]``, tuples ``(a,b)``, else strings); a pair that is not one is a UsageError naming it."""
+    import argparse
+    import shlex
+
+    from mmengine.config import DictAction
+
+    try:
+        pairs = shlex.split(options) if isinstance(options, str) else list(options or ())
+    except ValueError as exc:
+        raise UsageError(f"--cfg-options {options!r}: {exc}") from None
+    action, parsed = DictAction(option_strings=["--cfg-options"], dest="options"), argparse.Namespace()
+    for pair in pairs:
+        key, sep, _ = pair.partition("=")
+        if not (key and sep):
+            raise UsageError(f"--cfg-options {pair!r}: expected KEY=VALUE, e.g. model.test_cfg.score_thr=0.3")
+        try:
+            action(None, parsed, [pair])
+        except AssertionError as exc:  # DictAction asserts balanced brackets
+            raise UsageError(f"--cfg-options {pair!r}: {exc}") from None
+    return getattr(parsed, "options", None) or {}
+
+
+def _kind(value) -> str | None:
+    return "boolean" if isinstance(value, bool) else "number" if isinstance(value, (int, float)) else None
+
+
+def merge_cfg_options(cfg, options: dict) -> None:
+    """Merge ``options`` (dotted keys, list items by index) into ``cfg`` as mmengine's Config.merge_from_dict does,
+    after checking each: the key is one the config has (a misspelt key would otherwise be added silently and
+    ignored), and a number or boolean stays one. A UsageError names the option."""
+    tree = cfg.to_dict()
+    for key, value in options.items():
+        node, path = tree, []
+        for part in key.split("."):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                where = ".".join(path) or "the config"
+                keys = f" (it has {', '.join(map(str, node))})" if isinstance(node, dict) else ""
+                raise UsageError(f"--cfg-options {key}={value!r}: {where} has no {part!r}{keys}")
+            path.append(part)
+        if _kind(node) and _kind(value) != _kind(node):
+            raise UsageError(f"--cfg-options {key}={value!r}: expected a {_kind(node)} like the config's {node!r}")
+    try:
+        cfg.merge_from_dict(options)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # e.g. a list merged into a list item
+        raise UsageError(f"--cfg-options {', '.join(options)}: mmengine cannot merge it: {exc}") from None
 
 
 def publish_weights(checkpoint: str | Path, dest: str | Path, meta: dict) -> None:
@@ -174,7 +229,7 @@ def train(
 
     Under torchrun (WORLD_SIZE > 1) every process trains its shard with DDP and rank 0 publishes.
     ``batch_size`` is per process. ``wandb`` logs through mmengine's WandbVisBackend, offline unless
-    WANDB_MODE says otherwise, grouped by ``run_id``."""
+    WANDB_MODE says otherwise, grouped by ``run_id``. ``cfg_options`` (``parse_cfg_options``) are merged last."""
     compat.apply()
     import torch
     from mmengine.config import Config
@@ -192,7 +247,7 @@ def train(
     if checkpoint_interval:
         cfg.default_hooks.checkpoint.interval = checkpoint_interval
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        merge_cfg_options(cfg, cfg_options)
     cfg.randomness = dict(seed=seed)
     cfg.launcher = "pytorch" if world > 1 else "none"
     cfg.env_cfg.dist_cfg = dict(backend="nccl" if torch.cuda.is_available() else "gloo")
@@ -210,6 +265,7 @@ def train(
     if sync and rank == 0:
         sync.restore()  # the other ranks wait in the rendezvous below, then resume from the same file
     cfg.resume = (work / "last_checkpoint").is_file()
+    compat.own_runner_state(cfg)
     runner = Runner.from_cfg(cfg)
     if sync:
         runner.register_hook(sync.hook())

@@ -9,13 +9,14 @@ from admlops.pipelines.cli.common import print_json
 
 
 def cmd_train(args) -> int | None:
-    from admlops.components.train.train import launch, train_uri
+    from admlops.components.train.train import launch, parse_cfg_options, train_uri
 
+    cfg_options = parse_cfg_options(args.cfg_options)  # a bad pair fails here, before torchrun starts workers
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # re-run this command under torchrun
         return launch(args.nproc, args.argv)
     summary = train_uri(args.dataset, args.out, config=args.config, max_iters=args.max_iters, batch_size=args.batch_size,
                         seed=args.seed, checkpoint_interval=args.checkpoint_interval, store=args.store or "",
-                        run_id=args.run_id or "", wandb=args.wandb)
+                        run_id=args.run_id or "", wandb=args.wandb, cfg_options=cfg_options)
     if int(os.environ.get("RANK", "0")) == 0:
         print_json(summary)
     return None
@@ -45,15 +46,16 @@ def cmd_export_trt(args) -> None:
 def cmd_benchmark(args) -> None:
     from admlops.components.benchmark.benchmark import sweep
 
-    sweep(args.dataset, args.onnx, args.model, args.out, args.backends.split(","), args.batch_sizes, args.threads,
-          args.warmup, args.max_images)
+    sweep(args.dataset, args.onnx, args.model, args.out, args.backends and args.backends.split(","), args.batch_sizes,
+          args.threads, args.warmup, args.max_images)
     print((Path(args.out) / "benchmark.md").read_text())
 
 
 def gate_args(s) -> None:
     """The parity gate's options, shared by export and export-trt."""
     s.add_argument("--calibration-images", type=int, default=32, help="train images that calibrate int8")
-    s.add_argument("--max-drop-float", type=float, default=0.5, help="allowed mAP@0.5 drop (points) for fp32/fp16")
+    s.add_argument("--max-drop-float", type=float, default=None, help="allowed drop (points) for fp32/fp16: mAP@0.5 "
+                   "(default 0.5); a 3D export's KITTI 3D AP40 moderate class mean (default 1.0)")
     s.add_argument("--max-drop-int8", type=float, default=1.5, help="allowed mAP@0.5 drop (points) for int8")
     s.add_argument("--no-enforce", action="store_true", help="record the gates but do not fail (exit 4) on one")
 
@@ -72,6 +74,10 @@ def add_commands(sub) -> None:
     s.add_argument("--store", help="object store for checkpoints (with --run-id): a restarted run resumes from there")
     s.add_argument("--run-id", help="the run's id: checkpoints under <store>/checkpoints/<run-id>/, W&B group")
     s.add_argument("--wandb", action="store_true", help="log to Weights & Biases (offline unless WANDB_MODE is set)")
+    s.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config settings, as mmdet's tools/train.py: dotted keys the config has (list items by "
+                   "index), values as mmengine's DictAction parses them (1, 0.5, true, None, a,b, [a,b], (a,b)), e.g. "
+                   "model.test_cfg.score_thr=0.3 optim_wrapper.optimizer.lr=0.001; merged after --max-iters/--batch-size")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="COCO bbox metrics of a trained model")
@@ -82,14 +88,15 @@ def add_commands(sub) -> None:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("export", help="ONNX export with mmdeploy; every deploy target built from it and gated against "
-                       "PyTorch's mAP@0.5 on the val split (exit 4 when one exceeds its allowance)")
-    s.add_argument("dataset", help="convert's output directory")
+                       "PyTorch on the val split: mAP@0.5, for a 3D model KITTI AP (exit 4 when one exceeds its allowance)")
+    s.add_argument("dataset", help="convert's output directory, or an mmdet3d KITTI data root for a 3D model")
     s.add_argument("model", help="train's output directory")
     s.add_argument("out", help="directory for end2end.onnx, the targets, metrics.json and gates.json")
-    s.add_argument("--deploy-config", default="detection_onnxruntime_dynamic", help="a name in configs/deploy or a path")
+    s.add_argument("--deploy-config", help="a name in configs/deploy or a path (default: detection_onnxruntime_dynamic, "
+                   "for a 3D model voxel-detection_onnxruntime_dynamic)")
     s.add_argument("--pytorch-metrics", help="evaluate's metrics.json (default: evaluated here)")
-    s.add_argument("--targets", default="onnxruntime:fp32,openvino:fp32,openvino:int8",
-                   help="comma-separated BACKEND:PRECISION deploy targets (CPU backends: onnxruntime, openvino)")
+    s.add_argument("--targets", help="comma-separated BACKEND:PRECISION deploy targets (CPU backends: onnxruntime, "
+                   "openvino; default onnxruntime:fp32,openvino:fp32,openvino:int8, for a 3D model onnxruntime:fp32)")
     gate_args(s)
     s.set_defaults(func=cmd_export)
 
@@ -103,13 +110,13 @@ def add_commands(sub) -> None:
     s.set_defaults(func=cmd_export_trt)
 
     s = sub.add_parser("benchmark", help="latency sweep: backend x precision x batch x threads beside PyTorch eager")
-    s.add_argument("dataset", help="convert's output directory")
+    s.add_argument("dataset", help="convert's output directory (a 3D export: its mmdet3d KITTI data root)")
     s.add_argument("onnx", help="export's output directory")
     s.add_argument("model", help="train's output directory (the PyTorch eager row)")
     s.add_argument("out", help="directory for benchmark.json, benchmark.md and report.html")
-    s.add_argument("--backends", default="onnxruntime:fp32,openvino:fp32,openvino:int8",
-                   help="comma-separated BACKEND or BACKEND:PRECISION")
-    s.add_argument("--batch-sizes", default="1,4,8", help="comma-separated")
+    s.add_argument("--backends", help="comma-separated BACKEND or BACKEND:PRECISION (default: the export's default "
+                   "targets: onnxruntime:fp32,openvino:fp32,openvino:int8; for a 3D export onnxruntime:fp32)")
+    s.add_argument("--batch-sizes", help="comma-separated (default 1,4,8; a 3D export runs one scan per call: 1)")
     s.add_argument("--threads", default="0", help="comma-separated intra-op threads (0 = each runtime's default)")
     s.add_argument("--warmup", type=int, default=5, help="untimed runs first")
     s.add_argument("--max-images", type=int, default=0, help="0 = every val image")

@@ -1,0 +1,54 @@
+"""evaluate's metrics as a Markdown report (the Kubeflow UI renders the evaluate step's ``markdown`` output):
+per class COCO AP for a 2D model; for a 3D model KITTI's 3D, BEV and 2D AP per difficulty at 11 and 40 recall
+points, at the strict and the loose IoU thresholds, with the class means."""
+from __future__ import annotations
+
+import math
+
+DIFFICULTIES = ("easy", "moderate", "hard")
+KINDS = ("3D", "BEV", "2D")
+IOUS = {  # mmdet3d's kitti_eval: min overlaps (Car, Pedestrian, Cyclist) per threshold set
+    "strict": "IoU 0.7 Car, 0.5 Pedestrian and Cyclist (KITTI's benchmark)",
+    "loose": "3D and BEV IoU 0.5 Car, 0.25 Pedestrian and Cyclist; 2D as strict",
+}
+
+
+def _num(value) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def kitti_markdown(metrics: dict) -> str:
+    columns = [(r, d) for r in (11, 40) for d in DIFFICULTIES]
+    header = ["class", "metric"] + [f"AP{r} {d}" for r, d in columns]
+    lines = [f"# KITTI evaluation ({metrics.get('split', 'val')} split)", "",
+             "AP in percent; KITTI ranks by AP40 at moderate difficulty and the strict IoU.", ""]
+    lines += _table(["class", "3D AP40 moderate", "BEV AP40 moderate", "2D AP40 moderate"],
+                    [[c] + [_num(metrics["headline"].get(f"{c}_{k}_AP40_moderate")) for k in KINDS]
+                     for c in metrics["per_class"]]
+                    + [["mean"] + [_num(metrics["headline"].get(f"mAP_{k}_AP40_moderate")) for k in KINDS]])
+    for iou, what in IOUS.items():
+        rows = [[c, k] + [_num(ap.get(f"{k}_AP{r}_{d}_{iou}")) for r, d in columns]
+                for c, ap in metrics["per_class"].items() for k in KINDS]
+        if iou == "strict":  # KittiMetric's class means are at the strict thresholds
+            rows += [["mean", k] + [_num(metrics["overall"].get(f"{k}_AP{r}_{d}")) for r, d in columns] for k in KINDS]
+        lines += ["", f"## {iou.capitalize()} thresholds: {what}", ""] + _table(header, rows)
+    return "\n".join(lines) + "\n"
+
+
+def coco_markdown(metrics: dict) -> str:
+    bbox = metrics["bbox"]
+    lines = [f"# COCO evaluation ({metrics.get('split', 'val')} split)", "",
+             f"mAP {_num(bbox.get('bbox_mAP'))}, mAP@0.5 {_num(bbox.get('bbox_mAP_50'))}, "
+             f"mAP@0.75 {_num(bbox.get('bbox_mAP_75'))} (0-1)", ""]
+    lines += _table(["class", "AP", "AP@0.5"], [[c, _num(ap["AP"]), _num(ap["AP50"])]
+                                                 for c, ap in metrics["per_class"].items()])
+    return "\n".join(lines) + "\n"
+
+
+def markdown(metrics: dict) -> str:
+    """The report of evaluate's metrics record, either kind."""
+    return (kitti_markdown if "headline" in metrics else coco_markdown)(metrics)

@@ -1,0 +1,86 @@
+"""The infos step: a KITTI- or nuScenes-format source (a path, or a dataset version ``NAME@VERSION`` of the store)
+-> the mmdet3d data root its 3D configs train on (components/convert: ``write_kitti_infos``,
+``write_nuscenes_infos``), as one self-contained directory.
+
+The writers link the source's folders into the data root (``training/velodyne``, ``samples``, ...); a pipeline
+artifact must hold its files (a cluster uploads it, and a pulled source is gone after the step), so the links
+become hard links (copies across filesystems). The source is published as a dataset version after the data
+root is written (a source that fails is not published), and ``infos.json`` records it: the lineage of every
+model trained on the data root.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from admlops.errors import InputError, UsageError
+from admlops.localfs import atomic_dir, link_or_copy
+
+NUSCENES_ROLES = {"samples/": "sensor", "sweeps/": "sensor", "maps/": "map", "v1.0-": "label"}
+FORMATS = ("kitti", "nuscenes")
+
+
+def _roles(data_format: str) -> dict[str, str]:
+    from admlops.components.convert.lake import KITTI_ROLES
+
+    return KITTI_ROLES if data_format == "kitti" else NUSCENES_ROLES
+
+
+def check_format(data_format: str) -> None:
+    if data_format not in FORMATS:
+        raise UsageError(f"data_format {data_format!r}: expected one of {', '.join(FORMATS)}")
+
+
+def check_source(source: str, data_format: str = "kitti") -> None:
+    """Before a run: a local KITTI source is a KITTI object dataset with what 3D detection reads (calibration and
+    Velodyne scans besides labels and images). A ``NAME@VERSION`` or a nuScenes source is checked by its step."""
+    from admlops.components.convert.readers import kitti_frames
+
+    check_format(data_format)
+    path = Path(source)
+    if data_format != "kitti" or ("@" in source and not path.exists()):
+        return
+    training, _ = kitti_frames(path)
+    for sub, what in (("calib", "calibration files"), ("velodyne", "Velodyne scans (*.bin)")):
+        if not (training / sub).is_dir():
+            raise InputError(training / sub, f"directory missing: 3D detection reads the {what}")
+
+
+def materialize_links(root: Path) -> int:
+    """Replace every symbolic link under ``root`` by what it points at (hard links or copies); returns how many."""
+    links = [Path(d) / n for d, dirs, files in os.walk(root) for n in dirs + files if (Path(d) / n).is_symlink()]
+    for link in links:
+        target = link.resolve()
+        link.unlink()
+        if target.is_dir():
+            shutil.copytree(target, link, copy_function=link_or_copy)
+        else:
+            link_or_copy(target, link)
+    return len(links)
+
+
+def write_infos(source: str, out: str | Path, data_format: str = "kitti", store_uri: str = "",
+                nuscenes_version: str = "v1.0-trainval", max_sweeps: int = 10, workers: int | None = None) -> dict:
+    """Write the mmdet3d data root of ``source`` at ``out`` (atomically) and publish the source; returns
+    ``out/infos.json``'s record: format, frames per infos file and the source's ``source_version``."""
+    from admlops.components.convert.lake import publish_source, record, source_path
+    from admlops.objectstore import DEFAULT_STORE, open_store
+
+    check_format(data_format)
+    store = open_store(store_uri or DEFAULT_STORE)
+    with source_path(store, source) as (path, version), atomic_dir(out) as tmp:
+        if data_format == "kitti":
+            from admlops.components.convert.mmdet3d_infos import write_kitti_infos
+
+            frames = write_kitti_infos(path, tmp, workers=workers)
+        else:
+            from admlops.components.convert.nuscenes_infos import write_nuscenes_infos
+
+            frames = write_nuscenes_infos(path, tmp, nuscenes_version, max_sweeps=max_sweeps, workers=workers)
+        materialize_links(tmp)
+        version = publish_source(store, path, version, _roles(data_format))
+        summary = {"format": data_format, "frames": frames, "source_version": record(store, version)}
+        (tmp / "infos.json").write_text(json.dumps(summary, indent=2))
+    return summary

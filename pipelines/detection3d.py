@@ -1,0 +1,82 @@
+"""The loop for 3D (LiDAR) detection: infos -> train -> evaluate -> register.
+
+``build(profile)`` makes the pipeline for a cluster profile (as detection2d's: GPU train and evaluate, secrets,
+/dev/shm); ``detection3d`` is the profile-free one that kfp.local runs and that is committed as detection3d.yaml.
+The source goes in as it is (KITTI, or nuScenes with ``data_format=nuscenes``): the infos step writes the
+mmdet3d data root the 3D configs read and publishes the source as the dataset version the zoo's lineage names.
+"""
+from kfp import dsl
+
+from admlops.components.evaluate.component import evaluate
+from admlops.components.infos.component import infos
+from admlops.components.register.component import register
+from admlops.components.train.component import train
+from admlops.pipelines import profiles
+
+
+def build(profile: profiles.ClusterProfile | None = None):
+    """The detection3d pipeline, scheduled per ``profile`` (None: no Kubernetes settings)."""
+
+    @dsl.pipeline(
+        name="detection3d",
+        description="KITTI-format LiDAR data to an evaluated 3D detector in the model zoo: infos, train, evaluate, "
+        "register.",
+    )
+    def detection3d(
+        kitti_root: str,
+        store: str = "",
+        data_format: str = "kitti",
+        data_nuscenes_version: str = "v1.0-trainval",
+        train_config: str = "pointpillars_kitti_cpu",
+        train_max_iters: int = 0,
+        train_batch_size: int = 0,
+        train_seed: int = 0,
+        train_cfg_options: str = "",
+        zoo_model_name: str = "pointpillars-kitti",
+        zoo_parent: str = "",
+        zoo_alias: str = "candidate",
+    ):
+        """``kitti_root`` is the source: a path or a dataset version ``NAME@VERSION`` in ``store`` (an
+        ``s3://bucket/prefix``, a path, or empty for the default local store), KITTI object data (training/ with
+        label_2, calib, velodyne; ImageSets/ train and val) or, with ``data_format=nuscenes``, a nuScenes root of
+        ``data_nuscenes_version``. ``train_config``: a name in configs/models or a path; ``train_max_iters`` /
+        ``train_batch_size`` of 0 keep the config's values; ``train_cfg_options``: space-separated KEY=VALUE
+        overrides as ``admlops train --cfg-options`` takes them. Evaluate logs KITTI's AP40 at moderate difficulty
+        per class and their means as metrics, with every difficulty and IoU threshold in its Markdown report."""
+        on = profiles.scheduler(profile)
+
+        data = on(infos(source=kitti_root, data_format=data_format, nuscenes_version=data_nuscenes_version,
+                        store=store), "infos")
+        # Training runs in the step's pod (with the profile's GPU); a TrainJob (profile.train_nodes) is detection2d's.
+        model = on(train(dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters,
+                         batch_size=train_batch_size, seed=train_seed, cfg_options=train_cfg_options,
+                         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "train", gpu=True)
+        scores = on(evaluate(dataset=data.outputs["dataset"], model=model.outputs["model"]), "evaluate", gpu=True)
+        # --- EXPORT + BENCHMARK (3D): wire here once components/export and components/benchmark take mmdet3d models:
+        # onnx = on(export(dataset=..., model=model.outputs["model"], pytorch_report=scores.outputs["report"], ...), "export")
+        # bench = on(benchmark(dataset=..., onnx_model=onnx.outputs["onnx_model"], model=..., ...), "benchmark")
+        # and pass onnx_model=onnx.outputs["onnx_model"], bench=bench.outputs["results"] to register below (its
+        # alias then waits for the deploy gates, as in detection2d). ---
+        on(register(dataset=data.outputs["dataset"], model=model.outputs["model"], report=scores.outputs["report"],
+                    name=zoo_model_name, parent=zoo_parent, alias=zoo_alias, store=store,
+                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "register")
+
+    return detection3d
+
+
+detection3d = build()
+
+
+def preflight(params: dict) -> None:
+    """Before a local run starts any step: the training config exists and takes ``train_cfg_options`` (a UsageError
+    naming the name or option, exit 2), and a local KITTI source has the folders 3D detection reads (an InputError
+    naming the folder, exit 3). ``params``: the run's parameters with the pipeline's defaults filled in."""
+    from mmengine.config import Config
+
+    from admlops.components.infos.infos import check_source
+    from admlops.components.train.train import merge_cfg_options, parse_cfg_options
+    from admlops.configs import resolve
+
+    merge_cfg_options(Config.fromfile(str(resolve("models", params["train_config"]))),
+                      parse_cfg_options(params["train_cfg_options"]))
+    check_source(params["kitti_root"], params["data_format"])

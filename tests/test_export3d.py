@@ -1,0 +1,242 @@
+"""3D export through the product's one export command: PointPillars (configs/models/pointpillars_kitti_cpu.py) on an
+mmdet3d KITTI data root, exported with mmdeploy's VoxelDetection task; the graph against PyTorch on the same
+voxels (and a perturbed model as the control); the KITTI parity gate; the benchmark's three stages; bad input
+named by file."""
+import copy
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from admlops.errors import InputError, StepFailed, UsageError
+
+STAGES = ["voxelization", "network", "post_processing"]
+# The graph against PyTorch on the same voxels (measured: ~1e-5 on cls_score maps of magnitude ~5, ~1e-7 on box
+# and direction maps); a 1 % perturbation of one backbone convolution moves them by > 1e-2.
+ATOL, RTOL = 2e-4, 1e-4
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """12 synthetic frames, every second one val."""
+    from admlops.components.convert.mmdet3d_infos import write_kitti_infos
+    from admlops.components.synth.kitti import synth_kitti
+
+    tmp = tmp_path_factory.mktemp("export3d")
+    kitti = synth_kitti(tmp / "kitti", frames=12, seed=3, val_fraction=0.5, workers=2)
+    write_kitti_infos(kitti, tmp / "root", workers=2)
+    return tmp / "root"
+
+
+@pytest.fixture(scope="module")
+def model_dir(data_root, tmp_path_factory) -> Path:
+    """PointPillars trained 2 iterations by the train step (no validation run: the export evaluates it). A score
+    threshold of 0.001 keeps up to 50 boxes per scan from the barely trained head, so there are detections to
+    compare (its initial scores are ~0.01, under the config's 0.05)."""
+    from admlops.components.train.train import train
+
+    out = tmp_path_factory.mktemp("model3d") / "model"
+    train(data_root, out, config="pointpillars_kitti_cpu", max_iters=2, batch_size=2,
+          cfg_options={"train_cfg.val_interval": 1000, "model.test_cfg.score_thr": 0.001})
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(data_root, model_dir, tmp_path_factory) -> Path:
+    from admlops.components.export.export import export
+
+    out = tmp_path_factory.mktemp("exp3d") / "export"
+    export(data_root, model_dir, out)  # every 3D default: deploy config, target, allowance; PyTorch evaluated here
+    return out
+
+
+def _configs(export_dir: Path, data_root: Path):
+    from mmengine.config import Config
+
+    from admlops.mmconfig import use_dataset
+
+    cfg = Config.fromfile(str(export_dir / "model.py"))
+    use_dataset(cfg, data_root)
+    return cfg
+
+
+def _voxels_and_maps(exported, data_root, model_dir, scans=2):
+    """For ``scans`` val scans: the model's voxels, PyTorch's head maps, ONNX Runtime's (the exported target) and the
+    PyTorch model (to perturb)."""
+    from mmdet3d.apis import init_model
+
+    from admlops import compat
+    from admlops.backends import get_backend
+    from admlops.components.export import export3d
+
+    compat.apply()
+    cfg = _configs(exported, data_root)
+    model = init_model(cfg, str(model_dir / "model.pth"), device="cpu")
+    points, samples = export3d.load_scans(cfg, export3d.val_scans(cfg, data_root, scans))
+    voxelize = export3d.voxelizer(model.data_preprocessor)
+    voxels = [voxelize(p, s) for p, s in zip(points, samples, strict=True)]
+    ort = export3d.runner_network(get_backend("onnxruntime").load(exported / "onnxruntime-fp32"))
+    return model, samples, voxels, [export3d.torch_network(model)(v) for v in voxels], [ort(v) for v in voxels]
+
+
+def test_export_writes_a_voxel_graph_whose_outputs_match_pytorch(exported, data_root, model_dir):
+    """end2end.onnx takes voxels/num_points/coors and outputs the head's maps, equal to PyTorch's on the same voxels
+    within ATOL/RTOL; a 1 % perturbation of one backbone weight breaks that tolerance (the control); decoding both
+    with the head's predict_by_feat gives the same boxes."""
+    import torch
+
+    from admlops.backends.base import onnx_io
+    from admlops.components.export.export3d import OUTPUTS, decoder, torch_network
+
+    assert onnx_io(exported / "end2end.onnx") == (["voxels", "num_points", "coors"], list(OUTPUTS))
+    assert "type='mmdet3d'" in (exported / "deploy.py").read_text().replace('"', "'")
+    model, samples, voxels, ours, theirs = _voxels_and_maps(exported, data_root, model_dir)
+    assert len({len(v["voxels"]) for v in voxels}) == 2  # two scans, two pillar counts: the voxel axis is dynamic
+    for ref, got in zip(ours, theirs, strict=True):
+        assert set(got) == set(OUTPUTS)
+        for name in OUTPUTS:
+            assert got[name].shape == tuple(ref[name].shape)
+            np.testing.assert_allclose(got[name], ref[name].numpy(), atol=ATOL, rtol=RTOL, err_msg=name)
+
+    decode = decoder(model.bbox_head, model.test_cfg)
+    for ref, got, sample in zip(ours, theirs, samples, strict=True):
+        a, b = decode(ref, sample), decode(got, sample)
+        assert len(a.scores_3d) > 0 and torch.equal(a.labels_3d, b.labels_3d)
+        np.testing.assert_allclose(b.bboxes_3d.tensor.numpy(), a.bboxes_3d.tensor.numpy(), atol=1e-3)
+        np.testing.assert_allclose(b.scores_3d.numpy(), a.scores_3d.numpy(), atol=1e-4)
+
+    perturbed = copy.deepcopy(model)
+    weight = perturbed.backbone.blocks[0][0].weight
+    with torch.no_grad():
+        weight += 0.01 * weight.abs().mean() * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))
+    moved = torch_network(perturbed)(voxels[0])
+    with pytest.raises(AssertionError):
+        np.testing.assert_allclose(theirs[0]["cls_score0"], moved["cls_score0"].numpy(), atol=ATOL, rtol=RTOL)
+
+
+def test_onnx_runtime_kitti_metrics_equal_pytorch_within_the_gate(exported):
+    """Export evaluated PyTorch and the ONNX Runtime target with the same KittiMetric on the same val split and gated
+    the class mean of 3D AP40 moderate (strict IoU) at the default 1.0 point; every KITTI number agrees."""
+    metrics = json.loads((exported / "metrics.json").read_text())
+    gates = json.loads((exported / "gates.json").read_text())
+    assert gates["metric"] == metrics["gated_metric"] == "mAP_3D_AP40_moderate" and gates["passed"]
+    (g,) = gates["gates"]
+    assert (g["backend"], g["precision"], g["allowed_points"]) == ("onnxruntime", "fp32", 1.0)
+    pytorch, onnx = metrics["pytorch"], metrics["backends"]["onnxruntime-fp32"]
+    assert g["pytorch"] == pytorch["headline"]["mAP_3D_AP40_moderate"]
+    assert g["measured"] == onnx["headline"]["mAP_3D_AP40_moderate"] and metrics["onnxruntime"] == onnx
+    assert abs(g["drop_points"]) <= 1.0 and metrics["AP_difference"] == pytest.approx(-g["drop_points"])
+    assert set(pytorch["per_class"]) == set(onnx["per_class"]) == {"Pedestrian", "Cyclist", "Car"}
+    # the barely trained model's 50 boxes a scan hit some Cars (measured: Car BEV AP11 moderate loose ~9): numbers
+    # that a different decoding or ranking of ONNX Runtime's boxes would move
+    assert any(ap > 0 for aps in pytorch["per_class"].values() for ap in aps.values()), pytorch["per_class"]
+    for cls, aps in pytorch["per_class"].items():
+        assert len(aps) == 36
+        for key, ap in aps.items():
+            assert abs(onnx["per_class"][cls][key] - ap) <= 1.0, (cls, key)
+
+
+def test_gate_fails_when_the_reference_is_pushed_up(exported, data_root, model_dir, tmp_path):
+    """PyTorch's gated AP pushed 1.5 points above the measured one: StepFailed (exit 4) naming the target, the metric
+    and the allowance, and nothing published; 0.5 points above stays within the gate."""
+    from admlops.backends.parity import KITTI_3D_AP40_MODERATE, allowances, gate
+    from admlops.components.export.export import export
+
+    metrics = json.loads((exported / "metrics.json").read_text())
+    pushed = copy.deepcopy(metrics["pytorch"])
+    measured = metrics["backends"]["onnxruntime-fp32"]
+    allowed = allowances(1.0)
+    for up, passes in ((0.5, True), (1.5, False)):
+        pushed["headline"]["mAP_3D_AP40_moderate"] = measured["headline"]["mAP_3D_AP40_moderate"] + up
+        assert gate("onnxruntime", "fp32", measured, pushed, allowed, KITTI_3D_AP40_MODERATE).passed is passes
+    with pytest.raises(StepFailed) as err:
+        export(data_root, model_dir, tmp_path / "out", pytorch_metrics=pushed)
+    assert err.value.exit_code == 4
+    assert "onnxruntime fp32: KITTI 3D AP40 moderate" in str(err.value)
+    assert "drop +1.50 points, allowed 1.00: FAILED" in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # no output, no partial directory
+
+
+def test_benchmark_times_voxelization_network_and_post_processing(exported, data_root, model_dir, tmp_path):
+    from admlops.components.benchmark.benchmark import sweep
+
+    report = sweep(data_root, exported, model_dir, tmp_path / "bench", backends=None, threads=[1], warmup=1,
+                   max_images=2)  # backends and batch sizes: a 3D export's defaults (onnxruntime:fp32, batch 1)
+    assert report["task"] == "voxel-detection" and report["batch_sizes"] == [1] and report["images"] == 2
+    rows = {r["runtime"]: r for r in report["rows"]}
+    assert set(rows) == {"pytorch", "onnxruntime"}
+    for row in rows.values():
+        assert list(row["stages"]) == STAGES and row["calls"] == 2
+        for stats in row["stages"].values():
+            assert set(stats) == {"mean_ms", "p50_ms", "p90_ms"} and 0 < stats["p50_ms"] <= stats["p90_ms"]
+        parts = sum(s["mean_ms"] for s in row["stages"].values())
+        assert 0.9 * row["latency"]["mean_ms"] <= parts <= row["latency"]["mean_ms"]  # the call is the three stages
+    assert rows["pytorch"]["boxes"] == rows["onnxruntime"]["boxes"] > 0  # same scans, same decoding
+    html = (tmp_path / "bench" / "report.html").read_text()
+    md = (tmp_path / "bench" / "benchmark.md").read_text()
+    for text in (html, md):
+        assert "Stages (per call)" in text and "voxelization p50 (ms)" in text and "post-processing p90 (ms)" in text
+    with pytest.raises(UsageError, match="one scan per call"):
+        sweep(data_root, exported, model_dir, tmp_path / "b4", backends=["onnxruntime:fp32"], batch_sizes=[4])
+    assert not (tmp_path / "b4").exists()
+
+
+def _model_dir_with(config: str, tmp_path: Path) -> Path:
+    from mmengine.config import Config
+
+    from admlops.configs import resolve
+
+    out = tmp_path / f"model-{config}"
+    out.mkdir()
+    Config.fromfile(str(resolve("models", config))).dump(str(out / "config.py"))
+    return out
+
+
+def test_bad_input_is_named(data_root, model_dir, tmp_path):
+    from admlops.components.export.export import export
+
+    two_d = _model_dir_with("rtmdet_tiny_kitti", tmp_path)
+    with pytest.raises(InputError, match="KITTI data root, but the config reads CocoDataset") as err:
+        export(data_root, two_d, tmp_path / "out")
+    assert err.value.path == str(data_root.resolve())
+    with pytest.raises(InputError, match="for mmdeploy's mmdet codebase, but the model is a VoxelDetection") as err:
+        export(data_root, model_dir, tmp_path / "out", deploy_config="detection_onnxruntime_dynamic")
+    assert err.value.path.endswith("configs/deploy/detection_onnxruntime_dynamic.py")
+    with pytest.raises(UsageError, match="openvino:fp32 are not available for a 3D voxel detector"):
+        export(data_root, model_dir, tmp_path / "out", targets="onnxruntime:fp32,openvino:fp32")
+    with pytest.raises(InputError, match="missing: the config reads an mmdet3d KITTI data root") as err:
+        export(tmp_path, model_dir, tmp_path / "out")
+    assert err.value.path == str(tmp_path.resolve() / "kitti_infos_train.pkl")
+    with pytest.raises(UsageError, match="headline/mAP_3D_AP40_moderate"):
+        export(data_root, model_dir, tmp_path / "out", pytorch_metrics={"bbox": {"bbox_mAP_50": 0.5}})
+    with pytest.raises(InputError, match="missing: export reads train's output") as err:
+        export(data_root, tmp_path / "nothing", tmp_path / "out")
+    assert err.value.path == str(tmp_path / "nothing" / "config.py")
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_val_split_is_named(data_root, model_dir, tmp_path):
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(data_root, root, symlinks=True)
+    val = root / "kitti_infos_val.pkl"
+    infos = pickle.loads(val.read_bytes())
+    val.write_bytes(pickle.dumps({**infos, "data_list": []}))
+    from admlops.components.export.export import export
+
+    with pytest.raises(InputError, match="the val split is empty") as err:
+        export(root, model_dir, tmp_path / "out")
+    assert err.value.path == str(val) and not (tmp_path / "out").exists()
+
+
+def test_cli_names_the_data_root_for_a_2d_model(data_root, tmp_path):
+    two_d = _model_dir_with("rtmdet_tiny_kitti", tmp_path)
+    res = subprocess.run([sys.executable, "-m", "admlops.pipelines.cli", "export", str(data_root), str(two_d),
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 3, res.stderr[-3000:]
+    assert str(data_root.resolve()) in res.stderr and "CocoDataset" in res.stderr and "Traceback" not in res.stderr
