@@ -31,7 +31,8 @@ Each shim has a test (tests/test_compat.py) that fails if the shim is removed or
    class field of its boxes by looking at the first box and raises ``Invalid box type: None`` when there is none,
    so a model that detects nothing within the class ranges on the whole split (an untrained one, or one whose
    detections all lie out of range) fails evaluation instead of scoring mAP 0. With no box there is nothing for
-   the field to filter, so we answer ``detection_name`` then and ask the devkit otherwise.
+   the field to filter, so we answer ``detection_name`` then and ask the devkit otherwise
+   (tests/test_det3d_nuscenes.py scores a split without detections).
 """
 from __future__ import annotations
 

@@ -129,7 +129,8 @@ SPLIT_LOADERS = (("train_dataloader", "train"), ("val_dataloader", None), ("test
 
 
 def _point_datasets(cfg, kind: DataRoot, root: Path, infos: dict, eval_split: str):
-    """Each dataloader's dataset pointed at its split's infos (loaded by ``infos[split]``), with that split's infos."""
+    """Each dataloader's dataset (under its wrappers) pointed at its split's infos file, with those infos
+    (``infos[split]``, loaded)."""
     for name, split in SPLIT_LOADERS:
         split = split or eval_split
         ds = _inner(cfg[name].dataset)
@@ -182,8 +183,9 @@ def _use_nuscenes_root(cfg, root: Path, eval_split: str) -> None:
         raise UsageError(f"split {eval_split!r}: NuScenesMetric scores the devkit's val split only "
                          "(mini_val for v1.0-mini)")
     classes, config = config_classes(cfg), cfg.filename or "the model config"
-    infos = {split: check_nuscenes_infos(NUSCENES.infos(root, split), classes, config) for split in ("train", "val")}
-    version = infos["val"]["metainfo"]["version"]
+    infos = {split: check_nuscenes_infos(NUSCENES.infos(root, split), classes, config, scored=split == eval_split)
+             for split in ("train", eval_split)}
+    version = infos[eval_split]["metainfo"]["version"]
     if not (root / version).is_dir():
         raise InputError(root / version, f"missing: the nuScenes {version} tables, which NuScenesMetric reads "
                                          "(`admlops data infos` links them into the data root)")
@@ -242,10 +244,10 @@ def check_kitti_infos(path: Path, classes: tuple[str, ...], config: str) -> dict
     return infos
 
 
-def check_nuscenes_infos(path: Path, classes: tuple[str, ...], config: str) -> dict:
+def check_nuscenes_infos(path: Path, classes: tuple[str, ...], config: str, scored: bool = True) -> dict:
     """Load a nuScenes infos file and check it can serve ``classes`` (as KITTI's), names the devkit version it was
-    written from, and numbers its samples by position: NuScenesMetric finds a prediction's sample (its token and
-    poses) at ``data_list[sample_idx]``."""
+    written from and, if NuScenesMetric scores it (``scored``), numbers its samples by position: the metric finds a
+    prediction's sample (its token and poses) at ``data_list[sample_idx]``."""
     from mmdet3d.datasets import NuScenesDataset
 
     from admlops.formats.nuscenes import VERSIONS
@@ -255,7 +257,7 @@ def check_nuscenes_infos(path: Path, classes: tuple[str, ...], config: str) -> d
     if (version := infos["metainfo"].get("version")) not in VERSIONS:
         raise InputError(path, f"metainfo.version {version!r} is not a nuScenes devkit version "
                                f"({', '.join(VERSIONS)}): NuScenesMetric opens the tables of that version")
-    if gaps := [i for i, info in enumerate(frames) if info["sample_idx"] != i][:1]:
+    if scored and (gaps := [i for i, info in enumerate(frames) if info["sample_idx"] != i][:1]):
         raise InputError(path, f"data_list[{gaps[0]}] has sample_idx {frames[gaps[0]]['sample_idx']}: NuScenesMetric "
                                "looks samples up by position (were samples skipped when the infos were written?)")
     return infos

@@ -19,6 +19,14 @@ SYNTH_CLASSES = {"car", "truck", "pedestrian", "bicycle", "barrier", "traffic_co
 LIDAR, CAMERA = "centerpoint_pillar_nuscenes_cpu", "fcos3d_nuscenes_cpu"
 
 
+def _stock_centerpoint() -> str:
+    """mmdet3d's own CenterPoint pillar config, which ours starts from."""
+    import mmdet3d
+
+    return str(Path(mmdet3d.__file__).parent / ".mim" / "configs" / "centerpoint"
+               / "centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d.py")
+
+
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     """Two synthetic scenes (one train, one val) of 3 keyframes with 2 sweeps each, as an mmdet3d data root."""
@@ -224,17 +232,16 @@ def test_fcos3d_trains_on_camera_instances_then_evaluates(data_root, tmp_path):
 def test_configs_are_the_stock_models_cpu_sized(data_root):
     """Both are mmdet3d's stock models with the product's schedule; CenterPoint on a coarser grid, FCOS3D without
     deformable convolutions (mmcv's CPU build has none) on smaller images."""
-    import mmdet3d
     from mmengine.config import Config
 
-    configs = Path(mmdet3d.__file__).parent / ".mim" / "configs"
-    stock = Config.fromfile(str(configs / "centerpoint" / "centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d.py"))
+    stock = Config.fromfile(_stock_centerpoint())
     lidar, camera = _config(data_root), _config(data_root, CAMERA)
     assert lidar.model.pts_bbox_head.tasks == stock.model.pts_bbox_head.tasks
     assert lidar.model.pts_bbox_head.common_heads == stock.model.pts_bbox_head.common_heads
     grid = np.subtract(lidar.point_cloud_range[3:5], lidar.point_cloud_range[:2]) / lidar.voxel_size[:2]
     assert list(grid) == list(lidar.model.pts_middle_encoder.output_shape) == lidar.model.train_cfg.pts.grid_size[:2]
-    assert lidar.model.pts_bbox_head.bbox_coder.voxel_size == lidar.model.test_cfg.pts.voxel_size == lidar.voxel_size[:2]
+    head = lidar.model.pts_bbox_head
+    assert head.bbox_coder.voxel_size == lidar.model.test_cfg.pts.voxel_size == lidar.voxel_size[:2]
     sweeps = next(t for t in lidar.train_dataloader.dataset.pipeline if t.type == "LoadPointsFromMultiSweeps")
     assert sweeps.sweeps_num == 9
     assert camera.model.backbone.dcn is None and not any(camera.model.backbone.stage_with_dcn)
@@ -290,14 +297,10 @@ def test_config_and_data_root_kinds_must_match(data_root, tmp_path):
 def test_what_the_metric_needs_is_checked(data_root, tmp_path):
     """NuScenesMetric finds samples by position and reopens the devkit tables; a split other than the devkit's val
     cannot be scored; stock CenterPoint's class-balanced sampling needs every class in the train split."""
-    import mmdet3d
-
     with pytest.raises(UsageError, match="val split only"):
         _config(data_root, eval_split="train")
-    stock = Path(mmdet3d.__file__).parent / ".mim" / "configs" / "centerpoint" / \
-        "centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d.py"
     with pytest.raises(InputError, match="objects in the train split: the config's CBGSDataset") as err:
-        _config(data_root, str(stock))
+        _config(data_root, _stock_centerpoint())
     assert err.value.path == str(data_root / "nuscenes_infos_train.pkl")
     assert all(c in err.value.message.split(" objects")[0] for c in set(CLASSES) - SYNTH_CLASSES)
 

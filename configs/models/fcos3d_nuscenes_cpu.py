@@ -20,7 +20,8 @@
 #   model at this image size), and NuScenesMetric runs it again over each sample's six images;
 # * an iteration schedule (the product's --max-iters / --batch-size count iterations): the stock shape (linear warm-up
 #   from 1/3 of the learning rate, x0.1 at 8/12 and x0.01 at 11/12 of the schedule) over 200 iterations at batch 4.
-# Measured on the 2-core development machine: ~0.6 s per training iteration at batch 4, ~0.1 s per test image.
+# Measured on the 2-core development machine, one thread, under a load average of 7 from other jobs: 2.6 s per
+# training iteration (forward + backward) at batch 4, 0.5 s inference per image for an untrained model.
 #
 # The train step fills in data_root, the infos files and the devkit version from the mmdet3d nuScenes data root it is
 # given (`admlops data infos --from nuscenes`) and may override max_iters / batch size.
