@@ -1,4 +1,4 @@
-"""The loop for 3D (LiDAR) detection: infos -> train -> evaluate -> register.
+"""The loop for 3D (LiDAR) detection: infos -> train -> evaluate -> export -> benchmark -> register.
 
 ``build(profile)`` makes the pipeline for a cluster profile (as detection2d's: GPU train and evaluate, secrets,
 /dev/shm); ``detection3d`` is the profile-free one that kfp.local runs and that is committed as detection3d.yaml.
@@ -7,7 +7,9 @@ mmdet3d data root the 3D configs read and publishes the source as the dataset ve
 """
 from kfp import dsl
 
+from admlops.components.benchmark.component import benchmark
 from admlops.components.evaluate.component import evaluate
+from admlops.components.export.component import export
 from admlops.components.infos.component import infos
 from admlops.components.register.component import register
 from admlops.components.train.component import train
@@ -19,8 +21,8 @@ def build(profile: profiles.ClusterProfile | None = None):
 
     @dsl.pipeline(
         name="detection3d",
-        description="KITTI-format LiDAR data to an evaluated 3D detector in the model zoo: infos, train, evaluate, "
-        "register.",
+        description="KITTI-format LiDAR data to an evaluated, exported 3D detector in the model zoo: infos, train, "
+        "evaluate, export, benchmark, register.",
     )
     def detection3d(
         kitti_root: str,
@@ -32,6 +34,11 @@ def build(profile: profiles.ClusterProfile | None = None):
         train_batch_size: int = 0,
         train_seed: int = 0,
         train_cfg_options: str = "",
+        export_deploy_config: str = "voxel-detection_onnxruntime_dynamic",
+        deploy_max_drop: float = 1.0,
+        bench_threads: str = "0",
+        bench_warmup: int = 3,
+        bench_max_images: int = 0,
         zoo_model_name: str = "pointpillars-kitti",
         zoo_parent: str = "",
         zoo_alias: str = "candidate",
@@ -42,7 +49,11 @@ def build(profile: profiles.ClusterProfile | None = None):
         ``data_nuscenes_version``. ``train_config``: a name in configs/models or a path; ``train_max_iters`` /
         ``train_batch_size`` of 0 keep the config's values; ``train_cfg_options``: space-separated KEY=VALUE
         overrides as ``admlops train --cfg-options`` takes them. Evaluate logs KITTI's AP40 at moderate difficulty
-        per class and their means as metrics, with every difficulty and IoU threshold in its Markdown report."""
+        per class and their means as metrics, with every difficulty and IoU threshold in its Markdown report. A KITTI
+        model is exported (mmdeploy VoxelDetection -> ONNX Runtime fp32, gated on the class-mean 3D AP40 moderate:
+        at most ``deploy_max_drop`` points below PyTorch) and benchmarked (voxelization, network, post-processing
+        timed apart; ``bench_max_images`` 0 = every val scan) before register; a nuScenes model is registered
+        without an export (the 3D export takes KITTI voxel detectors)."""
         on = profiles.scheduler(profile)
 
         data = on(infos(source=kitti_root, data_format=data_format, nuscenes_version=data_nuscenes_version,
@@ -52,14 +63,22 @@ def build(profile: profiles.ClusterProfile | None = None):
                          batch_size=train_batch_size, seed=train_seed, cfg_options=train_cfg_options,
                          run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "train", gpu=True)
         scores = on(evaluate(dataset=data.outputs["dataset"], model=model.outputs["model"]), "evaluate", gpu=True)
-        # --- EXPORT + BENCHMARK (3D): wire here once components/export and components/benchmark take mmdet3d models:
-        # onnx = on(export(dataset=..., model=model.outputs["model"], pytorch_report=scores.outputs["report"], ...), "export")
-        # bench = on(benchmark(dataset=..., onnx_model=onnx.outputs["onnx_model"], model=..., ...), "benchmark")
-        # and pass onnx_model=onnx.outputs["onnx_model"], bench=bench.outputs["results"] to register below (its
-        # alias then waits for the deploy gates, as in detection2d). ---
-        on(register(dataset=data.outputs["dataset"], model=model.outputs["model"], report=scores.outputs["report"],
-                    name=zoo_model_name, parent=zoo_parent, alias=zoo_alias, store=store,
-                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "register")
+        def register_step(**deployed):
+            return on(register(dataset=data.outputs["dataset"], model=model.outputs["model"], report=scores.outputs["report"],
+                               name=zoo_model_name, parent=zoo_parent, alias=zoo_alias, store=store,
+                               run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **deployed), "register")
+
+        with dsl.If(data_format == "kitti", name="kitti-export"):
+            onnx = on(export(dataset=data.outputs["dataset"], model=model.outputs["model"],
+                             pytorch_report=scores.outputs["report"], deploy_config=export_deploy_config,
+                             targets="onnxruntime:fp32", calibration_images=0, max_drop_float=deploy_max_drop,
+                             max_drop_int8=deploy_max_drop), "export")
+            bench = on(benchmark(dataset=data.outputs["dataset"], onnx_model=onnx.outputs["onnx_model"],
+                                 model=model.outputs["model"], backends="onnxruntime:fp32", batch_sizes="1",
+                                 threads=bench_threads, warmup=bench_warmup, max_images=bench_max_images), "benchmark")
+            register_step(onnx_model=onnx.outputs["onnx_model"], bench=bench.outputs["results"])
+        with dsl.Else(name="no-export"):
+            register_step()
 
     return detection3d
 

@@ -26,14 +26,14 @@ def export(
     from pathlib import Path
 
     from admlops.components.export.export import export as run
-    from admlops.kfp_metrics import log_coco
+    from admlops.kfp_metrics import log_coco, log_evaluation
 
     pytorch = json.loads((Path(pytorch_report.path) / "metrics.json").read_text())
     result = run(dataset.path, model.path, onnx_model.path, deploy_config, pytorch, targets=targets,
                  max_drop_float=max_drop_float, max_drop_int8=max_drop_int8, calibration_images=calibration_images,
                  enforce_gates=enforce_gates)
-    for tag, coco in result["backends"].items():
-        log_coco(metrics, coco, prefix=f"{tag.replace('-', '_')}_")
+    for tag, measured in result["backends"].items():  # COCO numbers for a 2D model, KITTI's for a 3D one
+        log_evaluation(metrics, measured, prefix=f"{tag.replace('-', '_')}_")
     if "mAP50_difference" in result:
         log_coco(metrics, result["onnxruntime"], prefix="onnx_")
         metrics.log_metric("onnx_minus_pytorch_mAP50", round(result["mAP50_difference"], 4))
