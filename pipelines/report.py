@@ -39,7 +39,11 @@ def summarize_run(run_dir: str | Path) -> str:
     elif pt:
         per_class = ", ".join(f"{k} {v['AP50']:.3f}" for k, v in pt["per_class"].items())
         lines.append(f"PyTorch      mAP@0.5 {pt['bbox']['bbox_mAP_50']:.3f}  mAP {pt['bbox']['bbox_mAP']:.3f}  (AP@0.5: {per_class})")
-    if onnx:
+    if onnx and "headline" in onnx["onnxruntime"]:  # a 3D export: its gate's metric beside PyTorch's
+        metric = onnx["gated_metric"]
+        lines.append(f"ONNX Runtime {metric} {onnx['onnxruntime']['headline'][metric]:.2f}  (difference "
+                     f"{onnx['AP_difference']:+.2f} points)")
+    elif onnx:
         o = onnx["onnxruntime"]["bbox"]
         diff = onnx.get("mAP50_difference")
         lines.append(f"ONNX Runtime mAP@0.5 {o['bbox_mAP_50']:.3f}  mAP {o['bbox_mAP']:.3f}" + (f"  (difference {diff:+.4f})" if diff is not None else ""))

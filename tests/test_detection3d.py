@@ -23,18 +23,30 @@ CFG_OPTIONS = "model.test_cfg.score_thr=0.05 default_hooks.logger.interval=1 tra
 
 
 def _tasks(spec: dict) -> dict:
-    return spec["root"]["dag"]["tasks"]
+    """Every task by display name, the ones inside the export condition's branches too (condition tasks left out)."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    return {t["taskInfo"]["name"] + ("-else" if key == "register-2" else ""): t
+            for dag in dags for key, t in dag["tasks"].items() if not key.startswith("condition")}
+
+
+def _producer(task: dict, artifact: str) -> str:
+    """The task an input artifact comes from (inside a condition's branch it arrives as a pipeline channel)."""
+    source = task["inputs"]["artifacts"][artifact]
+    if "taskOutputArtifact" in source:
+        return source["taskOutputArtifact"]["producerTask"]
+    return re.fullmatch(r"pipelinechannel--(.+)-[a-z_]+", source["componentInputArtifact"])[1]
 
 
 def test_compiled_shape(tmp_path):
     spec = yaml.safe_load(compile_pipeline("detection3d", tmp_path).read_text())
     tasks = _tasks(spec)
-    assert set(tasks) == {"infos", "train", "evaluate", "register"}
-    for task, producer in (("train", "infos"), ("evaluate", "train"), ("register", "train")):
+    assert set(tasks) == {"infos", "train", "evaluate", "export", "benchmark", "register", "register-else"}
+    for task, producer in (("train", "infos"), ("evaluate", "train"), ("export", "train"), ("register", "train"),
+                           ("register-else", "train")):
         artifact = "model" if task != "train" else "dataset"
-        assert tasks[task]["inputs"]["artifacts"][artifact]["taskOutputArtifact"]["producerTask"] == producer
-    assert tasks["register"]["inputs"]["artifacts"]["report"]["taskOutputArtifact"]["producerTask"] == "evaluate"
-    assert "onnx_model" not in tasks["register"]["inputs"]["artifacts"]  # not exported (yet): no deploy gates
+        assert _producer(tasks[task], artifact) == producer, task
+    assert _producer(tasks["register"], "report") == "evaluate" and _producer(tasks["register"], "onnx_model") == "export"
+    assert "onnx_model" not in tasks["register-else"]["inputs"]["artifacts"]  # nuScenes: not exported, no gates
     train = tasks["train"]["inputs"]["parameters"]
     assert train["cfg_options"]["componentInputParameter"] == "train_cfg_options"
     assert train["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
@@ -52,7 +64,7 @@ def test_profile_puts_train_and_evaluate_on_gpus(tmp_path):
     for name, task in _tasks(spec).items():
         container = spec["deploymentSpec"]["executors"][task["componentRef"]["name"].replace("comp-", "exec-")]["container"]
         gpu = name in ("train", "evaluate")
-        assert container["image"] == images.image_for(name, gpu=gpu), name
+        assert container["image"] == images.image_for(name.removesuffix("-else"), gpu=gpu), name
         assert ("accelerator" in container.get("resources", {})) is gpu, name
 
 
@@ -170,7 +182,7 @@ def _output_metadata(run_dir, task: str, output: str) -> dict:
 def test_run_writes_a_self_contained_data_root(run, kitti_root):
     run_dir, store, console = run
     steps = json.loads((run_dir / "steps.json").read_text())
-    assert [s["task"] for s in steps] == ["infos", "train", "evaluate", "register"]
+    assert [s["task"] for s in steps] == ["infos", "train", "evaluate", "export", "benchmark", "register"]
     root = run_dir / "infos" / "dataset"
     assert not [p for p in root.rglob("*") if p.is_symlink()]  # an artifact holds its files
     assert len(list((root / "training" / "velodyne").glob("*.bin"))) == 20
@@ -221,7 +233,7 @@ def test_evaluate_logs_kitti_metrics_and_a_report(run):
 def test_register_records_the_lineage(run):
     run_dir, store, console = run
     zoo_model = json.loads((run_dir / "register" / "zoo_model").read_text())
-    assert zoo_model["name"] == "pointpillars-kitti" and zoo_model["alias"]["alias"] == "candidate"
+    assert zoo_model["name"] == "pointpillars-kitti"
     info = catalog.show(open_store(store), "models", "pointpillars-kitti", zoo_model["version"]).info
     lineage = info["lineage"]
     source = json.loads((run_dir / "infos" / "dataset" / "infos.json").read_text())["source_version"]
@@ -229,7 +241,8 @@ def test_register_records_the_lineage(run):
     assert lineage["config_sha256"] == hashlib.sha256((run_dir / "train" / "model" / "config.py").read_bytes()).hexdigest()
     run_id = _output_metadata(run_dir, "train", "model")["run_id"]
     assert run_id and "{{" not in run_id and lineage["pipeline_run_id"] == run_id
-    assert info["gates"] is None
+    assert info["gates"]["passed"] is zoo_model["gates_passed"]  # the export's parity gate decides the alias
+    assert (zoo_model["alias"] or {}).get("alias") == ("candidate" if zoo_model["gates_passed"] else None)
     files = {r["path"] for r in catalog.read_manifest(open_store(store), "models", "pointpillars-kitti", zoo_model["version"])}
     assert {"model.pth", "config.py", "metrics/pytorch.json", "metrics/train_log.json"} <= files
     assert f"model zoo: pointpillars-kitti@{zoo_model['version']}" in console
