@@ -12,6 +12,9 @@
 The kind comes from the directory's content and must be the kind of dataset the config reads. An mmdet3d data root
 is checked before training starts (classes, GT database, the scans, sweeps and images the pipelines load), so bad
 input is an InputError that names the file, not a failure deep inside mmdet3d's data pipeline.
+
+``--cfg-options`` (train and evaluate, as mmdet's tools/train.py and tools/test.py take them) are parsed and merged
+here too, each checked against the config.
 """
 from __future__ import annotations
 
@@ -319,3 +322,57 @@ def _check_points_file(path: Path, point_bytes: int, what: str) -> None:
     if size % point_bytes:
         raise InputError(path, f"{what} of {size} bytes is not a whole number of points "
                                f"({point_bytes} bytes each: {point_bytes // 4} float32)")
+
+
+def parse_cfg_options(options: str | list[str] | None) -> dict:
+    """``--cfg-options`` as mmdet's and mmdet3d's tools/train.py take them: ``KEY=VALUE`` pairs (a string is split
+    as a shell splits it) with the values parsed by mmengine's DictAction (numbers, true/false, None, lists ``a,b``
+    or ``[a,b]``, tuples ``(a,b)``, else strings); a pair that is not one is a UsageError naming it."""
+    import argparse
+    import shlex
+
+    from mmengine.config import DictAction
+
+    try:
+        pairs = shlex.split(options) if isinstance(options, str) else list(options or ())
+    except ValueError as exc:
+        raise UsageError(f"--cfg-options {options!r}: {exc}") from None
+    action, parsed = DictAction(option_strings=["--cfg-options"], dest="options"), argparse.Namespace()
+    for pair in pairs:
+        key, sep, _ = pair.partition("=")
+        if not (key and sep):
+            raise UsageError(f"--cfg-options {pair!r}: expected KEY=VALUE, e.g. model.test_cfg.score_thr=0.3")
+        try:
+            action(None, parsed, [pair])
+        except AssertionError as exc:  # DictAction asserts balanced brackets
+            raise UsageError(f"--cfg-options {pair!r}: {exc}") from None
+    return getattr(parsed, "options", None) or {}
+
+
+def _kind(value) -> str | None:
+    return "boolean" if isinstance(value, bool) else "number" if isinstance(value, (int, float)) else None
+
+
+def merge_cfg_options(cfg, options: dict) -> None:
+    """Merge ``options`` (dotted keys, list items by index) into ``cfg`` as mmengine's Config.merge_from_dict does,
+    after checking each: the key is one the config has (a misspelt key would otherwise be added silently and
+    ignored), and a number or boolean stays one. A UsageError names the option."""
+    tree = cfg.to_dict()
+    for key, value in options.items():
+        node, path = tree, []
+        for part in key.split("."):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                where = ".".join(path) or "the config"
+                keys = f" (it has {', '.join(map(str, node))})" if isinstance(node, dict) else ""
+                raise UsageError(f"--cfg-options {key}={value!r}: {where} has no {part!r}{keys}")
+            path.append(part)
+        if _kind(node) and _kind(value) != _kind(node):
+            raise UsageError(f"--cfg-options {key}={value!r}: expected a {_kind(node)} like the config's {node!r}")
+    try:
+        cfg.merge_from_dict(options)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # e.g. a list merged into a list item
+        raise UsageError(f"--cfg-options {', '.join(options)}: mmengine cannot merge it: {exc}") from None

@@ -93,7 +93,7 @@ def preflight(params: dict) -> None:
     from mmengine.config import Config
 
     from admlops.components.infos.infos import check_source
-    from admlops.components.train.train import merge_cfg_options, parse_cfg_options
+    from admlops.mmconfig import merge_cfg_options, parse_cfg_options
     from admlops.configs import resolve
 
     merge_cfg_options(Config.fromfile(str(resolve("models", params["train_config"]))),

@@ -147,6 +147,17 @@ def test_train_then_evaluate_a_few_iterations(data_root, tmp_path):
     assert 0.0 <= metrics["headline"]["Car_3D_AP40_moderate"] <= 100.0
     assert {"3D_AP11_easy_strict", "BEV_AP40_hard_loose", "2D_AP40_moderate_strict"} <= set(metrics["per_class"]["Car"])
 
+    # --cfg-options override the trained config for this evaluation only: one box per scan at most
+    res = _cli("evaluate", data_root, model, tmp_path / "top1", "--cfg-options", "model.test_cfg.score_thr=0.0",
+               "model.test_cfg.max_num=1")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    detections = pickle.loads((tmp_path / "top1" / "work" / "detections" / "pred_instances_3d.pkl").read_bytes())
+    counts = [len(d["score"]) for d in detections]
+    assert len(counts) == len(_infos(data_root / "kitti_infos_val.pkl")["data_list"]) and max(counts) == 1, counts
+    assert "max_num=50" in config  # the model's own setting is untouched
+    res = _cli("evaluate", data_root, model, tmp_path / "bad", "--cfg-options", "model.test_cfg.max_nums=1")
+    assert res.returncode == 2 and "model.test_cfg has no 'max_nums'" in res.stderr and not (tmp_path / "bad").exists()
+
 
 def test_ground_plane_is_used_when_every_train_frame_has_one(data_root, tmp_path):
     """Stock PointPillars samples GT objects onto KITTI's ground planes (training/planes, a separate download);

@@ -105,6 +105,27 @@ def _ground_truth(shift: float = 0.0, label: int | None = None):
     return predict
 
 
+def _check_report(metrics: dict) -> None:
+    """evaluate's Markdown report of a nuScenes record shows its numbers: the summary over the scored and over all
+    classes, and per class the AP, the AP at each distance threshold and the errors ('–' where the devkit has none)."""
+    from admlops.components.evaluate.report import markdown
+
+    report = markdown(metrics)
+    assert report.startswith("# nuScenes evaluation (val split)") and "KITTI" not in report
+    rows = {cells[0]: cells[1:] for line in report.splitlines() if line.startswith("| ") and not line.startswith(
+        ("| class", "| classes")) for cells in [[c.strip() for c in line.strip("|").split("|")]]}
+    fmt = lambda v: "–" if v is None else f"{v:.2f}"
+    keys = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
+    scored = metrics["overall"]["classes"]
+    assert rows[f"with ground truth ({len(scored)})"] == [fmt(metrics["overall"][k]) for k in keys]
+    assert rows[f"all ({len(CLASSES)})"] == [fmt(metrics["all_classes"][k]) for k in keys]
+    for cls, ap in metrics["per_class"].items():
+        name = cls if cls in scored else f"{cls} (no ground truth)"
+        assert rows[name] == [fmt(ap[k]) for k in ("AP", "AP_dist_0.5", "AP_dist_1.0", "AP_dist_2.0", "AP_dist_4.0",
+                                                     "ATE", "ASE", "AOE", "AVE", "AAE")]
+    assert len(rows) == 2 + len(CLASSES)
+
+
 def test_nuscenes_metric_scores_known_lidar_boxes(data_root, tmp_path):
     """Predictions equal to the ground truth score mAP 1 and NDS ~1 over the classes the split has; shifted ones lose
     the tight distance thresholds and gain translation error; wrong classes score near 0. The devkit's own means over
@@ -128,6 +149,7 @@ def test_nuscenes_metric_scores_known_lidar_boxes(data_root, tmp_path):
     assert shifted["headline"]["mAP"] == pytest.approx(0.75, abs=1e-3)
     assert shifted["overall"]["mATE"] == pytest.approx(0.75, abs=0.01)
     assert shifted["headline"]["NDS"] < perfect["headline"]["NDS"] - 0.1
+    _check_report(shifted)
 
     all_cars = _nuscenes_metrics_of(cfg, _ground_truth(label=CLASSES.index("car")), tmp_path)
     assert 0 < all_cars["per_class"]["car"]["AP"] < 0.9  # every other object is a false positive car

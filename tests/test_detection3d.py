@@ -78,7 +78,7 @@ def test_parameters_are_typed_and_checked():
 
 
 def test_cfg_options_are_parsed_as_dictaction_does():
-    from admlops.components.train.train import parse_cfg_options
+    from admlops.mmconfig import parse_cfg_options
 
     parsed = parse_cfg_options("a.b=1 c=0.5 d=true e=None f=x,y g=[1,(2,3)] h='a b' i=1e-3")  # DictAction drops spaces
     assert parsed == {"a.b": 1, "c": 0.5, "d": True, "e": None, "f": ["x", "y"], "g": [1, (2, 3)], "h": "ab",
@@ -93,7 +93,7 @@ def test_cfg_options_are_parsed_as_dictaction_does():
 def test_cfg_options_must_name_what_the_config_has():
     from mmengine.config import Config
 
-    from admlops.components.train.train import merge_cfg_options, parse_cfg_options
+    from admlops.mmconfig import merge_cfg_options, parse_cfg_options
     from admlops.configs import resolve
 
     cfg = Config.fromfile(str(resolve("models", "pointpillars_kitti_cpu")))

@@ -207,6 +207,9 @@ def test_killed_run_resumes_from_the_store(coco_dir, det_config, tmp_path):
     assert iters == list(range(done + 1, 7))  # the restart went on from the stored checkpoint, not from scratch
     assert json.loads((out / "summary.json").read_text())["iterations"] == 6
     assert store.get_bytes("checkpoints/r1/latest").decode() == "iter_6.pth"
+    from mmengine.config import Config
+
+    assert Config.fromfile(str(out / "config.py")).resume is False  # the published config describes model.pth
 
 
 def test_train_from_and_to_s3(coco_dir, det_config, s3_env, tmp_path):

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from admlops import compat
-from admlops.mmconfig import KITTI_DATASET, NUSCENES_DATASET, dataset_type, use_dataset
+from admlops.mmconfig import KITTI_DATASET, NUSCENES_DATASET, dataset_type, merge_cfg_options, use_dataset
 from admlops.localfs import atomic_dir
 
 
@@ -197,8 +197,10 @@ def run_nuscenes_test(cfg, work_dir: str | Path, build_runner=None) -> dict:
 RUN_TEST = {KITTI_DATASET: run_kitti_test, NUSCENES_DATASET: run_nuscenes_test}
 
 
-def evaluate(dataset_dir: str | Path, model_dir: str | Path, out: str | Path, split: str = "val") -> dict:
-    """Evaluate ``model_dir`` (train's output) on ``dataset_dir``'s ``split``; publishes ``out/metrics.json``."""
+def evaluate(dataset_dir: str | Path, model_dir: str | Path, out: str | Path, split: str = "val",
+             cfg_options: dict | None = None) -> dict:
+    """Evaluate ``model_dir`` (train's output) on ``dataset_dir``'s ``split``; publishes ``out/metrics.json``.
+    ``cfg_options`` (mmconfig.parse_cfg_options) override the trained config, merged after the dataset is set."""
     compat.apply()
     from mmengine.config import Config
 
@@ -206,7 +208,9 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, out: str | Path, sp
     cfg = Config.fromfile(str(model_dir / "config.py"))
     use_dataset(cfg, dataset_dir, eval_split=split)
     cfg.load_from = str(model_dir / "model.pth")
-    cfg.resume = False  # weights only: a config dumped by a resumed training run says resume=True
+    cfg.resume = False  # weights only (a config published before train reset it says resume=True after a resume)
+    if cfg_options:
+        merge_cfg_options(cfg, cfg_options)
     with atomic_dir(out) as tmp:
         run_test = RUN_TEST.get(dataset_type(cfg), run_coco_test)
         metrics = run_test(cfg, tmp / "work")

@@ -1,6 +1,8 @@
 """evaluate's metrics as a Markdown report (the Kubeflow UI renders the evaluate step's ``markdown`` output):
-per class COCO AP for a 2D model; for a 3D model KITTI's 3D, BEV and 2D AP per difficulty at 11 and 40 recall
-points, at the strict and the loose IoU thresholds, with the class means."""
+per class COCO AP for a 2D model; for a KITTI 3D model KITTI's 3D, BEV and 2D AP per difficulty at 11 and 40
+recall points, at the strict and the loose IoU thresholds, with the class means; for a nuScenes model the devkit's
+mAP, NDS and true-positive errors, over the classes the split has and over all, and per class AP at each centre
+distance threshold with the class's errors."""
 from __future__ import annotations
 
 import math
@@ -49,6 +51,29 @@ def coco_markdown(metrics: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+NUSCENES_SUMMARY = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
+NUSCENES_ERRORS = ("ATE", "ASE", "AOE", "AVE", "AAE")
+NUSCENES_DISTS = ("0.5", "1.0", "2.0", "4.0")
+
+
+def nuscenes_markdown(metrics: dict) -> str:
+    scored = metrics["overall"]["classes"]
+    lines = [f"# nuScenes evaluation ({metrics.get('split', 'val')} split)", "",
+             "mAP and NDS in 0-1; errors in the devkit's units (ATE m, ASE 1-IoU, AOE rad, AVE m/s, AAE 1-acc; "
+             "– where the devkit does not define one). The first row averages the classes the split has ground truth "
+             f"of ({', '.join(scored) or 'none'}); the second all classes, as the devkit reports them.", ""]
+    lines += _table(["classes", *NUSCENES_SUMMARY],
+                    [[f"with ground truth ({len(scored)})", *(_num(metrics["overall"].get(k)) for k in NUSCENES_SUMMARY)],
+                     [f"all ({len(metrics['per_class'])})", *(_num(metrics["all_classes"].get(k)) for k in NUSCENES_SUMMARY)]])
+    lines += ["", "## Per class", ""] + _table(
+        ["class", "AP", *(f"AP@{d} m" for d in NUSCENES_DISTS), *NUSCENES_ERRORS],
+        [[c + ("" if c in scored else " (no ground truth)"), _num(ap["AP"]),
+          *(_num(ap.get(f"AP_dist_{d}")) for d in NUSCENES_DISTS), *(_num(ap.get(e)) for e in NUSCENES_ERRORS)]
+         for c, ap in metrics["per_class"].items()])
+    return "\n".join(lines) + "\n"
+
+
 def markdown(metrics: dict) -> str:
-    """The report of evaluate's metrics record, either kind."""
-    return (kitti_markdown if "headline" in metrics else coco_markdown)(metrics)
+    """The report of evaluate's metrics record, any kind: nuScenes (``all_classes``), KITTI (``headline``), COCO."""
+    render = nuscenes_markdown if "all_classes" in metrics else kitti_markdown if "headline" in metrics else coco_markdown
+    return render(metrics)

@@ -11,7 +11,7 @@ def train(dataset: Input[Dataset], config: str, max_iters: int, batch_size: int,
     """Train ``config`` (a name under configs/models or a path) and publish weights, config and logs; W&B logs
     (offline unless WANDB_MODE says otherwise) land in the model's work/wandb, grouped by the pipeline run.
     ``cfg_options``: space-separated KEY=VALUE config overrides, as ``admlops train --cfg-options`` takes them."""
-    from admlops.components.train.train import parse_cfg_options
+    from admlops.mmconfig import parse_cfg_options
     from admlops.components.train.train import train as run
 
     summary = run(dataset.path, model.path, config, max_iters or None, batch_size or None, seed, run_id=run_id, wandb=True,

@@ -25,7 +25,7 @@ from pathlib import Path
 from admlops import compat
 from admlops.errors import UsageError
 from admlops.localfs import atomic_dir
-from admlops.mmconfig import dataset_meta, use_dataset
+from admlops.mmconfig import dataset_meta, merge_cfg_options, use_dataset
 
 
 def _set_max_iters(cfg, max_iters: int) -> None:
@@ -40,60 +40,6 @@ def _set_max_iters(cfg, max_iters: int) -> None:
         sched.update(begin=begin, end=end)
         if "T_max" in sched:
             sched["T_max"] = end - begin
-
-
-def parse_cfg_options(options: str | list[str] | None) -> dict:
-    """``--cfg-options`` as mmdet's and mmdet3d's tools/train.py take them: ``KEY=VALUE`` pairs (a string is split
-    as a shell splits it) with the values parsed by mmengine's DictAction (numbers, true/false, None, lists ``a,b``
-    or ``[a,b]``, tuples ``(a,b)``, else strings); a pair that is not one is a UsageError naming it."""
-    import argparse
-    import shlex
-
-    from mmengine.config import DictAction
-
-    try:
-        pairs = shlex.split(options) if isinstance(options, str) else list(options or ())
-    except ValueError as exc:
-        raise UsageError(f"--cfg-options {options!r}: {exc}") from None
-    action, parsed = DictAction(option_strings=["--cfg-options"], dest="options"), argparse.Namespace()
-    for pair in pairs:
-        key, sep, _ = pair.partition("=")
-        if not (key and sep):
-            raise UsageError(f"--cfg-options {pair!r}: expected KEY=VALUE, e.g. model.test_cfg.score_thr=0.3")
-        try:
-            action(None, parsed, [pair])
-        except AssertionError as exc:  # DictAction asserts balanced brackets
-            raise UsageError(f"--cfg-options {pair!r}: {exc}") from None
-    return getattr(parsed, "options", None) or {}
-
-
-def _kind(value) -> str | None:
-    return "boolean" if isinstance(value, bool) else "number" if isinstance(value, (int, float)) else None
-
-
-def merge_cfg_options(cfg, options: dict) -> None:
-    """Merge ``options`` (dotted keys, list items by index) into ``cfg`` as mmengine's Config.merge_from_dict does,
-    after checking each: the key is one the config has (a misspelt key would otherwise be added silently and
-    ignored), and a number or boolean stays one. A UsageError names the option."""
-    tree = cfg.to_dict()
-    for key, value in options.items():
-        node, path = tree, []
-        for part in key.split("."):
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                where = ".".join(path) or "the config"
-                keys = f" (it has {', '.join(map(str, node))})" if isinstance(node, dict) else ""
-                raise UsageError(f"--cfg-options {key}={value!r}: {where} has no {part!r}{keys}")
-            path.append(part)
-        if _kind(node) and _kind(value) != _kind(node):
-            raise UsageError(f"--cfg-options {key}={value!r}: expected a {_kind(node)} like the config's {node!r}")
-    try:
-        cfg.merge_from_dict(options)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # e.g. a list merged into a list item
-        raise UsageError(f"--cfg-options {', '.join(options)}: mmengine cannot merge it: {exc}") from None
 
 
 def publish_weights(checkpoint: str | Path, dest: str | Path, meta: dict) -> None:
@@ -282,6 +228,7 @@ def _publish(cfg, config: str, seed: int, dataset_dir, out, work: Path) -> dict:
         meta = {"iter": iters, "config": str(config), "seed": seed, "dataset_meta": dataset_meta(dataset_dir, cfg)}
         publish_weights(last, tmp / "model.pth", meta)
         cfg.work_dir = "work"  # the dumped config must not point at the scratch work dir
+        cfg.resume = False  # nor resume a run: it describes the published weights (model.pth)
         cfg.visualizer.vis_backends = [dict(type="LocalVisBackend")]  # evaluate/export must not start W&B runs
         cfg.dump(str(tmp / "config.py"))
         records = [json.loads(line) for log in sorted(work.glob("*/vis_data/scalars.json"))

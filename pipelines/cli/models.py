@@ -9,7 +9,8 @@ from admlops.pipelines.cli.common import print_json
 
 
 def cmd_train(args) -> int | None:
-    from admlops.components.train.train import launch, parse_cfg_options, train_uri
+    from admlops.components.train.train import launch, train_uri
+    from admlops.mmconfig import parse_cfg_options
 
     cfg_options = parse_cfg_options(args.cfg_options)  # a bad pair fails here, before torchrun starts workers
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # re-run this command under torchrun
@@ -24,8 +25,9 @@ def cmd_train(args) -> int | None:
 
 def cmd_evaluate(args) -> None:
     from admlops.components.evaluate.evaluate import evaluate
+    from admlops.mmconfig import parse_cfg_options
 
-    print_json(evaluate(args.dataset, args.model, args.out, args.split))
+    print_json(evaluate(args.dataset, args.model, args.out, args.split, parse_cfg_options(args.cfg_options)))
 
 
 def cmd_export(args) -> None:
@@ -80,11 +82,14 @@ def add_commands(sub) -> None:
                    "model.test_cfg.score_thr=0.3 optim_wrapper.optimizer.lr=0.001; merged after --max-iters/--batch-size")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("evaluate", help="COCO bbox metrics of a trained model")
-    s.add_argument("dataset", help="convert's output directory")
+    s = sub.add_parser("evaluate", help="a trained model's metrics: COCO bbox AP (2D), KITTI or nuScenes (3D)")
+    s.add_argument("dataset", help="convert's output directory, or an mmdet3d data root for a 3D model")
     s.add_argument("model", help="train's output directory")
     s.add_argument("out", help="directory for metrics.json")
     s.add_argument("--split", default="val", choices=["train", "val"])
+    s.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override the trained config's settings for this evaluation, as mmdet's tools/test.py (the "
+                   "same syntax as train's), e.g. model.test_cfg.score_thr=0.3 test_dataloader.batch_size=4")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("export", help="ONNX export with mmdeploy; every deploy target built from it and gated against "
