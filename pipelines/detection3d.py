@@ -35,7 +35,10 @@ def build(profile: profiles.ClusterProfile | None = None):
         train_seed: int = 0,
         train_cfg_options: str = "",
         export_deploy_config: str = "voxel-detection_onnxruntime_dynamic",
-        deploy_max_drop: float = 1.0,
+        deploy_backends: str = "onnxruntime:fp32,onnxruntime:int8",
+        deploy_calibration_images: int = 32,
+        deploy_max_drop_float: float = 1.0,
+        deploy_max_drop_int8: float = 1.5,
         bench_threads: str = "0",
         bench_warmup: int = 3,
         bench_max_images: int = 0,
@@ -50,10 +53,11 @@ def build(profile: profiles.ClusterProfile | None = None):
         ``train_batch_size`` of 0 keep the config's values; ``train_cfg_options``: space-separated KEY=VALUE
         overrides as ``admlops train --cfg-options`` takes them. Evaluate logs KITTI's AP40 at moderate difficulty
         per class and their means as metrics, with every difficulty and IoU threshold in its Markdown report. A KITTI
-        model is exported (mmdeploy VoxelDetection -> ONNX Runtime fp32, gated on the class-mean 3D AP40 moderate:
-        at most ``deploy_max_drop`` points below PyTorch) and benchmarked (voxelization, network, post-processing
-        timed apart; ``bench_max_images`` 0 = every val scan) before register; a nuScenes model is registered
-        without an export (the 3D export takes KITTI voxel detectors)."""
+        model is exported (mmdeploy VoxelDetection -> ``deploy_backends``: ONNX Runtime fp32 and int8, the int8
+        calibrated on ``deploy_calibration_images`` train scans; each gated on the class-mean 3D AP40 moderate: at most
+        ``deploy_max_drop_float`` points below PyTorch for fp32, ``deploy_max_drop_int8`` for int8) and benchmarked
+        (voxelization, network, post-processing timed apart; ``bench_max_images`` 0 = every val scan) before
+        register; a nuScenes model is registered without an export (the 3D export takes KITTI voxel detectors)."""
         on = profiles.scheduler(profile)
 
         data = on(infos(source=kitti_root, data_format=data_format, nuscenes_version=data_nuscenes_version,
@@ -71,10 +75,10 @@ def build(profile: profiles.ClusterProfile | None = None):
         with dsl.If(data_format == "kitti", name="kitti-export"):
             onnx = on(export(dataset=data.outputs["dataset"], model=model.outputs["model"],
                              pytorch_report=scores.outputs["report"], deploy_config=export_deploy_config,
-                             targets="onnxruntime:fp32", calibration_images=0, max_drop_float=deploy_max_drop,
-                             max_drop_int8=deploy_max_drop), "export")
+                             targets=deploy_backends, calibration_images=deploy_calibration_images,
+                             max_drop_float=deploy_max_drop_float, max_drop_int8=deploy_max_drop_int8), "export")
             bench = on(benchmark(dataset=data.outputs["dataset"], onnx_model=onnx.outputs["onnx_model"],
-                                 model=model.outputs["model"], backends="onnxruntime:fp32", batch_sizes="1",
+                                 model=model.outputs["model"], backends=deploy_backends, batch_sizes="1",
                                  threads=bench_threads, warmup=bench_warmup, max_images=bench_max_images), "benchmark")
             register_step(onnx_model=onnx.outputs["onnx_model"], bench=bench.outputs["results"])
         with dsl.Else(name="no-export"):
@@ -88,14 +92,19 @@ detection3d = build()
 
 def preflight(params: dict) -> None:
     """Before a local run starts any step: the training config exists and takes ``train_cfg_options`` (a UsageError
-    naming the name or option, exit 2), and a local KITTI source has the folders 3D detection reads (an InputError
-    naming the folder, exit 3). ``params``: the run's parameters with the pipeline's defaults filled in."""
+    naming the name or option, exit 2), a KITTI model's ``deploy_backends`` are 3D deploy targets (exit 2), and a
+    local KITTI source has the folders 3D detection reads (an InputError naming the folder, exit 3). ``params``: the
+    run's parameters with the pipeline's defaults filled in."""
     from mmengine.config import Config
 
+    from admlops.backends import parse_targets
+    from admlops.components.export.export3d import VoxelDetection
     from admlops.components.infos.infos import check_source
-    from admlops.mmconfig import merge_cfg_options, parse_cfg_options
     from admlops.configs import resolve
+    from admlops.mmconfig import merge_cfg_options, parse_cfg_options
 
     merge_cfg_options(Config.fromfile(str(resolve("models", params["train_config"]))),
                       parse_cfg_options(params["train_cfg_options"]))
+    if params["data_format"] == "kitti":
+        VoxelDetection.check_targets(parse_targets(params["deploy_backends"]))
     check_source(params["kitti_root"], params["data_format"])

@@ -62,8 +62,30 @@ def _batches(*shapes, dtype=np.float32):
 ])
 def test_a_calibration_set_that_is_empty_or_of_the_wrong_shape_is_an_input_error(batches, message):
     with pytest.raises(InputError, match=message) as err:
-        check_calibration(Calibration("dataset/annotations/train.json", batches), "input", SHAPES)
+        check_calibration(Calibration("dataset/annotations/train.json", batches), ["input"], SHAPES)
     assert err.value.path == "dataset/annotations/train.json" and err.value.exit_code == 3
+
+
+VOXEL_INPUTS = ["voxels", "num_points", "coors"]
+
+
+def _scan(voxels: int = 5) -> dict:
+    return {"voxels": np.zeros((voxels, 16, 4), np.float32), "num_points": np.ones(voxels, np.int32),
+            "coors": np.zeros((voxels, 4), np.int32)}
+
+
+@pytest.mark.parametrize("batches, message", [
+    ([], "the calibration set is empty"),
+    ([np.zeros((1, 3, 8, 8), np.float32)], r"calibration batch 0 is ndarray: the graph takes arrays named \['coors'"),
+    ([_scan(), {"voxels": _scan()["voxels"]}], r"calibration batch 1 is arrays \['voxels'\]: the graph takes"),
+    ([{**_scan(), "coors": [[0, 0, 0, 0]]}], r"calibration batch 0 is arrays \['coors', 'num_points', 'voxels'\]"),
+])
+def test_a_calibration_set_of_a_graph_of_several_inputs_names_them(batches, message):
+    """The 3D voxel graph calibrates on one dict of its inputs per scan (pillar counts differ from scan to scan)."""
+    check_calibration(Calibration("root/kitti_infos_train.pkl", [_scan(5), _scan(9)]), VOXEL_INPUTS, None)
+    with pytest.raises(InputError, match=message) as err:
+        check_calibration(Calibration("root/kitti_infos_train.pkl", batches), VOXEL_INPUTS, None)
+    assert err.value.path == "root/kitti_infos_train.pkl"
 
 
 def test_int8_without_calibration_fails_before_building(learned_onnx, tmp_path):
@@ -83,7 +105,7 @@ def test_calibration_set_of_an_empty_train_split_names_the_file(tmp_path):
     assert err.value.path == str(tmp_path / "annotations" / "train.json") and "no images" in str(err.value)
     with pytest.raises(InputError, match="missing: the dataset has no val split"):
         calibration_set(tmp_path, None, None, 8, split="val")
-    with pytest.raises(UsageError, match="at least one image"):
+    with pytest.raises(UsageError, match="at least one input"):
         calibration_set(tmp_path, None, None, 0)
 
 
@@ -97,6 +119,11 @@ def test_calibration_key_follows_the_data():
     a = Calibration("t", [np.ones((1, 3, 4, 4), np.float32)])
     assert a.key() == Calibration("other", [np.ones((1, 3, 4, 4), np.float32)]).key()
     assert a.key() != Calibration("t", [np.ones((1, 3, 4, 4), np.float32) * 2]).key()
+    scans = Calibration("t", [_scan(5), _scan(9)])
+    assert scans.shape() == {"voxels": [5, 16, 4], "num_points": [5], "coors": [5, 4]}
+    assert scans.key() == Calibration("t", [_scan(5), _scan(9)]).key() != Calibration("t", [_scan(9), _scan(5)]).key()
+    renamed = Calibration("t", [{("points" if k == "voxels" else k): v for k, v in _scan(5).items()}, _scan(9)])
+    assert renamed.key() != scans.key()
 
 
 def test_check_environment_names_every_difference(tmp_path):

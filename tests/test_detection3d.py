@@ -129,6 +129,10 @@ def test_bad_input_fails_before_the_first_step(no_velodyne, kitti_root, tmp_path
     assert "unknown model config 'pointpilars_kitti_cpu'" in err and "pointpillars_kitti_cpu" in err
     assert main(run + ["--param", f"kitti_root={kitti_root}", "--param", "train_cfg_options=model.test_cfg.nms=1"]) == 2
     assert "--cfg-options model.test_cfg.nms=1: model.test_cfg has no 'nms'" in capsys.readouterr().err
+    assert main(run + ["--param", f"kitti_root={kitti_root}", "--param", "deploy_backends=openvino:int8"]) == 2
+    assert "openvino:int8 are not available for a 3D voxel detector" in capsys.readouterr().err
+    assert main(run + ["--param", f"kitti_root={kitti_root}", "--param", "deploy_backends=onnxruntime:fp16"]) == 2
+    assert "backend 'onnxruntime' has no precision 'fp16'" in capsys.readouterr().err
     assert not (tmp_path / "store" / "runs").exists() or not any((tmp_path / "store" / "runs").iterdir())
 
 

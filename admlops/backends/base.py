@@ -49,19 +49,28 @@ def register(cls: type["Backend"]) -> type["Backend"]:
 
 @dataclass
 class Calibration:
-    """Preprocessed batches (each [N, 3, H, W] float32) to calibrate int8 on, and where they came from."""
+    """Preprocessed batches to calibrate int8 on, and where they came from. A batch is what the runner takes: one
+    [N, 3, H, W] float32 array for an image graph, input name -> array for a graph of several inputs (the 3D voxel
+    graph: one scan's ``voxels``, ``num_points``, ``coors``)."""
 
-    source: str  # the annotation file of the split the images were taken from: named in errors and reports
-    batches: list[np.ndarray]
-    images: list[str] = field(default_factory=list)
+    source: str  # the annotation (or infos) file of the split the inputs were taken from: named in errors and reports
+    batches: list[np.ndarray | dict[str, np.ndarray]]
+    images: list[str] = field(default_factory=list)  # the image (or scan) files, in batch order
 
     def key(self) -> str:
-        """SHA-256 over the batches' shapes, dtypes and bytes: a calibration cache is reused only for the same data."""
+        """SHA-256 over the batches' names, shapes, dtypes and bytes: a calibration cache is reused only for the
+        same data."""
         h = hashlib.sha256()
         for batch in self.batches:
-            h.update(f"{batch.shape}{batch.dtype}".encode())
-            h.update(np.ascontiguousarray(batch).tobytes())
+            for name, array in sorted(batch.items()) if isinstance(batch, dict) else [("", batch)]:
+                h.update(f"{name}{array.shape}{array.dtype}".encode())
+                h.update(np.ascontiguousarray(array).tobytes())
         return h.hexdigest()
+
+    def shape(self) -> list[int] | dict[str, list[int]]:
+        """The first batch's shape (per input, for named batches), as build reports record it."""
+        first = self.batches[0]
+        return {k: list(v.shape) for k, v in first.items()} if isinstance(first, dict) else list(first.shape)
 
 
 @dataclass
@@ -99,11 +108,21 @@ def onnx_io(onnx_file: Path) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-def check_calibration(calibration: Calibration | None, input_name: str, shapes: Shapes | None) -> None:
-    """Int8 needs calibration batches of one shape [N, 3, H, W] float32, inside the deploy config's min/max shapes."""
+def check_calibration(calibration: Calibration | None, inputs: list[str], shapes: Shapes | None) -> None:
+    """Int8 needs calibration batches the graph takes: for a graph of one input, arrays of one shape [N, 3, H, W]
+    float32 inside the deploy config's min/max shapes; for a graph of several, input name -> array dicts naming
+    exactly its inputs."""
     if calibration is None or not calibration.batches:
         where = calibration.source if calibration is not None else "calibration"
-        raise InputError(where, "the calibration set is empty: int8 needs preprocessed images to calibrate on")
+        raise InputError(where, "the calibration set is empty: int8 needs preprocessed inputs to calibrate on")
+    if len(inputs) > 1:
+        for i, batch in enumerate(calibration.batches):
+            names = sorted(batch) if isinstance(batch, dict) else None
+            if names != sorted(inputs) or not all(isinstance(v, np.ndarray) for v in batch.values()):
+                got = f"arrays {names}" if names is not None else type(batch).__name__
+                raise InputError(calibration.source, f"calibration batch {i} is {got}: the graph takes arrays named "
+                                                     f"{sorted(inputs)}")
+        return
     first = calibration.batches[0]
     for i, batch in enumerate(calibration.batches):
         if not isinstance(batch, np.ndarray) or batch.dtype != np.float32 or batch.ndim != 4 or batch.shape[1] != 3:
@@ -112,6 +131,7 @@ def check_calibration(calibration: Calibration | None, input_name: str, shapes: 
         if batch.shape != first.shape:
             raise InputError(calibration.source, f"calibration batch {i} has shape {list(batch.shape)}, batch 0 "
                                                  f"{list(first.shape)}: every batch must have one shape")
+    input_name = inputs[0]
     limits = (shapes or {}).get(input_name)
     if limits:
         lo, hi = limits["min_shape"], limits["max_shape"]
@@ -167,7 +187,7 @@ class Backend(ABC):
         onnx_file, out_dir = Path(onnx_file), Path(out_dir)
         inputs, outputs = onnx_io(onnx_file)
         if precision == "int8":
-            check_calibration(calibration, inputs[0], shapes)
+            check_calibration(calibration, inputs, shapes)
         out_dir.mkdir(parents=True, exist_ok=True)
         result = self._build(onnx_file, out_dir, precision, calibration if precision == "int8" else None, shapes or {},
                              options or {}, Path(cache_dir) if cache_dir else None)
@@ -177,7 +197,7 @@ class Backend(ABC):
             "onnx": onnx_file.name, "onnx_sha256": file_sha256(onnx_file), "inputs": inputs, "outputs": outputs,
             "calibration": None if precision != "int8" else {
                 "source": calibration.source, "batches": len(calibration.batches),
-                "shape": list(calibration.batches[0].shape), "sha256": calibration.key()},
+                "shape": calibration.shape(), "sha256": calibration.key()},
             "environment": self.environment(),
             **result.report,
         }

@@ -50,10 +50,14 @@ def spread(items: list, count: int) -> list:
     return [items[i * len(items) // count] for i in range(count)]
 
 
+def check_count(count: int) -> None:
+    if count < 1:
+        raise UsageError(f"calibration images: {count}: int8 needs at least one input to calibrate on")
+
+
 def calibration_set(dataset_dir: str | Path, model_cfg, deploy_cfg, count: int, split: str = "train") -> Calibration:
     """``count`` train images evenly spaced over the split, preprocessed, one per batch."""
-    if count < 1:
-        raise UsageError(f"calibration images: {count}: int8 needs at least one image to calibrate on")
+    check_count(count)
     ann, images = split_images(dataset_dir, split)
     if not images:
         raise InputError(ann, f"the {split} split has no images: int8 needs images to calibrate on")

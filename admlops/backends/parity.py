@@ -140,11 +140,13 @@ def enforce(gates: list[Gate]) -> None:
 
 def deploy_and_gate(targets: list[tuple[str, str]], onnx_file: Path, out_dir: Path, dataset_dir: str | Path, model_cfg,
                     deploy_cfg, pytorch: dict, allowed: dict[str, float], calibration_images: int,
-                    previous: Path | None = None, metric: Metric = COCO_MAP50) -> tuple[dict[str, dict], list[Gate]]:
+                    previous: Path | None = None, metric: Metric = COCO_MAP50,
+                    calibrate=calibration_set) -> tuple[dict[str, dict], list[Gate]]:
     """Build every (backend, precision) of ``targets`` from ``onnx_file`` into ``out_dir/<backend>-<precision>/``,
     evaluate each, and gate it against ``pytorch``'s metrics. Int8 targets share one calibration set of
-    ``calibration_images`` train images. ``previous``: an earlier output whose per-target caches may be reused.
-    ``metric``: what the gates compare (COCO_MAP50 for a 2D detector, KITTI_3D_AP40_MODERATE for a 3D one).
+    ``calibration_images`` train inputs, made by ``calibrate(dataset_dir, model_cfg, deploy_cfg, count)`` (images by
+    default; a 3D export passes its voxelized scans). ``previous``: an earlier output whose per-target caches may be
+    reused. ``metric``: what the gates compare (COCO_MAP50 for a 2D detector, KITTI_3D_AP40_MODERATE for a 3D one).
     Writes ``out_dir/gates.json``; returns the metrics per target and the gates (enforcing is the caller's)."""
     settings = deploy_cfg.get("deploy_backends", {})
     shapes = settings.get("input_shapes")
@@ -153,7 +155,7 @@ def deploy_and_gate(targets: list[tuple[str, str]], onnx_file: Path, out_dir: Pa
         tag = f"{name}-{precision}"
         backend = get_backend(name)
         if precision == "int8" and calibration is None:
-            calibration = calibration_set(dataset_dir, model_cfg, deploy_cfg, calibration_images)
+            calibration = calibrate(dataset_dir, model_cfg, deploy_cfg, calibration_images)
         backend.build(onnx_file, out_dir / tag, precision, calibration, shapes, settings.get(name, {}),
                       cache_dir=previous / tag if previous and (previous / tag).is_dir() else None)
         runner = backend.load(out_dir / tag)

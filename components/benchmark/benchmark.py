@@ -169,7 +169,7 @@ def voxel_inputs(dataset_dir: Path, export_dir: Path, max_images: int, pairs, ba
     """A 3D export's benchmark inputs: the val scans' points and data samples (export3d.load_scans), their files."""
     from mmengine.config import Config
 
-    from admlops.components.export.export3d import VoxelDetection, load_scans, val_scans
+    from admlops.components.export.export3d import VoxelDetection, load_scans, split_scans
     from admlops.mmconfig import use_dataset
 
     VoxelDetection.check_targets(pairs)
@@ -178,7 +178,7 @@ def voxel_inputs(dataset_dir: Path, export_dir: Path, max_images: int, pairs, ba
                          f"batch sizes must be 1, got {batch_sizes}")
     model_cfg = Config.fromfile(str(export_dir / "model.py"))
     use_dataset(model_cfg, dataset_dir)
-    files = val_scans(model_cfg, dataset_dir, max_images)
+    files = split_scans(model_cfg, dataset_dir, max_scans=max_images)
     inputs, samples = load_scans(model_cfg, files)
     return files, inputs, samples
 
@@ -303,9 +303,8 @@ def sweep(
 
     from admlops.backends import get_backend
     from admlops.components.benchmark.report import render_html, render_markdown
-    from admlops.mmconfig import dataset_meta
-
     from admlops.components.export.export import task_of
+    from admlops.mmconfig import dataset_meta, use_dataset
 
     dataset_dir, export_dir, model_dir = Path(dataset_dir), Path(export_dir), Path(model_dir)
     if backends is not None:
@@ -338,10 +337,11 @@ def sweep(
     plan = {str(b): batch_plan(n, b, repeats) for b in batch_sizes}
 
     @functools.cache
-    def calibration():
-        from admlops.backends.calibration import calibration_set
-
-        return calibration_set(dataset_dir, preprocess.model_cfg, preprocess.deploy_cfg, CALIBRATION_IMAGES)
+    def calibration():  # an int8 target the export did not build: calibrated here as export calibrates it
+        model_cfg = Config.fromfile(str(export_dir / "model.py"))
+        use_dataset(model_cfg, dataset_dir)
+        return task_of(model_cfg).calibration_set(dataset_dir, model_cfg, Config.fromfile(str(export_dir / "deploy.py")),
+                                                  CALIBRATION_IMAGES)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="admlops-bench-") as scratch:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from admlops import compat
 from admlops.backends import parse_targets
+from admlops.backends.calibration import calibration_set
 from admlops.backends.parity import COCO_MAP50, MAX_DROP_FLOAT, MAX_DROP_INT8, allowances, deploy_and_gate, enforce
 from admlops.components.evaluate.evaluate import run_coco_test
 from admlops.configs import resolve
@@ -35,9 +36,9 @@ from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir
 from admlops.mmconfig import KITTI_DATASET, dataset_type, use_dataset
 
-# ONNX Runtime int8 (onnxruntime:int8) passes its gate but runs slower than ONNX Runtime fp32 on the CPUs measured
-# (its QDQ convolutions cannot fuse between RTMDet's SiLU activations), and OpenVINO bf16 is a precision of its own:
-# both are targets to ask for, not defaults. Figures: admlops/backends/README.md.
+# The 2D defaults: ONNX Runtime fp32 (the reference runtime) and OpenVINO fp32 and int8 (the fastest CPU target).
+# ONNX Runtime int8 (onnxruntime:int8) and OpenVINO bf16 are targets to ask for: each one more build and val-split
+# evaluation, and neither is the fastest. Figures: admlops/backends/README.md.
 DEFAULT_TARGETS = "onnxruntime:fp32,openvino:fp32,openvino:int8"
 CALIBRATION_IMAGES = 32
 
@@ -107,6 +108,7 @@ class ObjectDetection:
     metric = COCO_MAP50
     run_test = staticmethod(run_coco_test)
     summary = staticmethod(summary)
+    calibration_set = staticmethod(calibration_set)
 
     @staticmethod
     def check_targets(chosen: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -151,7 +153,8 @@ def export(
     (``"backend:precision,..."``) on the val split, and gate each against PyTorch (``pytorch_metrics``: evaluate's
     metrics.json; evaluated here when None). ``deploy_config``, ``targets`` and ``max_drop_float`` default to the
     model kind's (2D: detection_onnxruntime_dynamic, DEFAULT_TARGETS, 0.5 mAP@0.5 points; 3D:
-    voxel-detection_onnxruntime_dynamic, onnxruntime:fp32, 1.0 KITTI AP points). Returns metrics.json's content."""
+    voxel-detection_onnxruntime_dynamic, onnxruntime:fp32 and int8, 1.0 KITTI AP points). Returns metrics.json's
+    content."""
     model_dir = Path(model_dir)
     model_cfg = load_config("models", model_dir / "config.py")
     task = task_of(model_cfg)
@@ -178,7 +181,7 @@ def export(
             shutil.rmtree(tmp / ".eval-pytorch")
         metrics, gates = deploy_and_gate(chosen, tmp / "end2end.onnx", tmp, dataset_dir, model_cfg, deploy_cfg,
                                          pytorch_metrics, allowed, calibration_images, previous=Path(out),
-                                         metric=task.metric)
+                                         metric=task.metric, calibrate=task.calibration_set)
         result = task.summary(metrics, pytorch_metrics)
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
         if enforce_gates:

@@ -10,10 +10,12 @@ A deployed 3D detector is three stages, the same for PyTorch and ONNX Runtime:
 2. network: the graph under a backend Runner, or PyTorch's pillar encoder, scatter, backbone, neck and head;
 3. post-processing: the head's own ``predict_by_feat`` (anchor decoding, rotated NMS with the model's test_cfg).
 
-Export evaluates the graph through mmdeploy's VoxelDetectionModel, which runs these three stages, in mmengine's test
-loop with KittiMetric (admlops.backends.parity), and gates it on the class mean of KITTI's 3D AP40 at moderate
-difficulty (strict IoU: Car 0.7, Pedestrian/Cyclist 0.5), allowed drop 1.0 AP point by default. The benchmark
-times the three stages apart (``staged``).
+Deploy targets: ONNX Runtime fp32 (the graph as exported) and int8 (its convolutions quantized, calibrated on
+voxelized train scans: ``calibration_set``), both by default; the other backends' runners take one image input.
+Export evaluates each target through mmdeploy's VoxelDetectionModel, which runs these three stages, in mmengine's
+test loop with KittiMetric (admlops.backends.parity), and gates it on the class mean of KITTI's 3D AP40 at moderate
+difficulty (strict IoU: Car 0.7, Pedestrian/Cyclist 0.5), allowed drop 1.0 AP point for fp32 and the int8
+allowance (1.5) for int8 by default. The benchmark times the three stages apart (``staged``).
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from admlops.backends.base import Calibration
+from admlops.backends.calibration import check_count, spread
 from admlops.backends.parity import KITTI_3D_AP40_MODERATE, MAX_DROP_3D
 from admlops.components.evaluate.evaluate import run_kitti_test
 from admlops.errors import InputError, UsageError
@@ -43,22 +47,35 @@ class VoxelDetection:
 
     deploy_config = "voxel-detection_onnxruntime_dynamic"
     codebase = "mmdet3d"
-    targets = "onnxruntime:fp32"
+    targets = "onnxruntime:fp32,onnxruntime:int8"
     max_drop = MAX_DROP_3D
     metric = KITTI_3D_AP40_MODERATE
     run_test = staticmethod(run_kitti_test)
 
     @staticmethod
     def check_targets(chosen: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        if unsupported := [f"{b}:{p}" for b, p in chosen if (b, p) != ("onnxruntime", "fp32")]:
+        if unsupported := [f"{b}:{p}" for b, p in chosen if b != "onnxruntime"]:
             raise UsageError(f"deploy targets {', '.join(unsupported)} are not available for a 3D voxel detector: "
-                             "its graph takes three inputs, which the onnxruntime:fp32 runner serves")
+                             "its graph takes three inputs, which the onnxruntime runners (fp32, int8) serve")
         return chosen
 
     @staticmethod
     def prepare(deploy_cfg, model_cfg, dataset_dir) -> str:
         """The first val scan, which the export traces on."""
-        return val_scans(model_cfg, dataset_dir)[0]
+        return split_scans(model_cfg, dataset_dir)[0]
+
+    @staticmethod
+    def calibration_set(dataset_dir, model_cfg, deploy_cfg, count: int, split: str = "train") -> Calibration:
+        """Int8 calibration: ``count`` scans evenly spaced over the train split, through the model's test pipeline
+        and voxelizer (its data preprocessor): per scan the graph's inputs by name, as the runner takes them."""
+        from mmengine.registry import MODELS
+
+        check_count(count)
+        files = spread(split_scans(model_cfg, dataset_dir, split), count)
+        points, samples = load_scans(model_cfg, files)
+        voxelize = voxelizer(MODELS.build(model_cfg.model.data_preprocessor))
+        batches = [{k: v.numpy() for k, v in voxelize(p, s).items()} for p, s in zip(points, samples, strict=True)]
+        return Calibration(str(kitti_infos(Path(dataset_dir).resolve(), split)), batches, files)
 
     @staticmethod
     def summary(metrics: dict[str, dict], pytorch: dict) -> dict:
@@ -75,16 +92,17 @@ def is_voxel_deploy(deploy_cfg) -> bool:
     return deploy_cfg.codebase_config.type == VoxelDetection.codebase
 
 
-def val_scans(model_cfg, dataset_dir, max_scans: int = 0) -> list[str]:
-    """The val split's LiDAR scans (the files the test pipeline loads); an InputError naming the infos if none."""
+def split_scans(model_cfg, dataset_dir, split: str = "val", max_scans: int = 0) -> list[str]:
+    """A split's LiDAR scans (the files the test pipeline loads); an InputError naming the infos if none."""
     import pickle
 
-    infos = kitti_infos(Path(dataset_dir).resolve(), "val")
+    infos = kitti_infos(Path(dataset_dir).resolve(), split)
     frames = pickle.loads(infos.read_bytes())["data_list"]
     if max_scans:
         frames = frames[:max_scans]
     if not frames:
-        raise InputError(infos, "the val split is empty: nothing to trace, evaluate or benchmark the export on")
+        use = "to trace, evaluate or benchmark the export on" if split == "val" else "to calibrate int8 on"
+        raise InputError(infos, f"the {split} split is empty: no scans {use}")
     ds = model_cfg.test_dataloader.dataset
     return [str(Path(ds.data_root) / ds.data_prefix["pts"] / f["lidar_points"]["lidar_path"]) for f in frames]
 

@@ -55,7 +55,7 @@ def cmd_benchmark(args) -> None:
 
 def gate_args(s) -> None:
     """The parity gate's options, shared by export and export-trt."""
-    s.add_argument("--calibration-images", type=int, default=32, help="train images that calibrate int8")
+    s.add_argument("--calibration-images", type=int, default=32, help="train images (3D: scans) that calibrate int8")
     s.add_argument("--max-drop-float", type=float, default=None, help="allowed drop (points) for fp32/fp16: mAP@0.5 "
                    "(default 0.5); a 3D export's KITTI 3D AP40 moderate class mean (default 1.0)")
     s.add_argument("--max-drop-int8", type=float, default=1.5, help="allowed mAP@0.5 drop (points) for int8")
@@ -101,7 +101,7 @@ def add_commands(sub) -> None:
                    "for a 3D model voxel-detection_onnxruntime_dynamic)")
     s.add_argument("--pytorch-metrics", help="evaluate's metrics.json (default: evaluated here)")
     s.add_argument("--targets", help="comma-separated BACKEND:PRECISION deploy targets (CPU backends: onnxruntime, "
-                   "openvino; default onnxruntime:fp32,openvino:fp32,openvino:int8, for a 3D model onnxruntime:fp32)")
+                   "openvino; default onnxruntime:fp32,openvino:fp32,openvino:int8, for a 3D model onnxruntime:fp32,onnxruntime:int8)")
     gate_args(s)
     s.set_defaults(func=cmd_export)
 
@@ -120,7 +120,7 @@ def add_commands(sub) -> None:
     s.add_argument("model", help="train's output directory (the PyTorch eager row)")
     s.add_argument("out", help="directory for benchmark.json, benchmark.md and report.html")
     s.add_argument("--backends", help="comma-separated BACKEND or BACKEND:PRECISION (default: the export's default "
-                   "targets: onnxruntime:fp32,openvino:fp32,openvino:int8; for a 3D export onnxruntime:fp32)")
+                   "targets: onnxruntime:fp32,openvino:fp32,openvino:int8; for a 3D export onnxruntime:fp32,onnxruntime:int8)")
     s.add_argument("--batch-sizes", help="comma-separated (default 1,4,8; a 3D export runs one scan per call: 1)")
     s.add_argument("--threads", default="0", help="comma-separated intra-op threads (0 = each runtime's default)")
     s.add_argument("--warmup", type=int, default=5, help="untimed runs first")
