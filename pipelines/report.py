@@ -39,10 +39,12 @@ def summarize_run(run_dir: str | Path) -> str:
     elif pt:
         per_class = ", ".join(f"{k} {v['AP50']:.3f}" for k, v in pt["per_class"].items())
         lines.append(f"PyTorch      mAP@0.5 {pt['bbox']['bbox_mAP_50']:.3f}  mAP {pt['bbox']['bbox_mAP']:.3f}  (AP@0.5: {per_class})")
-    if onnx and "headline" in onnx["onnxruntime"]:  # a 3D export: its gate's metric beside PyTorch's
+    if onnx and "gated_metric" in onnx:  # a 3D export: each target's gated metric beside PyTorch's
         metric = onnx["gated_metric"]
-        lines.append(f"ONNX Runtime {metric} {onnx['onnxruntime']['headline'][metric]:.2f}  (difference "
-                     f"{onnx['AP_difference']:+.2f} points)")
+        for tag, measured in onnx["backends"].items():
+            got = measured["headline"][metric]
+            lines.append(f"{tag:<18} {metric} {got:.2f}  (PyTorch {onnx['pytorch']['headline'][metric]:.2f}, "
+                         f"difference {got - onnx['pytorch']['headline'][metric]:+.2f} points)")
     elif onnx:
         o = onnx["onnxruntime"]["bbox"]
         diff = onnx.get("mAP50_difference")

@@ -234,6 +234,25 @@ def test_evaluate_logs_kitti_metrics_and_a_report(run):
     assert f"KITTI AP40 moderate Car        3D {metrics['Car_3D_AP40_moderate']:6.2f}" in console
 
 
+def test_export_gates_and_benchmarks_both_onnx_runtime_targets(run):
+    """The 3D defaults: ONNX Runtime fp32 (1.0 point allowed) and int8 (1.5), each gated on the class-mean 3D AP40
+    moderate, printed in the run summary, and each a row of the benchmark beside PyTorch."""
+    run_dir, _, console = run
+    export_dir = run_dir / "export" / "onnx_model"
+    gates = json.loads((export_dir / "gates.json").read_text())
+    assert [(g["backend"], g["precision"], g["allowed_points"]) for g in gates["gates"]] == [
+        ("onnxruntime", "fp32", 1.0), ("onnxruntime", "int8", 1.5)]
+    metrics = json.loads((export_dir / "metrics.json").read_text())
+    for g in gates["gates"]:
+        tag = f"{g['backend']}-{g['precision']}"
+        assert g["measured"] == metrics["backends"][tag]["headline"]["mAP_3D_AP40_moderate"]
+        assert f"{tag:<18} mAP_3D_AP40_moderate {g['measured']:.2f}  (PyTorch {g['pytorch']:.2f}" in console
+    assert json.loads((export_dir / "onnxruntime-int8" / "build.json").read_text())["calibration"]["batches"] == 16
+    bench = json.loads((run_dir / "benchmark" / "results" / "benchmark.json").read_text())
+    assert {(r["runtime"], r["precision"]) for r in bench["rows"]} == {
+        ("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")}
+
+
 def test_register_records_the_lineage(run):
     run_dir, store, console = run
     zoo_model = json.loads((run_dir / "register" / "zoo_model").read_text())
