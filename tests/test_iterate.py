@@ -17,7 +17,8 @@ import pytest
 from admlops import catalog, zoo
 from admlops.components.convert.lake import COCO_ROLES
 from admlops.components.iterate.formats import FORMATS
-from admlops.components.iterate.infer import SCORE_THR, Detector, _read_image, _unflip, infer, pool_frames, resolve_model
+from admlops.components.iterate.infer import (SCORE_THR, Detector, _read_image, _unflip, equalise, infer, pool_frames,
+                                             resolve_model)
 from admlops.components.iterate.merge import merge
 from admlops.components.iterate.predictions import Detections, FramePrediction, read_predictions, write_predictions
 from admlops.components.iterate.report import report
@@ -482,8 +483,11 @@ def test_infer_keeps_boxes_class_vectors_flips_and_embeddings(inferred, data, zo
         np.testing.assert_allclose(d.class_scores[np.arange(len(d.labels)), d.labels], d.scores, atol=2e-5)
         assert (d.boxes[:, [0, 2]] >= -0.01).all() and (d.boxes[:, [0, 2]] <= p.width + 0.01).all()
         assert np.linalg.norm(p.embedding) == pytest.approx(1.0, abs=1e-5)
-    ref = np.load(inferred / "reference.npy")
-    assert ref.shape == (10, preds[0].embedding.shape[0])
+        assert np.linalg.norm(p.content) == pytest.approx(1.0, abs=1e-5) and p.content.shape != p.embedding.shape
+    ref = np.load(inferred / "reference.npy")  # the parent's train split: what the model learned from
+    train = [Path(im["file_name"]).stem for im in json.loads((data["parent"] / "annotations" / "train.json").read_text())["images"]]
+    assert 0 < len(train) < 10 and ref.shape == (len(train), preds[0].embedding.shape[0])
+    assert json.loads((inferred / "reference_frames.json").read_text()) == train
 
 
 def test_infer_boxes_are_what_the_model_predicts(inferred, zoo_model):
@@ -510,6 +514,26 @@ def test_infer_boxes_are_what_the_model_predicts(inferred, zoo_model):
         np.testing.assert_allclose(np.sort(stored.scores), np.sort(mine.scores), atol=1e-4)
         assert emb.shape == (1, preds[0].embedding.shape[0])
     np.testing.assert_allclose(_unflip(det([[10, 5, 30, 20]], [0.5], [0]), 100).boxes, [[70, 5, 90, 20]])
+
+
+def test_appearance_embedding_sees_exposure_and_content_embedding_does_not(inferred, zoo_model):
+    """An underexposed copy of a frame (pixels x 0.3) is far from the frame in the appearance embedding (novelty:
+    farther than another frame is) but near it in the content embedding (diversity: nearer than another frame),
+    and the stored embeddings are the detector's."""
+    preds, _ = read_predictions(inferred)
+    detector = Detector(zoo_model["dir"], "cpu")
+    a, b = (_read_image(Path(p.image)) for p in preds[:2])
+    dark = (a * 0.3).astype(np.uint8)
+    appearance, content = detector.embed([a, dark, b]), detector.content([a, dark, b])
+    np.testing.assert_allclose(appearance[0], preds[0].embedding, atol=1e-4)
+    np.testing.assert_allclose(content[0], preds[0].content, atol=1e-4)
+
+    def dist(e, i, j):
+        return 1.0 - float(e[i] @ e[j])
+
+    assert dist(appearance, 0, 1) > dist(appearance, 0, 2)
+    assert dist(content, 0, 1) < 0.5 * dist(content, 0, 2)
+    np.testing.assert_allclose(equalise(dark).mean(axis=(0, 1)), 128, atol=3)
 
 
 # ---------------------------------------------------------------- the round trip: pool -> labels -> new dataset versions

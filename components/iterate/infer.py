@@ -11,11 +11,26 @@ own ``predict_by_feat`` with ``score_thr`` lowered to ``SCORE_THR`` (the uncerta
 low-confidence boxes) and rescaled to the original image, i.e. exactly what ``model.predict`` returns.
 mmdet keeps only each box's winning score, so the per-class vector of each box is read back from the head's
 outputs at the prior the box was decoded from (the prior whose decoded box and class score equal the kept
-one's). The embedding is the backbone's last stage, global-average pooled and L2-normalised: it describes the
-scene (layout, lighting, clutter) rather than the few boxes the head found, and costs nothing extra.
+one's).
 
-With ``reference`` (the current dataset, convert's output), its frames are embedded too (``reference.npy``),
-so ``score`` can measure novelty against it.
+Two embeddings per frame, for two questions:
+
+* ``embedding`` (novelty: does the frame look unlike the data?): every backbone stage, global-average pooled and
+  L2-normalised, concatenated (and normalised again). The early stages keep what the last one is trained to be
+  invariant to: exposure, colour, noise, weather. Measured on bench/iterate_bench.py's pool: dark frames (pixels
+  x 0.3) sit at cosine distance ~0.001 from a daylight train frame in the last stage alone (not novel), and at
+  0.29 with every stage (over 3x the train split's own 90th-percentile nearest-neighbour distance).
+* ``content`` (diversity in ``select``: do two frames show the same scene?): the backbone's last stage on the
+  exposure-equalised image (each channel standardised per image before the test pipeline), pooled and
+  L2-normalised. Without equalising, every dark frame embeds alike (mean pairwise distance 0.006 against 0.64
+  between daylight frames), so the first dark frame chosen would make every other one a near-copy; equalised,
+  dark frames are as far apart as daylight ones (0.46 against 0.58). It costs one more backbone pass per frame.
+
+With ``reference`` (the current dataset, convert's output), the frames of its train split are embedded too
+(``reference.npy``), so ``score`` can measure novelty against what the model learned from. Not its val split: val
+frames teach the model nothing, and a team's val split often holds, on purpose, the rare cases the model lacks
+(measured in bench/iterate_bench.py: with val among the reference, every dark pool frame sat at cosine distance
+~0 from a dark val frame and scored novelty 0, though the train split has no dark frame).
 """
 from __future__ import annotations
 
@@ -37,15 +52,18 @@ BATCH = 4
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-def pool_frames(pool: str | Path) -> tuple[list[tuple[str, Path]], str]:
+def pool_frames(pool: str | Path, splits: tuple[str, ...] | None = None) -> tuple[list[tuple[str, Path]], str]:
     """(frame id, image) of every pool frame, and the pool's kind: a converted dataset (the images its
-    annotations list, train and val) or a folder of images (searched recursively; the id is the file's stem)."""
+    annotations list: every split, or ``splits``) or a folder of images (searched recursively; the id is the
+    file's stem)."""
     pool = Path(pool)
     if not pool.is_dir():
         raise InputError(pool, "pool not found: expected a folder of images or a converted dataset")
     if (pool / "annotations").is_dir():
         files = []
         for ann in sorted((pool / "annotations").glob("*.json")):
+            if splits and ann.stem not in splits:
+                continue
             try:
                 files += [pool / im["file_name"] for im in json.loads(ann.read_text())["images"]]
             except (ValueError, KeyError, TypeError) as exc:
@@ -115,15 +133,23 @@ class Detector:
         return data["inputs"], [s.metainfo for s in data["data_samples"]]
 
     def embed(self, images: list[np.ndarray]) -> np.ndarray:
-        """[len(images), D] embeddings: the backbone's last stage, average-pooled, L2-normalised."""
+        """[len(images), D] appearance embeddings (novelty): every backbone stage pooled (``_stages``)."""
         import torch
 
         inputs, _ = self._batch(images)
         with torch.no_grad():
+            return _stages(self.model.backbone(inputs))
+
+    def content(self, images: list[np.ndarray]) -> np.ndarray:
+        """[len(images), D'] content embeddings (diversity): the last stage on the exposure-equalised images."""
+        import torch
+
+        inputs, _ = self._batch([equalise(im) for im in images])
+        with torch.no_grad():
             return _pool(self.model.backbone(inputs)[-1])
 
     def detect(self, images: list[np.ndarray], score_thr: float = SCORE_THR) -> tuple[list[Detections], np.ndarray]:
-        """Detections on each image (original pixels) and the images' embeddings."""
+        """Detections on each image (original pixels) and the images' appearance embeddings."""
         import torch
         from mmengine.config import ConfigDict
 
@@ -137,12 +163,25 @@ class Detector:
             vectors = _class_vectors(head, outs, metas, results)
         dets = [Detections.of(r.bboxes.cpu().numpy(), r.scores.cpu().numpy(), r.labels.cpu().numpy(), v)
                 for r, v in zip(results, vectors, strict=True)]
-        return dets, _pool(stages[-1])
+        return dets, _stages(stages)
 
 
 def _pool(feature) -> np.ndarray:
     emb = feature.mean(dim=(2, 3))
     return (emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
+
+
+def _stages(stages) -> np.ndarray:
+    """Every stage pooled and L2-normalised, concatenated, normalised again: each stage weighs the same."""
+    return np.concatenate([_pool(s) for s in stages], axis=1) / np.sqrt(len(stages))
+
+
+def equalise(image: np.ndarray) -> np.ndarray:
+    """The image with each channel standardised (mean 128, standard deviation 48): exposure and white balance
+    removed, what the scene shows kept."""
+    x = image.astype(np.float32)
+    mean, std = x.reshape(-1, x.shape[-1]).mean(0), x.reshape(-1, x.shape[-1]).std(0)
+    return np.clip((x - mean) / np.maximum(std, 1.0) * 48.0 + 128.0, 0, 255).astype(np.uint8)
 
 
 def _class_vectors(head, outs, metas, results) -> list[np.ndarray | None]:
@@ -196,14 +235,14 @@ def _unflip(d: Detections, width: int) -> Detections:
 def infer(model: str | Path, pool: str | Path, out: str | Path, reference: str | Path | None = None, store: str = "",
           batch_size: int = BATCH, score_thr: float = SCORE_THR, flip: bool = True, device: str | None = None) -> dict:
     """Predict every frame of ``pool`` with ``model`` (a model directory or a zoo ``NAME@VERSION|ALIAS`` in
-    ``store``), also on the mirror image when ``flip``; embed ``reference``'s frames (the current dataset) when
-    given. Publishes a predictions directory at ``out``; returns its summary."""
+    ``store``), also on the mirror image when ``flip``; embed ``reference``'s frames (the current dataset's train
+    split; every image of a folder) when given. Publishes a predictions directory at ``out``; returns its summary."""
     if batch_size < 1:
         raise UsageError(f"batch size must be >= 1, got {batch_size}")
     frames, kind = pool_frames(pool)
     if not frames:
         raise UsageError(f"{pool}: the pool has no images ({', '.join(IMAGE_SUFFIXES)}): nothing to infer")
-    ref_frames = pool_frames(reference)[0] if reference else []
+    ref_frames = pool_frames(reference, splits=("train",))[0] if reference else []
     with tempfile.TemporaryDirectory(prefix="admlops-infer-") as cache:
         model_dir, model_record = resolve_model(model, store, Path(cache))
         det = Detector(model_dir, device)
@@ -211,7 +250,8 @@ def infer(model: str | Path, pool: str | Path, out: str | Path, reference: str |
         "classes": det.classes, "model": model_record, "score_thr": score_thr, "flip": flip, "device": det.device,
         "pool": {"path": str(Path(pool).resolve()), "name": Path(pool).resolve().name, "kind": kind, "frames": len(frames)},
         "reference": None if not reference else {"path": str(Path(reference).resolve()), "frames": len(ref_frames)},
-        "embedding": "backbone last stage, global average pool, L2-normalised",
+        "embedding": "every backbone stage, global average pool, L2-normalised, concatenated (novelty)",
+        "content": "backbone last stage of the exposure-equalised image, global average pool, L2-normalised (diversity)",
     }
     with atomic_dir(out) as tmp:
         ref = None
@@ -229,7 +269,8 @@ def _predict(det: Detector, frames: list[tuple[str, Path]], batch_size: int, sco
     for batch in tqdm(_batches(frames, batch_size), total=-(-len(frames) // batch_size), desc="infer", unit="batch"):
         images = [im for _, _, im in batch]
         dets, emb = det.detect(images + [np.ascontiguousarray(im[:, ::-1]) for im in images] if flip else images, score_thr)
+        content = det.content(images)
         for k, (frame, path, im) in enumerate(batch):
             h, w = im.shape[:2]
             mirror = _unflip(dets[len(batch) + k], w) if flip else None
-            yield FramePrediction(frame, str(path.resolve()), w, h, dets[k], mirror, emb[k])
+            yield FramePrediction(frame, str(path.resolve()), w, h, dets[k], mirror, emb[k], content[k])

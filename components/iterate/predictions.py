@@ -3,8 +3,11 @@
 Layout of a predictions directory::
 
     predictions.jsonl        one frame per line: frame id, image, size, detections, flipped-image detections
-    embeddings.npy           float32 [frames, D]: one L2-normalised image embedding per line of predictions.jsonl
-    reference.npy            float32 [N, D]: embeddings of the current dataset's frames (novelty's reference)
+    embeddings.npy           float32 [frames, D]: one L2-normalised appearance embedding per line of
+                             predictions.jsonl (novelty)
+    content.npy              float32 [frames, D']: one L2-normalised content embedding per line (select's diversity)
+    reference.npy            float32 [N, D]: appearance embeddings of the current dataset's train frames (novelty's
+                             reference)
     reference_frames.json    the frame ids of reference.npy's rows
     summary.json             classes, model, pool, reference dataset, score threshold, embedding description
 
@@ -62,7 +65,7 @@ class Detections:
 @dataclass(frozen=True)
 class FramePrediction:
     """One pool frame: where its image is, its size, the model's detections on it and on its mirror image, and
-    its embedding (None when the predictions were written without one)."""
+    its embeddings (infer.py: appearance and content; None when the predictions were written without them)."""
 
     frame: str
     image: str
@@ -71,6 +74,7 @@ class FramePrediction:
     dets: Detections
     flip: Detections | None = None
     embedding: np.ndarray | None = field(default=None, compare=False)
+    content: np.ndarray | None = field(default=None, compare=False)
 
     def to_json(self) -> dict:
         return {"frame": self.frame, "image": self.image, "width": self.width, "height": self.height,
@@ -81,13 +85,15 @@ def write_predictions(out_dir: Path, preds: Iterable[FramePrediction], summary: 
                       reference: tuple[list[str], np.ndarray] | None = None) -> int:
     """Write a predictions directory's files into ``out_dir`` (the caller makes it atomic); returns the frame count."""
     out_dir = Path(out_dir)
-    embeddings = []
+    embeddings, contents = [], []
     with open(out_dir / "predictions.jsonl", "w") as f:
         for p in preds:
             f.write(json.dumps(p.to_json()) + "\n")
             embeddings.append(p.embedding)
-    if embeddings and all(e is not None for e in embeddings):
-        np.save(out_dir / "embeddings.npy", np.stack(embeddings).astype(np.float32))
+            contents.append(p.content)
+    for name, arrays in (("embeddings.npy", embeddings), ("content.npy", contents)):
+        if arrays and all(e is not None for e in arrays):
+            np.save(out_dir / name, np.stack(arrays).astype(np.float32))
     if reference is not None:
         (out_dir / "reference_frames.json").write_text(json.dumps(reference[0]))
         np.save(out_dir / "reference.npy", reference[1].astype(np.float32))
@@ -102,8 +108,8 @@ def read_predictions(pred_dir: str | Path) -> tuple[list[FramePrediction], dict]
     if not path.is_file():
         raise InputError(path, "not a predictions directory (infer's output): predictions.jsonl is missing")
     summary = json.loads((pred_dir / "summary.json").read_text())
-    emb_path = pred_dir / "embeddings.npy"
-    embeddings = np.load(emb_path) if emb_path.is_file() else None
+    embeddings, contents = ((np.load(pred_dir / name) if (pred_dir / name).is_file() else None)
+                            for name in ("embeddings.npy", "content.npy"))
     preds = []
     for n, line in enumerate(path.read_text().splitlines(), start=1):
         try:
@@ -111,7 +117,7 @@ def read_predictions(pred_dir: str | Path) -> tuple[list[FramePrediction], dict]
             preds.append(FramePrediction(
                 d["frame"], d["image"], int(d["width"]), int(d["height"]), Detections.from_json(d["dets"]),
                 None if d.get("flip") is None else Detections.from_json(d["flip"]),
-                None if embeddings is None else embeddings[n - 1]))
+                None if embeddings is None else embeddings[n - 1], None if contents is None else contents[n - 1]))
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise InputError(path, f"not a prediction record ({type(exc).__name__}: {exc})", n) from None
     return preds, summary

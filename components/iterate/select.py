@@ -2,7 +2,9 @@
 
 Method (greedy maximal marginal relevance): each frame's combined score is the weighted mean of its signals;
 frames are taken one at a time by ``combined - diversity * similarity to the nearest frame already chosen``.
-Similarity is ``max(0, 1 - d / d_mean)`` over the cosine distance d of the embeddings, with d_mean the pool's mean
+Similarity is ``max(0, 1 - d / d_mean)`` over the cosine distance d of the content embeddings (infer.py: the last
+backbone stage of the exposure-equalised image, so frames of one condition, such as dark ones, are told apart by
+what they show; predictions without them fall back to the appearance embeddings), with d_mean the pool's mean
 pairwise distance (so it is scale-free: a near-copy is ~1, a typical other frame ~0).
 
 Why not top-k of one score: ten frames of one confusing scene would all rank at the top and take the budget
@@ -87,7 +89,8 @@ def select(predictions: str | Path, scores: str | Path, out: str | Path, budget:
     values = np.array([[r["signals"][n]["score"] for n in names] for r in records])
     w = np.array([weights[n] for n in names])
     combined = values @ w / w.sum()
-    emb = [by_frame[r["frame"]].embedding for r in records]
+    content = [by_frame[r["frame"]].content for r in records]
+    emb = content if all(c is not None for c in content) else [by_frame[r["frame"]].embedding for r in records]
     embeddings = np.stack(emb) if all(e is not None for e in emb) else None
     chosen = []
     for rank, (i, gain, penalty, near) in enumerate(greedy(combined, embeddings, budget, diversity), start=1):
