@@ -9,6 +9,7 @@
    and post-processing timed apart, and the KITTI AP of each on the whole val split (the export's parity gates).
 
     .venv/bin/python bench/det3d_bench.py [--work DIR] [--frames 64] [--iters 200] [--ref-iters N] [--threads N]
+    .venv/bin/python bench/det3d_bench.py --model RUN/train/model --data-root RUN/infos/dataset  # inference only
 
 The synthetic KITTI data root is cached under --work; both trainings run on every invocation (they are the
 measurement). Training throughput is scans per second: the batch size over mmengine's per-iteration ``time``
@@ -117,16 +118,24 @@ def main() -> None:
                     help="intra-op threads at inference, ONNX Runtime and PyTorch alike (default: the usable cores)")
     ap.add_argument("--max-scans", type=int, default=0, help="val scans to time (0 = all)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed calls per row first")
+    ap.add_argument("--model", type=Path, help="a trained model (train's output) with --data-root: skip the training "
+                    "comparison and measure inference only, e.g. on a detection3d run's train and infos outputs")
+    ap.add_argument("--data-root", type=Path, help="the mmdet3d KITTI data root --model was trained on")
     args = ap.parse_args()
+    if bool(args.model) != bool(args.data_root):
+        ap.error("--model and --data-root go together")
 
     from admlops.components.benchmark.benchmark import sweep
     from admlops.components.export.export import export
     from admlops.mmconfig import kitti_infos
 
     args.work.mkdir(parents=True, exist_ok=True)
-    root = data_root(args.work, args.frames)
+    root = args.data_root or data_root(args.work, args.frames)
     load = [os.getloadavg()[0]]
-    model, train = train_both(root, args.work, args.iters, args.ref_iters or args.iters, args.batch_size)
+    if args.model:
+        model, train = args.model, None
+    else:
+        model, train = train_both(root, args.work, args.iters, args.ref_iters or args.iters, args.batch_size)
     load.append(os.getloadavg()[0])
     result = export(root, model, args.work / "export", enforce_gates=False)
     report = sweep(root, args.work / "export", model, args.work / "sweep", backends=None,  # the export's targets
@@ -139,11 +148,16 @@ def main() -> None:
     m = report["machine"]
     print(f"\nCPU {m['cpu']}: {m['logical_cores']} logical / {m['physical_cores']} physical cores, "
           f"{m['usable_cores']} usable; 1-minute load average {', '.join(f'{x:.1f}' for x in load)} "
-          "(before training, after training, after the latency sweep)")
+          "(at the start, after training (if any), after the latency sweep)")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
-    print(f"data: {args.frames} synthetic KITTI frames ({val} val), mmdet3d data root {root}")
+    print(f"data: {val} val frames, mmdet3d data root {root}; model {model}")
+    if train:
+        print_training(train, args.batch_size)
+    print_inference(report, result, args)
 
-    print(f"\n== training throughput: {CONFIG}, batch {args.batch_size}, same config.py and data root ==")
+
+def print_training(train: dict, batch: int) -> None:
+    print(f"\n== training throughput: {CONFIG}, batch {batch}, same config.py and data root ==")
     print(f"threads/workers: each side one process, torch intra-op threads {torch_threads()} (torch's default here), "
           "1 dataloader worker (the config's train_dataloader.num_workers); run one after the other")
     print(f"timed: batch / mean per-iteration time (mmengine's 'time': data + forward + backward + step), first "
@@ -156,6 +170,8 @@ def main() -> None:
     ratio = train["admlops"]["scans_per_s"] / train["mmdet3d"]["scans_per_s"]
     print(f"admlops / mmdet3d scans/s: {ratio:.2f}x")
 
+
+def print_inference(report: dict, result: dict, args) -> None:
     rows = {f"{r['runtime']}:{r['precision']}": r for r in report["rows"]}
     torch_row = rows.pop("pytorch:fp32")
     print(f"\n== inference latency: {report['images']} val scans ({report['input_shape'][0]}), one scan per call, "
