@@ -3,7 +3,11 @@
 int8 is ``onnxruntime.quantization.quantize_static`` in QDQ format with per-channel int8 weights (the graph is
 raised to opset 13 for that) and uint8 activations, calibrated (min/max) on preprocessed train inputs (images; for
 the 3D voxel graph, voxelized train scans). Only the network's convolutions are quantized: the box decoding and NMS
-after them stay float, since int8 box coordinates and scores would move every detection.
+after them stay float, since int8 box coordinates and scores would move every detection; for the same reason a
+convolution whose output is a graph output (the 3D voxel graph's head: class scores, box deltas, directions,
+decoded outside the graph) stays float. Measured on the detection3d demo model (200 iterations, 40 val scans):
+class-mean 3D AP40 moderate 30.52 in PyTorch and ONNX Runtime fp32; int8 with the head quantized 25.09 (-5.4
+points; percentile calibration 27.53), with the head float 30.41 (-0.1).
 
 Why uint8 activations (U8S8): ONNX Runtime's x86 integer kernels (MLAS) multiply unsigned activations by signed
 weights with VNNI/AMX instructions; signed activations (S8S8) take a slower path. Measured side by side on this
@@ -74,9 +78,12 @@ def _quantize(onnx_file: Path, out_file: Path, calibration: Calibration, work: P
     quant_pre_process(str(onnx_file), str(prepared), skip_symbolic_shape=True)
     model = onnx.version_converter.convert_version(onnx.load(str(prepared)), QUANT_OPSET)
     onnx.save(model, str(prepared))
+    outputs = {o.name for o in model.graph.output}
+    head = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and set(n.output) & outputs]
     quantize_static(str(prepared), str(out_file), Reader(model.graph.input[0].name), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=QUANTIZED_OPS, calibrate_method=CalibrationMethod.MinMax)
+                    op_types_to_quantize=QUANTIZED_OPS, calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=head)
     prepared.unlink()
 
 
@@ -100,7 +107,8 @@ class OnnxRuntime(Backend):
         _quantize(onnx_file, artifact, calibration, out_dir)
         return BuildResult(artifact, precision, {"quantization": {
             "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "opset": QUANT_OPSET,
-            "weights": "int8 per channel", "activations": "uint8", "calibration": "minmax", "ops": QUANTIZED_OPS}})
+            "weights": "int8 per channel", "activations": "uint8", "calibration": "minmax", "ops": QUANTIZED_OPS,
+            "float": "convolutions whose output is a graph output"}})
 
     def _load(self, artifact: Path, report: dict, threads: int) -> Runner:
         sess = session(artifact, threads)
