@@ -186,7 +186,8 @@ def print_inference(report: dict, result: dict, args) -> None:
         lat = row["latency"]
         print(f"{name:18} {'total':16} {lat['mean_ms']:>8.1f} {lat['p50_ms']:>8.1f} {lat['p90_ms']:>8.1f}")
 
-    gates = {f"{g['backend']}:{g['precision']}": g for g in json.loads((args.work / "export" / "gates.json").read_text())["gates"]}
+    report_gates = json.loads((args.work / "export" / "gates.json").read_text())
+    gates = {f"{g['backend']}:{g['precision']}": g for g in report_gates["gates"]}
     pt = result["pytorch"]["headline"]
     print("\n== accuracy: KITTI on the whole val split, the export's parity gates (mmengine test loop, KittiMetric) ==")
     print(f"{'metric':24} {'PyTorch':>8} " + " ".join(f"{name:>18}" for name in rows))
@@ -197,7 +198,7 @@ def print_inference(report: dict, result: dict, args) -> None:
             cells.append(f"{got:7.2f} ({got - pt[key]:+.2f})")
         print(f"{key:24} {pt[key]:8.2f} " + " ".join(f"{c:>18}" for c in cells))
 
-    print(f"\n== ONNX Runtime vs PyTorch eager, p50 per scan (gated metric {gate_name(args.work)}) ==")
+    print(f"\n== ONNX Runtime vs PyTorch eager, p50 per scan (gated metric {report_gates['metric']}) ==")
     met = []
     for name, row in rows.items():
         network = torch_row["stages"]["network"]["p50_ms"] / row["stages"]["network"]["p50_ms"]
@@ -209,10 +210,6 @@ def print_inference(report: dict, result: dict, args) -> None:
     print(f"target: {'met by ' + ', '.join(met) if met else 'NOT met'}")
     print(f"full results: {args.work / 'sweep' / 'benchmark.json'}, {args.work / 'sweep' / 'report.html'}, "
           f"{args.work / 'export' / 'metrics.json'}")
-
-
-def gate_name(work: Path) -> str:
-    return json.loads((work / "export" / "gates.json").read_text())["metric"]
 
 
 if __name__ == "__main__":

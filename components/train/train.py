@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 from admlops import compat
-from admlops.errors import UsageError
 from admlops.localfs import atomic_dir
 from admlops.mmconfig import dataset_meta, merge_cfg_options, use_dataset
 
