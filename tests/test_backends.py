@@ -214,3 +214,17 @@ def test_runners_take_batches_and_threads(learned_onnx, val_batch):
         one, four = run(val_batch[:1]), run(val_batch)
         assert one["dets"].shape[0] == 1 and four["dets"].shape[0] == 4 and four["dets"].shape[2] == 5
         assert one["labels"].shape == one["dets"].shape[:2]
+
+
+def test_openvino_compiles_per_input_shape_and_falls_back_to_dynamic(learned_onnx, val_batch, monkeypatch):
+    """The runner compiles the IR for the deploy config's opt shape at load and for each new shape on first use, up
+    to MAX_STATIC_SHAPES; past it the dynamic-shape compilation runs: every path detects what ONNX Runtime does."""
+    from admlops.backends import openvino
+
+    build = json.loads((learned_onnx / "openvino-fp32" / "build.json").read_text())
+    assert build["opt_shape"] == [1, 3, 192, 640]
+    monkeypatch.setattr(openvino, "MAX_STATIC_SHAPES", 2)
+    reference = get_backend("onnxruntime").load(learned_onnx / "onnxruntime-fp32")
+    run = get_backend("openvino").load(learned_onnx / "openvino-fp32", threads=1)
+    for batch in (val_batch[:1], val_batch, val_batch[:2], val_batch[1:4], val_batch[:1]):  # static, static, 2x dynamic
+        assert _max_box_error(_detections(run, batch), _detections(reference, batch)) < 0.01

@@ -5,6 +5,12 @@ Precisions are what the CPU plugin computes in, set with ``INFERENCE_PRECISION_H
 on CPUs with AMX or AVX-512 BF16 OpenVINO's default for an fp32 model is bf16, so ``fp32`` sets ``f32``
 explicitly and ``bf16`` is a precision of its own (same IR, its own parity gate). ``int8`` is NNCF post-training
 quantization of the IR, calibrated on preprocessed train images; what NNCF leaves unquantized runs in f32.
+
+The IR keeps the ONNX graph's dynamic axes; a runner compiles it for each input shape it is called with (the deploy
+config's opt shape at load), as mmdeploy's OpenVINO wrapper reshaped per input: the CPU plugin's static-shape
+kernels measured 7-12 % faster than its dynamic ones on RTMDet-tiny (int8 and fp32, 1 and 2 threads). Past
+``MAX_STATIC_SHAPES`` distinct shapes (a test pipeline that does not pad to a fixed size) further shapes run on one
+dynamic-shape compilation instead of compiling (about 1 s each) and holding yet another.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import numpy as np
 from admlops.backends.base import Backend, BuildResult, Calibration, Runner, Shapes, register
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+MAX_STATIC_SHAPES = 4
 
 
 def _version(package: str) -> str | None:
@@ -42,7 +49,8 @@ class OpenVINO(Backend):
         import openvino as ov
 
         model = ov.convert_model(str(onnx_file))
-        report = {"inference_precision_hint": HINTS[precision]}
+        opt = shapes.get(model.inputs[0].get_any_name(), {}).get("opt_shape")
+        report = {"inference_precision_hint": HINTS[precision], "opt_shape": opt}
         if precision == "int8":
             import nncf
 
@@ -63,12 +71,27 @@ class OpenVINO(Backend):
         config = {"INFERENCE_PRECISION_HINT": report["inference_precision_hint"]}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        compiled = ov.Core().compile_model(str(artifact), "CPU", config)
-        request = compiled.create_infer_request()
-        outputs = [(o.get_any_name(), o) for o in compiled.outputs]
+        core = ov.Core()
+        model = core.read_model(str(artifact))
+        requests: dict[tuple[int, ...] | None, tuple] = {}
+
+        def request(shape: tuple[int, ...]) -> tuple:
+            static = len(requests) < MAX_STATIC_SHAPES
+            key = shape if static or shape in requests else None
+            if key not in requests:
+                m = model.clone()
+                if key is not None:
+                    m.reshape({m.inputs[0]: list(key)})
+                compiled = core.compile_model(m, "CPU", config)
+                requests[key] = compiled.create_infer_request(), [(o.get_any_name(), o) for o in compiled.outputs]
+            return requests[key]
+
+        if report.get("opt_shape"):
+            request(tuple(report["opt_shape"]))
 
         def run(batch: np.ndarray) -> dict[str, np.ndarray]:
-            result = request.infer({0: batch})
+            infer, outputs = request(batch.shape)
+            result = infer.infer({0: batch})
             return {name: np.array(result[port]) for name, port in outputs}
 
         return run
