@@ -77,6 +77,7 @@ def print_report(report: dict) -> None:
     print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
     print(f"images: {report['images']} val images {report['input_shape']}, every row the same calls; "
           f"{report['warmup']} warm-up calls per batch size")
+    print(f"rounds: {report['rounds']} (every row in a fresh process per round, alternating order, timings pooled)")
     print("workers/threads: one process per row, one call at a time (1 worker on each side); intra-op threads: " +
           "; ".join(sorted({f"{r['runtime']} {r['threads_used'] or 'runtime default'}" for r in rows})))
     print(f"timed: {report['timed']}")
@@ -127,6 +128,8 @@ def main() -> None:
     ap.add_argument("--max-images", type=int, default=0, help="0 = every val image")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=1, help="passes over the images per batch size")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="the rows run this many times in alternating order, timings pooled (this machine is shared)")
     args = ap.parse_args()
 
     from admlops.components.benchmark.benchmark import sweep
@@ -138,7 +141,7 @@ def main() -> None:
         dataset, model, onnx = demo_inputs(args.work, args.frames, args.iters, backends)
     out = args.work / "sweep"
     report = sweep(dataset, onnx, model, out, backends=backends, batch_sizes=args.batch_sizes, threads=args.threads,
-                   warmup=args.warmup, max_images=args.max_images, repeats=args.repeats)
+                   warmup=args.warmup, max_images=args.max_images, repeats=args.repeats, rounds=args.rounds)
     print_report(report)
     print(f"\nfull results: {out / 'benchmark.json'}, {out / 'benchmark.md'}, {out / 'report.html'}")
     print(json.dumps(report["summary"]))

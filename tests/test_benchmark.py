@@ -82,12 +82,28 @@ def report(coco_dir, export_dir, model_dir, tmp_path_factory) -> tuple[dict, Pat
 
     out = tmp_path_factory.mktemp("bench") / "bench"
     result = sweep(coco_dir, export_dir, model_dir, out, backends=["onnxruntime:fp32"], batch_sizes=(1, 4),
-                   threads=(1,), warmup=1, max_images=IMAGES)
+                   threads=(1,), warmup=1, max_images=IMAGES, rounds=2)
     return result, out
 
 
 def rows_of(result: dict, runtime: str) -> dict[int, dict]:
     return {r["batch"]: r for r in result["rows"] if r["runtime"] == runtime}
+
+
+def test_rounds_pool_every_rounds_timings_and_take_the_median_load():
+    from admlops.components.benchmark.benchmark import pool_rounds
+
+    def result(load, seconds, peak, stages=None):
+        batch = {"seconds": seconds, "peak_rss_mib": peak, **({"stages": stages} if stages else {})}
+        return {"load_s": load, "threads_used": 1, "baseline_rss_mib": 100.0, "load_peak_rss_mib": 120.0,
+                "process_peak_rss_mib": peak or 90.0, "memory_exact": True, "batches": {"1": batch}}
+
+    pooled = pool_rounds([result(3.0, [0.1, 0.2], 150.0, {"network": [0.05]}),
+                          result(1.0, [0.3], 170.0, {"network": [0.07]}), result(2.0, [0.4], 160.0, {"network": [0.06]})])
+    assert pooled["load_s"] == 2.0 and pooled["process_peak_rss_mib"] == 170.0
+    assert pooled["batches"]["1"] == {"seconds": [0.1, 0.2, 0.3, 0.4], "peak_rss_mib": 170.0,
+                                      "stages": {"network": [0.05, 0.07, 0.06]}}
+    assert pool_rounds([result(1.0, [0.1], None), result(1.0, [0.1], 5.0)])["batches"]["1"]["peak_rss_mib"] is None
 
 
 def test_pytorch_and_ort_rows_time_the_same_calls(report):
@@ -97,11 +113,13 @@ def test_pytorch_and_ort_rows_time_the_same_calls(report):
     assert result["images"] == IMAGES and len(result["image_files"]) == IMAGES
     for b in (1, 4):
         assert torch_rows[b]["batches"] == ort_rows[b]["batches"]
-        assert len(torch_rows[b]["batches"]) == math.ceil(IMAGES / b) == torch_rows[b]["calls"] == ort_rows[b]["calls"]
+        assert len(torch_rows[b]["batches"]) == math.ceil(IMAGES / b)
+        assert torch_rows[b]["calls"] == ort_rows[b]["calls"] == 2 * math.ceil(IMAGES / b)  # two rounds, pooled
         assert all(len(call) == b for call in torch_rows[b]["batches"])
         assert {i for call in ort_rows[b]["batches"] for i in call} == set(range(IMAGES))
         assert len(torch_rows[b]["timings_ms"]) == len(ort_rows[b]["timings_ms"]) == torch_rows[b]["calls"]
     assert ort_rows[4]["batches"] == [[0, 1, 2, 0]]
+    assert result["rounds"] == 2
     assert ort_rows[1]["artifact"] == "export" and ort_rows[1]["precision"] == "fp32"
 
 

@@ -290,6 +290,7 @@ def sweep(
     warmup: int = 5,
     max_images: int = 0,
     repeats: int = 1,
+    rounds: int = 1,
 ) -> dict:
     """Benchmark every backend x precision in ``backends`` and PyTorch eager, at each batch size and thread count,
     on the val images of ``dataset_dir`` (convert's output); publishes benchmark.json, benchmark.md and
@@ -297,7 +298,10 @@ def sweep(
 
     ``export_dir`` is the export step's output (end2end.onnx, deploy.py, model.py, backend artifacts); the PyTorch
     row is the export's model.py with ``model_dir/model.pth`` (train's output). ``threads`` 0 = each runtime's
-    default; ``max_images`` 0 = the whole val split; ``repeats`` passes over the images per batch size;
+    default; ``max_images`` 0 = the whole val split; ``repeats`` passes over the images per batch size; ``rounds``
+    times the whole list of rows runs, each row in a fresh process each time, in alternating order (forward, then
+    reversed, ...) with the timings pooled: on a shared machine a slow spell then hits every row, not whichever ran
+    during it (detections and memory are the first round's, load time the median);
     ``batch_sizes`` None = BATCH_SIZES, for a 3D export 1; ``backends`` None = the export's default targets."""
     from mmengine.config import Config
 
@@ -321,8 +325,8 @@ def sweep(
     if not batch_sizes or not threads or min(batch_sizes) < 1 or min(threads) < 0:
         raise UsageError(f"batch sizes must be >= 1 and threads >= 0 (0 = the runtime's default), got "
                          f"batch sizes {batch_sizes}, threads {threads}")
-    if warmup < 0 or repeats < 1:
-        raise UsageError(f"warmup must be >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    if warmup < 0 or repeats < 1 or rounds < 1:
+        raise UsageError(f"warmup must be >= 0, repeats and rounds >= 1, got {warmup}, {repeats} and {rounds}")
     if voxel:
         files, inputs, samples = voxel_inputs(dataset_dir, export_dir, max_images, pairs, batch_sizes)
         sizes = [len(p) for p in inputs]
@@ -351,15 +355,22 @@ def sweep(
         artifacts = build_artifacts(pairs, export_dir, scratch / "artifacts", calibration,
                                     {} if voxel else preprocess.deploy_cfg.get("deploy_backends", {}))
         runs = [(PYTORCH, "fp32", t) for t in threads] + [(b, p, t) for t in threads for b, p in pairs]
-        for k, (runtime, precision, t) in enumerate(tqdm(runs, desc="benchmark rows", unit="row")):
+        specs = []
+        for runtime, precision, t in runs:
             art = artifacts.get((runtime, precision))
             spec = {"runtime": runtime, "precision": precision, "threads": t,
                     "inputs": str(scratch / "inputs.npy"), "samples": str(scratch / "samples.pkl"),
                     "model_config": str(export_dir / "model.py"), "checkpoint": str(model_dir / "model.pth"),
                     "artifact_dir": str(art["dir"]) if art else None, "warmup": warmup, "plan": plan,
                     "task": TASK if voxel else "detection"}
-            spec["label"] = label(spec)
-            result, detections = run_worker(spec, scratch / f"row{k}")
+            specs.append({**spec, "label": label(spec)})
+        results: list[list[tuple[dict, dict]]] = [[] for _ in runs]
+        order = [(j, k) for j in range(rounds) for k in (range(len(runs)) if j % 2 == 0 else reversed(range(len(runs))))]
+        for j, k in tqdm(order, desc="benchmark rows", unit="row"):
+            results[k].append(run_worker(specs[k], scratch / f"row{k}-round{j}"))
+        for (runtime, precision, t), row_results in zip(runs, results, strict=True):
+            art = artifacts.get((runtime, precision))
+            result, detections = pool_rounds([r for r, _ in row_results]), row_results[0][1]
             shared = {"runtime": runtime, "precision": precision, "threads": t, "threads_used": result["threads_used"],
                       "device": "cpu" if runtime == PYTORCH else get_backend(runtime).device,
                       "artifact": "model.pth" if runtime == PYTORCH else art["source"],
@@ -374,13 +385,29 @@ def sweep(
               "task": TASK if voxel else "detection", "memory_definition": MEMORY,
               "dataset": str(dataset_dir), "export": str(export_dir), "model": str(model_dir / "model.pth"),
               "images": n, "image_files": [Path(f).name for f in files], "input_shape": shape, "warmup": warmup,
-              "repeats": repeats, "batch_sizes": batch_sizes, "threads": threads, "rows": rows}
+              "repeats": repeats, "rounds": rounds, "batch_sizes": batch_sizes, "threads": threads, "rows": rows}
     report["summary"] = summary(rows)
     with atomic_dir(out) as tmp:
         (tmp / "benchmark.json").write_text(json.dumps(report, indent=2))
         (tmp / "benchmark.md").write_text(render_markdown(report))
         (tmp / "report.html").write_text(render_html(report))
     return report
+
+
+def pool_rounds(results: list[dict]) -> dict:
+    """One worker result from a row's rounds: every round's call timings (and stage timings) pooled per batch size,
+    the median load time, the highest peaks; the first round's memory baseline."""
+    first = results[0]
+    pooled = {**first, "load_s": float(np.median([r["load_s"] for r in results])),
+              "process_peak_rss_mib": max(r["process_peak_rss_mib"] for r in results), "batches": {}}
+    for key, b in first["batches"].items():
+        rounds = [r["batches"][key] for r in results]
+        peaks = [r["peak_rss_mib"] for r in rounds]
+        pooled["batches"][key] = {"seconds": [s for r in rounds for s in r["seconds"]],
+                                  "peak_rss_mib": None if None in peaks else max(peaks)}
+        if "stages" in b:
+            pooled["batches"][key]["stages"] = {name: [s for r in rounds for s in r["stages"][name]] for name in b["stages"]}
+    return pooled
 
 
 def batch_rows(shared: dict, result: dict, plan: dict[str, list[list[int]]]) -> list[dict]:

@@ -49,7 +49,7 @@ def cmd_benchmark(args) -> None:
     from admlops.components.benchmark.benchmark import sweep
 
     sweep(args.dataset, args.onnx, args.model, args.out, args.backends and args.backends.split(","), args.batch_sizes,
-          args.threads, args.warmup, args.max_images)
+          args.threads, args.warmup, args.max_images, rounds=args.rounds)
     print((Path(args.out) / "benchmark.md").read_text())
 
 
@@ -125,4 +125,6 @@ def add_commands(sub) -> None:
     s.add_argument("--threads", default="0", help="comma-separated intra-op threads (0 = each runtime's default)")
     s.add_argument("--warmup", type=int, default=5, help="untimed runs first")
     s.add_argument("--max-images", type=int, default=0, help="0 = every val image")
+    s.add_argument("--rounds", type=int, default=1,
+                   help="run the list of rows this many times in alternating order, timings pooled (a shared machine)")
     s.set_defaults(func=cmd_benchmark)
