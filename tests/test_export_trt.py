@@ -67,6 +67,9 @@ def test_layer_precisions_reads_the_inspector_json():
     assert layer_precisions({"Layers": ["a", "b"]})["output_types"] == {"unknown": 2}
     assert trt_backend._output_type("Row major linear BFloat16") == "bf16"
     assert trt_backend._output_type("Row major linear FP32") == "fp32"
+    assert trt_backend._output_type("Row major linear UInt8") == "uint8"
+    assert trt_backend._output_type("Channel major INT8 format") == "int8"
+    assert trt_backend._output_type("Row major linear UInt64") == "uint64"
 
 
 def test_profile_shapes_checks_the_deploy_config():

@@ -44,9 +44,12 @@ TIMING_CACHE = "timing.cache"
 CALIBRATION_CACHE = "calibration.cache"
 CALIBRATION_KEY = "calibration.json"
 
-# substrings of the inspector's "Format/Datatype" -> type; the first that matches wins (BFLOAT16 before FLOAT)
-_FORMAT_TYPES = (("BFLOAT16", "bf16"), ("FP8", "fp8"), ("FP16", "fp16"), ("HALF", "fp16"), ("INT8", "int8"),
-                 ("FP32", "fp32"), ("FLOAT", "fp32"), ("INT32", "int32"), ("INT64", "int64"), ("BOOL", "bool"))
+# substrings of the inspector's "Format/Datatype" -> type; the first that matches wins (BFLOAT16 before FLOAT,
+# UINT8 before INT8: kernel-generated layers report UInt8, UInt32, UInt64, Int16, Double and FP4 as well)
+_FORMAT_TYPES = (("BFLOAT16", "bf16"), ("FP8", "fp8"), ("FP4", "fp4"), ("FP16", "fp16"), ("HALF", "fp16"),
+                 ("UINT8", "uint8"), ("UINT32", "uint32"), ("UINT64", "uint64"), ("INT8", "int8"), ("INT16", "int16"),
+                 ("FP32", "fp32"), ("FLOAT", "fp32"), ("DOUBLE", "fp64"), ("INT32", "int32"), ("INT64", "int64"),
+                 ("BOOL", "bool"))
 
 
 def _tensorrt():
@@ -283,7 +286,8 @@ class TensorRT(Backend):
         timing_bytes = (cache_dir / TIMING_CACHE).read_bytes() if cache_dir and (cache_dir / TIMING_CACHE).is_file() else b""
         timing = config.create_timing_cache(timing_bytes)
         timing_state = "reused" if timing_bytes else "new"
-        if not config.set_timing_cache(timing, ignore_mismatch=False):  # a cache from another device or version
+        # a cache file TensorRT cannot read (None) or one from another device or version (refused)
+        if timing is None or not config.set_timing_cache(timing, ignore_mismatch=False):
             timing, timing_state = config.create_timing_cache(b""), "new (the earlier one did not match)"
             config.set_timing_cache(timing, ignore_mismatch=False)
 
