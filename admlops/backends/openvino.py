@@ -76,8 +76,7 @@ class OpenVINO(Backend):
         requests: dict[tuple[int, ...] | None, tuple] = {}
 
         def request(shape: tuple[int, ...]) -> tuple:
-            static = len(requests) < MAX_STATIC_SHAPES
-            key = shape if static or shape in requests else None
+            key = shape if shape in requests or len(requests) < MAX_STATIC_SHAPES else None  # None: dynamic
             if key not in requests:
                 m = model.clone()
                 if key is not None:

@@ -69,7 +69,7 @@ def machine_lines(report: dict) -> list[str]:
             f"Versions: {versions}",
             f"Inputs: {report['images']} val {'scans' if report.get('task') == 'voxel-detection' else 'images'}, "
             f"input {report['input_shape']}, {report['warmup']} warm-up calls "
-            f"per batch size, {report['repeats']} pass(es), {report.get('rounds', 1)} round(s) of the rows; threads 'default' = the runtime's own choice",
+            f"per batch size, {report['repeats']} pass(es), {report['rounds']} round(s) of the rows; threads 'default' = the runtime's own choice",
             f"Timed: {report['timed']}",
             f"Memory: {report['memory_definition']}"]
 
