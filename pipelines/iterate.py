@@ -19,7 +19,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         model: str,
         pool: str,
         dataset: str,
-        budget: int,
+        budget: int = 0,
         store: str = "",
         label_format: str = "cvat",
         returned: str = "",
@@ -27,11 +27,16 @@ def build(profile: profiles.ClusterProfile | None = None):
         infer_batch_size: int = 4,
         infer_score_thr: float = 0.005,
         select_diversity: float = 0.5,
+        budget_boxes: int = 0,
+        select_target_classes: str = "",
     ):
         """``model``: a zoo model NAME@ALIAS (or NAME@VERSION) in ``store``; ``pool``: a folder of images or a
         converted dataset; ``dataset``: the current dataset version NAME@VERSION (rare classes and novelty are
-        measured against it, and the labels merge into it); ``budget``: frames to label; ``returned``: the
-        vendor's labels (CVAT XML or Label Studio JSON, per ``label_format``), empty until they are back."""
+        measured against it, and the labels merge into it); ``budget``: frames to label, and/or ``budget_boxes``:
+        the model's predicted boxes to label (the vendor's unit; 0: no such limit; one of the two is needed);
+        ``select_target_classes``: the classes the team is short of, ``CLASS[=SHARE],...`` (the wanted share of the
+        chosen boxes, default 1), empty for none; ``returned``: the vendor's labels (CVAT XML or Label Studio JSON,
+        per ``label_format``), empty until they are back."""
         on = profiles.scheduler(profile)
 
         current = on(dataset_version(ref=dataset, store=store), "dataset-version")
@@ -39,7 +44,8 @@ def build(profile: profiles.ClusterProfile | None = None):
                          dataset=current.outputs["dataset"]), "iterate-infer", gpu=True)
         scores = on(score(predictions=preds.outputs["predictions"], dataset=current.outputs["dataset"]), "score")
         chosen = on(select(predictions=preds.outputs["predictions"], scores=scores.outputs["scores"], budget=budget,
-                           diversity=select_diversity), "select")
+                           diversity=select_diversity, budget_boxes=budget_boxes,
+                           target_classes=select_target_classes), "select")
         on(report(predictions=preds.outputs["predictions"], scores=scores.outputs["scores"],
                   selection=chosen.outputs["selection"]), "report")
         task = on(export_task(selection=chosen.outputs["selection"], predictions=preds.outputs["predictions"],

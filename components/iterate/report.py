@@ -2,8 +2,9 @@
 
 Writes ``report.html`` (self-contained: every image an inline base64 PNG, as the analysis report does):
 thumbnails of the chosen frames with the model's boxes drawn, the distribution of every signal over the pool
-with the chosen frames marked, and how many chosen frames each signal drove; ``report.md`` (the same as tables)
-and ``summary.json``.
+with the chosen frames marked, how many chosen frames each signal (and the targets) drove, and per class the
+predicted boxes chosen against what a random pick of the same budget is expected to hold (select.py);
+``report.md`` (the same as tables) and ``summary.json``.
 """
 from __future__ import annotations
 
@@ -75,15 +76,47 @@ def figures(records: list[dict], selection: dict) -> list[tuple[str, str]]:
     return out
 
 
+def budget_text(selection: dict) -> str:
+    """The budget and targets in words: ``12 frames, 60 boxes; targets Cyclist (share 1)``."""
+    parts = [f"{selection[k]} {unit}" for k, unit in (("budget", "frames"), ("budget_boxes", "boxes")) if selection.get(k)]
+    text = ", ".join(parts) or str(selection.get("budget"))
+    targets = selection.get("targets") or {}
+    if targets:
+        text += "; targets " + ", ".join(f"{c} (share {s:g})" for c, s in targets.items())
+    return text
+
+
+def driver_rows(selection: dict) -> list[tuple[str, str, int]]:
+    """(driver, weight, chosen frames it drove): every signal, then the targets when there are any."""
+    rows = [(n, f"{selection['weights'][n]:g}", selection["chosen_by_signal"][n]) for n in selection["signals"]]
+    if "target" in selection["chosen_by_signal"]:
+        rows.append(("target", "first", selection["chosen_by_signal"]["target"]))
+    return rows
+
+
+def class_rows(selection: dict) -> list[tuple[str, int, float, str]]:
+    """(class, predicted boxes chosen, expected of a random pick of the same budget, ratio) per class."""
+    return [(c, v["chosen"], v["random"], "-" if v["ratio"] is None else f"{v['ratio']:.2f}x")
+            for c, v in (selection.get("by_class") or {}).items()]
+
+
 def render_html(selection: dict, figs: list[tuple[str, str]], thumbs: dict[str, str]) -> str:
     esc = html.escape
+    boxes = selection.get("boxes") or {}
     body = [f"<h1>Corner cases: {len(selection['frames'])} frames to label</h1>",
             f"<p>Pool: {esc(str((selection.get('pool') or {}).get('path', '')))} ({selection['pool_frames']} frames); "
-            f"budget {selection['budget']}; method: {esc(selection['method'])} (diversity {selection['diversity']}).</p>",
-            "<table><tr><th>signal</th><th>weight</th><th>chosen frames it drove</th></tr>"]
-    body += [f"<tr><td>{esc(n)}</td><td>{selection['weights'][n]:g}</td><td>{selection['chosen_by_signal'][n]}</td></tr>"
-             for n in selection["signals"]]
+            f"budget {esc(budget_text(selection))}; method: {esc(selection['method'])} (diversity "
+            f"{selection['diversity']}).</p>",
+            "<table><tr><th>driver</th><th>weight</th><th>chosen frames it drove</th></tr>"]
+    body += [f"<tr><td>{esc(n)}</td><td>{w}</td><td>{k}</td></tr>" for n, w, k in driver_rows(selection)]
     body.append("</table>")
+    if selection.get("by_class"):
+        body.append(f"<h2>Predicted boxes per class: chosen vs a random pick</h2><p>{boxes.get('chosen')} predicted "
+                    f"boxes chosen of the pool's {boxes.get('pool')}; a random pick of the same budget: the pool's boxes "
+                    "of the class x the chosen fraction of its frames (a frame budget) or of its boxes (a box budget).</p>"
+                    "<table><tr><th>class</th><th>chosen</th><th>random pick (expected)</th><th>ratio</th></tr>")
+        body += [f"<tr><td>{esc(c)}</td><td>{n}</td><td>{r:.1f}</td><td>{q}</td></tr>" for c, n, r, q in class_rows(selection)]
+        body.append("</table>")
     for title, png in figs:
         body.append(f"<h2>{esc(title)}</h2><img class='plot' alt='{esc(title)}' src='data:image/png;base64,{png}'>")
     body.append("<h2>Chosen frames</h2>")
@@ -102,8 +135,13 @@ def render_html(selection: dict, figs: list[tuple[str, str]], thumbs: dict[str, 
 
 def render_markdown(selection: dict) -> str:
     lines = [f"# Corner cases: {len(selection['frames'])} of {selection['pool_frames']} pool frames", "",
-             "| signal | weight | chosen frames it drove |", "| --- | --- | --- |"]
-    lines += [f"| {n} | {selection['weights'][n]:g} | {selection['chosen_by_signal'][n]} |" for n in selection["signals"]]
+             f"Budget: {budget_text(selection)}.", "",
+             "| driver | weight | chosen frames it drove |", "| --- | --- | --- |"]
+    lines += [f"| {n} | {w} | {k} |" for n, w, k in driver_rows(selection)]
+    if selection.get("by_class"):
+        lines += ["", "| class | predicted boxes chosen | random pick of the same budget (expected) | ratio |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {c} | {n} | {r:.1f} | {q} |" for c, n, r, q in class_rows(selection)]
     lines += ["", "| rank | frame | combined | drivers | reason |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {c['rank']} | {c['frame']} | {c['combined']:.2f} | {', '.join(c['drivers'])} | "
               f"{c['reason'].replace('|', '/')} |" for c in selection["frames"]]
@@ -122,6 +160,7 @@ def report(predictions: str | Path, scores: str | Path, selection: str | Path, o
               for c in sel["frames"][:MAX_THUMBS]}
     figs = figures(records, sel)
     summary = {"chosen": len(sel["frames"]), "pool_frames": sel["pool_frames"], "chosen_by_signal": sel["chosen_by_signal"],
+               "targets": sel.get("targets") or {}, "boxes": sel.get("boxes"), "by_class": sel.get("by_class"),
                "signal_means": {n: float(np.mean([r["signals"][n]["score"] for r in records])) for n in sel["signals"]},
                "thumbnails": len(thumbs), "plots": [t for t, _ in figs]}
     with atomic_dir(out) as tmp:

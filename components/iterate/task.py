@@ -90,7 +90,8 @@ def export_task(selection: str | Path, predictions: str | Path, out: str | Path,
             "pool": sel.get("pool"), "dataset": sel.get("dataset"), "pre_annotation_min_score": min_score,
             "frames": [{"frame": f.frame, "file": f.file, "width": f.width, "height": f.height,
                         "source_image": preds[f.frame].image, "pre_annotations": len(f.boxes)} for f in frames],
-            "selection": {k: sel[k] for k in ("budget", "pool_frames", "signals", "weights", "diversity", "method")}
+            "selection": {k: sel.get(k) for k in ("budget", "budget_boxes", "targets", "pool_frames", "signals", "weights",
+                                                  "diversity", "method")}
             | {"frames": [{k: c[k] for k in ("rank", "frame", "combined", "drivers", "signals", "reason")}
                           for c in sel["frames"]]},
         }

@@ -79,10 +79,10 @@ def make_calib(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return calib
 
 
-def _place_objects(rng, P2, width, height):
+def _place_objects(rng, P2, width, height, class_probs=None):
     """Sample non-overlapping objects; returns (type, dims, loc, ry, corners2d) tuples, far first."""
     names = list(LOOKS)
-    probs = np.array([LOOKS[n].prob for n in names])
+    probs = np.array([(class_probs or {}).get(n, LOOKS[n].prob) for n in names])
     placed, boxes = [], []
     for _ in range(int(rng.integers(3, 10)) * 4):
         if len(placed) >= 8:
@@ -179,8 +179,9 @@ def _object_points(rng, corners, origin, n) -> np.ndarray:
     return np.concatenate(pts) if pts else np.zeros((0, 3))
 
 
-def render_frame(seed: int, index: int, width: int = WIDTH, height: int = HEIGHT):
-    """Build one frame: (image, labels, calib, velodyne points Nx4 float32)."""
+def render_frame(seed: int, index: int, width: int = WIDTH, height: int = HEIGHT, class_probs: dict | None = None):
+    """Build one frame: (image, labels, calib, velodyne points Nx4 float32); ``class_probs`` (class -> weight)
+    overrides the classes' weights (``ClassLook.prob``) when objects are drawn."""
     rng = np.random.default_rng([seed, index])
     calib = make_calib(rng)
     P2 = calib["P2"]
@@ -189,7 +190,7 @@ def render_frame(seed: int, index: int, width: int = WIDTH, height: int = HEIGHT
     draw = ImageDraw.Draw(image)
     ids = Image.new("L", (width, height), 0)
     ids_draw = ImageDraw.Draw(ids)
-    objects = _place_objects(rng, P2, width, height)
+    objects = _place_objects(rng, P2, width, height, class_probs)
     hull_area = []
     for k, (name, dims, loc, ry, pix, _, _) in enumerate(objects, start=1):
         corners = kitti.box3d_corners(dims, loc, ry)
@@ -253,8 +254,8 @@ def _ground_points(rng, calib, n: int = 6000) -> np.ndarray:
 
 
 def _write_frame(args) -> None:
-    root, seed, index, width, height = args
-    image, labels, calib, points = render_frame(seed, index, width, height)
+    root, seed, index, width, height, class_probs = args
+    image, labels, calib, points = render_frame(seed, index, width, height, class_probs)
     name = f"{index:06d}"
     image.save(root / "image_2" / f"{name}.png", compress_level=3)
     kitti.write_label(root / "label_2" / f"{name}.txt", labels)
@@ -262,20 +263,25 @@ def _write_frame(args) -> None:
     points.tofile(root / "velodyne" / f"{name}.bin")
 
 
-def synth_kitti(out: str | Path, frames: int, seed: int = 0, val_fraction: float = 0.2, workers: int | None = None) -> Path:
-    """Write ``frames`` synthetic frames as a KITTI object dataset under ``out/training``.
+def synth_kitti(out: str | Path, frames: int, seed: int = 0, val_fraction: float = 0.2, workers: int | None = None,
+                class_probs: dict[str, float] | None = None) -> Path:
+    """Write ``frames`` synthetic frames as a KITTI object dataset under ``out/training``; ``class_probs`` (class ->
+    weight, the others keep ``LOOKS``' weights) changes the class mix (bench/iterate_bench.py's rare class).
 
     ``ImageSets/{train,val,trainval}.txt`` hold a split by frame index (every ``1/val_fraction``-th
     frame is val), as the official KITTI split files do. Returns ``out``.
     """
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
+    unknown = sorted(set(class_probs or {}) - set(LOOKS))
+    if unknown:
+        raise ValueError(f"class_probs: unknown class {unknown[0]!r}; expected some of {', '.join(LOOKS)}")
     out = Path(out)
     with atomic_dir(out) as tmp:
         training = tmp / "training"
         for sub in ("image_2", "label_2", "calib", "velodyne"):
             (training / sub).mkdir(parents=True)
-        jobs = [(training, seed, i, WIDTH, HEIGHT) for i in range(frames)]
+        jobs = [(training, seed, i, WIDTH, HEIGHT, class_probs) for i in range(frames)]
         with Pool(workers) as pool:
             for _ in tqdm(pool.imap_unordered(_write_frame, jobs, chunksize=4), total=frames, desc="synth kitti", unit="frame"):
                 pass

@@ -22,7 +22,8 @@ def cmd_score(args) -> None:
 def cmd_select(args) -> None:
     from admlops.components.iterate.select import select
 
-    print_json(select(args.predictions, args.scores, args.out, args.budget, diversity=args.diversity))
+    print_json(select(args.predictions, args.scores, args.out, args.budget, diversity=args.diversity,
+                      budget_boxes=args.budget_boxes, targets=args.target_class))
 
 
 def cmd_report(args) -> None:
@@ -74,7 +75,12 @@ def add_commands(sub) -> None:
     s.add_argument("predictions")
     s.add_argument("scores", help="score's output")
     s.add_argument("out")
-    s.add_argument("--budget", type=int, required=True, help="frames to label (1 .. pool size)")
+    s.add_argument("--budget", type=int, help="frames to label (1 .. pool size)")
+    s.add_argument("--budget-boxes", type=int, help="predicted boxes to label, the vendor's unit (frames are added "
+                   "while their boxes fit); with --budget, both limits hold; one of the two is required")
+    s.add_argument("--target-class", action="append", metavar="CLASS[=SHARE]",
+                   help="a class of the dataset definition the team wants more of, and its wanted share of the chosen "
+                   "boxes in (0, 1] (default 1: as many as the budget buys); repeatable")
     s.add_argument("--diversity", type=float, default=0.5, help="penalty weight for frames like those already chosen")
     s.set_defaults(func=cmd_select)
     s = it.add_parser("report", help="the corner-case report: thumbnails with boxes, score distributions, counts")

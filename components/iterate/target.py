@@ -1,0 +1,109 @@
+"""What a team is short of, and what a frame costs to label: target classes and predicted boxes for ``select``.
+
+**Boxes.** A frame's predicted boxes are the objects the model detects in it: its boxes whose top class score is
+at least ``confident`` (score's threshold, 0.3: also the pre-annotations'), with the boxes of one object merged.
+mmdet's NMS works per class, so one cyclist can come out as a Cyclist box and a Pedestrian box; taken in order of
+top score, a box overlapping an object already kept at IoU >= ``MERGE`` joins it, and the object's class vector is
+the elementwise maximum of its boxes' vectors (without vectors: its boxes' scores at their labels). An object's
+class is its vector's largest entry. The count is what the labeling vendor will draw and bill, the unit of a
+budget in boxes; a frame with no detected object still costs one box (the vendor opens it, and it may hold
+objects the model missed).
+
+**Targets.** ``Cyclist=0.3`` asks for Cyclists to make up 0.3 of the chosen boxes; ``Cyclist`` alone is share 1
+(as many as the budget buys). The evidence for a target class is the model's probability for that class on every
+detected object, not only where it is the top class: a box scored Pedestrian 0.6 / Cyclist 0.35 is 0.35 of an
+expected Cyclist. A frame's expected boxes of class c is the sum over its objects of p(c). ``select`` (see there)
+turns that into the frame's value while a target's share of the chosen boxes is below what was asked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from admlops.components.iterate.predictions import Detections, box_iou
+from admlops.errors import UsageError
+
+MERGE = 0.5  # IoU at or above which boxes of different labels are one object
+
+
+@dataclass(frozen=True)
+class FrameBoxes:
+    """A frame's predicted objects: their class vectors [n, C] (n = the predicted box count)."""
+
+    vectors: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.vectors)
+
+    @property
+    def cost(self) -> int:
+        """Boxes a budget in boxes pays for the frame: its predicted count, at least 1."""
+        return max(self.count, 1)
+
+    def by_class(self) -> np.ndarray:
+        """[C] predicted boxes per class (each object counted once, as its top class)."""
+        n = self.vectors.shape[1]
+        return np.bincount(self.vectors.argmax(axis=1), minlength=n) if self.count else np.zeros(n, dtype=np.int64)
+
+    def expected(self) -> np.ndarray:
+        """[C] expected boxes per class: the sum over objects of the class's probability."""
+        return self.vectors.sum(axis=0)
+
+
+def frame_boxes(dets: Detections, num_classes: int, confident: float) -> FrameBoxes:
+    """The detected objects of ``dets`` (top score >= ``confident``), boxes of one object merged (module doc)."""
+    d = dets.confident(confident)
+    if d.class_scores is not None and d.class_scores.shape[1] == num_classes:
+        vectors = d.class_scores
+    else:
+        vectors = np.zeros((len(d.scores), num_classes))
+        vectors[np.arange(len(d.scores)), d.labels] = d.scores
+    order = np.argsort(-d.scores, kind="stable")
+    iou = box_iou(d.boxes, d.boxes)
+    heads, merged = [], []
+    for i in order:
+        joined = next((k for k, h in enumerate(heads) if iou[i, h] >= MERGE), None)
+        if joined is None:
+            heads.append(i)
+            merged.append(vectors[i].copy())
+        else:
+            merged[joined] = np.maximum(merged[joined], vectors[i])
+    return FrameBoxes(np.array(merged).reshape(-1, num_classes))
+
+
+def parse_targets(specs: list[str] | str | None) -> dict[str, float]:
+    """``CLASS[=SHARE]`` items (a list, or one comma-separated string: the pipeline parameter) as class -> share;
+    the share is the wanted fraction of the chosen boxes, in (0, 1], default 1. A malformed item, a share outside
+    (0, 1] and a class named twice are UsageErrors."""
+    items = [s.strip() for s in (specs.split(",") if isinstance(specs, str) else specs or [])]
+    targets: dict[str, float] = {}
+    for item in filter(None, items):
+        name, sep, share = (x.strip() for x in item.partition("="))
+        try:
+            value = float(share) if sep else 1.0
+        except ValueError:
+            raise UsageError(f"target {item!r}: expected CLASS or CLASS=SHARE with SHARE a number in (0, 1]") from None
+        if not name:
+            raise UsageError(f"target {item!r}: expected CLASS or CLASS=SHARE (no class named)")
+        if not 0.0 < value <= 1.0:
+            raise UsageError(f"target {item!r}: the share {share} is outside (0, 1] (the wanted fraction of the chosen "
+                             "boxes)")
+        if name in targets:
+            raise UsageError(f"target class {name!r} is named twice")
+        targets[name] = value
+    return targets
+
+
+def check_targets(targets: dict[str, float], classes: list[str], definition: list[str] | None = None,
+                  definition_name: str = "") -> None:
+    """Every target class is a category of the dataset definition (``definition``'s names, when known) and a class
+    the model predicts (``classes``); else a UsageError naming it and the known ones."""
+    known = definition if definition is not None else classes
+    where = f"the dataset definition {definition_name}" if definition is not None else "the model"
+    for name in targets:
+        if name not in known:
+            raise UsageError(f"target class {name!r} is not a class of {where}; expected one of {', '.join(known)}")
+        if name not in classes:
+            raise UsageError(f"target class {name!r} is not a class the model predicts ({', '.join(classes)})")
