@@ -62,6 +62,11 @@ def failed_gates(info: dict) -> list[str]:
             for g in gates.get("gates", []) if not g["passed"]]
 
 
+def deployable_targets(info: dict) -> list[str]:
+    """The deploy targets (``backend:precision``) whose gates passed, of a version's record."""
+    return [f"{g['backend']}:{g['precision']}" for g in (info.get("gates") or {}).get("gates", []) if g["passed"]]
+
+
 def resolve(store: ObjectStore, name: str, ref: str) -> str:
     """A version from a version id or an alias name."""
     key = f"models/{name}/aliases/{ref}.json"
@@ -71,14 +76,22 @@ def resolve(store: ObjectStore, name: str, ref: str) -> str:
 
 
 def promote(store: ObjectStore, name: str, version: str, alias: str, who: str | None = None, force: bool = False,
-            reason: str = "") -> dict:
-    """Point ``alias`` at ``version`` (which must be committed); returns the alias record.
+            reason: str = "", per_target: bool = False) -> dict:
+    """Point ``alias`` at ``version`` (which must be committed); returns the alias record, which names the deploy
+    targets it covers (``targets``: those whose gates passed).
 
     A version whose recorded gates failed is refused (PromotionBlocked) unless ``force``, which needs a
-    ``reason``; both are kept in the alias record and its history, with who and when."""
+    ``reason``; both are kept in the alias record and its history, with who and when. With ``per_target`` (the
+    everyday pipeline's ``candidate``) a failed gate blocks the alias for that target only: the record lists it
+    under ``blocked_targets``, and the alias is refused only when no target passed."""
     info = catalog.show(store, "models", name, version).info  # raises when the version does not exist
     catalog._check_name(alias, "alias")
     failed = failed_gates(info)
+    targets = deployable_targets(info)
+    if failed and per_target and targets:
+        failed, blocked = [], failed
+    else:
+        blocked = []
     if failed and not force:
         raise PromotionBlocked(f"{name}@{version}: gates failed: {'; '.join(failed)}; not promoted to {alias} "
                                "(override with --force --reason TEXT)")
@@ -87,6 +100,8 @@ def promote(store: ObjectStore, name: str, version: str, alias: str, who: str | 
     key = f"models/{name}/aliases/{alias}.json"
     previous = json.loads(store.get_bytes(key))["version"] if store.exists(key) else None
     record = {"alias": alias, "version": version, "previous": previous, "by": who or catalog._who(), "at": time.time()}
+    if info.get("gates"):
+        record.update(targets=targets, blocked_targets=blocked)
     if force:
         record.update(forced=True, reason=reason, failed_gates=failed)
     store.put_bytes(f"models/{name}/alias-history/{time.time_ns()}-{alias}.json", json.dumps(record).encode())

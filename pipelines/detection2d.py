@@ -41,6 +41,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         deploy_calibration_images: int = 32,
         deploy_max_drop_float: float = 0.5,
         deploy_max_drop_int8: float = 1.5,
+        deploy_gates_fatal: bool = False,
         deploy_trt_precisions: str = "fp16,int8",
         bench_batch_sizes: str = "1,4,8",
         bench_trt_backends: str = "tensorrt:fp16,tensorrt:int8",
@@ -56,7 +57,9 @@ def build(profile: profiles.ClusterProfile | None = None):
         config's values; ``bench_max_images`` 0 = all val images. ``deploy_backends``: the deploy targets as
         comma-separated ``backend:precision`` pairs, each built from the exported ONNX and gated against PyTorch's
         mAP@0.5 (allowed drops in points: ``deploy_max_drop_float`` for fp32/fp16, ``deploy_max_drop_int8``); a
-        target over its allowance fails export. With a GPU profile, ``export-trt`` builds TensorRT engines
+        target over its allowance is recorded as failed, is not benchmarked and is blocked from ``zoo_alias``, while
+        the run goes on with the targets that passed (``deploy_gates_fatal``: any failed gate fails export, as a CI
+        promotion run wants). With a GPU profile, ``export-trt`` builds TensorRT engines
         (``deploy_trt_precisions``), gated the same way, and a second benchmark times them on the GPU."""
         on = profiles.scheduler(profile)
         data = on(convert(kitti=kitti_root, store=store, definition=data_definition, val_fraction=data_val_fraction,
@@ -77,7 +80,8 @@ def build(profile: profiles.ClusterProfile | None = None):
         onnx = on(export(dataset=data.outputs["dataset"], model=model.outputs["model"], pytorch_report=scores.outputs["report"],
                          deploy_config=export_deploy_config, targets=deploy_backends,
                          calibration_images=deploy_calibration_images, max_drop_float=deploy_max_drop_float,
-                         max_drop_int8=deploy_max_drop_int8), "export")
+                         max_drop_int8=deploy_max_drop_int8,
+                         enforce_gates=deploy_gates_fatal), "export")
         bench = on(benchmark(dataset=data.outputs["dataset"], onnx_model=onnx.outputs["onnx_model"], model=model.outputs["model"],
                              backends=deploy_backends, batch_sizes=bench_batch_sizes, threads=bench_threads,
                              warmup=bench_warmup, max_images=bench_max_images), "benchmark")

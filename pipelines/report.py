@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from admlops.backends.parity import remedy
+
 
 def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
@@ -49,9 +51,20 @@ def summarize_run(run_dir: str | Path) -> str:
         o = onnx["onnxruntime"]["bbox"]
         diff = onnx.get("mAP50_difference")
         lines.append(f"ONNX Runtime mAP@0.5 {o['bbox_mAP_50']:.3f}  mAP {o['bbox_mAP']:.3f}" + (f"  (difference {diff:+.4f})" if diff is not None else ""))
+    gates = _load(run_dir / "export" / "onnx_model" / "gates.json")
+    failed = [g for g in (gates or {}).get("gates", []) if not g["passed"]]
+    for g in (gates or {}).get("gates", []):
+        verdict = "passed" if g["passed"] else "FAILED: not deployable (not benchmarked, blocked from the alias)"
+        lines.append(f"gate {g['backend'] + ':' + g['precision']:<18} {gates['metric']} drop {g['drop_points']:+.2f} "
+                     f"points, allowed {g['allowed_points']:.2f}: {verdict}")
+    for precision in dict.fromkeys(g["precision"] for g in failed):
+        lines.append(f"remedy ({precision}): {remedy(precision)}")
     zoo = _load(run_dir / "register" / "zoo_model")
     if zoo:
-        lines.append(f"model zoo: {zoo['name']}@{zoo['version']} ({zoo['uri']}), alias {zoo['alias']['alias'] if zoo['alias'] else '-'}")
+        alias = zoo["alias"]
+        covers = f" for {', '.join(alias['targets'])}" if alias and alias.get("blocked_targets") else ""
+        lines.append(f"model zoo: {zoo['name']}@{zoo['version']} ({zoo['uri']}), alias "
+                     f"{alias['alias'] + covers if alias else '-'}")
     bench = run_dir / "benchmark" / "table"
     if bench.is_file():
         lines += ["", bench.read_text()]

@@ -228,3 +228,72 @@ def test_openvino_compiles_per_input_shape_and_falls_back_to_dynamic(learned_onn
     run = get_backend("openvino").load(learned_onnx / "openvino-fp32", threads=1)
     for batch in (val_batch[:1], val_batch, val_batch[:2], val_batch[1:4], val_batch[:1]):  # static, static, 2x dynamic
         assert _max_box_error(_detections(run, batch), _detections(reference, batch)) < 0.01
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    """Three convolutions (the last one writes the output), exported by torch: quick to quantize and inspect."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1),
+                              torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1), torch.nn.ReLU())
+    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    torch.onnx.export(net, torch.randn(1, 3, 16, 16), str(path), input_names=["input"], output_names=["out"],
+                      dynamo=False, opset_version=13)
+    rng = np.random.default_rng(0)
+    return path, Calibration("tiny", [rng.standard_normal((1, 3, 16, 16)).astype(np.float32) for _ in range(4)])
+
+
+def _int8_weights(backend: str, out_dir) -> list[int]:
+    """The largest |value| of every int8 weight tensor of a built artifact."""
+    if backend == "onnxruntime":
+        import onnx
+        from onnx import numpy_helper
+
+        graph = onnx.load(str(out_dir / "model.onnx")).graph
+        arrays = [numpy_helper.to_array(i) for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    else:
+        import openvino as ov
+
+        model = ov.Core().read_model(str(out_dir / "model.xml"))
+        arrays = [op.get_data() for op in model.get_ordered_ops()
+                  if op.get_type_name() == "Constant" and op.get_output_element_type(0) == ov.Type.i8]
+    return [int(np.abs(a.astype(np.int32)).max()) for a in arrays if a.ndim == 4]
+
+
+@pytest.mark.parametrize("name", ["openvino", "onnxruntime"])
+def test_int8_weights_follow_the_cpu_the_model_is_built_for(name, tiny_onnx, tmp_path):
+    """Built for CPUs without VNNI (avx2) the weights use 7 bits (|w| <= 64: u8 x s8 pairs fit the 16-bit sum);
+    built for VNNI they use the full int8 range; build.json says which and why."""
+    onnx_file, calibration = tiny_onnx
+    backend = get_backend(name)
+    for target, fix in (("avx2", True), ("avx512_vnni", False)):
+        built = backend.build(onnx_file, tmp_path / target, "int8", calibration, options={"int8_cpu": target})
+        cpu = json.loads((tmp_path / target / "build.json").read_text())["quantization"]["cpu"]
+        assert cpu == built.report["quantization"]["cpu"]
+        assert cpu["cpu_kernels"] == target and cpu["overflow_fix"] is fix and cpu["chosen_from"] == "deploy config"
+        weights = _int8_weights(name, tmp_path / target)
+        assert weights and (max(weights) <= 64 if fix else min(weights) == 127), (target, weights)
+    with pytest.raises(UsageError, match="unknown int8 CPU kernel class 'neon'"):
+        backend.build(onnx_file, tmp_path / "neon", "int8", calibration, options={"int8_cpu": "neon"})
+
+
+def test_runners_name_their_kernels(tiny_onnx, tmp_path):
+    """OpenVINO reports the convolution primitives its CPU plugin chose: int8 ones for int8, float ones for fp32;
+    ONNX Runtime names MLAS's U8S8 class for int8."""
+    from admlops.cpu import int8_kernels
+
+    onnx_file, calibration = tiny_onnx
+    kernels = {}
+    for name, precision in (("openvino", "int8"), ("openvino", "fp32"), ("onnxruntime", "int8")):
+        out = tmp_path / f"{name}-{precision}"
+        get_backend(name).build(onnx_file, out, precision, calibration if precision == "int8" else None)
+        runner = get_backend(name).load(out)
+        runner(calibration.batches[0])
+        kernels[name, precision] = runner.kernels()
+    for precision in ("int8", "fp32"):
+        counted = dict(item.rsplit(" x ", 1) for item in kernels["openvino", precision].split(", "))
+        assert sum(int(n) for n in counted.values()) == 3, counted  # every convolution, once
+        assert all(("I8" in p.upper()) is (precision == "int8") for p in counted), counted
+    assert kernels["onnxruntime", "int8"].startswith(f"MLAS U8S8 {int8_kernels()} (by CPU flags)")

@@ -193,6 +193,32 @@ def test_reports(report):
     assert "src='http" not in page and "<link" not in page  # self-contained
 
 
+def test_rows_name_the_kernels_they_ran(report):
+    result, out = report
+    torch_row, ort_row = rows_of(result, "pytorch")[1], rows_of(result, "onnxruntime")[1]
+    assert torch_row["kernels"].startswith("ATen ") and ort_row["kernels"] == "MLAS fp32; CPUExecutionProvider"
+    assert result["machine"]["int8_kernels"] in ("amx", "avx512_vnni", "avx_vnni", "avx512", "avx2", "sse4")
+    md = (out / "benchmark.md").read_text()
+    assert f"| onnxruntime:fp32 | {ort_row['kernels']} |" in md and "## Not deployable" not in md
+
+
+def test_a_target_that_failed_its_gate_is_listed_not_timed(coco_dir, export_dir, model_dir, tmp_path):
+    """export's gates.json says onnxruntime fp32 failed: the sweep times PyTorch alone and lists the target with
+    its gate in the report."""
+    from admlops.components.benchmark.benchmark import sweep
+
+    failed = tmp_path / "export"
+    shutil.copytree(export_dir, failed)
+    gate = {"backend": "onnxruntime", "precision": "fp32", "pytorch": 0.5, "measured": 0.4, "drop_points": 10.0,
+            "allowed_points": 0.5, "passed": False}
+    (failed / "gates.json").write_text(json.dumps({"metric": "bbox_mAP_50", "passed": False, "gates": [gate]}))
+    result = sweep(coco_dir, failed, model_dir, tmp_path / "out", backends=["onnxruntime:fp32"], batch_sizes=(1,),
+                   threads=(1,), warmup=0, max_images=1)
+    assert {r["runtime"] for r in result["rows"]} == {"pytorch"} and result["not_deployable"] == [gate]
+    md = (tmp_path / "out" / "benchmark.md").read_text()
+    assert "## Not deployable" in md and "| onnxruntime:fp32 | +10.00 | 0.50 |" in md
+
+
 def test_built_artifact_size(export_dir, tmp_path):
     """An artifact the export step did not build is built here; its size is that of the file the backend wrote."""
     from admlops.components.benchmark.benchmark import artifact_bytes, build_artifacts

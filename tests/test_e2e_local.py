@@ -190,26 +190,37 @@ def test_onnx_agrees_with_pytorch_on_a_learned_model(learned_model, learned_onnx
 
 TOP = 5  # detections compared per image: the most confident ones
 MIN_SCORE = 0.3
+# Scores this close are equal at float32's resolution (near 1 its spacing is 6e-8): between two overlapping
+# candidates of equal score, which one NMS keeps is not defined (it follows the CPU's floating-point order), so
+# such a pair is held to overlapping the same object (IoU >= 0.5), not to being the same box.
+TIE = 1e-6
 
 
-def _best_match(image, dets: np.ndarray, labels: np.ndarray) -> list[tuple[float, float]]:
-    """For each of ``image``'s top PyTorch detections: the IoU of the best same-class ONNX box and its score gap."""
-    out = []
-    top = [k for k in range(min(TOP, len(image.scores))) if image.scores[k] >= MIN_SCORE]
-    for k in top:
-        same = np.flatnonzero(labels == image.labels[k])
+def _matches(image, dets: np.ndarray, labels: np.ndarray) -> list[tuple[float, float]]:
+    """``image``'s top PyTorch detections (score >= MIN_SCORE) matched one-to-one, most confident first, to the
+    same-class ONNX box of highest IoU not matched yet: (IoU, score gap) per detection; (0, 1) when none is left."""
+    out, free = [], np.ones(len(dets), dtype=bool)
+    for k in [k for k in range(min(TOP, len(image.scores))) if image.scores[k] >= MIN_SCORE]:
+        same = np.flatnonzero((labels == image.labels[k]) & free)
         if not same.size:
             out.append((0.0, 1.0))
             continue
         ious = box_iou(image.boxes[k], dets[same, :4])[0]
         best = same[int(ious.argmax())]
+        free[best] = False
         out.append((float(ious.max()), abs(float(dets[best, 4]) - float(image.scores[k]))))
     return out
 
 
+def _agree(iou: float, gap: float) -> bool:
+    """The same box and score; or, for a tie in score, a box on the same object."""
+    return gap < 0.01 and (iou > 0.95 or (gap < TIE and iou >= 0.5))
+
+
 def test_onnx_boxes_match_pytorch_boxes(learned_model, learned_onnx):
     """Known boxes: on a few val images the learned model's confident PyTorch detections are ground-truth boxes,
-    and ONNX Runtime returns the same boxes (IoU > 0.95, same class, score within 0.01)."""
+    and ONNX Runtime returns the same boxes one-to-one (IoU > 0.95, same class, score within 0.01; a tie in score
+    may keep the other of two overlapping candidates)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(learned_onnx / "end2end.onnx"), providers=["CPUExecutionProvider"])
@@ -218,19 +229,28 @@ def test_onnx_boxes_match_pytorch_boxes(learned_model, learned_onnx):
     for image in images:
         dets, labels = sess.run(None, {"input": image.inputs})
         onnx.append((dets[0], labels[0]))
-    compared = hits = 0
+    compared = hits = same_box = 0
     for image, (dets, labels) in zip(images, onnx, strict=True):
-        matches = _best_match(image, dets, labels)
+        matches = _matches(image, dets, labels)
         assert matches, f"{image.file}: no confident detection to compare"
         for k, (iou, score_gap) in enumerate(matches):
-            assert iou > 0.95 and score_gap < 0.01, (image.file, k, iou, score_gap)
+            assert _agree(iou, score_gap), (image.file, k, iou, score_gap)
+            same_box += iou > 0.95
             gt = np.flatnonzero(image.gt_labels == image.labels[k])
             hits += bool(gt.size) and box_iou(image.boxes[k], image.gt_boxes[gt]).max() >= 0.5
         compared += len(matches)
-    print(f"{compared} top detections compared; {hits} of them on a ground-truth box of their class (IoU >= 0.5)")
-    assert compared >= 20
+    print(f"{compared} top detections compared, {same_box} the same box (the rest ties in score); {hits} of them "
+          f"on a ground-truth box of their class (IoU >= 0.5)")
+    assert compared >= 20 and same_box >= 0.5 * compared
     assert hits >= 0.7 * compared  # the PyTorch boxes are the right boxes (measured: 0.85 of them)
     # the control: against another image's ONNX boxes the same check fails
     for i, image in enumerate(images):
-        other = _best_match(image, *onnx[(i + 1) % len(images)])
-        assert not all(iou > 0.95 and gap < 0.01 for iou, gap in other), image.file
+        other = _matches(image, *onnx[(i + 1) % len(images)])
+        assert not all(_agree(iou, gap) for iou, gap in other), image.file
+
+
+def test_agreement_rule_on_known_pairs():
+    """The rule itself: a tie in score on the same object agrees, a tie on another object or a near box with
+    another score does not."""
+    assert _agree(0.97, 0.005) and _agree(0.875, 9e-8)
+    assert not _agree(0.875, 1e-3) and not _agree(0.3, 9e-8) and not _agree(0.99, 0.02)

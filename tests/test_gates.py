@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from admlops.backends import Calibration, get_backend
-from admlops.backends.parity import Gate, allowances, enforce, evaluate_runner, gate, gates_report
+from admlops.backends.parity import Gate, allowances, enforce, evaluate_runner, gate, gates_report, remedy
 from admlops.errors import StepFailed, UsageError
 
 
@@ -44,7 +44,8 @@ def test_enforce_names_backend_precision_measured_and_allowed():
         enforce(gates)
     assert err.value.exit_code == 4
     assert str(err.value) == ("parity gate failed: openvino int8: mAP@0.5 0.7120 vs PyTorch 0.7450, drop +3.30 points, "
-                              "allowed 1.50: FAILED")
+                              "allowed 1.50: FAILED. Remedy: " + remedy("int8"))
+    assert "calibrate on more train images" in remedy("int8") and "deploy config" in remedy("fp32")
 
 
 def test_the_learned_models_targets_pass_their_gates(learned_model, learned_onnx):

@@ -33,6 +33,20 @@ def test_detection2d_shape():
     assert images <= set(IMAGES.values())
 
 
+@pytest.mark.parametrize("name", ["detection2d", "detection3d"])
+def test_a_failed_gate_ends_the_run_only_when_asked(name):
+    """The export's enforce_gates is the pipeline's deploy_gates_fatal, off by default: a target over its allowance
+    is recorded and the run goes on to benchmark and register (a CI promotion run sets it)."""
+    spec = yaml.safe_load((PIPELINE_DIR / f"{name}.yaml").read_text())
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["deploy_gates_fatal"] == {"defaultValue": False, "isOptional": True, "parameterType": "BOOLEAN"}
+    dag = next(c["dag"]["tasks"] for c in [spec["root"], *spec["components"].values()]
+               if "export" in c.get("dag", {}).get("tasks", {}))  # detection3d: inside the KITTI branch
+    wired = dag["export"]["inputs"]["parameters"]["enforce_gates"]
+    assert wired == {"componentInputParameter": "pipelinechannel--deploy_gates_fatal"} or \
+        wired == {"componentInputParameter": "deploy_gates_fatal"}
+
+
 def test_components_are_self_contained():
     """KFP runs a component's function body alone: module-level imports beyond kfp and admlops.images would make
     compiling need the heavy stack, and a default naming a module constant fails at run time (NameError)."""

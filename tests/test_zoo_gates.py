@@ -1,5 +1,6 @@
-"""Deploy gates in the zoo: recorded with the version, `candidate` only when all passed, promotion refused when
-one failed unless forced with a reason (who, when and why kept)."""
+"""Deploy gates in the zoo: recorded with the version, `candidate` for the targets that passed (a failed target is
+blocked, no alias when none passed), promotion refused when one failed unless forced with a reason (who, when and
+why kept)."""
 import json
 
 import pytest
@@ -9,15 +10,15 @@ from admlops.objectstore import open_store
 from admlops.pipelines.cli import main
 
 
-def _gates(passed: bool) -> dict:
+def _gates(passed: bool, fp32_passed: bool = True) -> dict:
     gate = {"backend": "openvino", "precision": "int8", "pytorch": 0.9, "measured": 0.9 if passed else 0.85,
             "drop_points": 0.0 if passed else 5.0, "allowed_points": 1.5, "passed": passed}
-    ok = {"backend": "onnxruntime", "precision": "fp32", "pytorch": 0.9, "measured": 0.9, "drop_points": 0.0,
-          "allowed_points": 0.5, "passed": True}
-    return {"metric": "bbox_mAP_50", "passed": passed, "gates": [ok, gate]}
+    fp32 = {"backend": "onnxruntime", "precision": "fp32", "pytorch": 0.9, "measured": 0.9 if fp32_passed else 0.8,
+            "drop_points": 0.0 if fp32_passed else 10.0, "allowed_points": 0.5, "passed": fp32_passed}
+    return {"metric": "bbox_mAP_50", "passed": passed and fp32_passed, "gates": [fp32, gate]}
 
 
-def _steps(tmp_path, passed: bool):
+def _steps(tmp_path, passed: bool, fp32_passed: bool = True):
     """What train, evaluate, export (with gates.json) and benchmark leave for register."""
     model, ev, onnx, bench = (tmp_path / n for n in ("model", "eval", "onnx", "bench"))
     for d, files in ((model, ["model.pth", "config.py", "train_log.json"]), (ev, ["metrics.json"]),
@@ -25,12 +26,14 @@ def _steps(tmp_path, passed: bool):
         d.mkdir()
         for f in files:
             (d / f).write_text("{}" if f.endswith(".json") else f"# {f}\n")
-    (onnx / "gates.json").write_text(json.dumps(_gates(passed)))
+    (onnx / "gates.json").write_text(json.dumps(_gates(passed, fp32_passed)))
     return model, ev, onnx, bench
 
 
 @pytest.mark.parametrize("passed", [True, False])
-def test_register_aliases_only_when_every_gate_passed(tmp_path, passed):
+def test_register_aliases_the_targets_that_passed(tmp_path, passed, capsys):
+    """Every gate passed: candidate covers both targets. int8 failed: candidate covers ONNX Runtime fp32 only and
+    names openvino int8 as blocked (the model still reaches the zoo)."""
     from admlops.components.register.register import register
 
     store_dir = tmp_path / "store"
@@ -41,7 +44,35 @@ def test_register_aliases_only_when_every_gate_passed(tmp_path, passed):
     assert info["gates"] == _gates(passed) and info["lineage"]["pipeline_run_id"] == "run-1"
     assert "metrics/gates.json" in {r["path"] for r in catalog.read_manifest(store, "models", "det", result["version"])}
     assert result["gates_passed"] is passed
-    assert ("candidate" in zoo.aliases(store, "det")) is passed
+    alias = zoo.aliases(store, "det")["candidate"]
+    assert alias["version"] == result["version"] and result["alias"] == alias
+    assert alias["targets"] == (["onnxruntime:fp32", "openvino:int8"] if passed else ["onnxruntime:fp32"])
+    blocked = [] if passed else ["openvino int8 (drop 5.00 > 1.50 points)"]
+    assert alias["blocked_targets"] == result["failed_gates"] == blocked
+    assert ("candidate blocked for gates failed: openvino int8" in capsys.readouterr().err) is not passed
+
+
+def test_register_does_not_alias_a_model_whose_every_target_failed(tmp_path, capsys):
+    from admlops.components.register.register import register
+
+    store_dir = tmp_path / "store"
+    dataset = {"name": "kitti-coco", "version": "v1", "manifest_sha256": "0" * 64}
+    result = register(*_steps(tmp_path, False, fp32_passed=False), dataset, "det", store_uri=str(store_dir))
+    assert result["alias"] is None and result["deployable_targets"] == []
+    assert "candidate" not in zoo.aliases(open_store(store_dir), "det")
+    assert "not aliased candidate: every target failed" in capsys.readouterr().err
+    assert catalog.show(open_store(store_dir), "models", "det", result["version"]).info["gates"]  # but registered
+
+
+def test_register_aliases_a_model_without_an_export(tmp_path):
+    from admlops.components.register.register import register
+
+    model, ev, _, _ = _steps(tmp_path, True)
+    store_dir = tmp_path / "store"
+    dataset = {"name": "kitti-coco", "version": "v1", "manifest_sha256": "0" * 64}
+    result = register(model, ev, None, None, dataset, "det", store_uri=str(store_dir))
+    alias = zoo.aliases(open_store(store_dir), "det")["candidate"]
+    assert result["gates_passed"] and "targets" not in alias and alias["version"] == result["version"]
 
 
 def test_promote_refuses_failed_gates_unless_forced_with_a_reason(tmp_path, capsys):

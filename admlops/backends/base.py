@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from admlops.cpu import check_int8_build
 from admlops.errors import InputError, UsageError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -215,6 +216,8 @@ class Backend(ABC):
             raise InputError(artifact, "the artifact named in build.json is missing")
         if self.bound_to:
             check_environment(report.get("environment", {}), self.environment(), self.bound_to, artifact)
+        if "cpu" in report.get("quantization", {}):
+            check_int8_build(report["quantization"]["cpu"], artifact)
         return self._load(artifact, report, threads)
 
     @abstractmethod

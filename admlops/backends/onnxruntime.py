@@ -12,8 +12,12 @@ points; percentile calibration 27.53), with the head float 30.41 (-0.1).
 Why uint8 activations (U8S8): ONNX Runtime's x86 integer kernels (MLAS) multiply unsigned activations by signed
 weights with VNNI/AMX instructions; signed activations (S8S8) take a slower path. Measured side by side on this
 CPU (AVX-512 VNNI, AMX), one thread, per call: RTMDet-tiny 640x192 fp32 41 ms, int8 S8S8 66-75 ms, int8 U8S8
-26-28 ms; PointPillars (pointpillars_kitti_cpu) network fp32 80-83 ms, S8S8 53 ms, U8S8 39 ms. (On x86 CPUs
-without VNNI, U8S8 can saturate; ONNX Runtime's documentation names the trade-off: parity gates catch it.)
+26-28 ms; PointPillars (pointpillars_kitti_cpu) network fp32 80-83 ms, S8S8 53 ms, U8S8 39 ms. On x86 CPUs
+without VNNI, U8S8 sums pairs of products in a saturating 16-bit intermediate: there the weights are quantized to
+7 bits (``reduce_range``, ONNX Runtime's remedy for non-VNNI machines), chosen by the int8 kernels of the CPU the
+model is built for (admlops.cpu; the deploy config's ``onnxruntime.int8_cpu``, default ``auto``: this machine) and
+recorded in build.json. MLAS picks its kernels by the CPU's flags at run time and does not report them: a runner's
+``kernels()`` names the class those flags select.
 
 The CPU execution provider runs everywhere; where ONNX Runtime has the CUDA provider (the deploy image's
 onnxruntime-gpu) it is used first. mmdeploy's custom-op library is registered only for a graph with custom ops
@@ -27,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from admlops.backends.base import Backend, BuildResult, Calibration, Runner, Shapes, register
+from admlops.cpu import int8_kernels, int8_settings
 from admlops.localfs import link_or_copy
 
 QUANTIZED_OPS = ["Conv"]
@@ -60,7 +65,7 @@ def session(onnx_file: Path, threads: int = 0):
     return ort.InferenceSession(str(onnx_file), sess_options=opts, providers=providers)
 
 
-def _quantize(onnx_file: Path, out_file: Path, calibration: Calibration, work: Path) -> None:
+def _quantize(onnx_file: Path, out_file: Path, calibration: Calibration, work: Path, reduce_range: bool) -> None:
     import onnx
     import onnx.version_converter
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
@@ -88,7 +93,7 @@ def _quantize(onnx_file: Path, out_file: Path, calibration: Calibration, work: P
     quantize_static(str(prepared), str(out_file), Reader(model.graph.input[0].name), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=QUANTIZED_OPS, calibrate_method=CalibrationMethod.MinMax,
-                    nodes_to_exclude=head)
+                    nodes_to_exclude=head, reduce_range=reduce_range)
     prepared.unlink()
 
 
@@ -109,11 +114,13 @@ class OnnxRuntime(Backend):
         if precision == "fp32":
             link_or_copy(onnx_file, artifact)
             return BuildResult(artifact, precision, {})
-        _quantize(onnx_file, artifact, calibration, out_dir)
+        cpu = int8_settings(options.get("int8_cpu", "auto"))
+        _quantize(onnx_file, artifact, calibration, out_dir, reduce_range=cpu["overflow_fix"])
         return BuildResult(artifact, precision, {"quantization": {
             "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "opset": QUANT_OPSET,
-            "weights": "int8 per channel", "activations": "uint8", "calibration": "minmax", "ops": QUANTIZED_OPS,
-            "float": "convolutions whose output is a graph output"}})
+            "weights": "int8 per channel" + (", 7-bit range (reduce_range)" if cpu["overflow_fix"] else ""),
+            "activations": "uint8", "calibration": "minmax", "ops": QUANTIZED_OPS,
+            "float": "convolutions whose output is a graph output", "cpu": cpu}})
 
     def _load(self, artifact: Path, report: dict, threads: int) -> Runner:
         sess = session(artifact, threads)
@@ -123,4 +130,7 @@ class OnnxRuntime(Backend):
         def run(batch: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             return dict(zip(names, sess.run(names, batch if isinstance(batch, dict) else {input_name: batch})))
 
+        quantized = report["precision"] == "int8"
+        run.kernels = lambda: (f"MLAS U8S8 {int8_kernels()} (by CPU flags)" if quantized else "MLAS fp32") + \
+            f"; {sess.get_providers()[0]}"
         return run

@@ -4,7 +4,10 @@ Inference-Engine path is gone from current OpenVINO) and saved as IR (model.xml 
 Precisions are what the CPU plugin computes in, set with ``INFERENCE_PRECISION_HINT`` when the model is compiled:
 on CPUs with AMX or AVX-512 BF16 OpenVINO's default for an fp32 model is bf16, so ``fp32`` sets ``f32``
 explicitly and ``bf16`` is a precision of its own (same IR, its own parity gate). ``int8`` is NNCF post-training
-quantization of the IR, calibrated on preprocessed train images; what NNCF leaves unquantized runs in f32.
+quantization of the IR, calibrated on preprocessed train images; what NNCF leaves unquantized runs in f32. Its
+overflow fix (7-bit weights) follows the int8 kernels of the CPU the model is built for (admlops.cpu: on where
+there is no VNNI/AMX, off where there is; the deploy config's ``openvino.int8_cpu``, default ``auto``: this
+machine), recorded in build.json. A runner reports the kernels the CPU plugin chose (``runner.kernels()``).
 
 The IR keeps the ONNX graph's dynamic axes; a runner compiles it for each input shape it is called with (the deploy
 config's opt shape at load), as mmdeploy's OpenVINO wrapper reshaped per input: the CPU plugin's static-shape
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from admlops.backends.base import Backend, BuildResult, Calibration, Runner, Shapes, register
+from admlops.cpu import int8_settings
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 MAX_STATIC_SHAPES = 4
@@ -53,14 +57,18 @@ class OpenVINO(Backend):
         report = {"inference_precision_hint": HINTS[precision], "opt_shape": opt}
         if precision == "int8":
             import nncf
+            from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
+            cpu = int8_settings(options.get("int8_cpu", "auto"))
+            fix = OverflowFix.ENABLE if cpu["overflow_fix"] else OverflowFix.DISABLE
             # NNCF quantizes the network's convolutions, concatenations and elementwise ops; the decoding and NMS
             # after the head stay float (measured: no FakeQuantize feeds a node outside backbone/neck/bbox_head)
             model = nncf.quantize(model, nncf.Dataset(calibration.batches), subset_size=len(calibration.batches),
-                                  preset=nncf.QuantizationPreset.PERFORMANCE, target_device=nncf.TargetDevice.CPU)
+                                  preset=nncf.QuantizationPreset.PERFORMANCE, target_device=nncf.TargetDevice.CPU,
+                                  advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fix))
             report["quantization"] = {"tool": f"nncf {_version('nncf')} post-training quantization",
                                       "preset": "performance", "target_device": "CPU",
-                                      "subset_size": len(calibration.batches)}
+                                      "subset_size": len(calibration.batches), "overflow_fix": fix.value, "cpu": cpu}
         artifact = out_dir / "model.xml"
         ov.save_model(model, str(artifact), compress_to_fp16=False)  # the default would store fp16 weights
         return BuildResult(artifact, precision, report)
@@ -93,4 +101,20 @@ class OpenVINO(Backend):
             result = infer.infer({0: batch})
             return {name: np.array(result[port]) for name, port in outputs}
 
+        run.kernels = lambda: kernels([r.get_compiled_model() for r, _ in requests.values()])
         return run
+
+
+def kernels(compiled_models: list) -> str:
+    """The convolution kernels the CPU plugin chose, from its runtime graph: ``primitive type x count`` (e.g.
+    ``brgconv_avx512_amx_I8 x 62``), the same layer counted once across the shapes compiled."""
+    seen: dict[str, str] = {}
+    for compiled in compiled_models:
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if "layerType" in info and info["layerType"].astype(str) == "Convolution":
+                seen.setdefault(op.get_friendly_name(), info["primitiveType"].astype(str))
+    counts: dict[str, int] = {}
+    for primitive in seen.values():
+        counts[primitive] = counts.get(primitive, 0) + 1
+    return ", ".join(f"{p} x {n}" for p, n in sorted(counts.items(), key=lambda kv: -kv[1]))

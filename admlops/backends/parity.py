@@ -131,11 +131,28 @@ def gates_report(gates: list[Gate]) -> dict:
             "gates": [{k: v for k, v in asdict(g).items() if k != "metric"} for g in gates]}
 
 
+def remedy(precision: str) -> str:
+    """What the product offers a target that failed its gate."""
+    if precision == "int8":
+        return ("calibrate on more train images (the pipeline's deploy_calibration_images, export's "
+                "--calibration-images) and build for the deploying CPU's int8 kernels (the deploy config's int8_cpu); "
+                "quantization-aware training is not in the product yet")
+    return ("a float target should match PyTorch: check the deploy config's post-processing and input shapes against "
+            "the model's test pipeline, and the backend's build.json")
+
+
+def failed_gates(export_dir: Path) -> list[dict]:
+    """The failed gates (gates.json records) of an export directory; none when it has no gates.json."""
+    path = Path(export_dir) / GATES_FILE
+    return [g for g in json.loads(path.read_text())["gates"] if not g["passed"]] if path.is_file() else []
+
+
 def enforce(gates: list[Gate]) -> None:
     """Raise StepFailed naming every failing gate."""
     failed = [g for g in gates if not g.passed]
     if failed:
-        raise StepFailed("parity gate failed: " + "; ".join(g.describe() for g in failed))
+        raise StepFailed("parity gate failed: " + "; ".join(g.describe() for g in failed) + ". Remedy: " +
+                         "; ".join(dict.fromkeys(remedy(g.precision) for g in failed)))
 
 
 def deploy_and_gate(targets: list[tuple[str, str]], onnx_file: Path, out_dir: Path, dataset_dir: str | Path, model_cfg,

@@ -15,6 +15,10 @@ benchmarked on the val scans of its mmdet3d KITTI data root, one scan per call, 
 post-processing timed apart in every row (``stages``: mean, p50, p90 per stage); the scans are loaded and range
 filtered once, untimed. Accuracy of the 3D rows is the export's parity gate (KITTI AP on the whole val split).
 
+A target whose parity gate failed in the export (its ``gates.json``) is not deployable: it is not timed, and the
+report lists it with its gate (``not_deployable``). Every row names the kernels its runtime ran (``kernels``: the
+CPU plugin's own account for OpenVINO, the class the CPU flags select for ONNX Runtime's MLAS and PyTorch's ATen).
+
 Writes ``benchmark.json`` (machine, versions, every row with its per-call timings), ``benchmark.md`` and
 ``report.html`` (self-contained) atomically at ``out``.
 """
@@ -38,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from admlops import compat
+from admlops import compat, cpu
 from admlops.components.export.export3d import TASK, is_voxel_deploy
 from admlops.components.export.export3d import TIMED as VOXEL_TIMED
 from admlops.errors import InputError, UsageError
@@ -70,8 +74,9 @@ def cpu_model() -> str:
 
 
 def machine() -> dict:
-    """CPU model, logical / usable / physical cores and the vector extensions that matter for int8 and bf16."""
-    cores, flags = set(), set()
+    """CPU model, logical / usable / physical cores, the vector extensions that matter for int8 and bf16 and the int8
+    kernel class they select (admlops.cpu)."""
+    cores = set()
     with contextlib.suppress(OSError):
         phys = "0"
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -80,13 +85,12 @@ def machine() -> dict:
                 phys = value
             elif key == "core id":
                 cores.add((phys, value))
-            elif key == "flags":
-                flags = set(value.split())
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    flags = cpu.cpu_flags()
     return {"cpu": cpu_model(), "logical_cores": os.cpu_count(), "usable_cores": usable,
-            "physical_cores": len(cores) or None, "cpu_flags": [f for f in wanted if f in flags],
-            "platform": platform.platform(), "python": platform.python_version()}
+            "physical_cores": len(cores) or None, "cpu_flags": [f for f in cpu.NOTED_FLAGS if f in flags],
+            "int8_kernels": cpu.int8_kernels(flags), "platform": platform.platform(),
+            "python": platform.python_version()}
 
 
 def versions() -> dict[str, str]:
@@ -259,11 +263,12 @@ def build_artifacts(pairs: list[tuple[str, str]], export_dir: Path, scratch: Pat
 
 # ---- rows --------------------------------------------------------------------------------------------------------
 
-def run_worker(spec: dict, work: Path) -> tuple[dict, dict[int, tuple[np.ndarray, np.ndarray]]]:
-    """Run one row in a fresh interpreter; re-raises the child's exception when it pickled one."""
+def run_worker(spec: dict, work: Path, launcher: Sequence[str] = ()) -> tuple[dict, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """Run one row in a fresh interpreter (behind ``launcher``, e.g. an emulator: bench/int8_cpu_bench.py);
+    re-raises the child's exception when it pickled one."""
     work.mkdir(parents=True)
     (work / "spec.json").write_text(json.dumps(spec))
-    proc = subprocess.run([sys.executable, "-m", "admlops.components.benchmark.worker", str(work / "spec.json")])
+    proc = subprocess.run([*launcher, sys.executable, "-m", "admlops.components.benchmark.worker", str(work / "spec.json")])
     if proc.returncode != 0:
         if (work / "error.pickle").is_file():
             raise pickle.loads((work / "error.pickle").read_bytes())
@@ -306,6 +311,7 @@ def sweep(
     from mmengine.config import Config
 
     from admlops.backends import get_backend
+    from admlops.backends.parity import failed_gates
     from admlops.components.benchmark.report import render_html, render_markdown
     from admlops.components.export.export import task_of
     from admlops.mmconfig import dataset_meta, use_dataset
@@ -320,6 +326,9 @@ def sweep(
     voxel = is_voxel_deploy(Config.fromfile(str(export_dir / "deploy.py")))
     if backends is None:  # the export's own default targets
         pairs = parse_backends(task_of(Config.fromfile(str(export_dir / "model.py"))).targets.split(","))
+    # a target that failed its parity gate is not deployable: it is listed with its gate, not timed
+    failed = [g for g in failed_gates(export_dir) if (g["backend"], g["precision"]) in pairs]
+    pairs = [p for p in pairs if not any((g["backend"], g["precision"]) == p for g in failed)]
     batch_sizes = list(dict.fromkeys(parse_ints(batch_sizes or ((1,) if voxel else BATCH_SIZES), "batch sizes")))
     threads = list(dict.fromkeys(parse_ints(threads, "threads")))
     if not batch_sizes or not threads or min(batch_sizes) < 1 or min(threads) < 0:
@@ -376,7 +385,7 @@ def sweep(
                       "artifact": "model.pth" if runtime == PYTORCH else art["source"],
                       "artifact_bytes": (model_dir / "model.pth").stat().st_size if runtime == PYTORCH
                       else artifact_bytes(art["dir"]), "build_s": art["built_s"] if art else None,
-                      "load_s": result["load_s"],
+                      "load_s": result["load_s"], "kernels": result["kernels"],
                       "mAP50": None if voxel else map50(ann_file, images, samples, detections, categories),
                       "boxes": sum(len(d) for d, _ in detections.values())}
             rows += batch_rows(shared, result, plan)
@@ -385,7 +394,8 @@ def sweep(
               "task": TASK if voxel else "detection", "memory_definition": MEMORY,
               "dataset": str(dataset_dir), "export": str(export_dir), "model": str(model_dir / "model.pth"),
               "images": n, "image_files": [Path(f).name for f in files], "input_shape": shape, "warmup": warmup,
-              "repeats": repeats, "rounds": rounds, "batch_sizes": batch_sizes, "threads": threads, "rows": rows}
+              "repeats": repeats, "rounds": rounds, "batch_sizes": batch_sizes, "threads": threads, "rows": rows,
+              "not_deployable": failed}
     report["summary"] = summary(rows)
     with atomic_dir(out) as tmp:
         (tmp / "benchmark.json").write_text(json.dumps(report, indent=2))

@@ -60,11 +60,35 @@ def _html_table(columns, rows) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def kernel_rows(report: dict) -> list[list[str]]:
+    """runtime:precision -> the kernels it ran (one line per runtime and precision)."""
+    seen = {f"{r['runtime']}:{r['precision']}": r.get("kernels") or "-" for r in report["rows"]}
+    return [[k, v] for k, v in seen.items()]
+
+
+def not_deployable_rows(report: dict) -> list[list[str]]:
+    """The targets that failed their export gate and were not timed: measured against allowed drop."""
+    return [[f"{g['backend']}:{g['precision']}", f"{g['drop_points']:+.2f}", f"{g['allowed_points']:.2f}"]
+            for g in report.get("not_deployable", [])]
+
+
+KERNEL_COLUMNS = ("runtime:precision", "kernels")
+NOT_DEPLOYABLE_COLUMNS = ("target (failed its parity gate: not timed)", "drop (points)", "allowed (points)")
+
+
+def sections(report: dict) -> list[tuple[str, tuple[str, ...] | list[str], list[list[str]]]]:
+    """(title, columns, rows) of the tables after the main one, those with rows."""
+    out = [("Stages (per call)", *stage_table(report)), ("Kernels", KERNEL_COLUMNS, kernel_rows(report)),
+           ("Not deployable", NOT_DEPLOYABLE_COLUMNS, not_deployable_rows(report))]
+    return [(title, columns, rows) for title, columns, rows in out if rows]
+
+
 def machine_lines(report: dict) -> list[str]:
     m = report["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
     return [f"CPU: {m['cpu']}; {m['logical_cores']} logical / {m['physical_cores']} physical cores, "
-            f"{m['usable_cores']} usable; flags: {', '.join(m['cpu_flags']) or 'none of note'}",
+            f"{m['usable_cores']} usable; flags: {', '.join(m['cpu_flags']) or 'none of note'}; int8 kernel "
+            f"class {m.get('int8_kernels', '-')}",
             f"Platform: {m['platform']}, Python {m['python']}",
             f"Versions: {versions}",
             f"Inputs: {report['images']} val {'scans' if report.get('task') == 'voxel-detection' else 'images'}, "
@@ -76,9 +100,8 @@ def machine_lines(report: dict) -> list[str]:
 
 def render_markdown(report: dict) -> str:
     lines = ["# Deploy benchmark", "", *_md_table(COLUMNS, table_rows(report))]
-    columns, rows = stage_table(report)
-    if rows:
-        lines += ["", "## Stages (per call)", "", *_md_table(columns, rows)]
+    for title, columns, rows in sections(report):
+        lines += ["", f"## {title}", "", *_md_table(columns, rows)]
     return "\n".join(lines + [""] + [f"* {line}" for line in machine_lines(report)]) + "\n"
 
 
@@ -126,9 +149,8 @@ def plots(report: dict) -> list[tuple[str, str]]:
 def render_html(report: dict) -> str:
     esc = html.escape
     parts = ["<h1>Deploy benchmark</h1>", _html_table(COLUMNS, table_rows(report))]
-    columns, rows = stage_table(report)
-    if rows:
-        parts += ["<h2>Stages (per call)</h2>", _html_table(columns, rows)]
+    for title, columns, rows in sections(report):
+        parts += [f"<h2>{esc(title)}</h2>", _html_table(columns, rows)]
     parts.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in machine_lines(report)) + "</ul>")
     for title, png in plots(report):
         parts.append(f"<h2>{esc(title)}</h2><img class='plot' alt='{esc(title)}' src='data:image/png;base64,{png}'>")

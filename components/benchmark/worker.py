@@ -79,6 +79,8 @@ def load_pytorch(spec: dict):
         with torch.inference_mode():
             return model.predict(torch.from_numpy(batch), [samples[i] for i in idx], rescale=False)
 
+    predict.kernels = lambda: f"ATen {torch.backends.cpu.get_cpu_capability()}"
+
     def after(out) -> list[tuple[np.ndarray, np.ndarray]]:
         res = []
         for s in out:
@@ -96,6 +98,8 @@ def load_backend(spec: dict):
 
     def predict(batch: np.ndarray, idx: list[int]):
         return runner(batch)
+
+    predict.kernels = getattr(runner, "kernels", None)
 
     def after(out) -> list[tuple[np.ndarray, np.ndarray]]:
         dets, labels = np.asarray(out["dets"]), np.asarray(out["labels"])
@@ -123,6 +127,7 @@ def run(spec: dict) -> tuple[dict, dict[int, tuple[np.ndarray, np.ndarray]]]:
     start = time.perf_counter()
     predict, after, threads_used = loader(spec)(spec)
     stages = getattr(predict, "stages", None)  # per-stage seconds of every call, where the model has stages
+    kernels = getattr(predict, "kernels", None)  # what the runtime says (or its CPU flags select) it ran
     load_s = time.perf_counter() - start
     load_peak = _status_mib("VmHWM")
     detections: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -150,7 +155,7 @@ def run(spec: dict) -> tuple[dict, dict[int, tuple[np.ndarray, np.ndarray]]]:
     process_peak = max(process_peak, load_peak, *(b["peak_rss_mib"] or 0 for b in batches.values()))
     result = {"load_s": load_s, "threads_used": threads_used, "baseline_rss_mib": baseline,
               "load_peak_rss_mib": load_peak if exact else None, "process_peak_rss_mib": process_peak,
-              "memory_exact": exact, "batches": batches}
+              "memory_exact": exact, "batches": batches, "kernels": kernels() if kernels else None}
     return result, detections
 
 

@@ -19,7 +19,8 @@ def register(
     onnx_model: Input[Model] = None,
     bench: Input[Artifact] = None,
 ):
-    """One zoo version with lineage and deploy gates; ``alias`` is set only when every gate passed. The output
+    """One zoo version with lineage and deploy gates; ``alias`` covers the deploy targets whose gates passed (not set
+    when none passed; a failed target is blocked and named in the alias record). The output
     artifact carries its URI. ``onnx_model`` and ``bench`` (export's and benchmark's) are left out for a model
     that is not exported."""
     import json

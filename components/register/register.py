@@ -1,6 +1,8 @@
 """Register a finished model in the zoo: one immutable version holding the checkpoint, config, metrics,
 the exported ONNX model, the deploy gates and the benchmark (when the pipeline exported and benchmarked it),
-with its lineage; then point an alias (``candidate``) at it — only when every deploy gate passed."""
+with its lineage; then point an alias (``candidate``) at it for the deploy targets whose gates passed: a target that
+failed its gate is blocked (named in the alias record and the result), and the alias is not set when no target
+passed (a model that was not exported has no gates: it is aliased)."""
 from __future__ import annotations
 
 import json
@@ -48,8 +50,12 @@ def register(
         record = zoo.lineage(dataset, stage / "config.py", run_id=run_id, parent=parent)
         version = zoo.publish(store, name, stage, record, gates=gates)
     failed = zoo.failed_gates({"gates": gates})
+    deployable = zoo.deployable_targets({"gates": gates})
     if failed and alias:
-        print(f"{name}@{version.version}: not aliased {alias}: gates failed: {'; '.join(failed)}", file=sys.stderr)
-    promoted = zoo.promote(store, name, version.version, alias) if alias and not failed else None
+        what = f"{alias} blocked for" if deployable else f"not aliased {alias}: every target failed:"
+        print(f"{name}@{version.version}: {what} gates failed: {'; '.join(failed)}", file=sys.stderr)
+    aliased = alias and (deployable or not gates)
+    promoted = zoo.promote(store, name, version.version, alias, per_target=True) if aliased else None
     return {"name": name, "version": version.version, "uri": store.uri(f"models/{name}/{version.version}/"),
-            "lineage": record, "gates_passed": not failed, "alias": promoted}
+            "lineage": record, "gates_passed": not failed, "failed_gates": failed,
+            "deployable_targets": deployable, "alias": promoted}

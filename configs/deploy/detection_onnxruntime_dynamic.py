@@ -43,4 +43,8 @@ backend_config = dict(type='onnxruntime')
 deploy_backends = dict(
     input_shapes=dict(input=dict(min_shape=[1, 3, 192, 640], opt_shape=[1, 3, 192, 640], max_shape=[8, 3, 192, 640])),
     tensorrt=dict(max_workspace_size=1 << 30),  # bytes of scratch memory TensorRT's tactics may use
+    # int8_cpu: the int8 kernels of the CPUs the model will run on (admlops.cpu): 'auto' = the build machine's;
+    # 'avx2' (or 'avx512') for a fleet without VNNI turns the overflow fix (7-bit weights) on
+    openvino=dict(int8_cpu='auto'),
+    onnxruntime=dict(int8_cpu='auto'),
 )
