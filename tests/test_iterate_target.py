@@ -114,16 +114,17 @@ def test_without_a_target_the_selection_is_unchanged(pool):
 
 def test_a_target_chooses_the_sparse_frames_under_a_box_budget(pool):
     preds, scores = pool
-    sel = select(preds, scores, pool[0].parent / "boxes", budget_boxes=4, targets=["Cyclist"])
-    assert frames(sel) == ["s0", "s1", "s3", "s2"]  # the most Cyclist per box first; s2's Cyclist is not its top label
-    assert sel["chosen_by_signal"]["target"] == 4 and all(c["drivers"] == ["target"] for c in sel["frames"])
+    sel = select(preds, scores, pool[0].parent / "boxes", budget_boxes=12, targets=["Cyclist"])
+    # the most Cyclist per box first (s2's Cyclist is not its top label); a crowded frame's two Cyclists only then
+    assert frames(sel) == ["s0", "s1", "s3", "s2", "c0"]
+    assert sel["chosen_by_signal"]["target"] == 5 and all(c["drivers"] == ["target"] for c in sel["frames"])
     assert sel["frames"][0]["reason"].startswith("target 0.85 per box (1 predicted): Cyclist 0.85 expected boxes")
-    assert sel["boxes"]["chosen"] == 4 and sel["frames"][0]["expected"] == {"Cyclist": 0.85}
-    # per class: 3 Cyclist boxes chosen (s2's box is a Pedestrian by its top class) against what 4 random boxes hold
-    pool_boxes, pool_cyclists = 4 * 8 + 4 + 4, 4 * 2 + 3
-    assert sel["by_class"]["Cyclist"] == {"chosen": 3, "random": round(pool_cyclists * 4 / pool_boxes, 2),
-                                          "pool": pool_cyclists, "ratio": round(3 / (pool_cyclists * 4 / pool_boxes), 3)}
-    assert sel["by_class"]["Car"]["chosen"] == 0 and sel["by_class"]["Car"]["ratio"] == 0
+    assert sel["boxes"]["chosen"] == 12 and sel["frames"][0]["expected"] == {"Cyclist": 0.85}
+    # per class: 5 Cyclist boxes chosen (s2's box is a Pedestrian by its top class) against what 12 random boxes hold
+    pool_boxes, pool_cyclists, pool_cars = 4 * 8 + 4 + 4, 4 * 2 + 3, 4 * 4 + 2
+    assert sel["by_class"]["Cyclist"] == {"chosen": 5, "random": round(pool_cyclists * 12 / pool_boxes, 2),
+                                          "pool": pool_cyclists, "ratio": round(5 / (pool_cyclists * 12 / pool_boxes), 3)}
+    assert sel["by_class"]["Car"]["chosen"] == 4 and sel["by_class"]["Car"]["random"] == round(pool_cars * 0.3, 2)
 
 
 def test_a_frame_budget_buys_the_frames_with_the_most_target_boxes(pool):
