@@ -26,6 +26,7 @@ def run_dir(kitti_root, tmp_path_factory):
     runs = list((store / "runs").iterdir())
     assert len(runs) == 1 and f"run: {runs[0]}" in res.stdout
     assert "PyTorch      mAP@0.5" in res.stdout and "| p50 (ms) |" in res.stdout
+    assert "gate onnxruntime:fp32" in res.stdout and "gate openvino:int8" in res.stdout  # every gate in the summary
     return runs[0]
 
 
@@ -105,7 +106,11 @@ def test_export_artifact(run_dir):
 def test_benchmark_artifact(run_dir):
     result = json.loads((run_dir / "benchmark" / "results" / "benchmark.json").read_text())
     assert result["images"] == 3 and result["input_shape"] == [3, 192, 640] and result["versions"]["onnxruntime"]
-    assert {r["runtime"] for r in result["rows"]} == {"pytorch", "onnxruntime", "openvino"}
+    gates = json.loads((run_dir / "export" / "onnx_model" / "gates.json").read_text())["gates"]
+    # every target that passed its gate is timed beside PyTorch; one that failed is listed, not timed
+    assert {(r["runtime"], r["precision"]) for r in result["rows"]} == {("pytorch", "fp32")} | {
+        (g["backend"], g["precision"]) for g in gates if g["passed"]}
+    assert result["not_deployable"] == [g for g in gates if not g["passed"]]
     assert {r["batch"] for r in result["rows"]} == {1, 2}
     for r in result["rows"]:
         assert 0 < r["latency"]["p50_ms"] <= r["latency"]["p90_ms"] <= r["latency"]["p99_ms"]
@@ -119,6 +124,7 @@ def test_deploy_gates_reach_the_zoo(run_dir):
     assert [(g["backend"], g["precision"]) for g in gates["gates"]] == [("onnxruntime", "fp32"), ("openvino", "int8")]
     zoo_model = json.loads((run_dir / "register" / "zoo_model").read_text())
     assert zoo_model["gates_passed"] is gates["passed"]
+    assert zoo_model["deployable_targets"] == [f"{g['backend']}:{g['precision']}" for g in gates["gates"] if g["passed"]]
 
 
 def test_run_prints_one_line_per_step(run_dir):

@@ -54,7 +54,7 @@ def register(
     if failed and alias:
         what = f"{alias} blocked for" if deployable else f"not aliased {alias}: every target failed:"
         print(f"{name}@{version.version}: {what} gates failed: {'; '.join(failed)}", file=sys.stderr)
-    aliased = alias and (deployable or not gates)
+    aliased = alias and (deployable or not (gates or {}).get("gates"))  # no export (or no target): no gate blocks
     promoted = zoo.promote(store, name, version.version, alias, per_target=True) if aliased else None
     return {"name": name, "version": version.version, "uri": store.uri(f"models/{name}/{version.version}/"),
             "lineage": record, "gates_passed": not failed, "failed_gates": failed,
