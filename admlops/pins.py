@@ -33,6 +33,7 @@ PACKAGES: dict[str, str] = {
     "tensorrt-cu13": "10.16.1.11",  # TensorRT 10 (11 drops BuilderFlag.FP16/INT8), CUDA 13 build
     "kfp": "2.17.0",  # 2.17.3 needs a certifi the registry does not serve
     "kfp-kubernetes": "2.17.0",
+    "kubeflow-trainer-api": "2.3.0",  # train-distributed: the TrainJob from the typed models of the Trainer it targets
     "pyarrow": "20.0.0",  # the last that works with numpy 1.x
     "boto3": "1.44.5",
     "wandb": "0.31.0",

@@ -39,8 +39,10 @@ pip install -q "mmdet==$PIN_MMDET" "mmdet3d==$PIN_MMDET3D" "mmdeploy==$PIN_MMDEP
   "onnxruntime==$PIN_ONNXRUNTIME" "openvino==$PIN_OPENVINO" "nncf==$PIN_NNCF" "ml-dtypes==$PIN_ML_DTYPES" "numpy$PIN_NUMPY"
 echo "[install] kfp, storage, tracking, test tools" >&2
 # pyarrow 20 works with numpy 1.x (pyarrow 26 needs numpy 2; mmcv and mmdeploy need numpy<2);
-# kubernetes-validate checks manifests/ against the Kubernetes OpenAPI schemas (tests/test_manifests.py)
-pip install -q "kfp==$PIN_KFP" "kfp-kubernetes==$PIN_KFP_KUBERNETES" "pyarrow==$PIN_PYARROW" "boto3==$PIN_BOTO3" \
+# kubernetes-validate checks manifests/ against the Kubernetes OpenAPI schemas (tests/test_manifests.py);
+# kubeflow-trainer-api is Kubeflow Trainer's pydantic models, which train-distributed renders its TrainJob with
+pip install -q "kfp==$PIN_KFP" "kfp-kubernetes==$PIN_KFP_KUBERNETES" "kubeflow-trainer-api==$PIN_KUBEFLOW_TRAINER_API" \
+  "pyarrow==$PIN_PYARROW" "boto3==$PIN_BOTO3" \
   "wandb==$PIN_WANDB" "moto[server]==$PIN_MOTO" "pytest==$PIN_PYTEST" "pytest-timeout==$PIN_PYTEST_TIMEOUT" \
   "tqdm==$PIN_TQDM" "pyyaml==$PIN_PYYAML" "kubernetes-validate==$PIN_KUBERNETES_VALIDATE" "numpy$PIN_NUMPY"
 # mmengine resolves `mmdet::` config bases through pkg_resources, which setuptools>=70 dropped

@@ -21,6 +21,7 @@ from admlops.components.train_distributed import trainjob as tj
 from admlops.components.train_distributed.trainjob import (
     FAILED, RUNNING, SUCCEEDED, TrainJobFailed, render_trainjob, run_trainjob, trainjob_name, trainjob_state,
 )
+from admlops.errors import StepFailed
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO.parent / "shared" / "schemas" / "kubeflow-trainer-v2.3.0"
@@ -200,13 +201,33 @@ def test_trainer_spec_and_runtime_ref():
                                   "--config", "rtmdet_tiny_kitti", "--nproc", "8", "--seed", "0"]
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 8)
     assert trainer["resourcesPerNode"]["limits"] == trainer["resourcesPerNode"]["requests"] == {
-        "nvidia.com/gpu": 8, "cpu": "32", "memory": "256Gi"}
+        "nvidia.com/gpu": "8", "cpu": "32", "memory": "256Gi"}  # a quantity as Kubernetes writes it, a string
     assert obj["spec"]["activeDeadlineSeconds"] == 4200
     assert obj["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "admlops", "admlops/run-id": RUN_ID}
     with pytest.raises(ValueError, match="num_nodes"):
         render(num_nodes=0)
     with pytest.raises(ValueError, match="DNS-1035"):
         render(name="x" * 40)
+
+
+def test_rendered_from_the_trainer_api_models():
+    """render_trainjob builds the object with kubeflow-trainer-api's models: all of it is theirs (nothing added
+    beside them), a value of the wrong type fails when it is rendered, and a field they lack is refused."""
+    from kubeflow_trainer_api.models import TrainerV1alpha1Trainer, TrainerV1alpha1TrainJob
+    from pydantic import ValidationError
+
+    obj = render()
+    assert TrainerV1alpha1TrainJob.from_dict(obj).to_dict() == obj
+    assert render(s3_secret=None, active_deadline_s=None, resources_per_node={})["spec"]["trainer"]["resourcesPerNode"] == {
+        "limits": {}, "requests": {}}
+    cpu = render(resources_per_node={"cpu": 0.5, "memory": "1Gi"})["spec"]["trainer"]["resourcesPerNode"]["limits"]
+    assert json.dumps(cpu) == '{"cpu": "0.5", "memory": "1Gi"}'  # the model's 0.5 (or 8.0) is no int-or-string
+    with pytest.raises(ValidationError, match="num_proc_per_node"):
+        render(procs_per_node=2.5)
+    with pytest.raises(ValidationError, match=r"command\.1"):
+        render(command=["admlops", 3])
+    with pytest.raises(TypeError, match="TrainerV1alpha1Trainer has no field num_node: expected some of .*num_nodes"):
+        tj._new(TrainerV1alpha1Trainer, num_node=2)
 
 
 # -- status decisions on the recorded sequences -----------------------------------------------------------
@@ -350,6 +371,7 @@ def test_failure_raises_with_the_condition_the_container_state_and_events():
         with pytest.raises(TrainJobFailed) as err:
             run(server)
     message = str(err.value)
+    assert isinstance(err.value, StepFailed) and err.value.exit_code == 4  # the CLI's "a step failed"
     assert f"TrainJob {NS}/{NAME} failed" in message
     assert f"Failed=True FailedJobs: jobset failed due to one or more job failures (first failed job: {NAME}-node-0)" in message
     assert "BackoffLimitExceeded: Job has reached the specified backoff limit" in message
@@ -421,7 +443,7 @@ def test_component_runs_the_trainjob_and_publishes_its_yaml(tmp_path, monkeypatc
         "admlops", "train", "s3://mlpipeline/lake/datasets/kitti/v1/", model.uri, "--config", "rtmdet_tiny_kitti", "--nproc", "8",
         "--seed", "3", "--max-iters", "500", "--batch-size", "4", "--store", f"{model.uri}.checkpoints", "--run-id", RUN_ID,
         "--wandb"]
-    assert obj["spec"]["trainer"]["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": 8}
+    assert obj["spec"]["trainer"]["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": "8"}
     assert json.loads((Path(model.path) / "trainjob.json").read_text())["name"] == NAME
     assert model.metadata["trainjob"] == NAME and server.count("DELETE") == 1
 

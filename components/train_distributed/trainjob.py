@@ -1,7 +1,10 @@
 """Run one training step as a Kubeflow Trainer v2.3 TrainJob and wait for it like a blocking call.
 
-``render_trainjob`` builds the object (``trainer.kubeflow.org/v1alpha1``; the CRD is the source of truth),
-``run_trainjob`` creates it, streams node 0's log, waits for a terminal condition and always deletes it.
+``render_trainjob`` builds the object (``trainer.kubeflow.org/v1alpha1``) from the Trainer's own typed models,
+``kubeflow-trainer-api`` of the same release (pinned in admlops/pins.py): a field of the wrong type is a pydantic
+ValidationError and a field the API does not have a TypeError, when it is rendered rather than when the cluster
+refuses it (tests/test_trainjob.py also validates the result against the v2.3.0 CRD). ``run_trainjob`` creates
+it, streams node 0's log, waits for a terminal condition and always deletes it.
 Unlike the Kubeflow SDK's wait helper, a Failed TrainJob, a timeout or a TrainJob deleted underneath raise
 ``TrainJobFailed``, whose message carries the condition, the pods' container states and recent Events.
 
@@ -24,6 +27,10 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
+from kubeflow_trainer_api import models as api
+
+from admlops.errors import StepFailed
+
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 NODE = "node"  # the torch runtimes' replicated job and trainer container
 SHM_VOLUME = "dshm"
@@ -40,8 +47,8 @@ RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 
 
-class TrainJobFailed(Exception):
-    """The TrainJob failed, timed out, vanished, or could not be created; the message says why."""
+class TrainJobFailed(StepFailed):
+    """The TrainJob failed, timed out, vanished, or could not be created; the message says why (exit 4)."""
 
 
 def trainjob_name(run_id: str, step: str = "train") -> str:
@@ -67,8 +74,9 @@ def render_trainjob(name: str, namespace: str, image: str, command: list[str], n
                     active_deadline_s: int | None = None) -> dict:
     """The TrainJob for ``command`` on ``num_nodes`` nodes of ``procs_per_node`` processes each.
 
-    ``resources_per_node`` become both requests and limits (GPUs require that). S3 credentials come only
-    from the Secret ``s3_secret`` (keys named like the variables, see S3_SECRET_KEYS), never as values.
+    ``resources_per_node`` become both requests and limits (GPUs require that), numbers as strings (``"8"``).
+    S3 credentials come only from the Secret ``s3_secret`` (keys named like the variables, see S3_SECRET_KEYS),
+    never as values.
     /dev/shm is a Memory emptyDir of ``shm_size`` (the container default of 64 MiB starves DataLoader workers
     and NCCL), added through ``spec.runtimePatches``, the v2.2+ replacement of podTemplateOverrides.
     ``active_deadline_s`` makes the cluster stop the job even if whoever waits for it dies.
@@ -79,32 +87,62 @@ def render_trainjob(name: str, namespace: str, image: str, command: list[str], n
         raise ValueError(f"expected num_nodes and procs_per_node >= 1, got {num_nodes} and {procs_per_node}")
     if clash := sorted(set(env) & set(S3_SECRET_KEYS)):
         raise ValueError(f"{', '.join(clash)} must come from the S3 Secret (s3_secret), not as plain env values")
-    variables = [{"name": k, "value": str(v)} for k, v in env.items()]
+    variables = [_new(api.IoK8sApiCoreV1EnvVar, name=k, value=str(v)) for k, v in env.items()]
     if s3_secret:
-        variables += [{"name": var, "valueFrom": {"secretKeyRef": {"name": s3_secret, "key": var, "optional": optional}}}
-                      for var, optional in S3_SECRET_KEYS.items()]
+        variables += [_new(api.IoK8sApiCoreV1EnvVar, name=var, value_from=_new(
+            api.IoK8sApiCoreV1EnvVarSource, secret_key_ref=_new(
+                api.IoK8sApiCoreV1SecretKeySelector, name=s3_secret, key=var, optional=optional)))
+            for var, optional in S3_SECRET_KEYS.items()]
     labels = {k: label_value(v) for k, v in {"app.kubernetes.io/managed-by": "admlops", **(labels or {})}.items()}
-    pod_patch = {
-        "metadata": {"labels": labels},
-        "spec": {
-            "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}}],
-            "containers": [{"name": NODE, "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]}],
-        },
-    }
-    spec = {
-        "runtimeRef": {"name": runtime, "apiGroup": GROUP, "kind": "ClusterTrainingRuntime"},
-        "trainer": {
-            "image": image, "command": list(command), "numNodes": num_nodes, "numProcPerNode": procs_per_node,
-            "resourcesPerNode": {"limits": dict(resources_per_node), "requests": dict(resources_per_node)},
-            "env": variables,
-        },
-        "runtimePatches": [{"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
-            {"name": NODE, "template": {"spec": {"template": pod_patch}}}]}}}}],
-    }
-    if active_deadline_s:
-        spec["activeDeadlineSeconds"] = int(active_deadline_s)
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainJob",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels}, "spec": spec}
+    quantities = {k: _quantity(v) for k, v in resources_per_node.items()}
+    pod_patch = _new(
+        api.TrainerV1alpha1PodTemplatePatch,
+        metadata=_new(api.IoK8sApimachineryPkgApisMetaV1ObjectMeta, labels=labels),
+        spec=_new(
+            api.TrainerV1alpha1PodSpecPatch,
+            volumes=[_new(api.IoK8sApiCoreV1Volume, name=SHM_VOLUME, empty_dir=_new(
+                api.IoK8sApiCoreV1EmptyDirVolumeSource, medium="Memory",
+                size_limit=_quantity(shm_size)))],
+            containers=[_new(api.TrainerV1alpha1ContainerPatch, name=NODE, volume_mounts=[
+                _new(api.IoK8sApiCoreV1VolumeMount, name=SHM_VOLUME, mount_path="/dev/shm")])],
+        ),
+    )
+    node_patch = _new(api.TrainerV1alpha1ReplicatedJobPatch, name=NODE, template=_new(
+        api.TrainerV1alpha1JobTemplatePatch, spec=_new(api.TrainerV1alpha1JobSpecPatch, template=pod_patch)))
+    spec = _new(
+        api.TrainerV1alpha1TrainJobSpec,
+        runtime_ref=_new(api.TrainerV1alpha1RuntimeRef, name=runtime, api_group=GROUP, kind="ClusterTrainingRuntime"),
+        trainer=_new(
+            api.TrainerV1alpha1Trainer, image=image, command=list(command), num_nodes=num_nodes,
+            num_proc_per_node=procs_per_node,
+            resources_per_node=_new(api.IoK8sApiCoreV1ResourceRequirements, limits=quantities, requests=dict(quantities)),
+            env=variables,
+        ),
+        runtime_patches=[_new(api.TrainerV1alpha1RuntimePatch, manager=PATCH_MANAGER, training_runtime_spec=_new(
+            api.TrainerV1alpha1TrainingRuntimeSpecPatch, template=_new(
+                api.TrainerV1alpha1JobSetTemplatePatch, spec=_new(
+                    api.TrainerV1alpha1JobSetSpecPatch, replicated_jobs=[node_patch]))))],
+        active_deadline_seconds=int(active_deadline_s) if active_deadline_s else None,
+    )
+    return _new(api.TrainerV1alpha1TrainJob, api_version=f"{GROUP}/{VERSION}", kind="TrainJob", spec=spec,
+                metadata=_new(api.IoK8sApimachineryPkgApisMetaV1ObjectMeta, name=name, namespace=namespace,
+                              labels=labels)).to_dict()
+
+
+def _quantity(value: int | float | str):
+    """A resource quantity as Kubernetes writes one in JSON, a string: ``8`` -> ``"8"``. The model keeps a number
+    as a float, and 8.0 is not the integer-or-string the CRD's schema allows."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return api.IoK8sApimachineryPkgApiResourceQuantity(str(value) if number else value)
+
+
+def _new(model, **fields):
+    """``model(**fields)`` for one of the Trainer API's models, refusing a field the model does not have (pydantic
+    would drop it without a word, and the TrainJob would lack it). Fields go by their Python names."""
+    if unknown := sorted(set(fields) - set(model.model_fields)):
+        raise TypeError(f"{model.__name__} has no field {', '.join(unknown)}: expected some of "
+                        f"{', '.join(model.model_fields)}")
+    return model(**fields)
 
 
 # -- status: pure decisions on the TrainJob object --------------------------------------------------------
