@@ -34,7 +34,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from admlops.objectstore import NoSuchObject, ObjectStore, StoreError, check_key
-from admlops.localfs import atomic_dir
+from admlops.localfs import atomic_dir, file_sha256
 
 KINDS = ("datasets", "models")
 PACK_FILE_MAX = 1 << 20  # files below 1 MiB go into packs
@@ -71,14 +71,6 @@ def _prefix(kind: str, name: str, version: str | None = None) -> str:
         raise StoreError(f"unknown kind {kind!r}; expected one of {KINDS}")
     parts = [kind, _check_name(name, "name")] + ([_check_name(version, "version")] if version else [])
     return "/".join(parts) + "/"
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _object_key(digest: str) -> str:
@@ -267,7 +259,7 @@ def push(
     def hash_and_store_large(path: Path) -> str:
         # Large files go up as soon as they are hashed (content-addressed, so idempotent): hashing
         # overlaps uploading. Small files wait to be looked up in the index and packed.
-        digest = _sha256_file(path)
+        digest = file_sha256(path)
         if path.stat().st_size >= PACK_FILE_MAX and not store.exists(_object_key(digest)):
             store.put_file(_object_key(digest), path)
         return digest
@@ -365,7 +357,7 @@ def pull(store: ObjectStore, kind: str, name: str, version: str, dest: str | Pat
                 first = tmp / members[0]["path"]
                 first.parent.mkdir(parents=True, exist_ok=True)
                 store.get_file(key, first)
-                if _sha256_file(first) != members[0]["sha256"]:
+                if file_sha256(first) != members[0]["sha256"]:
                     raise StoreError(f"{store.uri(key)}: corrupted object: sha256 of {members[0]['path']} does not match the manifest")
                 for r in members[1:]:
                     _write_verified(tmp, r, first.read_bytes(), store.uri(key))

@@ -1,11 +1,14 @@
-"""Publishing step outputs on the local filesystem.
+"""Local files: publishing step outputs, and the content digest of a file.
 
 Outputs are published atomically: a step writes into a hidden sibling directory and renames it
 into place only when everything is written, so a failed step leaves nothing a later step would read.
+``file_sha256`` is the one SHA-256 of a file's content (the catalog's object keys, merge's duplicate images,
+the deploy backends' ONNX digests).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import uuid
@@ -44,3 +47,12 @@ def link_or_copy(src: str | Path, dst: str | Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of the file's content, hex; read in 1 MiB chunks, so a large file is never held whole."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -7,7 +7,6 @@ is skipped and listed, never silently dropped.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 from tqdm import tqdm
@@ -16,6 +15,7 @@ from admlops.components.convert.coco import write_coco
 from admlops.components.convert.kitti_coco import hash_split
 from admlops.components.convert.records import STRICT, Skips, check_reader_options, read_frames
 from admlops.definition import IGNORE, DatasetDefinition, load_definition
+from admlops.localfs import file_sha256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,10 +24,6 @@ class Source:
     format: str  # a READERS key; also the definition's ``sources`` key for its class mapping
     path: str
     options: dict = dataclasses.field(default_factory=dict)  # reader options, e.g. image_root
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def merge(sources: list[Source], out: str | Path, definition: str | Path | DatasetDefinition,
@@ -48,7 +44,7 @@ def merge(sources: list[Source], out: str | Path, definition: str | Path | Datas
         for src in sources:
             read = read_frames(src.format, src.path, skips, **src.options)
             for frame in tqdm(read, desc=f"merge {src.name}", unit="frame"):
-                digest = _sha256(frame.image)
+                digest = file_sha256(frame.image)
                 fid = f"{src.name}-{frame.id}"
                 if digest in seen:
                     duplicates.append({"frame": fid, "image": str(frame.image), "same_as": seen[digest]})
