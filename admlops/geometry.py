@@ -1,4 +1,4 @@
-"""Plane geometry shared by the 3D converters: where a projected 3D box lands in an image."""
+"""Plane geometry: where a projected 3D box lands in an image (the 3D converters), and the IoU of 2D boxes."""
 from __future__ import annotations
 
 import numpy as np
@@ -56,3 +56,13 @@ def hull_bounds_in_image(points: np.ndarray, width: float, height: float) -> tup
     xs, ys = [p[0] for p in poly], [p[1] for p in poly]
     area = 0.5 * abs(sum(xs[i - 1] * ys[i] - xs[i] * ys[i - 1] for i in range(len(poly))))
     return (min(xs), min(ys), max(xs), max(ys)) if area > 0 else None
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix [N, M] of boxes ``a`` [N, 4] and ``b`` [M, 4] (x1, y1, x2, y2); 0 where both are empty."""
+    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a, area_b = (np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), axis=1) for x in (a, b))
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)

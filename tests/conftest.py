@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from admlops.geometry import box_iou  # noqa: F401 - tests import it from here
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
@@ -243,14 +245,3 @@ def pytorch_val_images(model_dir: Path, dataset_dir: Path, count: int) -> list[V
                                pred.scores[order].numpy(), pred.labels[order].numpy(),
                                getattr(gt.bboxes, "tensor", gt.bboxes).numpy() * scale, gt.labels.numpy()))
     return images
-
-
-def box_iou(a, b):
-    """IoU matrix of boxes ``a`` [N, 4] and ``b`` [M, 4] (x1, y1, x2, y2)."""
-    import numpy as np
-
-    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)

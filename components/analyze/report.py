@@ -14,19 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from admlops.geometry import box_iou
 from admlops.localfs import atomic_dir
 
 IMBALANCE_RATIO = 10.0  # warn when the largest class has this many times the objects of the smallest
 DUPLICATE_IOU = 0.95
-
-
-def _iou(a, b) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def label_errors(rows: list[dict]) -> list[dict]:
@@ -40,10 +32,11 @@ def label_errors(rows: list[dict]) -> list[dict]:
         if r["x1"] < 0 or r["y1"] < 0 or r["x2"] > r["image_width"] or r["y2"] > r["image_height"]:
             errors.append({"frame": r["frame"], "kind": "outside_image", "label": r["source_label"]})
     for frame, objs in by_frame.items():
+        boxes = [(o["x1"], o["y1"], o["x2"], o["y2"]) for o in objs]
+        iou = box_iou(boxes, boxes)
         for i, a in enumerate(objs):
-            for b in objs[i + 1 :]:
-                if a["category"] == b["category"] and not a["ignore"] and _iou(
-                    (a["x1"], a["y1"], a["x2"], a["y2"]), (b["x1"], b["y1"], b["x2"], b["y2"])) >= DUPLICATE_IOU:
+            for j, b in enumerate(objs[i + 1 :], start=i + 1):
+                if a["category"] == b["category"] and not a["ignore"] and iou[i, j] >= DUPLICATE_IOU:
                     errors.append({"frame": frame, "kind": "duplicate", "label": a["source_label"]})
     return errors
 
