@@ -58,11 +58,6 @@ def data_root_kind(dataset_dir: str | Path) -> DataRoot | None:
     return next((kind for kind in DATA_ROOTS if kind.infos(dataset_dir, "train").is_file()), None)
 
 
-def is_kitti_root(dataset_dir: str | Path) -> bool:
-    """Whether ``dataset_dir`` is an mmdet3d KITTI data root (it has ``kitti_infos_train.pkl``)."""
-    return data_root_kind(dataset_dir) == KITTI
-
-
 def _inner(dataset_cfg):
     """The dataset under any wrappers (RepeatDataset, ClassBalancedDataset, ...)."""
     while "dataset" in dataset_cfg:
