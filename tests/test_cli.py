@@ -63,6 +63,29 @@ def test_every_product_error_maps_to_its_exit_code():
     from admlops.pipelines.local import PipelineFailed
     from admlops.pipelines.submit import KfpApiError, RunFailed
 
-    codes = {errors.UsageError: 2, errors.InputError: 3, PipelineFailed: 4, RunFailed: 4, StoreError: 5, KfpApiError: 6}
+    from admlops.components.train_distributed.trainjob import TrainJobFailed
+
+    codes = {errors.UsageError: 2, errors.InputError: 3, PipelineFailed: 4, RunFailed: 4, TrainJobFailed: 4, StoreError: 5,
+             KfpApiError: 6}
     for cls, code in codes.items():
         assert issubclass(cls, errors.AdmlopsError) and cls.exit_code == code, cls
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["kitti", "--frames", "0"], "frames must be >= 1, got 0"),
+    (["kitti", "--frames", "-3"], "frames must be >= 1, got -3"),
+    (["nuscenes", "--scenes", "11"], "scenes must be in 1..10 (the mini split's scene names), got 11"),
+    (["nuscenes", "--scenes", "0"], "scenes must be in 1..10 (the mini split's scene names), got 0"),
+    (["nuscenes", "--samples", "0"], "need samples_per_scene >= 1 and 0 <= sweeps_per_sample <= 9, got 0 and 2"),
+    (["nuscenes", "--sweeps", "10"], "need samples_per_scene >= 1 and 0 <= sweeps_per_sample <= 9, got 4 and 10"),
+])
+def test_synth_bad_sizes_are_usage_errors(argv, message, capsys, tmp_path):
+    """A size the synthetic generators cannot make is a usage error (exit 2) naming the value, not a traceback,
+    and nothing is written."""
+    from admlops.pipelines.cli import main
+
+    out = tmp_path / "out"
+    code = main(["data", "synth", *argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert (code, err.strip()) == (2, f"admlops: error: {message}")
+    assert not out.exists()

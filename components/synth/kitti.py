@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from admlops.errors import UsageError
 from admlops.formats import kitti
 from admlops.localfs import atomic_dir
 
@@ -272,10 +273,10 @@ def synth_kitti(out: str | Path, frames: int, seed: int = 0, val_fraction: float
     frame is val), as the official KITTI split files do. Returns ``out``.
     """
     if frames < 1:
-        raise ValueError(f"frames must be >= 1, got {frames}")
+        raise UsageError(f"frames must be >= 1, got {frames}")
     unknown = sorted(set(class_probs or {}) - set(LOOKS))
     if unknown:
-        raise ValueError(f"class_probs: unknown class {unknown[0]!r}; expected some of {', '.join(LOOKS)}")
+        raise UsageError(f"class_probs: unknown class {unknown[0]!r}; expected some of {', '.join(LOOKS)}")
     out = Path(out)
     with atomic_dir(out) as tmp:
         training = tmp / "training"

@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw
 from pyquaternion import Quaternion
 from tqdm import tqdm
 
+from admlops.errors import UsageError
 from admlops.localfs import atomic_dir
 
 VERSION, LOCATION = "v1.0-mini", "singapore-onenorth"
@@ -134,7 +135,7 @@ def scene_names(n: int) -> list[str]:
     train, val = list(splits.mini_train), list(splits.mini_val)
     names = [name for pair in zip(train, val, strict=False) for name in pair] + train[len(val):]
     if not 1 <= n <= len(names):
-        raise ValueError(f"scenes must be in 1..{len(names)} (the mini split's scene names), got {n}")
+        raise UsageError(f"scenes must be in 1..{len(names)} (the mini split's scene names), got {n}")
     return names[:n]
 
 
@@ -344,7 +345,7 @@ def synth_nuscenes(out: str | Path, scenes: int = 2, samples_per_scene: int = 4,
     """Write ``scenes`` synthetic scenes as a nuScenes ``v1.0-mini`` dataset under ``out``; returns ``out``."""
     names = scene_names(scenes)
     if samples_per_scene < 1 or not 0 <= sweeps_per_sample <= 9:
-        raise ValueError(f"need samples_per_scene >= 1 and 0 <= sweeps_per_sample <= 9, "
+        raise UsageError(f"need samples_per_scene >= 1 and 0 <= sweeps_per_sample <= 9, "
                          f"got {samples_per_scene} and {sweeps_per_sample}")
     out, channels, map_token = Path(out), ["LIDAR_TOP", *CAMERAS], token("map", LOCATION)
     with atomic_dir(out) as tmp:
