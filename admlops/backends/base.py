@@ -30,6 +30,7 @@ import numpy as np
 
 from admlops.cpu import check_int8_build
 from admlops.errors import InputError, UsageError
+from admlops.localfs import file_sha256
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 BUILD_REPORT = "build.json"
@@ -79,14 +80,6 @@ class BuildResult:
     artifact: Path  # the file a runner loads (model.onnx, model.xml, model.engine)
     precision: str
     report: dict = field(default_factory=dict)  # JSON-serialisable: also written to build.json beside the artifact
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def onnx_io(onnx_file: Path) -> tuple[list[str], list[str]]:

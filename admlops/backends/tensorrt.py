@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from admlops.backends.base import Backend, BuildResult, Calibration, Runner, Shapes, file_sha256, register
+from admlops.backends.base import Backend, BuildResult, Calibration, Runner, Shapes, register
+from admlops.localfs import file_sha256
 from admlops.errors import AdmlopsError, InputError, UsageError
 
 NO_CUDA = "no CUDA device: TensorRT engines need an NVIDIA GPU"
