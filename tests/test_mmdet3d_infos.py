@@ -221,3 +221,43 @@ def test_non_numeric_frame_id_names_split_file_and_line(kitti_root, tmp_path):
     assert report == {"skipped": 1, "samples": [{"sample": "training/frame_x", "file": str(train), "line": len(ids) + 1,
                                                  "message": message}]}
     assert counts["train"] == len(ids)
+
+
+def test_split_frame_without_files_names_the_split_file_and_line_as_convert_does(kitti_root, tmp_path, capsys):
+    """A split file listing a frame that has no files: `data infos` names the split file and line, as `data
+    convert` does, not `label_2/<id>.txt: label without image` (a file that does not exist); without --strict the
+    frame is skipped and listed so."""
+    from admlops.pipelines.cli import main
+
+    root = (tmp_path / "kitti").resolve()
+    shutil.copytree(kitti_root, root)
+    train = root / "ImageSets" / "train.txt"
+    ids = train.read_text().split()
+    train.write_text("\n".join([*ids[:2], "999999", *ids[2:]]) + "\n")
+    expected = f"admlops: error: {train}:3: frame '999999' has no label in training/label_2"
+
+    assert main(["data", "infos", str(root), str(tmp_path / "strict"), "--strict"]) == 3
+    err = capsys.readouterr().err
+    assert expected in err.splitlines() and "label without image" not in err
+    assert not (tmp_path / "strict").exists()
+    assert main(["data", "convert", str(root), str(tmp_path / "coco"), "--strict"]) == 3
+    assert expected in capsys.readouterr().err.splitlines()
+
+    assert main(["data", "infos", str(root), str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "skipped.json").read_text())
+    assert report == {"skipped": 1, "samples": [{"sample": "training/999999", "file": str(train), "line": 3,
+                                                 "message": "frame '999999' has no label in training/label_2"}]}
+    assert [d["sample_idx"] for d in _load(tmp_path / "out" / "kitti_infos_train.pkl")["data_list"]] == list(map(int, ids))
+
+
+def test_test_split_frame_without_an_image_names_the_split_file(kitti_copy, tmp_path):
+    from admlops.errors import InputError
+
+    root = (tmp_path / "kitti").resolve()
+    shutil.copytree(kitti_copy, root)
+    test = root / "ImageSets" / "test.txt"
+    test.write_text("000000\n000001\n")  # testing/ holds frame 000000 only
+    with pytest.raises(InputError) as err:
+        write_kitti_infos(root, tmp_path / "out", workers=1)
+    assert (err.value.path, err.value.line, err.value.message) == (
+        str(test), 2, "frame '000001' has no image in testing/image_2")

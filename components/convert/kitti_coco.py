@@ -10,10 +10,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from admlops.components.convert.coco import write_coco
-from admlops.components.convert.readers import kitti_frames, read_kitti_frame
+from admlops.components.convert.readers import kitti_frames, kitti_split_ids, read_kitti_frame
 from admlops.components.convert.records import STRICT, Frame, Skips, check_reader_options, guarded, read_frames
 from admlops.definition import DatasetDefinition, load_definition
-from admlops.errors import InputError
 
 
 def hash_split(frame: str, val_fraction: float, seed: int) -> str:
@@ -33,13 +32,8 @@ def _splits(kitti_root: Path, frames: list[str], val_fraction: float, seed: int,
         known = set(frames)
         split = {}
         for name in ("train", "val"):
-            path = sets / f"{name}.txt"
-            for n, line in enumerate(path.read_text().splitlines(), start=1):
-                if line.strip():
-                    with skips.sample(line.strip()):
-                        if line.strip() not in known:
-                            raise InputError(path, f"frame {line.strip()!r} has no label in training/label_2", n)
-                        split[line.strip()] = name
+            for frame in kitti_split_ids(sets / f"{name}.txt", known, skips):
+                split[frame] = name
         return split, {"method": "ImageSets", "files": ["ImageSets/train.txt", "ImageSets/val.txt"]}
     split = {f: hash_split(f, val_fraction, seed) for f in frames}
     return split, {"method": "sha256", "val_fraction": val_fraction, "seed": seed}

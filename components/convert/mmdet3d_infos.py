@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from admlops.components.convert.lidar import kitti_lidar, kitti_scan
-from admlops.components.convert.readers import read_kitti_frame
+from admlops.components.convert.readers import kitti_split_ids, read_kitti_frame
 from admlops.components.convert.records import STRICT, Skips, guarded
 from admlops.errors import InputError
 from admlops.geometry import hull_bounds_in_image
@@ -212,21 +212,25 @@ def _db_object(obj_points, box_lidar, sample_idx: int, name: str, gt_idx: int, d
 
 def _read_split(root: Path, name: str, required: bool, skips: Skips) -> list[str] | None:
     """The frame ids of ``ImageSets/<name>.txt`` (None when it is missing and not ``required``). An id that is not
-    a number is a bad sample, named with its file and line: mmdet3d's ``sample_idx`` is the id as an integer."""
+    a number (mmdet3d's ``sample_idx`` is the id as an integer), or whose label (``test``: image) is missing, is a bad
+    sample named with the split file and line, as convert names it (readers.kitti_split_ids)."""
     path = root / "ImageSets" / f"{name}.txt"
     if not path.is_file():
         if required:
             raise InputError(path, "missing split file (mmdet3d infos follow KITTI's ImageSets)")
         return None
-    ids = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        for frame in line.split():
-            with skips.sample(f"{'testing' if name == 'test' else 'training'}/{frame}"):
-                if not (frame.isascii() and frame.isdigit()):
-                    raise InputError(path, f"frame id {frame!r} is not a number (mmdet3d's sample_idx is the frame id "
-                                           "as an integer)", lineno)
-                ids.append(frame)
-    return ids
+    # a labelled frame is one with a label file (as convert reads them); an unlabelled test frame, one with an image
+    base, folder, suffix, what = ("testing", "image_2", ".png", "image") if name == "test" else \
+        ("training", "label_2", ".txt", "label")
+    present = {p.name[:-len(suffix)] for p in (root / base / folder).glob(f"*{suffix}")}
+    return kitti_split_ids(path, present, skips, f"has no {what} in {base}/{folder}",
+                           sample=lambda frame: f"{base}/{frame}", check=_not_a_sample_idx)
+
+
+def _not_a_sample_idx(frame: str) -> str | None:
+    if not (frame.isascii() and frame.isdigit()):
+        return f"frame id {frame!r} is not a number (mmdet3d's sample_idx is the frame id as an integer)"
+    return None
 
 
 def write_kitti_infos(kitti_root: str | Path, out: str | Path, prefix: str = "kitti", workers: int | None = None,

@@ -105,6 +105,26 @@ def kitti_frames(root: str | Path) -> tuple[Path, list[str]]:
     return training, frames
 
 
+def kitti_split_ids(path: Path, frames: set[str], skips: Skips, missing: str = "has no label in training/label_2",
+                    sample: Callable[[str], str] = str, check: Callable[[str], str | None] | None = None) -> list[str]:
+    """The frame ids a KITTI split file lists (``ImageSets/<split>.txt``: whitespace-separated, one a line), in order.
+
+    An id not in ``frames`` (the frames that have their files, e.g. the label file stems) is a bad sample named
+    with the split file and its line, ``frame '000042' <missing>``, not by a file of it that does not exist; so is
+    one ``check`` returns a message for (checked first). ``sample(id)`` is its name in skipped.json."""
+    ids = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        for frame in line.split():
+            with skips.sample(sample(frame)):
+                problem = check(frame) if check else None
+                if problem is None and frame not in frames:
+                    problem = f"frame {frame!r} {missing}"
+                if problem is not None:
+                    raise InputError(path, problem, lineno)
+                ids.append(frame)
+    return ids
+
+
 @reader("kitti")
 def read_kitti(root: str | Path, skips: Skips = STRICT) -> Iterator[Frame]:
     """Every labelled frame of ``root/training``; the layout fixes where images are, so it takes no options."""
