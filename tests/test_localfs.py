@@ -1,4 +1,4 @@
-"""admlops.localfs.file_sha256: the one SHA-256 of a file, which the catalog and merge use."""
+"""admlops.localfs.file_sha256: the one SHA-256 of a file, which the catalog, merge and the deploy backends use."""
 import hashlib
 
 import pytest
@@ -15,8 +15,9 @@ def test_file_sha256_is_the_digest_of_the_whole_content(tmp_path, size):
     assert file_sha256(path) == file_sha256(str(path)) == hashlib.sha256(data).hexdigest()
 
 
-def test_catalog_and_merge_use_it():
+def test_catalog_merge_and_backends_use_it():
     from admlops import catalog
+    from admlops.backends import base
     from admlops.components.convert import merge
 
-    assert catalog.file_sha256 is file_sha256 and merge.file_sha256 is file_sha256
+    assert catalog.file_sha256 is file_sha256 and merge.file_sha256 is file_sha256 and base.file_sha256 is file_sha256
