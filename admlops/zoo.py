@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from admlops import catalog
+from admlops.backends.parity import below_floor
 from admlops.errors import StepFailed, UsageError
 from admlops.objectstore import ObjectStore
 
@@ -56,15 +57,20 @@ class PromotionBlocked(StepFailed):
 
 
 def failed_gates(info: dict) -> list[str]:
-    """The failed gates a version's record names (empty when all passed or none were recorded)."""
+    """The failed gates a version's record names (empty when all passed or none were recorded); first, when its
+    PyTorch reference is below the floor, that its gates are not meaningful."""
     gates = info.get("gates") or {}
-    return [f"{g['backend']} {g['precision']} (drop {g['drop_points']:.2f} > {g['allowed_points']:.2f} points)"
-            for g in gates.get("gates", []) if not g["passed"]]
+    vacuous = below_floor(gates)
+    return [vacuous] * bool(vacuous) + [
+        f"{g['backend']} {g['precision']} (drop {g['drop_points']:.2f} > {g['allowed_points']:.2f} points)"
+        for g in gates.get("gates", []) if not g["passed"]]
 
 
 def deployable_targets(info: dict) -> list[str]:
-    """The deploy targets (``backend:precision``) whose gates passed, of a version's record."""
-    return [f"{g['backend']}:{g['precision']}" for g in (info.get("gates") or {}).get("gates", []) if g["passed"]]
+    """The deploy targets (``backend:precision``) whose gates passed, of a version's record; none when the gates
+    are not meaningful (PyTorch below the floor)."""
+    gates = info.get("gates") or {}
+    return [] if below_floor(gates) else [f"{g['backend']}:{g['precision']}" for g in gates.get("gates", []) if g["passed"]]
 
 
 def resolve(store: ObjectStore, name: str, ref: str) -> str:

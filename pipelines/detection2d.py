@@ -42,6 +42,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         deploy_max_drop_float: float = 0.5,
         deploy_max_drop_int8: float = 1.5,
         deploy_gates_fatal: bool = False,
+        deploy_gate_floor: float = -1.0,
         deploy_trt_precisions: str = "fp16,int8",
         bench_batch_sizes: str = "1,4,8",
         bench_trt_backends: str = "tensorrt:fp16,tensorrt:int8",
@@ -59,7 +60,8 @@ def build(profile: profiles.ClusterProfile | None = None):
         mAP@0.5 (allowed drops in points: ``deploy_max_drop_float`` for fp32/fp16, ``deploy_max_drop_int8``); a
         target over its allowance is recorded as failed, is not benchmarked and is blocked from ``zoo_alias``, while
         the run goes on with the targets that passed (``deploy_gates_fatal``: any failed gate fails export, as a CI
-        promotion run wants). With a GPU profile, ``export-trt`` builds TensorRT engines
+        promotion run wants). Below ``deploy_gate_floor`` (PyTorch mAP@0.5; negative: 0.05) the gates are not
+        meaningful and the model is registered without an alias. With a GPU profile, ``export-trt`` builds TensorRT engines
         (``deploy_trt_precisions``), gated the same way, and a second benchmark times them on the GPU."""
         on = profiles.scheduler(profile)
         data = on(convert(kitti=kitti_root, store=store, definition=data_definition, val_fraction=data_val_fraction,
@@ -81,7 +83,7 @@ def build(profile: profiles.ClusterProfile | None = None):
                          deploy_config=export_deploy_config, targets=deploy_backends,
                          calibration_images=deploy_calibration_images, max_drop_float=deploy_max_drop_float,
                          max_drop_int8=deploy_max_drop_int8,
-                         enforce_gates=deploy_gates_fatal), "export")
+                         enforce_gates=deploy_gates_fatal, gate_floor=deploy_gate_floor), "export")
         bench = on(benchmark(dataset=data.outputs["dataset"], onnx_model=onnx.outputs["onnx_model"], model=model.outputs["model"],
                              backends=deploy_backends, batch_sizes=bench_batch_sizes, threads=bench_threads,
                              warmup=bench_warmup, max_images=bench_max_images), "benchmark")

@@ -40,6 +40,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         deploy_max_drop_float: float = 1.0,
         deploy_max_drop_int8: float = 1.5,
         deploy_gates_fatal: bool = False,
+        deploy_gate_floor: float = -1.0,
         bench_threads: str = "0",
         bench_warmup: int = 3,
         bench_max_images: int = 0,
@@ -57,7 +58,8 @@ def build(profile: profiles.ClusterProfile | None = None):
         model is exported (mmdeploy VoxelDetection -> ``deploy_backends``: ONNX Runtime fp32 and int8, the int8
         calibrated on ``deploy_calibration_images`` train scans; each gated on the class-mean 3D AP40 moderate: at most
         ``deploy_max_drop_float`` points below PyTorch for fp32, ``deploy_max_drop_int8`` for int8; a failed target is
-        recorded, not benchmarked and blocked from ``zoo_alias`` unless ``deploy_gates_fatal`` makes it fail export)
+        recorded, not benchmarked and blocked from ``zoo_alias`` unless ``deploy_gates_fatal`` makes it fail export;
+        below ``deploy_gate_floor``, negative: 1.0 AP point, the gates are not meaningful: no alias)
         and benchmarked (voxelization, network, post-processing timed apart; ``bench_max_images`` 0 = every val scan)
         before register; a nuScenes model is registered without an export (the 3D export takes KITTI voxel detectors)."""
         on = profiles.scheduler(profile)
@@ -79,7 +81,7 @@ def build(profile: profiles.ClusterProfile | None = None):
                              pytorch_report=scores.outputs["report"], deploy_config=export_deploy_config,
                              targets=deploy_backends, calibration_images=deploy_calibration_images,
                              max_drop_float=deploy_max_drop_float, max_drop_int8=deploy_max_drop_int8,
-                         enforce_gates=deploy_gates_fatal), "export")
+                         enforce_gates=deploy_gates_fatal, gate_floor=deploy_gate_floor), "export")
             bench = on(benchmark(dataset=data.outputs["dataset"], onnx_model=onnx.outputs["onnx_model"],
                                  model=model.outputs["model"], backends=deploy_backends, batch_sizes="1",
                                  threads=bench_threads, warmup=bench_warmup, max_images=bench_max_images), "benchmark")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from admlops.backends.parity import remedy
+from admlops.backends.parity import below_floor, remedy
 
 
 def _load(path: Path) -> dict | None:
@@ -55,10 +55,14 @@ def summarize_run(run_dir: str | Path) -> str:
                          f"{o['bbox_mAP_50'] - ref:+.4f})")
     gates = _load(run_dir / "export" / "onnx_model" / "gates.json")
     failed = [g for g in (gates or {}).get("gates", []) if not g["passed"]]
+    vacuous = below_floor(gates)
     for g in (gates or {}).get("gates", []):
-        verdict = "passed" if g["passed"] else "FAILED: not deployable (not benchmarked, blocked from the alias)"
+        verdict = "FAILED: not deployable (not benchmarked, blocked from the alias)" if not g["passed"] else \
+            "not meaningful" if vacuous else "passed"
         lines.append(f"gate {g['backend'] + ':' + g['precision']:<18} {gates['metric']} drop {g['drop_points']:+.2f} "
                      f"points, allowed {g['allowed_points']:.2f}: {verdict}")
+    if vacuous:
+        lines.append(f"parity not meaningful: {vacuous}; registered without an alias")
     for precision in dict.fromkeys(g["precision"] for g in failed):
         lines.append(f"remedy ({precision}): {remedy(precision)}")
     zoo = _load(run_dir / "register" / "zoo_model")

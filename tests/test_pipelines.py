@@ -47,6 +47,17 @@ def test_a_failed_gate_ends_the_run_only_when_asked(name):
         wired == {"componentInputParameter": "deploy_gates_fatal"}
 
 
+def _is_literal(node) -> bool:
+    """A constant, a negative number included (``-1.0`` parses as a unary minus on a constant)."""
+    import ast
+
+    try:
+        ast.literal_eval(node)
+        return True
+    except ValueError:
+        return False
+
+
 def test_components_are_self_contained():
     """KFP runs a component's function body alone: module-level imports beyond kfp and admlops.images would make
     compiling need the heavy stack, and a default naming a module constant fails at run time (NameError)."""
@@ -61,5 +72,5 @@ def test_components_are_self_contained():
                 assert module in ("kfp", "kfp.dsl", "admlops.images"), f"{path}: top-level import of {module}"
             if isinstance(node, ast.FunctionDef):
                 for default in node.args.defaults + node.args.kw_defaults:
-                    assert default is None or isinstance(default, ast.Constant), \
+                    assert default is None or _is_literal(default), \
                         f"{path}:{default.lineno}: {node.name}'s default must be a literal"

@@ -45,3 +45,14 @@ def test_a_2d_export_without_onnx_runtime_is_summarised(tmp_path):
     (export / "metrics.json").write_text(json.dumps({"pytorch": coco(0.8), "backends": {"openvino-int8": coco(0.79)}}))
     text = summarize_run(tmp_path)
     assert "openvino-int8      mAP@0.5 0.790  mAP 0.395  (difference -0.0100)" in text
+
+
+def test_gates_below_the_floor_are_said_to_be_not_meaningful(tmp_path):
+    _run(tmp_path, int8_passed=True)
+    gates = json.loads((tmp_path / "export" / "onnx_model" / "gates.json").read_text())
+    gates["floor"] = {"label": "mAP@0.5", "value": 0.05, "pytorch": 0.0, "met": False}
+    (tmp_path / "export" / "onnx_model" / "gates.json").write_text(json.dumps(gates))
+    text = summarize_run(tmp_path)
+    assert "gate onnxruntime:fp32   bbox_mAP_50 drop +0.00 points, allowed 0.50: not meaningful" in text
+    assert ("parity not meaningful: PyTorch mAP@0.5 0.0000 is below the floor 0.0500: the model has learned too "
+            "little for its parity gates to mean anything (not meaningful, not passed); registered without an alias") in text

@@ -49,7 +49,8 @@ def test_register_aliases_the_targets_that_passed(tmp_path, passed, capsys):
     assert alias["targets"] == (["onnxruntime:fp32", "openvino:int8"] if passed else ["onnxruntime:fp32"])
     blocked = [] if passed else ["openvino int8 (drop 5.00 > 1.50 points)"]
     assert alias["blocked_targets"] == result["failed_gates"] == blocked
-    assert ("candidate blocked for gates failed: openvino int8" in capsys.readouterr().err) is not passed
+    err = capsys.readouterr().err
+    assert ("candidate blocked for the targets whose gates failed: openvino int8" in err) is not passed
 
 
 def test_register_does_not_alias_a_model_whose_every_target_failed(tmp_path, capsys):
@@ -60,7 +61,7 @@ def test_register_does_not_alias_a_model_whose_every_target_failed(tmp_path, cap
     result = register(*_steps(tmp_path, False, fp32_passed=False), dataset, "det", store_uri=str(store_dir))
     assert result["alias"] is None and result["deployable_targets"] == []
     assert "candidate" not in zoo.aliases(open_store(store_dir), "det")
-    assert "not aliased candidate: every target failed" in capsys.readouterr().err
+    assert "not aliased candidate: onnxruntime fp32 (drop 10.00 > 0.50 points)" in capsys.readouterr().err
     assert catalog.show(open_store(store_dir), "models", "det", result["version"]).info["gates"]  # but registered
 
 
@@ -93,3 +94,28 @@ def test_promote_refuses_failed_gates_unless_forced_with_a_reason(tmp_path, caps
     assert record["forced"] and record["reason"] == "int8 not shipped" and record["by"]
     assert record["failed_gates"] == ["openvino int8 (drop 5.00 > 1.50 points)"]
     assert zoo.history(open_store(store_dir), "det")[-1]["forced"]
+
+
+def test_gates_below_the_floor_are_not_meaningful_and_block_the_alias(tmp_path, capsys):
+    """PyTorch at mAP@0.5 0.0 (a model that detects nothing) matches every backend: the gates passed, but the floor
+    was not met, so the version is registered without an alias and promotion names the floor."""
+    from admlops.backends.parity import allowances, below_floor, gate, gates_report
+    from admlops.components.register.register import register
+
+    nothing = {"bbox": {"bbox_mAP_50": 0.0}}
+    report = gates_report([gate("onnxruntime", "fp32", nothing, nothing, allowances())])
+    assert all(g["passed"] for g in report["gates"]) and report["passed"] is False
+    assert report["floor"] == {"label": "mAP@0.5", "value": 0.05, "pytorch": 0.0, "met": False}
+    assert below_floor(report).startswith("PyTorch mAP@0.5 0.0000 is below the floor 0.0500")
+    learned = {"bbox": {"bbox_mAP_50": 0.3}}
+    assert gates_report([gate("onnxruntime", "fp32", learned, learned, allowances())])["passed"]  # the control
+
+    steps = _steps(tmp_path, True)
+    (steps[2] / "gates.json").write_text(json.dumps(report))
+    store_dir = str(tmp_path / "store")
+    dataset = {"name": "kitti-coco", "version": "v1", "manifest_sha256": "0" * 64}
+    result = register(*steps, dataset, "det", store_uri=store_dir)
+    assert result["alias"] is None and result["deployable_targets"] == [] and not result["gates_passed"]
+    assert "not aliased candidate: PyTorch mAP@0.5 0.0000 is below the floor" in capsys.readouterr().err
+    assert main(["zoo", "promote", "det", result["version"], "production", "--store", store_dir]) == 4
+    assert "below the floor 0.0500" in capsys.readouterr().err

@@ -33,14 +33,16 @@ from admlops.errors import StepFailed, UsageError
 
 @dataclass(frozen=True)
 class Metric:
-    """The number a gate compares: where it sits in a metrics dict (run_coco_test's or run_kitti_test's layout) and
-    how many points one unit of it is."""
+    """The number a gate compares: where it sits in a metrics dict (run_coco_test's or run_kitti_test's layout), how
+    many points one unit of it is, and the floor PyTorch must reach for a parity gate on it to mean anything (a
+    model that detects nothing matches every backend exactly: 0.00 against 0.00 is no evidence of parity)."""
 
     key: str  # gates.json's "metric"
     label: str  # how messages name it
     path: tuple[str, ...]
     points_per_unit: float  # COCO mAP is 0..1: 100; KITTI AP is in percent: 1
     unit: str
+    floor: float  # in the metric's own unit
 
     def of(self, metrics: dict) -> float:
         value = metrics
@@ -54,10 +56,11 @@ class Metric:
                              f"got keys {got}") from None
 
 
-COCO_MAP50 = Metric("bbox_mAP_50", "mAP@0.5", ("bbox", "bbox_mAP_50"), 100.0, "points (mAP x 100)")
+# Floors: 5 mAP@0.5 points for a 2D detector, 1 AP point of the class-mean 3D AP40 moderate (a 3D model that learned
+# one class of three reaches it; one that learned none does not)
+COCO_MAP50 = Metric("bbox_mAP_50", "mAP@0.5", ("bbox", "bbox_mAP_50"), 100.0, "points (mAP x 100)", 0.05)
 KITTI_3D_AP40_MODERATE = Metric("mAP_3D_AP40_moderate", "KITTI 3D AP40 moderate (class mean, strict IoU)",
-                                ("headline", "mAP_3D_AP40_moderate"), 1.0, "points (AP in percent)")
-METRIC = COCO_MAP50.key
+                                ("headline", "mAP_3D_AP40_moderate"), 1.0, "points (AP in percent)", 1.0)
 GATES_FILE = "gates.json"
 MAX_DROP_FLOAT = 0.5  # default allowed mAP@0.5 drop, points: fp32, fp16, bf16
 MAX_DROP_INT8 = 1.5
@@ -125,10 +128,23 @@ def gate(backend: str, precision: str, measured: dict, pytorch: dict, allowed: d
 
 
 def gates_report(gates: list[Gate]) -> dict:
+    """gates.json: every gate, and the floor (``met``: PyTorch reached it); ``passed`` only when every gate passed
+    and the floor was met."""
     metric = gates[0].metric if gates else COCO_MAP50
-    return {"metric": metric.key, "unit": metric.unit, "reference": "pytorch",
-            "passed": all(g.passed for g in gates),
+    floor = {"label": metric.label, "value": metric.floor, "pytorch": gates[0].pytorch if gates else None,
+             "met": not gates or gates[0].pytorch >= metric.floor}
+    return {"metric": metric.key, "unit": metric.unit, "reference": "pytorch", "floor": floor,
+            "passed": floor["met"] and all(g.passed for g in gates),
             "gates": [{k: v for k, v in asdict(g).items() if k != "metric"} for g in gates]}
+
+
+def below_floor(report: dict | None) -> str | None:
+    """What to say of a gates.json whose PyTorch reference is below its floor (None when met or not recorded)."""
+    floor = (report or {}).get("floor")
+    if not floor or floor["met"]:
+        return None
+    return (f"PyTorch {floor['label']} {floor['pytorch']:.4f} is below the floor {floor['value']:.4f}: the model has "
+            f"learned too little for its parity gates to mean anything (not meaningful, not passed)")
 
 
 def remedy(precision: str) -> str:
@@ -148,7 +164,10 @@ def failed_gates(export_dir: Path) -> list[dict]:
 
 
 def enforce(gates: list[Gate]) -> None:
-    """Raise StepFailed naming every failing gate."""
+    """Raise StepFailed naming every failing gate, or the floor PyTorch did not reach."""
+    vacuous = below_floor(gates_report(gates))
+    if vacuous:
+        raise StepFailed(f"parity gates not meaningful: {vacuous}")
     failed = [g for g in gates if not g.passed]
     if failed:
         raise StepFailed("parity gate failed: " + "; ".join(g.describe() for g in failed) + ". Remedy: " +

@@ -19,9 +19,11 @@ def export(
     max_drop_float: float,
     max_drop_int8: float,
     enforce_gates: bool = True,
+    gate_floor: float = -1.0,
 ):
     """Export to ONNX, build every deploy target (``backend:precision``, comma-separated), report each target's mAP
-    next to PyTorch's and gate it (allowed mAP@0.5 drops in points: fp32/fp16/bf16 and int8)."""
+    next to PyTorch's and gate it (allowed mAP@0.5 drops in points: fp32/fp16/bf16 and int8; ``gate_floor``: the least
+    PyTorch must reach for the gates to mean anything, negative = the model kind's)."""
     import json
     from pathlib import Path
 
@@ -31,7 +33,7 @@ def export(
     pytorch = json.loads((Path(pytorch_report.path) / "metrics.json").read_text())
     result = run(dataset.path, model.path, onnx_model.path, deploy_config, pytorch, targets=targets,
                  max_drop_float=max_drop_float, max_drop_int8=max_drop_int8, calibration_images=calibration_images,
-                 enforce_gates=enforce_gates)
+                 enforce_gates=enforce_gates, gate_floor=gate_floor)
     for tag, measured in result["backends"].items():  # COCO numbers for a 2D model, KITTI's for a 3D one
         log_evaluation(metrics, measured, prefix=f"{tag.replace('-', '_')}_")
     if "mAP50_difference" in result:

@@ -16,13 +16,15 @@ Output layout (the ONNX ``Model`` artifact that benchmark and export-trt read)::
                       for ONNX Runtime fp32 its own key and the difference ("mAP50_difference"; 3D "AP_difference")
     gates.json        the parity gate of every target (admlops.backends.parity)
 
-A target whose metric drop exceeds its allowance fails the step (StepFailed, nothing published) unless
-``enforce_gates`` is off, in which case gates.json records the failure for whoever decides next (register).
+A target whose metric drop exceeds its allowance, or a PyTorch model below the gated metric's floor (its gates are
+then not meaningful), fails the step (StepFailed, nothing published) unless ``enforce_gates`` is off, in which case
+gates.json records it for whoever decides next (benchmark, register).
 """
 from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from admlops import compat
@@ -148,18 +150,21 @@ def export(
     max_drop_int8: float = MAX_DROP_INT8,
     calibration_images: int = CALIBRATION_IMAGES,
     enforce_gates: bool = True,
+    gate_floor: float | None = None,
 ) -> dict:
     """Export ``model_dir`` (train's output) to ONNX under ``out``, build and evaluate every deploy target
     (``"backend:precision,..."``) on the val split, and gate each against PyTorch (``pytorch_metrics``: evaluate's
     metrics.json; evaluated here when None). ``deploy_config``, ``targets`` and ``max_drop_float`` default to the
     model kind's (2D: detection_onnxruntime_dynamic, DEFAULT_TARGETS, 0.5 mAP@0.5 points; 3D:
-    voxel-detection_onnxruntime_dynamic, onnxruntime:fp32 and int8, 1.0 KITTI AP points). Returns metrics.json's
-    content."""
+    voxel-detection_onnxruntime_dynamic, onnxruntime:fp32 and int8, 1.0 KITTI AP points). ``gate_floor``: the
+    least PyTorch must reach on the gated metric for the gates to mean anything (None or negative: the model kind's,
+    parity.Metric.floor). Returns metrics.json's content."""
     model_dir = Path(model_dir)
     model_cfg = load_config("models", model_dir / "config.py")
     task = task_of(model_cfg)
     chosen = task.check_targets(parse_targets(targets or task.targets))  # an unknown name fails before any work
     allowed = allowances(task.max_drop if max_drop_float is None else max_drop_float, max_drop_int8)
+    metric = task.metric if gate_floor is None or gate_floor < 0 else replace(task.metric, floor=gate_floor)
     deploy_cfg = load_config("deploy", deploy_config or task.deploy_config)
     if deploy_cfg.codebase_config.type != task.codebase:
         raise InputError(deploy_cfg.filename, f"a deploy config for mmdeploy's {deploy_cfg.codebase_config.type} "
@@ -181,7 +186,7 @@ def export(
             shutil.rmtree(tmp / ".eval-pytorch")
         metrics, gates = deploy_and_gate(chosen, tmp / "end2end.onnx", tmp, dataset_dir, model_cfg, deploy_cfg,
                                          pytorch_metrics, allowed, calibration_images, previous=Path(out),
-                                         metric=task.metric, calibrate=task.calibration_set)
+                                         metric=metric, calibrate=task.calibration_set)
         result = task.summary(metrics, pytorch_metrics)
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
         if enforce_gates:

@@ -2,7 +2,8 @@
 the exported ONNX model, the deploy gates and the benchmark (when the pipeline exported and benchmarked it),
 with its lineage; then point an alias (``candidate``) at it for the deploy targets whose gates passed: a target that
 failed its gate is blocked (named in the alias record and the result), and the alias is not set when no target
-passed (a model that was not exported has no gates: it is aliased)."""
+passed or the gates are not meaningful (PyTorch below the metric's floor; a model that was not exported has no
+gates: it is aliased)."""
 from __future__ import annotations
 
 import json
@@ -52,8 +53,8 @@ def register(
     failed = zoo.failed_gates({"gates": gates})
     deployable = zoo.deployable_targets({"gates": gates})
     if failed and alias:
-        what = f"{alias} blocked for" if deployable else f"not aliased {alias}: every target failed:"
-        print(f"{name}@{version.version}: {what} gates failed: {'; '.join(failed)}", file=sys.stderr)
+        what = f"{alias} blocked for the targets whose gates failed" if deployable else f"not aliased {alias}"
+        print(f"{name}@{version.version}: {what}: {'; '.join(failed)}", file=sys.stderr)
     aliased = alias and (deployable or not (gates or {}).get("gates"))  # no export (or no target): no gate blocks
     promoted = zoo.promote(store, name, version.version, alias, per_target=True) if aliased else None
     return {"name": name, "version": version.version, "uri": store.uri(f"models/{name}/{version.version}/"),

@@ -35,7 +35,7 @@ def cmd_export(args) -> None:
 
     pytorch = json.loads(Path(args.pytorch_metrics).read_text()) if args.pytorch_metrics else None
     print_json(export(args.dataset, args.model, args.out, args.deploy_config, pytorch, args.targets, args.max_drop_float,
-                      args.max_drop_int8, args.calibration_images, not args.no_enforce))
+                      args.max_drop_int8, args.calibration_images, not args.no_enforce, args.gate_floor))
 
 
 def cmd_export_trt(args) -> None:
@@ -102,6 +102,8 @@ def add_commands(sub) -> None:
     s.add_argument("--pytorch-metrics", help="evaluate's metrics.json (default: evaluated here)")
     s.add_argument("--targets", help="comma-separated BACKEND:PRECISION deploy targets (CPU backends: onnxruntime, "
                    "openvino; default onnxruntime:fp32,openvino:fp32,openvino:int8, for a 3D model onnxruntime:fp32,onnxruntime:int8)")
+    s.add_argument("--gate-floor", type=float, default=None, help="the least PyTorch must reach on the gated metric "
+                   "for the gates to mean anything (default: mAP@0.5 0.05; a 3D model's AP 1.0); below it, exit 4")
     gate_args(s)
     s.set_defaults(func=cmd_export)
 
