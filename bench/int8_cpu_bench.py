@@ -47,10 +47,9 @@ def main() -> int:
     from mmengine.config import Config
 
     from admlops.backends import get_backend
-    from admlops.backends.calibration import calibration_set
+    from admlops.backends.calibration import CALIBRATION_IMAGES, calibration_set
     from admlops.components.benchmark.benchmark import (PYTORCH, Preprocessor, batch_plan, machine, map50,
                                                           run_worker, split_images)
-    from admlops.components.export.export import CALIBRATION_IMAGES
     from admlops.mmconfig import dataset_meta, use_dataset
 
     if args.dataset and args.model and args.export:

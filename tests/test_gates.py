@@ -85,7 +85,7 @@ def test_onnxruntime_int8_is_quantized_and_passes_its_gate(learned_model, learne
     import onnx
 
     from admlops.backends.calibration import calibration_set
-    from admlops.components.export.export import CALIBRATION_IMAGES
+    from admlops.backends.calibration import CALIBRATION_IMAGES
 
     model_cfg, deploy_cfg = configs
     calibration = calibration_set(learned_model.dataset, model_cfg, deploy_cfg, CALIBRATION_IMAGES)

@@ -16,6 +16,9 @@ from admlops.backends.base import Calibration
 from admlops.errors import InputError, UsageError
 
 
+CALIBRATION_IMAGES = 32  # train images (evenly spaced over the split) int8 calibrates on unless told otherwise
+
+
 def preprocessor(model_cfg, deploy_cfg) -> Callable[[str | Path], np.ndarray]:
     """A function: image file -> float32 [1, 3, H, W], the graph's input for that image."""
     compat.apply()

@@ -5,9 +5,7 @@ Writes ``report.html`` (self-contained: plots embedded as PNG), ``summary.json``
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from collections import Counter
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from admlops.geometry import box_iou
+from admlops.htmlpage import page, plot_section, png_base64
 from admlops.localfs import atomic_dir
 
 IMBALANCE_RATIO = 10.0  # warn when the largest class has this many times the objects of the smallest
@@ -74,12 +73,6 @@ def summarize(dataset_dir: str | Path) -> dict:
     }, rows
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def plots(summary: dict, rows: list[dict], palette: list) -> list[tuple[str, str]]:
     """(title, base64 PNG) for each plot."""
     import matplotlib
@@ -98,7 +91,7 @@ def plots(summary: dict, rows: list[dict], palette: list) -> list[tuple[str, str
     ax.set_xticks(x, cats)
     ax.set_ylabel("objects")
     ax.legend()
-    out.append(("Objects per class and split", _png(fig)))
+    out.append(("Objects per class and split", png_base64(fig)))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
     for c in cats:
         sel = [r for r in objs if r["category"] == c]
@@ -107,7 +100,7 @@ def plots(summary: dict, rows: list[dict], palette: list) -> list[tuple[str, str
     axes[0].set(xlabel="box width (px)", ylabel="box height (px)")
     axes[1].set(xlabel="aspect ratio (w / h)", ylabel="objects")
     axes[0].legend()
-    out.append(("Box size and aspect ratio", _png(fig)))
+    out.append(("Box size and aspect ratio", png_base64(fig)))
     fig, axes = plt.subplots(1, len(cats), figsize=(4 * len(cats), 2.2), squeeze=False)
     for ax, c in zip(axes[0], cats, strict=True):
         sel = [r for r in objs if r["category"] == c]
@@ -116,14 +109,14 @@ def plots(summary: dict, rows: list[dict], palette: list) -> list[tuple[str, str
         ax.hist2d(cx, cy, bins=[24, 8], range=[[0, 1], [0, 1]], cmap="magma")
         ax.invert_yaxis()
         ax.set_title(c)
-    out.append(("Where boxes are in the image (centre heatmap)", _png(fig)))
+    out.append(("Where boxes are in the image (centre heatmap)", png_base64(fig)))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
     axes[0].hist([r["truncated"] for r in objs if r["truncated"] is not None], bins=20)
     axes[0].set(xlabel="truncation", ylabel="objects")
     occ = Counter(int(r["occluded"]) for r in objs if r["occluded"] is not None)
     axes[1].bar([str(k) for k in sorted(occ)], [occ[k] for k in sorted(occ)])
     axes[1].set(xlabel="occlusion level", ylabel="objects")
-    out.append(("Truncation and occlusion", _png(fig)))
+    out.append(("Truncation and occlusion", png_base64(fig)))
     if summary["has_3d"]:
         fig, ax = plt.subplots(figsize=(6, 3))
         for c in cats:
@@ -131,7 +124,7 @@ def plots(summary: dict, rows: list[dict], palette: list) -> list[tuple[str, str
                     histtype="step", color=colours[c], label=c)
         ax.set(xlabel="distance from the camera (m)", ylabel="objects")
         ax.legend()
-        out.append(("Object distance", _png(fig)))
+        out.append(("Object distance", png_base64(fig)))
     if summary["has_lidar"]:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3))
         for c in cats:
@@ -141,7 +134,7 @@ def plots(summary: dict, rows: list[dict], palette: list) -> list[tuple[str, str
         axes[0].set(xscale="log", xlabel="LiDAR points in the box", ylabel="objects")
         axes[1].set(yscale="log", xlabel="distance (m)", ylabel="LiDAR points in the box")
         axes[0].legend()
-        out.append(("LiDAR points per box", _png(fig)))
+        out.append(("LiDAR points per box", png_base64(fig)))
     plt.close("all")
     return out
 
@@ -155,14 +148,11 @@ def render_html(summary: dict, figures: list[tuple[str, str]]) -> str:
             f"{summary['ignore_regions']} ignore regions, {len(summary['empty_frames'])} frames without objects.</p>",
             f"<h2>Warnings</h2><ul>{warn}</ul>",
             f"<h2>Label errors</h2><p>{esc(json.dumps(dict(errs))) if errs else 'none found'}</p>"]
-    for title, png in figures:
-        body.append(f"<h2>{esc(title)}</h2><img class='plot' alt='{esc(title)}' src='data:image/png;base64,{png}'>")
+    body += [plot_section(title, png) for title, png in figures]
     # marks the page once every plot has decoded: a headless browser test reads data-plots-rendered
     script = ("<script>window.addEventListener('load',()=>{const p=[...document.querySelectorAll('img.plot')];"
               "document.body.dataset.plotsRendered=p.filter(i=>i.complete&&i.naturalWidth>0).length;});</script>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Dataset analysis</title><style>body{{font-family:"
-            f"sans-serif;max-width:1000px;margin:auto}} img{{max-width:100%}}</style>{script}</head>"
-            f"<body>{''.join(body)}</body></html>")
+    return page("Dataset analysis", body, script=script)
 
 
 def render_markdown(summary: dict) -> str:

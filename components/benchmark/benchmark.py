@@ -45,12 +45,12 @@ from tqdm import tqdm
 from admlops import compat, cpu
 from admlops.components.export.export3d import TASK, is_voxel_deploy
 from admlops.components.export.export3d import TIMED as VOXEL_TIMED
+from admlops.backends.calibration import CALIBRATION_IMAGES
 from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir
 
 PYTORCH = "pytorch"
 BATCH_SIZES = (1, 4, 8)  # a 2D detector's default sweep; a 3D voxel detector runs one scan per call
-CALIBRATION_IMAGES = 32  # train images (evenly spaced) an int8 build here calibrates on, when export built none
 VERSION_PACKAGES = ("torch", "mmcv", "mmengine", "mmdet", "mmdeploy", "onnxruntime", "openvino", "nncf", "tensorrt",
                     "numpy", "admlops")
 TIMED = ("per call, one batch through the loaded model and nothing else: for a backend the exported graph "

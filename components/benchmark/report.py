@@ -2,11 +2,11 @@
 artifact needs no other file)."""
 from __future__ import annotations
 
-import base64
 import html
-import io
 
 import numpy as np
+
+from admlops.htmlpage import page, plot_section, png_base64
 
 from admlops.components.benchmark.benchmark import label
 
@@ -105,12 +105,6 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines + [""] + [f"* {line}" for line in machine_lines(report)]) + "\n"
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def plots(report: dict) -> list[tuple[str, str]]:
     """(title, base64 PNG): per-call latency histograms per batch size; p50 latency against throughput."""
     import matplotlib
@@ -130,7 +124,7 @@ def plots(report: dict) -> list[tuple[str, str]]:
             ax.hist(r["timings_ms"], bins=bins, histtype="step", label=label(r))
         ax.set(title=f"batch {b}", xlabel="latency per call (ms)", ylabel="calls")
     axes[0][0].legend(fontsize=7)
-    out = [("Latency per call", _png(fig))]
+    out = [("Latency per call", png_base64(fig))]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name in labels:
         sel = sorted((r for r in rows if label(r) == name), key=lambda r: r["batch"])
@@ -141,7 +135,7 @@ def plots(report: dict) -> list[tuple[str, str]]:
             ax.annotate(f"b{r['batch']}", (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set(xlabel="p50 latency per call (ms)", ylabel="throughput (images/s)")
     ax.legend(fontsize=7)
-    out.append(("Latency against throughput (one point per batch size)", _png(fig)))
+    out.append(("Latency against throughput (one point per batch size)", png_base64(fig)))
     plt.close("all")
     return out
 
@@ -152,9 +146,6 @@ def render_html(report: dict) -> str:
     for title, columns, rows in sections(report):
         parts += [f"<h2>{esc(title)}</h2>", _html_table(columns, rows)]
     parts.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in machine_lines(report)) + "</ul>")
-    for title, png in plots(report):
-        parts.append(f"<h2>{esc(title)}</h2><img class='plot' alt='{esc(title)}' src='data:image/png;base64,{png}'>")
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}img{max-width:100%}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Deploy benchmark</title><style>{style}</style>"
-            f"</head><body>{''.join(parts)}</body></html>")
+    parts += [plot_section(title, png) for title, png in plots(report)]
+    return page("Deploy benchmark", parts, width=1200,
+                style="table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from admlops import compat
 from admlops.backends import parse_targets
-from admlops.backends.calibration import calibration_set
+from admlops.backends.calibration import CALIBRATION_IMAGES, calibration_set
 from admlops.backends.parity import COCO_MAP50, MAX_DROP_FLOAT, MAX_DROP_INT8, allowances, deploy_and_gate, enforce
 from admlops.components.evaluate.evaluate import run_coco_test
 from admlops.configs import resolve
@@ -42,7 +42,6 @@ from admlops.mmconfig import KITTI_DATASET, dataset_type, use_dataset
 # ONNX Runtime int8 (onnxruntime:int8) and OpenVINO bf16 are targets to ask for: each one more build and val-split
 # evaluation, and neither is the fastest. Figures: admlops/backends/README.md.
 DEFAULT_TARGETS = "onnxruntime:fp32,openvino:fp32,openvino:int8"
-CALIBRATION_IMAGES = 32
 
 
 def sync_post_processing(deploy_cfg, model_cfg) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from admlops.backends import parse_targets
 from admlops.backends.parity import MAX_DROP_FLOAT, MAX_DROP_INT8, allowances, deploy_and_gate, enforce
-from admlops.components.export.export import CALIBRATION_IMAGES, summary
+from admlops.backends.calibration import CALIBRATION_IMAGES
+from admlops.components.export.export import summary
 from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir
 from admlops.mmconfig import use_dataset
