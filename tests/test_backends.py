@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from admlops.backends import BACKEND_MODULES, Calibration, get_backend, parse_targets
+from admlops.backends import BACKENDS, Calibration, get_backend, parse_targets
 from admlops.backends.base import check_calibration, check_environment
 from admlops.backends.calibration import calibration_set, spread
 from admlops.errors import InputError, UsageError
@@ -16,7 +16,7 @@ SHAPES = {"input": {"min_shape": [1, 3, 192, 640], "opt_shape": [1, 3, 192, 640]
 
 
 def test_every_backend_resolves_by_name_without_its_runtime():
-    for name in BACKEND_MODULES:
+    for name in BACKENDS.names():
         backend = get_backend(name)
         assert backend.name == name and backend.precisions and backend.device in ("cpu", "cuda")
     assert get_backend("tensorrt").bound_to == ("tensorrt", "gpu", "compute_capability")
@@ -35,7 +35,7 @@ def test_unknown_names_are_usage_errors_naming_the_value():
     assert parse_targets("onnxruntime:fp32, openvino:int8,onnxruntime:fp32") == [("onnxruntime", "fp32"), ("openvino", "int8")]
 
 
-@pytest.mark.parametrize("name", list(BACKEND_MODULES))
+@pytest.mark.parametrize("name", BACKENDS.names())
 def test_a_file_that_is_not_an_onnx_model_is_an_input_error_naming_it(tmp_path, name):
     bad = tmp_path / "end2end.onnx"
     bad.write_bytes(b"PK\x03\x04 a zip, not a protobuf" * 10)

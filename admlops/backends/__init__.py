@@ -3,30 +3,21 @@
 ``get_backend(name)`` and the :class:`~admlops.backends.base.Backend` interface.
 
 Adding a backend is one module here that subclasses ``Backend`` and is decorated with ``@register``, plus
-its tests; ``BACKEND_MODULES`` lists the modules so that a name resolves without importing every runtime.
+its line in ``BACKENDS`` (an admlops.registry.Registry: a name resolves without importing every runtime) and
+its tests.
 """
 from __future__ import annotations
-
-import importlib
 
 from admlops.backends.base import (BACKENDS, PRECISIONS, Backend, BuildResult, Calibration, Runner, Shapes,
                                    register)
 from admlops.errors import UsageError
 
-# backend name -> module that registers it (imported on first use: each imports its runtime lazily)
-BACKEND_MODULES = {
-    "onnxruntime": "admlops.backends.onnxruntime",
-    "openvino": "admlops.backends.openvino",
-    "tensorrt": "admlops.backends.tensorrt",
-}
+BACKEND_MODULES = BACKENDS.modules  # name -> module; bench/deploy_bench.py iterates it
 
 
 def get_backend(name: str) -> Backend:
     """The backend registered as ``name``; an unknown name is a usage error that lists the known ones."""
-    if name not in BACKEND_MODULES:
-        raise UsageError(f"unknown deploy backend {name!r}: expected one of {', '.join(BACKEND_MODULES)}")
-    importlib.import_module(BACKEND_MODULES[name])
-    return BACKENDS[name]()
+    return BACKENDS.get(name)()
 
 
 def parse_targets(text: str) -> list[tuple[str, str]]:

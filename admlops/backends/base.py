@@ -15,7 +15,7 @@ it was built in. ``load`` reads that report and refuses an artifact bound to ano
 engine built on another GPU or TensorRT version) with an InputError naming the file, before touching it.
 
 A backend module subclasses :class:`Backend`, implements ``_build``/``_load`` (and ``environment`` when its
-artifacts are bound to the machine), and registers itself with ``@register``.
+artifacts are bound to the machine), registers itself with ``@register`` and is named in ``BACKENDS``' map.
 """
 from __future__ import annotations
 
@@ -31,10 +31,16 @@ import numpy as np
 from admlops.cpu import check_int8_build
 from admlops.errors import InputError, UsageError
 from admlops.localfs import file_sha256
+from admlops.registry import Registry
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 BUILD_REPORT = "build.json"
-BACKENDS: dict[str, type["Backend"]] = {}
+# backend name -> module that registers it (imported on first use: each imports its runtime lazily)
+BACKENDS: Registry[type["Backend"]] = Registry("deploy backend", {
+    "onnxruntime": "admlops.backends.onnxruntime",
+    "openvino": "admlops.backends.openvino",
+    "tensorrt": "admlops.backends.tensorrt",
+})
 
 # mmdeploy's ``input_shapes`` convention: input name -> {"min_shape": [...], "opt_shape": [...], "max_shape": [...]}
 Shapes = dict[str, dict[str, list[int]]]
@@ -44,9 +50,8 @@ Runner = Callable[[np.ndarray | dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def register(cls: type["Backend"]) -> type["Backend"]:
-    """Class decorator: registers a Backend subclass under its ``name``."""
-    BACKENDS[cls.name] = cls
-    return cls
+    """Class decorator: registers a Backend subclass in ``BACKENDS`` under its ``name``."""
+    return BACKENDS.register(cls.name)(cls)
 
 
 @dataclass
