@@ -142,7 +142,7 @@ def test_tags_are_the_source_digest_not_a_version(tmp_path):
     (root / "components" / "README.md").write_text("docs are not an input\n")
     images.source_digest.cache_clear()
     assert images.source_digest(root) == base
-    (root / "components" / "convert" / "readers.py").write_text("# changed\n")
+    (root / "components" / "convert" / "readers" / "kitti.py").write_text("# changed\n")
     images.source_digest.cache_clear()
     assert images.source_digest(root) != base
     images.source_digest.cache_clear()

@@ -232,7 +232,7 @@ def test_reader_option_a_format_does_not_take_is_a_usage_error(kitti_root, tmp_p
         convert_to_coco("voc", tmp_path, tmp_path / "o", "road-3class", split="val")
     with pytest.raises(UsageError, match=r"^the bdd100k reader needs option 'image_root'$"):
         convert_to_coco("bdd100k", tmp_path / "det.json", tmp_path / "o", "road-3class")
-    with pytest.raises(UsageError, match=r"^unknown format 'pascal'; expected one of bdd100k, coco, kitti, nuscenes, voc, yolo$"):
+    with pytest.raises(UsageError, match=r"^unknown dataset format 'pascal': expected one of bdd100k, coco, kitti, nuscenes, voc, yolo$"):
         convert_to_coco("pascal", tmp_path, tmp_path / "o")
     assert not (tmp_path / "o").exists()
     res = _cli("data", "convert", "--images", tmp_path, kitti_root, tmp_path / "o")

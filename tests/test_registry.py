@@ -1,6 +1,7 @@
 """admlops.registry: the one shape of the deploy backends' and the dataset readers' registries."""
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 
@@ -67,3 +68,11 @@ def test_a_member_registered_outside_the_map_is_listed_and_found():
 
     assert registry.names() == ("round", "oval") and registry.get("oval") is oval
 
+
+def test_the_readers_and_backends_names_import_no_member():
+    code = ("import sys; from admlops.components.convert.records import READERS; from admlops.backends import BACKENDS; "
+            "print(READERS.names(), BACKENDS.names()); "
+            "print(sorted(m for m in sys.modules if m.startswith(('admlops.components.convert.readers', "
+            "'admlops.backends.o', 'admlops.backends.t'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["('bdd100k', 'coco', 'kitti', 'nuscenes', 'voc', 'yolo') ('onnxruntime', 'openvino', 'tensorrt')", "[]"]

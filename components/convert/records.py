@@ -17,6 +17,7 @@ from typing import Callable, Generic, Iterable, Iterator, TypeVar
 from PIL import Image
 
 from admlops.errors import InputError, UsageError
+from admlops.registry import Registry
 
 A, T = TypeVar("A"), TypeVar("T")
 
@@ -101,29 +102,23 @@ class guarded(Generic[A, T]):  # noqa: N801 - used like a decorator
 
 STRICT = Skips(strict=True)
 Reader = Callable[..., Iterator[Frame]]
-READERS: dict[str, Reader] = {}
-
-
-def reader(name: str) -> Callable[[Reader], Reader]:
-    """Register a reader under a format name (``kitti``, ``coco``, ``voc``, ``yolo``, ``bdd100k``, ``nuscenes``).
-    A reader's first parameter is the dataset, ``skips`` its Skips; its other keyword parameters are its options
-    (a parameter without a default is one it needs)."""
-
-    def register(fn: Reader) -> Reader:
-        READERS[name] = fn
-        return fn
-
-    return register
+# Dataset readers by format name, each registered (``@READERS.register("coco")``) by its module in
+# components/convert/readers/. A reader's first parameter is the dataset, ``skips`` its Skips; its other keyword
+# parameters are its options (a parameter without a default is one it needs).
+READERS: Registry[Reader] = Registry("dataset format", {
+    "bdd100k": "admlops.components.convert.readers.bdd100k",
+    "coco": "admlops.components.convert.readers.coco",
+    "kitti": "admlops.components.convert.readers.kitti",
+    "nuscenes": "admlops.components.convert.readers.nuscenes",
+    "voc": "admlops.components.convert.readers.voc",
+    "yolo": "admlops.components.convert.readers.yolo",
+})
 
 
 def check_reader_options(fmt: str, options: dict) -> None:
     """A UsageError (exit 2) naming the format or the option when ``fmt``'s reader cannot take ``options``, so
     a wrong option is refused before any reading instead of escaping as a TypeError or being ignored."""
-    import admlops.components.convert.readers  # noqa: F401 - registers the readers (it imports this module)
-
-    if fmt not in READERS:
-        raise UsageError(f"unknown format {fmt!r}; expected one of {', '.join(sorted(READERS))}")
-    params = list(inspect.signature(READERS[fmt]).parameters.values())[1:]
+    params = list(inspect.signature(READERS.get(fmt)).parameters.values())[1:]
     takes = {p.name: p.default is p.empty for p in params if p.name != "skips"}  # option -> required
     for name in options:
         if name not in takes:
@@ -137,7 +132,7 @@ def check_reader_options(fmt: str, options: dict) -> None:
 def read_frames(fmt: str, src: str | Path, skips: Skips = STRICT, **options) -> Iterator[Frame]:
     """The frames of dataset ``src`` in format ``fmt``, read with the reader's ``options`` (checked first)."""
     check_reader_options(fmt, options)
-    return READERS[fmt](src, skips=skips, **options)
+    return READERS.get(fmt)(src, skips=skips, **options)
 
 
 def image_size(path: Path, referrer: Path) -> tuple[int, int]:

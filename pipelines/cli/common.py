@@ -46,9 +46,11 @@ def report_skips(found, out) -> None:
 
 def source_args(parser) -> None:
     """The dataset a reader reads: SRC, its format, and the format-specific options."""
+    from admlops.components.convert.records import READERS
+
     parser.add_argument("src", help="kitti: the root (training/, ImageSets/); coco, bdd100k: the label json; voc: the "
                         "folder with Annotations/ and JPEGImages/; yolo: the folder with data.yaml")
-    parser.add_argument("--from", dest="src_format", default="kitti", choices=["kitti", "coco", "voc", "yolo", "bdd100k", "nuscenes"])
+    parser.add_argument("--from", dest="src_format", default="kitti", choices=READERS.names())
     parser.add_argument("--definition", default="kitti-3class", help="dataset definition: a name in configs/datasets or a YAML path")
     parser.add_argument("--images", help="coco, bdd100k, voc: the image folder (coco default: beside the json; voc: JPEGImages/)")
     parser.add_argument("--yolo-split", help="yolo: which images/<split> to read (default: train)")
