@@ -27,7 +27,7 @@ def kitti_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def coco_dir(kitti_root, tmp_path_factory) -> Path:
-    from admlops.components.convert.kitti_coco import kitti_to_coco
+    from admlops.components.convert.to_coco import kitti_to_coco
 
     out = tmp_path_factory.mktemp("coco") / "coco"
     kitti_to_coco(kitti_root, out)

@@ -4,7 +4,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from admlops.components.convert.kitti_coco import hash_split, kitti_to_coco
+from admlops.components.convert.to_coco import hash_split, kitti_to_coco
 from admlops.errors import InputError
 from admlops.formats import kitti
 from admlops.pipelines.cli import main

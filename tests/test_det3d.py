@@ -20,7 +20,7 @@ CLASSES = ("Pedestrian", "Cyclist", "Car")
 def data_root(tmp_path_factory) -> Path:
     """48 synthetic frames, every second one val: enough moderate Cars in val (>= 40) for KITTI's 40 recall
     points; with fewer ground-truth objects than recall points even perfect predictions stay below AP 100."""
-    from admlops.components.convert.mmdet3d_infos import write_kitti_infos
+    from admlops.components.infos.kitti import write_kitti_infos
     from admlops.components.synth.kitti import synth_kitti
 
     tmp = tmp_path_factory.mktemp("det3d")

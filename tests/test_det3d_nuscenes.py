@@ -30,7 +30,7 @@ def _stock_centerpoint() -> str:
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     """Two synthetic scenes (one train, one val) of 3 keyframes with 2 sweeps each, as an mmdet3d data root."""
-    from admlops.components.convert.nuscenes_infos import write_nuscenes_infos
+    from admlops.components.infos.nuscenes import write_nuscenes_infos
     from admlops.components.synth.nuscenes import synth_nuscenes
 
     tmp = tmp_path_factory.mktemp("det3d_nus")

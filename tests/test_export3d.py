@@ -23,7 +23,7 @@ ATOL, RTOL = 2e-4, 1e-4
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     """12 synthetic frames, every second one val."""
-    from admlops.components.convert.mmdet3d_infos import write_kitti_infos
+    from admlops.components.infos.kitti import write_kitti_infos
     from admlops.components.synth.kitti import synth_kitti
 
     tmp = tmp_path_factory.mktemp("export3d")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from admlops.components.convert.mmdet3d_infos import write_kitti_infos
+from admlops.components.infos.kitti import write_kitti_infos
 
 
 def _reference_tools() -> Path | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from admlops.components.convert.nuscenes_infos import write_nuscenes_infos
+from admlops.components.infos.nuscenes import write_nuscenes_infos
 from admlops.errors import InputError
 
 
@@ -168,7 +168,7 @@ def test_reader_frames_agree_with_reference_cam_instances(nuscenes_reference):
 
 
 def test_convert_to_coco_keeps_scenes_whole(nuscenes_root, tmp_path):
-    from admlops.components.convert.kitti_coco import convert_to_coco
+    from admlops.components.convert.to_coco import convert_to_coco
 
     summary = convert_to_coco("nuscenes", nuscenes_root, tmp_path / "coco", "road-3class", val_fraction=0.5, seed=1,
                               version="v1.0-mini")
@@ -302,7 +302,7 @@ def test_dangling_token_skips_its_sample_only(nuscenes_root, tmp_path, edit):
 
 @pytest.mark.parametrize("edit", [orphan_keyframe, unknown_category])
 def test_reader_skips_and_lists_frames_of_dangling_tokens(nuscenes_root, tmp_path, edit):
-    from admlops.components.convert.kitti_coco import convert_to_coco
+    from admlops.components.convert.to_coco import convert_to_coco
     from admlops.components.convert.records import Skips
     from admlops.formats.nuscenes import CAMERAS
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from PIL import Image
 
-from admlops.components.convert.kitti_coco import convert_to_coco
+from admlops.components.convert.to_coco import convert_to_coco
 from admlops.components.convert.records import Skips
 from admlops.errors import InputError, UsageError
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from admlops import catalog
-from admlops.components.convert.kitti_coco import kitti_to_coco
+from admlops.components.convert.to_coco import kitti_to_coco
 from admlops.objectstore import DEFAULT_STORE, open_store
 
 KITTI_ROLES = {"training/image_2/": "image", "training/label_2/": "label", "training/calib/": "calib",

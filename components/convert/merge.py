@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from admlops.components.convert.coco import write_coco
-from admlops.components.convert.kitti_coco import hash_split
+from admlops.components.convert.to_coco import hash_split
 from admlops.components.convert.records import STRICT, Skips, check_reader_options, read_frames
 from admlops.definition import IGNORE, DatasetDefinition, load_definition
 from admlops.localfs import file_sha256

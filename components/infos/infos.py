@@ -1,6 +1,6 @@
 """The infos step: a KITTI- or nuScenes-format source (a path, or a dataset version ``NAME@VERSION`` of the store)
--> the mmdet3d data root its 3D configs train on (components/convert: ``write_kitti_infos``,
-``write_nuscenes_infos``), as one self-contained directory.
+-> the mmdet3d data root its 3D configs train on (``kitti.write_kitti_infos``, ``nuscenes.write_nuscenes_infos``
+beside this module), as one self-contained directory.
 
 The writers link the source's folders into the data root (``training/velodyne``, ``samples``, ...); a pipeline
 artifact must hold its files (a cluster uploads it, and a pulled source is gone after the step), so the links
@@ -19,7 +19,7 @@ from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir, link_or_copy
 
 NUSCENES_ROLES = {"samples/": "sensor", "sweeps/": "sensor", "maps/": "map", "v1.0-": "label"}
-FORMATS = ("kitti", "nuscenes")
+SOURCE_FORMATS = ("kitti", "nuscenes")  # the dataset formats a data root is written from
 
 
 def _roles(data_format: str) -> dict[str, str]:
@@ -29,8 +29,8 @@ def _roles(data_format: str) -> dict[str, str]:
 
 
 def check_format(data_format: str) -> None:
-    if data_format not in FORMATS:
-        raise UsageError(f"data_format {data_format!r}: expected one of {', '.join(FORMATS)}")
+    if data_format not in SOURCE_FORMATS:
+        raise UsageError(f"data_format {data_format!r}: expected one of {', '.join(SOURCE_FORMATS)}")
 
 
 def check_source(source: str, data_format: str = "kitti") -> None:
@@ -72,11 +72,11 @@ def write_infos(source: str, out: str | Path, data_format: str = "kitti", store_
     store = open_store(store_uri or DEFAULT_STORE)
     with source_path(store, source) as (path, version), atomic_dir(out) as tmp:
         if data_format == "kitti":
-            from admlops.components.convert.mmdet3d_infos import write_kitti_infos
+            from admlops.components.infos.kitti import write_kitti_infos
 
             frames = write_kitti_infos(path, tmp, workers=workers)
         else:
-            from admlops.components.convert.nuscenes_infos import write_nuscenes_infos
+            from admlops.components.infos.nuscenes import write_nuscenes_infos
 
             frames = write_nuscenes_infos(path, tmp, nuscenes_version, max_sweeps=max_sweeps, workers=workers)
         materialize_links(tmp)

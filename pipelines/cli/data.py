@@ -26,7 +26,7 @@ def cmd_synth(args) -> None:
 
 
 def cmd_convert(args) -> None:
-    from admlops.components.convert.kitti_coco import convert_to_coco
+    from admlops.components.convert.to_coco import convert_to_coco
 
     found = skips(args)
     print_json(convert_to_coco(args.src_format, args.src, args.out, args.definition, args.val_fraction, args.seed,
@@ -74,11 +74,11 @@ def cmd_merge(args) -> None:
 def cmd_infos(args) -> None:
     found = skips(args)
     if args.src_format == "kitti":
-        from admlops.components.convert.mmdet3d_infos import write_kitti_infos
+        from admlops.components.infos.kitti import write_kitti_infos
 
         counts = write_kitti_infos(args.src, args.out, args.prefix or "kitti", skips=found)
     else:
-        from admlops.components.convert.nuscenes_infos import write_nuscenes_infos
+        from admlops.components.infos.nuscenes import write_nuscenes_infos
 
         counts = write_nuscenes_infos(args.src, args.out, args.nuscenes_version, args.prefix or "nuscenes", args.max_sweeps,
                                       skips=found)
@@ -124,6 +124,8 @@ def cmd_pull(args) -> None:
 
 
 def add_commands(sub) -> None:
+    from admlops.components.infos.infos import SOURCE_FORMATS
+
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="write a synthetic dataset in a real format").add_subparsers(dest="format", required=True)
     s = synth.add_parser("kitti", help="synthetic KITTI object data (image_2, label_2, calib, velodyne, ImageSets)")
@@ -164,7 +166,7 @@ def add_commands(sub) -> None:
     s.add_argument("src", help="kitti: the root (training/ with calib and velodyne, ImageSets/); nuscenes: the root "
                    "holding v1.0-*/, samples/, sweeps/")
     s.add_argument("out", help="output directory: point the mmdet3d config's data_root here (replaced atomically)")
-    s.add_argument("--from", dest="src_format", default="kitti", choices=["kitti", "nuscenes"])
+    s.add_argument("--from", dest="src_format", default="kitti", choices=SOURCE_FORMATS)
     s.add_argument("--nuscenes-version", default="v1.0-trainval", help="nuscenes: v1.0-trainval, v1.0-mini or v1.0-test")
     s.add_argument("--max-sweeps", type=int, default=10, help="nuscenes: LiDAR sweeps kept per sample")
     s.add_argument("--prefix", help="file name prefix (mmdet3d's --extra-tag; default: the format)")

@@ -19,7 +19,7 @@ import numpy as np
 from nuscenes.utils import splits as official_splits
 
 from admlops.components.convert.lidar import points_in_boxes
-from admlops.components.convert.mmdet3d_infos import Spool, SplitSpools, write_pickle
+from admlops.components.infos.kitti import Spool, SplitSpools, write_pickle
 from admlops.components.convert.records import STRICT, Skips, guarded
 from admlops.errors import InputError
 from admlops.formats import nuscenes as nus
