@@ -248,7 +248,7 @@ def check_nuscenes_infos(path: Path, classes: tuple[str, ...], config: str, scor
     prediction's sample (its token and poses) at ``data_list[sample_idx]``."""
     from mmdet3d.datasets import NuScenesDataset
 
-    from admlops.formats.nuscenes import VERSIONS
+    from admlops.dataset_formats.nuscenes import VERSIONS
 
     infos, categories, frames = _load_infos(path)
     _check_categories(path, config, classes, categories, NuScenesDataset)

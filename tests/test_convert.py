@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from admlops.components.convert.to_coco import hash_split, kitti_to_coco
+from admlops.dataset_formats import kitti
 from admlops.errors import InputError
-from admlops.formats import kitti
 from admlops.pipelines.cli import main
 
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from admlops.dataset_formats import kitti
 from admlops.errors import InputError
-from admlops.formats import kitti
 
 LINE = "Car 0.00 0 -1.58 587.01 173.33 614.12 200.12 1.65 1.67 3.64 -0.65 1.71 46.70 -1.59"
 

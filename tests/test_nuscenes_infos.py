@@ -302,9 +302,9 @@ def test_dangling_token_skips_its_sample_only(nuscenes_root, tmp_path, edit):
 
 @pytest.mark.parametrize("edit", [orphan_keyframe, unknown_category])
 def test_reader_skips_and_lists_frames_of_dangling_tokens(nuscenes_root, tmp_path, edit):
-    from admlops.components.convert.to_coco import convert_to_coco
     from admlops.components.convert.records import Skips
-    from admlops.formats.nuscenes import CAMERAS
+    from admlops.components.convert.to_coco import convert_to_coco
+    from admlops.dataset_formats.nuscenes import CAMERAS
 
     expected = []
     root = _broken_copy(nuscenes_root, tmp_path / "nus", lambda tables: expected.extend(edit(tables)))

@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from admlops.components.synth.kitti import LOOKS, synth_kitti
-from admlops.formats import kitti
+from admlops.dataset_formats import kitti
 
 
 def _digest(root):

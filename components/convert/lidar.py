@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from admlops.dataset_formats import kitti
 from admlops.errors import InputError
-from admlops.formats import kitti
 
 
 def limit_period(angle, offset: float = 0.5, period: float = 2 * np.pi):

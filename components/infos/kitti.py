@@ -25,9 +25,9 @@ from tqdm import tqdm
 from admlops.components.convert.lidar import kitti_lidar, kitti_scan
 from admlops.components.convert.readers import kitti_split_ids, read_kitti_frame
 from admlops.components.convert.records import STRICT, Skips, guarded
+from admlops.dataset_formats import kitti
 from admlops.errors import InputError
 from admlops.geometry import hull_bounds_in_image
-from admlops.formats import kitti
 from admlops.localfs import atomic_dir
 
 CLASSES = ("Pedestrian", "Cyclist", "Car", "Van", "Truck", "Person_sitting", "Tram", "Misc")

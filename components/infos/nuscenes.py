@@ -19,10 +19,10 @@ import numpy as np
 from nuscenes.utils import splits as official_splits
 
 from admlops.components.convert.lidar import points_in_boxes
-from admlops.components.infos.kitti import Spool, SplitSpools, write_pickle
 from admlops.components.convert.records import STRICT, Skips, guarded
+from admlops.components.infos.kitti import Spool, SplitSpools, write_pickle
+from admlops.dataset_formats import nuscenes as nus
 from admlops.errors import InputError
-from admlops.formats import nuscenes as nus
 from admlops.localfs import atomic_dir
 
 CLASSES = ("car", "truck", "trailer", "bus", "construction_vehicle", "bicycle", "motorcycle", "pedestrian",

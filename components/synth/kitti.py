@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from admlops.dataset_formats import kitti
 from admlops.errors import UsageError
-from admlops.formats import kitti
 from admlops.localfs import atomic_dir
 
 WIDTH, HEIGHT = 1242, 375

@@ -8,8 +8,8 @@ from typing import Callable, Iterator
 
 from admlops.components.convert.lidar import kitti_lidar, kitti_scan
 from admlops.components.convert.records import READERS, STRICT, Frame, Object, Skips, image_size
+from admlops.dataset_formats import kitti
 from admlops.errors import InputError
-from admlops.formats import kitti
 
 
 def kitti_frames(root: str | Path) -> tuple[Path, list[str]]:

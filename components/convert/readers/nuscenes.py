@@ -5,8 +5,8 @@ from pathlib import Path
 from typing import Iterator
 
 from admlops.components.convert.records import READERS, STRICT, Frame, Object, Skips
+from admlops.dataset_formats import nuscenes as nus
 from admlops.errors import InputError
-from admlops.formats import nuscenes as nus
 
 
 @READERS.register("nuscenes")
