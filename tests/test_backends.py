@@ -19,6 +19,7 @@ def test_every_backend_resolves_by_name_without_its_runtime():
     for name in BACKENDS.names():
         backend = get_backend(name)
         assert backend.name == name and backend.precisions and backend.device in ("cpu", "cuda")
+        assert backend.runtime_modules and all(isinstance(m, str) for m in backend.runtime_modules)
     assert get_backend("tensorrt").bound_to == ("tensorrt", "gpu", "compute_capability")
 
 

@@ -164,6 +164,9 @@ class Backend(ABC):
     precisions: tuple[str, ...] = ("fp32",)
     # environment() keys an artifact is bound to: load refuses it where any differs (TensorRT: version, GPU)
     bound_to: tuple[str, ...] = ()
+    # modules the runner needs imported (the runtime and what it loads): the benchmark worker imports them before
+    # its memory baseline, so a runtime's own import is not counted as memory its inference adds
+    runtime_modules: tuple[str, ...] = ()
 
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:

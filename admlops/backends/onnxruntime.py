@@ -102,6 +102,7 @@ class OnnxRuntime(Backend):
     name = "onnxruntime"
     device = "cpu"
     precisions = ("fp32", "int8")
+    runtime_modules = ("onnxruntime", "mmdeploy.backend.onnxruntime.init_plugins")  # mmdeploy's custom ops (imports torch)
 
     def environment(self) -> dict:
         import onnxruntime as ort

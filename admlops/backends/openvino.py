@@ -42,6 +42,7 @@ class OpenVINO(Backend):
     name = "openvino"
     device = "cpu"
     precisions = ("fp32", "bf16", "int8")
+    runtime_modules = ("openvino",)
 
     def environment(self) -> dict:
         import openvino as ov

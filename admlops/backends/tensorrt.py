@@ -254,6 +254,7 @@ class TensorRT(Backend):
     device = "cuda"
     precisions = ("fp32", "fp16", "int8")
     bound_to = ("tensorrt", "gpu", "compute_capability")
+    runtime_modules = ("tensorrt",)
 
     def environment(self) -> dict:
         return {"tensorrt": _tensorrt().__version__, **cuda_device()}

@@ -35,14 +35,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-# imported before the baseline: a runtime's own import is not memory its inference adds (the ONNX Runtime
-# backend registers mmdeploy's custom-op library, and importing mmdeploy imports torch)
-RUNTIME_IMPORTS = {
-    "pytorch": ("torch", "mmdet.apis", "mmdet.models"),
-    "onnxruntime": ("onnxruntime", "mmdeploy.backend.onnxruntime.init_plugins"),
-    "openvino": ("openvino",),
-    "tensorrt": ("tensorrt",),
-}
+# imported before the baseline: a runtime's own import is not memory its inference adds. A backend names its own
+# (Backend.runtime_modules); the PyTorch row is not a backend.
+PYTORCH_IMPORTS = ("torch", "mmdet.apis", "mmdet.models")
 VOXEL_IMPORTS = ("torch", "mmdet3d.models", "mmdet3d.structures")  # every row of a 3D model: voxelizer and head
 
 
@@ -116,9 +111,18 @@ def loader(spec: dict):
     return load_pytorch if spec["runtime"] == "pytorch" else load_backend
 
 
+def runtime_imports(runtime: str) -> tuple[str, ...]:
+    """What ``runtime`` (``pytorch`` or a backend's name) imports before the baseline."""
+    if runtime == "pytorch":
+        return PYTORCH_IMPORTS
+    from admlops.backends import get_backend
+
+    return get_backend(runtime).runtime_modules
+
+
 def run(spec: dict) -> tuple[dict, dict[int, tuple[np.ndarray, np.ndarray]]]:
     voxel = VOXEL_IMPORTS if spec.get("task") == "voxel-detection" else ()
-    for module in RUNTIME_IMPORTS.get(spec["runtime"], ()) + voxel:
+    for module in runtime_imports(spec["runtime"]) + voxel:
         importlib.import_module(module)
     inputs = np.load(spec["inputs"], allow_pickle=True)  # written by benchmark.py in its own scratch directory
     process_peak = _status_mib("VmHWM")
