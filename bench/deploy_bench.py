@@ -26,7 +26,7 @@ TARGET_SPEEDUP, MAX_MAP_LOSS = 4.0, 0.01
 
 def demo_inputs(work: Path, frames: int, iters: int, targets: list[str]) -> tuple[Path, Path, Path]:
     """The demo's dataset, model and export (every target built and gated, gates reported, not enforced)."""
-    from admlops.components.convert.kitti_coco import kitti_to_coco
+    from admlops.components.convert.to_coco import kitti_to_coco
     from admlops.components.export.export import export
     from admlops.components.synth.kitti import synth_kitti
     from admlops.components.train.train import train
@@ -45,10 +45,10 @@ def demo_inputs(work: Path, frames: int, iters: int, targets: list[str]) -> tupl
 
 def cpu_targets() -> list[str]:
     """``backend:precision`` of every CPU backend whose runtime is installed here (the others named as skipped)."""
-    from admlops.backends import BACKEND_MODULES, get_backend
+    from admlops.backends import BACKENDS, get_backend
 
     targets = []
-    for name in BACKEND_MODULES:
+    for name in BACKENDS.names():
         backend = get_backend(name)
         if backend.device != "cpu":
             print(f"skipped {name}: not a CPU backend")

@@ -44,7 +44,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def data_root(work: Path, frames: int) -> Path:
-    from admlops.components.convert.mmdet3d_infos import write_kitti_infos
+    from admlops.components.infos.kitti import write_kitti_infos
     from admlops.components.synth.kitti import synth_kitti
 
     kitti, root = work / "kitti", work / "root"

@@ -106,7 +106,7 @@ def run_measured(cmd: list[str], cwd: Path | None = None, env: dict | None = Non
 
 def ours(src: Path, out: Path, workers: int | None = None) -> dict:
     """``write_kitti_infos`` in a fresh process with ``workers`` pool processes (None: os.cpu_count())."""
-    code = ("import sys; from admlops.components.convert.mmdet3d_infos import write_kitti_infos; "
+    code = ("import sys; from admlops.components.infos.kitti import write_kitti_infos; "
             "write_kitti_infos(sys.argv[1], sys.argv[2], workers=int(sys.argv[3]) or None)")
     shutil.rmtree(out, ignore_errors=True)
     result = run_measured([sys.executable, "-c", code, str(src), str(out), str(workers or 0)])

@@ -46,7 +46,7 @@ def main() -> int:
 
     from mmengine.config import Config
 
-    from admlops.backends import get_backend
+    from admlops.backends import build_settings, get_backend
     from admlops.backends.calibration import CALIBRATION_IMAGES, calibration_set
     from admlops.components.benchmark.benchmark import (PYTORCH, Preprocessor, batch_plan, machine, map50,
                                                           run_worker, split_images)
@@ -70,7 +70,7 @@ def main() -> int:
     use_dataset(model_cfg, dataset)
     deploy_cfg = Config.fromfile(str(export / "deploy.py"))
     calibration = calibration_set(dataset, model_cfg, deploy_cfg, CALIBRATION_IMAGES)
-    shapes = deploy_cfg.deploy_backends.input_shapes
+    shapes = build_settings(deploy_cfg)["input_shapes"]
 
     with tempfile.TemporaryDirectory(prefix="admlops-int8-cpu-") as scratch:
         scratch = Path(scratch)

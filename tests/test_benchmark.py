@@ -233,13 +233,18 @@ def test_built_artifact_size(export_dir, tmp_path):
 
 
 def test_batch_plan_and_parsing():
-    from admlops.components.benchmark.benchmark import batch_plan, parse_backends, parse_ints
+    from admlops.backends import parse_targets
+    from admlops.components.benchmark.benchmark import batch_plan, parse_ints
 
     assert batch_plan(3, 1) == [[0], [1], [2]]
     assert batch_plan(10, 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]
     assert batch_plan(2, 1, repeats=2) == [[0], [1], [0], [1]]
     assert parse_ints("1, 4,8", "batch sizes") == [1, 4, 8]
-    assert parse_backends(["onnxruntime:fp32", " onnxruntime:fp32", ""]) == [("onnxruntime", "fp32")]
+    # one grammar with export's targets: a list of items or one comma-separated string; a bare name is refused
+    assert parse_targets(["onnxruntime:fp32", " onnxruntime:fp32", ""]) == [("onnxruntime", "fp32")]
+    assert parse_targets(["onnxruntime:fp32,openvino:int8"]) == parse_targets("onnxruntime:fp32, openvino:int8")
+    with pytest.raises(UsageError, match="deploy target 'openvino': expected BACKEND:PRECISION"):
+        parse_targets(["openvino"])
     with pytest.raises(UsageError, match="x"):
         parse_ints("1,x", "batch sizes")
 

@@ -90,7 +90,7 @@ def test_onnxruntime_int8_is_quantized_and_passes_its_gate(learned_model, learne
     model_cfg, deploy_cfg = configs
     calibration = calibration_set(learned_model.dataset, model_cfg, deploy_cfg, CALIBRATION_IMAGES)
     backend = get_backend("onnxruntime")
-    backend.build(learned_onnx / "end2end.onnx", tmp_path / "int8", "int8", calibration, deploy_cfg.deploy_backends.input_shapes)
+    backend.build(learned_onnx / "end2end.onnx", tmp_path / "int8", "int8", calibration, deploy_cfg.build_settings.input_shapes)
     graph = onnx.load(str(tmp_path / "int8" / "model.onnx")).graph
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     convs = [n for n in graph.node if n.op_type == "Conv"]
@@ -114,7 +114,7 @@ def test_int8_calibrated_on_wrongly_scaled_images_fails_its_gate(learned_model, 
     good = calibration_set(learned_model.dataset, model_cfg, deploy_cfg, 16)
     wrong = Calibration(good.source, [b * 0.01 for b in good.batches], good.images)
     backend = get_backend("openvino")
-    backend.build(learned_onnx / "end2end.onnx", tmp_path / "wrong", "int8", wrong, deploy_cfg.deploy_backends.input_shapes)
+    backend.build(learned_onnx / "end2end.onnx", tmp_path / "wrong", "int8", wrong, deploy_cfg.build_settings.input_shapes)
     measured = evaluate_runner(backend.load(tmp_path / "wrong"), learned_onnx / "end2end.onnx", model_cfg, deploy_cfg, tmp_path / "eval")
     broken = gate("openvino", "int8", measured, learned_model.metrics, allowances())
     assert not broken.passed and broken.drop_points > 1.5

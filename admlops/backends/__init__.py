@@ -8,11 +8,19 @@ its tests.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from admlops.backends.base import (BACKENDS, PRECISIONS, Backend, BuildResult, Calibration, Runner, Shapes,
                                    register)
 from admlops.errors import UsageError
 
-BACKEND_MODULES = BACKENDS.modules  # name -> module; bench/deploy_bench.py iterates it
+
+def build_settings(deploy_cfg) -> dict:
+    """The deploy config's ``build_settings`` section: how the backends build from the graph (input shapes, each
+    backend's options). Deploy configs written before it was named so (exports in older zoo versions) call it
+    ``deploy_backends``, which is read in its place."""
+    return dict(deploy_cfg.get("build_settings") or deploy_cfg.get("deploy_backends") or {})
+
 
 
 def get_backend(name: str) -> Backend:
@@ -20,11 +28,14 @@ def get_backend(name: str) -> Backend:
     return BACKENDS.get(name)()
 
 
-def parse_targets(text: str) -> list[tuple[str, str]]:
-    """``"onnxruntime:fp32,openvino:int8"`` -> ``[("onnxruntime", "fp32"), ("openvino", "int8")]``; every name is
-    checked (an unknown backend or precision is a UsageError naming it)."""
+def parse_targets(text: str | Iterable[str]) -> list[tuple[str, str]]:
+    """The one grammar of deploy targets (the pipeline's ``deploy_backends``, export's ``--targets``, benchmark's
+    ``--backends``): ``"onnxruntime:fp32,openvino:int8"`` (or those items as a list) -> ``[("onnxruntime", "fp32"),
+    ("openvino", "int8")]``, duplicates dropped; every name is checked (an unknown backend or precision, or a bare
+    backend name, is a UsageError naming it)."""
+    items = text.split(",") if isinstance(text, str) else [t for item in text for t in item.split(",")]
     targets = []
-    for item in (t.strip() for t in text.split(",")):
+    for item in (t.strip() for t in items):
         if not item:
             continue
         name, sep, precision = item.partition(":")
@@ -38,5 +49,5 @@ def parse_targets(text: str) -> list[tuple[str, str]]:
     return targets
 
 
-__all__ = ["BACKENDS", "BACKEND_MODULES", "PRECISIONS", "Backend", "BuildResult", "Calibration", "Runner", "Shapes",
+__all__ = ["BACKENDS", "PRECISIONS", "Backend", "BuildResult", "Calibration", "Runner", "Shapes", "build_settings",
            "get_backend", "parse_targets", "register"]

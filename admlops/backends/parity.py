@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from admlops import compat
-from admlops.backends import get_backend
+from admlops.backends import build_settings, get_backend
 from admlops.backends.base import Runner
 from admlops.backends.calibration import calibration_set
 from admlops.components.evaluate.evaluate import run_coco_test, run_kitti_test
@@ -184,7 +184,7 @@ def deploy_and_gate(targets: list[tuple[str, str]], onnx_file: Path, out_dir: Pa
     default; a 3D export passes its voxelized scans). ``previous``: an earlier output whose per-target caches may be
     reused. ``metric``: what the gates compare (COCO_MAP50 for a 2D detector, KITTI_3D_AP40_MODERATE for a 3D one).
     Writes ``out_dir/gates.json``; returns the metrics per target and the gates (enforcing is the caller's)."""
-    settings = deploy_cfg.get("deploy_backends", {})
+    settings = build_settings(deploy_cfg)
     shapes = settings.get("input_shapes")
     calibration, metrics, gates = None, {}, []
     for name, precision in tqdm(targets, desc="deploy targets", unit="target"):

@@ -114,24 +114,6 @@ def parse_ints(text: str | Iterable[int], what: str) -> list[int]:
         raise UsageError(f"{what}: expected integers like 1,4,8, got {text!r}") from None
 
 
-def parse_backends(names: Iterable[str]) -> list[tuple[str, str]]:
-    """``["onnxruntime", "openvino:int8"]`` -> [(backend, precision), ...]; a bare name means all its precisions."""
-    from admlops.backends import get_backend
-
-    pairs: list[tuple[str, str]] = []
-    for item in (n.strip() for n in names):
-        if not item:
-            continue
-        name, _, precision = item.partition(":")
-        backend = get_backend(name)  # UsageError naming an unknown backend
-        for p in [precision] if precision else backend.precisions:
-            if p not in backend.precisions:
-                raise UsageError(f"backend {name!r} has no precision {p!r}: expected one of {', '.join(backend.precisions)}")
-            if (name, p) not in pairs:
-                pairs.append((name, p))
-    return pairs
-
-
 def split_images(dataset_dir: Path, split: str, max_images: int = 0) -> tuple[list[str], list[dict], Path]:
     ann_file = dataset_dir / "annotations" / f"{split}.json"
     images = json.loads(ann_file.read_text())["images"]
@@ -243,7 +225,7 @@ def artifact_bytes(artifact_dir: Path) -> int:
 def build_artifacts(pairs: list[tuple[str, str]], export_dir: Path, scratch: Path, calibration: Callable[[], object],
                     settings: dict) -> dict:
     """(backend, precision) -> {"dir", "built_s", "source"}: the export step's ``<backend>-<precision>/``, or one
-    built here as export builds it (``settings``: the deploy config's ``deploy_backends``: input shapes, options)."""
+    built here as export builds it (``settings``: the deploy config's ``build_settings``: input shapes, options)."""
     from admlops.backends import get_backend
 
     out = {}
@@ -289,7 +271,7 @@ def sweep(
     export_dir: str | Path,
     model_dir: str | Path,
     out: str | Path,
-    backends: Sequence[str] | None = ("onnxruntime",),
+    backends: Sequence[str] | str | None = ("onnxruntime:fp32",),
     batch_sizes: Sequence[int] | None = None,
     threads: Sequence[int] = (0,),
     warmup: int = 5,
@@ -310,7 +292,7 @@ def sweep(
     ``batch_sizes`` None = BATCH_SIZES, for a 3D export 1; ``backends`` None = the export's default targets."""
     from mmengine.config import Config
 
-    from admlops.backends import get_backend
+    from admlops.backends import build_settings, get_backend, parse_targets
     from admlops.backends.parity import failed_gates
     from admlops.components.benchmark.report import render_html, render_markdown
     from admlops.components.export.export import task_of
@@ -318,14 +300,14 @@ def sweep(
 
     dataset_dir, export_dir, model_dir = Path(dataset_dir), Path(export_dir), Path(model_dir)
     if backends is not None:
-        pairs = parse_backends(backends)  # an unknown name fails before any work
+        pairs = parse_targets(backends)  # an unknown name fails before any work
     for path in (*(export_dir / f for f in ("end2end.onnx", "model.py", "deploy.py")), model_dir / "model.pth"):
         if not path.is_file():
             raise InputError(path, "missing: the benchmark needs export's end2end.onnx, model.py and deploy.py and "
                                    "train's model.pth")
     voxel = is_voxel_deploy(Config.fromfile(str(export_dir / "deploy.py")))
     if backends is None:  # the export's own default targets
-        pairs = parse_backends(task_of(Config.fromfile(str(export_dir / "model.py"))).targets.split(","))
+        pairs = parse_targets(task_of(Config.fromfile(str(export_dir / "model.py"))).targets)
     # a target that failed its parity gate is not deployable: it is listed with its gate, not timed
     failed = [g for g in failed_gates(export_dir) if (g["backend"], g["precision"]) in pairs]
     pairs = [p for p in pairs if not any((g["backend"], g["precision"]) == p for g in failed)]
@@ -362,7 +344,7 @@ def sweep(
         np.save(scratch / "inputs.npy", inputs)
         (scratch / "samples.pkl").write_bytes(pickle.dumps(samples))
         artifacts = build_artifacts(pairs, export_dir, scratch / "artifacts", calibration,
-                                    {} if voxel else preprocess.deploy_cfg.get("deploy_backends", {}))
+                                    {} if voxel else build_settings(preprocess.deploy_cfg))
         runs = [(PYTORCH, "fp32", t) for t in threads] + [(b, p, t) for t in threads for b, p in pairs]
         specs = []
         for runtime, precision, t in runs:

@@ -59,7 +59,7 @@ def sync_post_processing(deploy_cfg, model_cfg) -> None:
 def sync_input_shapes(deploy_cfg, model_cfg) -> None:
     """Give the deploy targets' input shapes the model's input size when its test pipeline pads to a fixed one."""
     pad = next((t for t in model_cfg.test_pipeline if t.type == "Pad" and t.get("size")), None)
-    shapes = deploy_cfg.get("deploy_backends", {}).get("input_shapes", {})
+    shapes = deploy_cfg.get("build_settings", {}).get("input_shapes", {})
     if pad is None:
         return
     width, height = pad.size

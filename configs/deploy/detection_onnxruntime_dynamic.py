@@ -40,7 +40,7 @@ backend_config = dict(type='onnxruntime')
 # the range every calibration batch must fit. Export sets H and W from the model's test pipeline when it pads
 # to a fixed size (rtmdet_tiny_kitti: 640x192); opt is one image (what a deployed detector serves), max covers
 # the evaluation's val batches.
-deploy_backends = dict(
+build_settings = dict(
     input_shapes=dict(input=dict(min_shape=[1, 3, 192, 640], opt_shape=[1, 3, 192, 640], max_shape=[8, 3, 192, 640])),
     tensorrt=dict(max_workspace_size=1 << 30),  # bytes of scratch memory TensorRT's tactics may use
     # int8_cpu: the int8 kernels of the CPUs the model will run on (admlops.cpu): 'auto' = the build machine's;

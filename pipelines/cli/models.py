@@ -121,7 +121,7 @@ def add_commands(sub) -> None:
     s.add_argument("onnx", help="export's output directory")
     s.add_argument("model", help="train's output directory (the PyTorch eager row)")
     s.add_argument("out", help="directory for benchmark.json, benchmark.md and report.html")
-    s.add_argument("--backends", help="comma-separated BACKEND or BACKEND:PRECISION (default: the export's default "
+    s.add_argument("--backends", help="comma-separated BACKEND:PRECISION deploy targets, as export takes them (default: the export's default "
                    "targets: onnxruntime:fp32,openvino:fp32,openvino:int8; for a 3D export onnxruntime:fp32,onnxruntime:int8)")
     s.add_argument("--batch-sizes", help="comma-separated (default 1,4,8; a 3D export runs one scan per call: 1)")
     s.add_argument("--threads", default="0", help="comma-separated intra-op threads (0 = each runtime's default)")
