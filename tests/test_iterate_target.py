@@ -33,8 +33,8 @@ CROWDED = [[0.9, 0.02, 0.01], [0.02, 0.9, 0.01], [0.9, 0.02, 0.01], [0.02, 0.9, 
            [0.5, 0.45, 0.02], [0.03, 0.05, 0.9], [0.02, 0.05, 0.9]]
 
 
-SPARSE = {"s0": [[0.02, 0.05, 0.85]], "s1": [[0.02, 0.05, 0.8]], "s2": [[0.01, 0.6, 0.4]],  # s2: top label Pedestrian
-          "s3": [[0.02, 0.04, 0.75]]}
+SPARSE = {"s0": [[0.01, 0.03, 0.9]], "s1": [[0.02, 0.05, 0.8]], "s2": [[0.01, 0.6, 0.4]],  # s2: top label Pedestrian
+          "s3": [[0.05, 0.1, 0.7]]}
 QUIET = {"q0": [[0.95, 0.01, 0.01]], "q1": [[0.02, 0.95, 0.01]], "q2": [[0.95, 0.01, 0.01], [0.01, 0.95, 0.01]]}
 
 
@@ -85,12 +85,14 @@ def test_boxes_of_one_object_merge_and_any_class_counts_as_evidence():
                       [[0.1, 0.6, 0.35], [0.1, 0.3, 0.4], [0.9, 0.01, 0.02], [0.0, 0.0, 0.1]])
     b = frame_boxes(d, 3, 0.3)
     assert b.count == 2 and b.cost == 2  # the Pedestrian and the Cyclist box of one object are one; 0.1 is not detected
-    np.testing.assert_allclose(b.expected(), [1.0, 0.61, 0.42])
+    # each object's vector (max over its boxes) normalised: [0.1, 0.6, 0.4] / 1.1 and [0.9, 0.01, 0.02] / 0.93
+    np.testing.assert_allclose(b.expected(), [0.1 / 1.1 + 0.9 / 0.93, 0.6 / 1.1 + 0.01 / 0.93, 0.4 / 1.1 + 0.02 / 0.93])
+    assert b.expected().sum() == pytest.approx(b.count)
     np.testing.assert_array_equal(b.by_class(), [1, 1, 0])
     empty = frame_boxes(Detections.of([], [], [], []), 3, 0.3)
     assert empty.count == 0 and empty.cost == 1 and empty.expected().tolist() == [0, 0, 0]
     no_vectors = frame_boxes(Detections.of([one], [0.7], [2]), 3, 0.3)  # labels and scores only
-    np.testing.assert_allclose(no_vectors.expected(), [0, 0, 0.7])
+    np.testing.assert_allclose(no_vectors.expected(), [0, 0, 1.0])
 
 
 def test_targets_parse_with_shares():
@@ -118,8 +120,8 @@ def test_a_target_chooses_the_sparse_frames_under_a_box_budget(pool):
     # the most Cyclist per box first (s2's Cyclist is not its top label); a crowded frame's two Cyclists only then
     assert frames(sel) == ["s0", "s1", "s3", "s2", "c0"]
     assert sel["chosen_by_signal"]["target"] == 5 and all(c["drivers"] == ["target"] for c in sel["frames"])
-    assert sel["frames"][0]["reason"].startswith("target 0.85 per box (1 predicted): Cyclist 0.85 expected boxes")
-    assert sel["boxes"]["chosen"] == 12 and sel["frames"][0]["expected"] == {"Cyclist": 0.85}
+    assert sel["frames"][0]["reason"].startswith("target 0.96 per box (1 predicted): Cyclist 0.96 expected boxes")
+    assert sel["boxes"]["chosen"] == 12 and sel["frames"][0]["expected"] == {"Cyclist": round(0.9 / 0.94, 4)}
     # per class: 5 Cyclist boxes chosen (s2's box is a Pedestrian by its top class) against what 12 random boxes hold
     pool_boxes, pool_cyclists, pool_cars = 4 * 8 + 4 + 4, 4 * 2 + 3, 4 * 4 + 2
     assert sel["by_class"]["Cyclist"] == {"chosen": 5, "random": round(pool_cyclists * 12 / pool_boxes, 2),
@@ -130,7 +132,7 @@ def test_a_target_chooses_the_sparse_frames_under_a_box_budget(pool):
 def test_a_frame_budget_buys_the_frames_with_the_most_target_boxes(pool):
     preds, scores = pool
     sel = select(preds, scores, pool[0].parent / "frames", budget=5, targets=["Cyclist"])
-    assert set(frames(sel)[:4]) == {"c0", "c1", "c2", "c3"} and frames(sel)[4] == "s0"  # 2 Cyclists a frame, then 0.85
+    assert set(frames(sel)[:4]) == {"c0", "c1", "c2", "c3"} and frames(sel)[4] == "s0"  # 2 Cyclists a frame, then 0.96
 
 
 def test_a_share_mixes_target_and_signal_picks_and_the_box_budget_holds(pool):

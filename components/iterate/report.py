@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from admlops.components.analyze.report import _png
+from admlops.htmlpage import png_base64
 from admlops.components.iterate.predictions import read_predictions
 from admlops.components.iterate.score import read_scores
 from admlops.components.iterate.select import read_selection
@@ -66,12 +66,12 @@ def figures(records: list[dict], selection: dict) -> list[tuple[str, str]]:
         ax.set(title=n, xlabel="score")
     axes[0][0].set_ylabel("frames")
     axes[0][0].legend()
-    out = [("Signal distributions: pool and chosen frames", _png(fig))]
+    out = [("Signal distributions: pool and chosen frames", png_base64(fig))]
     fig, ax = plt.subplots(figsize=(6, 2.6))
     counts = selection["chosen_by_signal"]
     ax.bar(list(counts), list(counts.values()), color="tab:red")
     ax.set(ylabel="chosen frames", title=f"Frames each signal drove ({len(chosen)} chosen of {selection['pool_frames']})")
-    out.append(("Chosen frames per signal", _png(fig)))
+    out.append(("Chosen frames per signal", png_base64(fig)))
     plt.close("all")
     return out
 
