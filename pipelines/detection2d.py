@@ -27,7 +27,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         "convert, analyze, train, evaluate, export, benchmark, register.",
     )
     def detection2d(
-        kitti_root: str,
+        source: str,
         store: str = "",
         data_definition: str = "kitti-3class",
         data_val_fraction: float = 0.2,
@@ -53,7 +53,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         zoo_parent: str = "",
         zoo_alias: str = "candidate",
     ):
-        """``kitti_root`` is a path or a dataset version ``NAME@VERSION`` in ``store`` (an ``s3://bucket/prefix``,
+        """``source`` is the KITTI-format data: a path or a dataset version ``NAME@VERSION`` in ``store`` (an ``s3://bucket/prefix``,
         a path, or empty for the default local store). ``train_max_iters``/``train_batch_size`` of 0 keep the
         config's values; ``bench_max_images`` 0 = all val images. ``deploy_backends``: the deploy targets as
         comma-separated ``backend:precision`` pairs, each built from the exported ONNX and gated against PyTorch's
@@ -64,7 +64,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         meaningful and the model is registered without an alias. With a GPU profile, ``export-trt`` builds TensorRT engines
         (``deploy_trt_precisions``), gated the same way, and a second benchmark times them on the GPU."""
         on = profiles.scheduler(profile)
-        data = on(convert(kitti=kitti_root, store=store, definition=data_definition, val_fraction=data_val_fraction,
+        data = on(convert(kitti=source, store=store, definition=data_definition, val_fraction=data_val_fraction,
                           seed=data_seed), "convert")
         on(analyze(dataset=data.outputs["dataset"]), "analyze")
         if profile and profile.train_nodes:  # the TrainJob's nodes get the GPUs; this step only orchestrates

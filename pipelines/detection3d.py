@@ -25,7 +25,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         "evaluate, export, benchmark, register.",
     )
     def detection3d(
-        kitti_root: str,
+        source: str,
         store: str = "",
         data_format: str = "kitti",
         data_nuscenes_version: str = "v1.0-trainval",
@@ -48,7 +48,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         zoo_parent: str = "",
         zoo_alias: str = "candidate",
     ):
-        """``kitti_root`` is the source: a path or a dataset version ``NAME@VERSION`` in ``store`` (an
+        """``source`` is the data: a path or a dataset version ``NAME@VERSION`` in ``store`` (an
         ``s3://bucket/prefix``, a path, or empty for the default local store), KITTI object data (training/ with
         label_2, calib, velodyne; ImageSets/ train and val) or, with ``data_format=nuscenes``, a nuScenes root of
         ``data_nuscenes_version``. ``train_config``: a name in configs/models or a path; ``train_max_iters`` /
@@ -64,7 +64,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         before register; a nuScenes model is registered without an export (the 3D export takes KITTI voxel detectors)."""
         on = profiles.scheduler(profile)
 
-        data = on(infos(source=kitti_root, data_format=data_format, nuscenes_version=data_nuscenes_version,
+        data = on(infos(source=source, data_format=data_format, nuscenes_version=data_nuscenes_version,
                         store=store), "infos")
         # Training runs in the step's pod (with the profile's GPU); a TrainJob (profile.train_nodes) is detection2d's.
         model = on(train(dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters,
@@ -112,4 +112,4 @@ def preflight(params: dict) -> None:
                       parse_cfg_options(params["train_cfg_options"]))
     if params["data_format"] == "kitti":
         VoxelDetection.check_targets(parse_targets(params["deploy_backends"]))
-    check_source(params["kitti_root"], params["data_format"])
+    check_source(params["source"], params["data_format"])

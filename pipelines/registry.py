@@ -2,6 +2,7 @@
 this file as <name>.yaml; a cluster profile's variant compiles to <name>-<profile>.yaml."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from admlops.errors import UsageError
@@ -16,6 +17,9 @@ BUILDERS = {"detection2d": _detection2d.build, "detection3d": _detection3d.build
 PREFLIGHTS = {"detection3d": _detection3d.preflight}  # checks of a run's inputs before its first step
 PIPELINES = {name: build() for name, build in BUILDERS.items()}
 PIPELINE_DIR = Path(__file__).resolve().parent
+# Renamed parameters, old -> new: the old name is still taken, with a warning, until the release after 0.1 (scripts and
+# CI jobs that pass it keep working; a compiled pipeline on a cluster takes only the names its YAML declares).
+RENAMED_PARAMS = {"kitti_root": "source"}
 _CASTS = {"Integer": int, "Float": float, "Boolean": lambda v: v.lower() in ("1", "true", "yes"), "String": str,
           "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": lambda v: v.lower() in ("1", "true", "yes")}
 
@@ -33,6 +37,7 @@ def parse_params(name: str, pairs: list[str]) -> dict:
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        key = renamed(key) if key not in inputs else key
         if not sep or key not in inputs:
             raise UsageError(f"--param {pair!r}: expected KEY=VALUE with KEY one of {', '.join(inputs)}")
         try:
@@ -40,6 +45,14 @@ def parse_params(name: str, pairs: list[str]) -> dict:
         except ValueError:
             raise UsageError(f"--param {pair!r}: expected a {inputs[key].type}") from None
     return params
+
+
+def renamed(key: str) -> str:
+    """A parameter's current name; an old one (RENAMED_PARAMS) warns on stderr."""
+    if key in RENAMED_PARAMS:
+        print(f"admlops: warning: parameter {key} is now {RENAMED_PARAMS[key]}; the old name is taken until the next "
+              f"release", file=sys.stderr)
+    return RENAMED_PARAMS.get(key, key)
 
 
 def check_params(name: str, params: dict) -> None:

@@ -8,4 +8,4 @@ FRAMES=${DEMO_FRAMES:-400}
 export ADMLOPS_STORE=$STORE
 .venv/bin/admlops data synth kitti --frames "$FRAMES" --seed 0 --out "$STORE/raw/kitti-synth"
 .venv/bin/admlops run detection2d --local --store "$STORE" \
-  --param kitti_root="$STORE/raw/kitti-synth" "$@"
+  --param source="$STORE/raw/kitti-synth" "$@"

@@ -3,6 +3,8 @@ import sys
 
 import pytest
 
+from admlops.errors import UsageError
+
 COMMANDS = [
     [], ["data"], ["data", "synth"], ["data", "synth", "kitti"], ["data", "convert"], ["train"], ["evaluate"],
     ["export"], ["benchmark"], ["run"], ["compile"], ["data", "push"], ["data", "pull"], ["data", "ls"], ["data", "show"], ["data", "infos"], ["data", "merge"], ["data", "analyze"],
@@ -28,7 +30,7 @@ def test_bad_param_is_a_usage_error():
         [sys.executable, "-m", "admlops.pipelines.cli", "run", "detection2d", "--local", "--param", "nope=1"],
         capture_output=True, text=True,
     )
-    assert res.returncode == 2 and "KEY=VALUE with KEY one of kitti_root" in res.stderr
+    assert res.returncode == 2 and "KEY=VALUE with KEY one of source" in res.stderr
 
 
 def test_submit_usage_and_unreachable_host(capsys):
@@ -36,7 +38,7 @@ def test_submit_usage_and_unreachable_host(capsys):
 
     assert main(["submit", "detection2d", "--host", "http://127.0.0.1:9", "--param", "bogus=1"]) == 2
     assert "bogus" in capsys.readouterr().err
-    code = main(["submit", "detection2d", "--host", "http://127.0.0.1:9", "--param", "kitti_root=/data/kitti"])
+    code = main(["submit", "detection2d", "--host", "http://127.0.0.1:9", "--param", "source=/data/kitti"])
     err = capsys.readouterr().err
     assert code == 6 and "127.0.0.1:9" in err and "Traceback" not in err
 
@@ -89,3 +91,15 @@ def test_synth_bad_sizes_are_usage_errors(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert (code, err.strip()) == (2, f"admlops: error: {message}")
     assert not out.exists()
+
+
+def test_the_old_parameter_name_is_taken_with_a_warning(capsys):
+    """``kitti_root`` was renamed ``source`` (it also carried nuScenes sources): the old name still parses, for one
+    release, to the new one, and says so."""
+    from admlops.pipelines.registry import parse_params
+
+    assert parse_params("detection3d", ["kitti_root=/data/k"]) == parse_params("detection3d", ["source=/data/k"]) \
+        == {"source": "/data/k"}
+    assert "parameter kitti_root is now source" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="KEY one of source"):
+        parse_params("detection2d", ["kitti=/data/k"])

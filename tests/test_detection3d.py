@@ -56,7 +56,7 @@ def test_compiled_shape(tmp_path):
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["train_config"]["defaultValue"] == "pointpillars_kitti_cpu"
     assert params["zoo_model_name"]["defaultValue"] == "pointpillars-kitti"
-    assert "defaultValue" not in params["kitti_root"]
+    assert "defaultValue" not in params["source"]
 
 
 def test_profile_puts_train_and_evaluate_on_gpus(tmp_path):
@@ -69,11 +69,11 @@ def test_profile_puts_train_and_evaluate_on_gpus(tmp_path):
 
 
 def test_parameters_are_typed_and_checked():
-    params = parse_params("detection3d", ["kitti_root=/data/kitti", "train_max_iters=3", f"train_cfg_options={CFG_OPTIONS}"])
-    assert params == {"kitti_root": "/data/kitti", "train_max_iters": 3, "train_cfg_options": CFG_OPTIONS}
+    params = parse_params("detection3d", ["source=/data/kitti", "train_max_iters=3", f"train_cfg_options={CFG_OPTIONS}"])
+    assert params == {"source": "/data/kitti", "train_max_iters": 3, "train_cfg_options": CFG_OPTIONS}
     with pytest.raises(UsageError, match="train_max_iters=three.*Integer"):
         parse_params("detection3d", ["train_max_iters=three"])
-    with pytest.raises(UsageError, match="KEY one of kitti_root"):
+    with pytest.raises(UsageError, match="KEY one of source"):
         parse_params("detection3d", ["kiti_root=/data"])
 
 
@@ -122,16 +122,16 @@ def no_velodyne(kitti_root, tmp_path):
 
 def test_bad_input_fails_before_the_first_step(no_velodyne, kitti_root, tmp_path, capsys):
     run = ["run", "detection3d", "--local", "--store", str(tmp_path / "store")]
-    assert main(run + ["--param", f"kitti_root={no_velodyne}"]) == 3
+    assert main(run + ["--param", f"source={no_velodyne}"]) == 3
     assert f"{no_velodyne / 'training' / 'velodyne'}: directory missing" in capsys.readouterr().err
-    assert main(run + ["--param", f"kitti_root={kitti_root}", "--param", "train_config=pointpilars_kitti_cpu"]) == 2
+    assert main(run + ["--param", f"source={kitti_root}", "--param", "train_config=pointpilars_kitti_cpu"]) == 2
     err = capsys.readouterr().err
     assert "unknown model config 'pointpilars_kitti_cpu'" in err and "pointpillars_kitti_cpu" in err
-    assert main(run + ["--param", f"kitti_root={kitti_root}", "--param", "train_cfg_options=model.test_cfg.nms=1"]) == 2
+    assert main(run + ["--param", f"source={kitti_root}", "--param", "train_cfg_options=model.test_cfg.nms=1"]) == 2
     assert "--cfg-options model.test_cfg.nms=1: model.test_cfg has no 'nms'" in capsys.readouterr().err
-    assert main(run + ["--param", f"kitti_root={kitti_root}", "--param", "deploy_backends=openvino:int8"]) == 2
+    assert main(run + ["--param", f"source={kitti_root}", "--param", "deploy_backends=openvino:int8"]) == 2
     assert "openvino:int8 are not available for a 3D voxel detector" in capsys.readouterr().err
-    assert main(run + ["--param", f"kitti_root={kitti_root}", "--param", "deploy_backends=onnxruntime:fp16"]) == 2
+    assert main(run + ["--param", f"source={kitti_root}", "--param", "deploy_backends=onnxruntime:fp16"]) == 2
     assert "backend 'onnxruntime' has no precision 'fp16'" in capsys.readouterr().err
     assert not (tmp_path / "store" / "runs").exists() or not any((tmp_path / "store" / "runs").iterdir())
 
@@ -171,7 +171,7 @@ def run(kitti_root, tmp_path_factory):
     store = tmp_path_factory.mktemp("store3d")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["run", "detection3d", "--local", "--store", str(store), "--param", f"kitti_root={kitti_root}",
+        code = main(["run", "detection3d", "--local", "--store", str(store), "--param", f"source={kitti_root}",
                      "--param", "train_max_iters=2", "--param", "train_batch_size=2",
                      "--param", f"train_cfg_options={CFG_OPTIONS}"])
     assert code == 0, out.getvalue()[-3000:]
@@ -248,10 +248,10 @@ def test_export_gates_and_benchmarks_both_onnx_runtime_targets(run):
         tag = f"{g['backend']}-{g['precision']}"
         assert g["measured"] == metrics["backends"][tag]["headline"]["mAP_3D_AP40_moderate"]
         assert f"{tag:<18} mAP_3D_AP40_moderate {g['measured']:.2f}  (PyTorch {g['pytorch']:.2f}" in console
-    assert json.loads((export_dir / "onnxruntime-int8" / "build.json").read_text())["calibration"]["batches"] == 16
         verdict = "FAILED: not deployable" if not g["passed"] else "passed" if gates["floor"]["met"] else "not meaningful"
         assert f"gate {g['backend'] + ':' + g['precision']:<18} mAP_3D_AP40_moderate drop {g['drop_points']:+.2f}" in console
         assert verdict in console
+    assert json.loads((export_dir / "onnxruntime-int8" / "build.json").read_text())["calibration"]["batches"] == 16
     bench = json.loads((run_dir / "benchmark" / "results" / "benchmark.json").read_text())
     assert {(r["runtime"], r["precision"]) for r in bench["rows"]} == {("pytorch", "fp32")} | {
         (g["backend"], g["precision"]) for g in gates["gates"] if g["passed"]}

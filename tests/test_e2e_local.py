@@ -16,7 +16,7 @@ CLI = [sys.executable, "-m", "admlops.pipelines.cli"]
 def run_dir(kitti_root, tmp_path_factory):
     store = tmp_path_factory.mktemp("store")
     res = subprocess.run(
-        CLI + ["run", "detection2d", "--local", "--store", str(store), "--param", f"kitti_root={kitti_root}",
+        CLI + ["run", "detection2d", "--local", "--store", str(store), "--param", f"source={kitti_root}",
                "--param", "train_max_iters=4", "--param", "train_batch_size=2", "--param", "bench_max_images=3",
                "--param", "bench_warmup=1", "--param", "deploy_backends=onnxruntime:fp32,openvino:int8",
                "--param", "deploy_calibration_images=4", "--param", "bench_batch_sizes=1,2"],
@@ -141,7 +141,7 @@ def test_run_prints_one_line_per_step(run_dir):
 
 def test_bad_dataset_fails_the_run_cleanly(tmp_path):
     res = subprocess.run(
-        CLI + ["run", "detection2d", "--local", "--store", str(tmp_path), "--param", f"kitti_root={tmp_path / 'nope'}"],
+        CLI + ["run", "detection2d", "--local", "--store", str(tmp_path), "--param", f"source={tmp_path / 'nope'}"],
         capture_output=True, text=True, timeout=600,
     )
     assert res.returncode == 4, res.stderr[-3000:]

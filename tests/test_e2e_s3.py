@@ -26,7 +26,7 @@ def test_pipeline_on_s3_keeps_credentials_out(kitti_root, s3_env, tmp_path):
     src = catalog.push(store, "datasets", "kitti-small", kitti_root)
     res = subprocess.run(
         [sys.executable, "-m", "admlops.pipelines.cli", "run", "detection2d", "--local", "--store", str(tmp_path / "local"),
-         "--param", f"store={store_uri}", "--param", f"kitti_root=kitti-small@{src.version}",
+         "--param", f"store={store_uri}", "--param", f"source=kitti-small@{src.version}",
          "--param", "train_max_iters=2", "--param", "train_batch_size=2", "--param", "bench_max_images=2",
          "--param", "bench_warmup=1"],
         capture_output=True, text=True, timeout=1200,

@@ -46,7 +46,7 @@ def test_a_whole_round_and_its_lineage(learned_model, tmp_path):
     (merged,) = versions
     merged_info = catalog.show(store, "datasets", "kitti-coco", merged).info
 
-    _run(store_dir, "detection2d", kitti_root=f"kitti-coco@{merged}", store=store_dir, train_max_iters=2,
+    _run(store_dir, "detection2d", source=f"kitti-coco@{merged}", store=store_dir, train_max_iters=2,
          train_batch_size=2, deploy_backends="onnxruntime:fp32", bench_batch_sizes="1", bench_max_images=2,
          bench_warmup=0, zoo_model_name="det", zoo_alias="candidate",
          deploy_gate_floor=0.0)  # the chain is under test: a 2-iteration model passes no real floor

@@ -25,7 +25,7 @@ from admlops.pipelines.submit import KfpApiError, RunFailed, RunTimedOut, submit
 DATA = Path(__file__).resolve().parent / "data" / "kfp"
 API = "/apis/v2beta1"
 TOKEN = "kfp-test-token-9f3b2c1d7e"  # not a real credential
-PARAMS = {"kitti_root": "s3://perception-lake/kitti", "train_max_iters": 7, "data_val_fraction": 0.25}
+PARAMS = {"source": "s3://perception-lake/kitti", "train_max_iters": 7, "data_val_fraction": 0.25}
 
 
 def _now() -> str:
@@ -266,7 +266,7 @@ def test_wait_times_out(kfp_server):
 
 def test_parameters_are_checked_before_anything_is_sent(kfp_server):
     host, kfp = kfp_server
-    with pytest.raises(ValueError, match=r"missing required parameters \['kitti_root'\]"):
+    with pytest.raises(ValueError, match=r"missing required parameters \['source'\]"):
         submit("detection2d", host, {"train_max_iters": 3}, "ns", "Default", None, wait=False, timeout_s=30)
     with pytest.raises(ValueError, match="unknown parameters"):
         submit("detection2d", host, {**PARAMS, "max_iters": 3}, "ns", "Default", None, wait=False, timeout_s=30)
