@@ -59,6 +59,10 @@ class Version:
         """What lineage records keep of a version: name, version and manifest sha256."""
         return {"name": self.name, "version": self.version, "manifest_sha256": self.manifest_sha256}
 
+    def record(self, store: ObjectStore) -> dict:
+        """What a step's output keeps of a version it read or wrote: ``ref()`` and the version's URI in ``store``."""
+        return self.ref() | {"uri": store.uri(_prefix(self.kind, self.name, self.version))}
+
 
 def _check_name(value: str, what: str) -> str:
     if not value or "/" in value or value in (".", "..") or value.startswith("."):
@@ -120,9 +124,20 @@ def list_versions(store: ObjectStore, kind: str, name: str | None = None) -> lis
     return sorted(found, key=lambda nv: (nv[0], infos[nv]))
 
 
+def names(store: ObjectStore, kind: str) -> list[str]:
+    """The names with at least one committed version, sorted (a listing; no version's info is read)."""
+    return sorted({key.split("/")[1] for key in store.list(f"{kind}/")
+                   if len(key.split("/")) == 4 and key.endswith("/manifest.parquet")})
+
+
+def committed(store: ObjectStore, kind: str, name: str, version: str) -> bool:
+    """Whether ``name@version`` is a committed version (its manifest, the commit point, exists)."""
+    return store.exists(_prefix(kind, name, version) + "manifest.parquet")
+
+
 def show(store: ObjectStore, kind: str, name: str, version: str) -> Version:
     prefix = _prefix(kind, name, version)
-    if not store.exists(prefix + "manifest.parquet"):
+    if not committed(store, kind, name, version):
         raise StoreError(f"{store.uri(prefix)}: no committed version {name}@{version}")
     info = json.loads(store.get_bytes(prefix + "info.json"))
     rows = read_manifest(store, kind, name, version)

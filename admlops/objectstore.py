@@ -1,4 +1,5 @@
-"""The one object-store layer: every step and command reads and writes through ``open_store(uri)``.
+"""The one object-store layer: every step and command reads and writes through ``open_store(uri)``
+(``open_store(None)`` or ``open_store("")``: the default store, ``$ADMLOPS_STORE`` or ~/.admlops/store).
 
 * ``file:///path`` or a plain path: the local filesystem (the embedded default store);
 * ``s3://bucket/prefix``: S3 or an S3-compatible server (MinIO, Ceph) through boto3 and s3transfer.
@@ -245,9 +246,10 @@ def s3_client(max_attempts: int | None = None):
     return boto3.session.Session().client("s3", config=config)
 
 
-def open_store(uri: str | Path) -> ObjectStore:
-    """The store at ``uri``: ``s3://bucket/prefix``, ``file:///path`` or a plain local path."""
-    text = str(uri)
+def open_store(uri: str | Path | None = None) -> ObjectStore:
+    """The store at ``uri``: ``s3://bucket/prefix``, ``file:///path`` or a plain local path; no URI (None or
+    empty, as a step's ``store`` parameter left blank) is the default store, ``DEFAULT_STORE``."""
+    text = str(uri or DEFAULT_STORE)
     parsed = urlparse(text)
     if parsed.scheme == "s3":
         if not parsed.netloc:

@@ -25,7 +25,7 @@ def test_data_and_zoo_commands(tmp_path, capsys):
     assert main(["data", "pull", "demo@v1", str(tmp_path / "out"), "--store", store]) == 0
     assert (tmp_path / "out" / "sub" / "a.txt").read_text() == "a"
     assert main(["data", "pull", "demo", str(tmp_path / "x"), "--store", store]) == 2  # not NAME@VERSION
-    assert main(["data", "pull", "demo@v9", str(tmp_path / "x"), "--store", store]) == 5
+    assert main(["data", "pull", "demo@v9", str(tmp_path / "x"), "--store", store]) == 2  # unknown version: refs.UnknownReference
     assert "no committed version demo@v9" in capsys.readouterr().err
 
     v = zoo.publish(open_store(store), "det", src, zoo.lineage(None, None, run_id="r1"))

@@ -24,14 +24,10 @@ def convert(kitti: str, definition: str, val_fraction: float, seed: int, store: 
 def dataset_version(ref: str, store: str, dataset: Output[Dataset]):
     """The committed dataset version ``ref`` (NAME@VERSION) of ``store`` as a Dataset artifact, every file verified
     against its manifest; the metadata carries the version record, as convert's output does."""
-    from admlops import catalog
-    from admlops.errors import UsageError
-    from admlops.objectstore import DEFAULT_STORE, open_store
+    from admlops import catalog, refs
+    from admlops.objectstore import open_store
 
-    name, sep, version = ref.partition("@")
-    if not (name and sep and version):
-        raise UsageError(f"dataset {ref!r}: expected NAME@VERSION")
-    lake = open_store(store or DEFAULT_STORE)
-    v = catalog.pull(lake, "datasets", name, version, dataset.path)
-    record = v.ref() | {"uri": lake.uri(f"datasets/{v.name}/{v.version}/")}
+    lake = open_store(store)
+    v = catalog.pull(lake, "datasets", *refs.resolve(lake, "datasets", ref), dataset.path)
+    record = v.record(lake)
     dataset.metadata.update({"format": "coco", "version": record, "object_uri": record["uri"]})

@@ -4,32 +4,15 @@ The COCO images are the source's images (hard links or copies), so the store kee
 the converted version's manifest points at the packs and objects of the source's images."""
 from __future__ import annotations
 
-import contextlib
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
-from admlops import catalog
+from admlops import catalog, refs
 from admlops.components.convert.to_coco import kitti_to_coco
-from admlops.objectstore import DEFAULT_STORE, open_store
+from admlops.objectstore import open_store
 
 KITTI_ROLES = {"training/image_2/": "image", "training/label_2/": "label", "training/calib/": "calib",
                "training/velodyne/": "lidar", "ImageSets/": "split"}
 COCO_ROLES = {"images/": "image", "annotations/": "label", "splits/": "split"}
-
-
-@contextlib.contextmanager
-def source_path(store, source: str) -> Iterator[tuple[Path, catalog.Version | None]]:
-    """``source`` as a local directory for the block: a path as it is (version None), or a committed dataset
-    version ``NAME@VERSION`` of ``store`` pulled (and verified) into a scratch directory, with its version."""
-    path = Path(source)
-    if "@" not in source or path.exists():
-        yield path, None
-        return
-    name, version = source.split("@", 1)
-    with tempfile.TemporaryDirectory(prefix="admlops-src-") as cache:
-        pulled = catalog.pull(store, "datasets", name, version, Path(cache) / "source")
-        yield Path(cache) / "source", pulled
 
 
 def publish_source(store, path: Path, version: catalog.Version | None, roles: dict[str, str]) -> catalog.Version:
@@ -43,8 +26,8 @@ def convert_with_store(source: str, out: str | Path, definition: str, val_fracti
     with ``source_version`` and ``dataset_version`` records (name, version, manifest sha256, URI). A source that
     is already a converted dataset (a version iterate's merge made, say) is taken as it is: source and dataset
     version are then the same."""
-    store = open_store(store_uri or DEFAULT_STORE)
-    with source_path(store, source) as (path, src_version):
+    store = open_store(store_uri)
+    with refs.local_copy(store, "datasets", source) as (path, src_version):
         if is_converted(path):  # already a task dataset (e.g. iterate's merge): taken as it is
             summary = pass_through(path, out)
             converted = src_version = publish_source(store, path, src_version, COCO_ROLES)
@@ -54,8 +37,8 @@ def convert_with_store(source: str, out: str | Path, definition: str, val_fracti
             converted = None
     converted = converted or catalog.push(store, "datasets", f"{src_version.name}-coco-{summary['definition']}", out,
                                           roles=COCO_ROLES)
-    summary["source_version"] = record(store, src_version)
-    summary["dataset_version"] = record(store, converted)
+    summary["source_version"] = src_version.record(store)
+    summary["dataset_version"] = converted.record(store)
     return summary
 
 
@@ -79,8 +62,3 @@ def pass_through(path: Path, out: str | Path) -> dict:
     with atomic_dir(out) as tmp:
         shutil.copytree(path, tmp, dirs_exist_ok=True)
     return summary
-
-
-def record(store, v: catalog.Version) -> dict:
-    """A version's lineage reference and its URI in ``store``."""
-    return v.ref() | {"uri": store.uri(f"datasets/{v.name}/{v.version}/")}

@@ -38,9 +38,11 @@ def check_source(source: str, data_format: str = "kitti") -> None:
     Velodyne scans besides labels and images). A ``NAME@VERSION`` or a nuScenes source is checked by its step."""
     from admlops.components.convert.readers import kitti_frames
 
+    from admlops.refs import is_reference
+
     check_format(data_format)
     path = Path(source)
-    if data_format != "kitti" or ("@" in source and not path.exists()):
+    if data_format != "kitti" or is_reference(source):
         return
     training, _ = kitti_frames(path)
     for sub, what in (("calib", "calibration files"), ("velodyne", "Velodyne scans (*.bin)")):
@@ -65,12 +67,13 @@ def write_infos(source: str, out: str | Path, data_format: str = "kitti", store_
                 nuscenes_version: str = "v1.0-trainval", max_sweeps: int = 10, workers: int | None = None) -> dict:
     """Write the mmdet3d data root of ``source`` at ``out`` (atomically) and publish the source; returns
     ``out/infos.json``'s record: format, frames per infos file and the source's ``source_version``."""
-    from admlops.components.convert.lake import publish_source, record, source_path
-    from admlops.objectstore import DEFAULT_STORE, open_store
+    from admlops import refs
+    from admlops.components.convert.lake import publish_source
+    from admlops.objectstore import open_store
 
     check_format(data_format)
-    store = open_store(store_uri or DEFAULT_STORE)
-    with source_path(store, source) as (path, version), atomic_dir(out) as tmp:
+    store = open_store(store_uri)
+    with refs.local_copy(store, "datasets", source) as (path, version), atomic_dir(out) as tmp:
         if data_format == "kitti":
             from admlops.components.infos.kitti import write_kitti_infos
 
@@ -81,6 +84,6 @@ def write_infos(source: str, out: str | Path, data_format: str = "kitti", store_
             frames = write_nuscenes_infos(path, tmp, nuscenes_version, max_sweeps=max_sweeps, workers=workers)
         materialize_links(tmp)
         version = publish_source(store, path, version, _roles(data_format))
-        summary = {"format": data_format, "frames": frames, "source_version": record(store, version)}
+        summary = {"format": data_format, "frames": frames, "source_version": version.record(store)}
         (tmp / "infos.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -83,20 +83,14 @@ def pool_frames(pool: str | Path, splits: tuple[str, ...] | None = None) -> tupl
 def resolve_model(model: str | Path, store: str, cache: Path) -> tuple[Path, dict]:
     """The model directory and its record: a directory as it is (with model.pth's sha256), or a zoo model
     ``NAME@VERSION|ALIAS`` pulled (verified) from ``store`` (name, version, manifest sha256, the reference)."""
-    path = Path(model)
-    if path.is_dir():
-        if not (path / "model.pth").is_file() or not (path / "config.py").is_file():
-            raise InputError(path, "not a model directory: expected model.pth and config.py (train's output)")
-        return path, {"path": str(path.resolve()), "sha256": hashlib.sha256((path / "model.pth").read_bytes()).hexdigest()}
-    name, sep, ref = str(model).partition("@")
-    if not sep or not name or not ref:
-        raise UsageError(f"model {str(model)!r}: expected a model directory or a zoo model NAME@VERSION or NAME@ALIAS")
-    from admlops import catalog, zoo
-    from admlops.objectstore import DEFAULT_STORE, open_store
+    from admlops import refs
 
-    st = open_store(store or DEFAULT_STORE)
-    version = catalog.pull(st, "models", name, zoo.resolve(st, name, ref), cache / "model")
-    return cache / "model", version.ref() | {"ref": str(model)}
+    path, version = refs.fetch(store, "models", model, cache / "model", directory=True)
+    if version is not None:
+        return path, version.ref() | {"ref": str(model)}
+    if not (path / "model.pth").is_file() or not (path / "config.py").is_file():
+        raise InputError(path, "not a model directory: expected model.pth and config.py (train's output)")
+    return path, {"path": str(path.resolve()), "sha256": hashlib.sha256((path / "model.pth").read_bytes()).hexdigest()}
 
 
 class Detector:

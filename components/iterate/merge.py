@@ -20,27 +20,22 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from admlops import catalog
+from admlops import catalog, refs
 from admlops.components.convert.coco import SPLITS, _add_frame, write_index
 from admlops.components.convert.lake import COCO_ROLES
 from admlops.components.convert.records import Frame, Object
 from admlops.definition import IGNORE, load_definition
 from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir, link_or_copy
-from admlops.objectstore import DEFAULT_STORE, ObjectStore, open_store
+from admlops.objectstore import ObjectStore, open_store
 from admlops.zoo import code_version
 
 
 def resolve_parent(store: ObjectStore, parent: str | Path, cache: Path) -> tuple[Path, catalog.Version]:
     """The parent dataset as a directory and its committed version: ``NAME@VERSION`` is pulled from ``store``
     (verified); a directory is pushed (content-addressed: an already stored dataset gets its existing version)."""
-    path = Path(parent)
-    if path.is_dir():
-        return path, catalog.push(store, "datasets", path.resolve().name, path, roles=COCO_ROLES)
-    name, sep, version = str(parent).partition("@")
-    if not sep or not name or not version:
-        raise UsageError(f"parent {str(parent)!r}: expected a dataset directory or NAME@VERSION")
-    return cache / "parent", catalog.pull(store, "datasets", name, version, cache / "parent")
+    path, version = refs.fetch(store, "datasets", parent, cache / "parent", directory=True)
+    return path, version or catalog.push(store, "datasets", path.resolve().name, path, roles=COCO_ROLES)
 
 
 def _check_ids(coco: dict, path: Path) -> None:
@@ -68,7 +63,7 @@ def merge(labels: str | Path, parent: str | Path, out: str | Path, store: str = 
     frames = json.loads((labels / "labels.json").read_text())["frames"]
     pool = task.get("pool") or {}
     prefix = pool.get("name", "pool") if prefix is None else prefix
-    st = open_store(store or DEFAULT_STORE)
+    st = open_store(store)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.parent-", dir=out.parent) as cache:
@@ -87,8 +82,7 @@ def merge(labels: str | Path, parent: str | Path, out: str | Path, store: str = 
         "new_frames": dict(zip((f["frame"] for f in frames), new_ids, strict=True)), "code_version": code_version(),
     }
     version = catalog.push(st, "datasets", name or parent_version.name, out, roles=COCO_ROLES, extra={"lineage": lineage})
-    ref = version.ref() | {"uri": st.uri(f"datasets/{version.name}/{version.version}/")}
-    return {"dataset_version": ref, "summary": summary, "lineage": lineage}
+    return {"dataset_version": version.record(st), "summary": summary, "lineage": lineage}
 
 
 def _write(parent_dir: Path, parent_summary: dict, defn, frames: list[dict], new_ids: list[str], labels: Path,

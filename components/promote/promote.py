@@ -18,10 +18,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from admlops import catalog, zoo
+from admlops import catalog, refs, zoo
 from admlops.errors import UsageError
 from admlops.localfs import atomic_dir
-from admlops.objectstore import DEFAULT_STORE, open_store
+from admlops.objectstore import open_store
 
 
 def parse_budgets(text: str) -> dict[str, float]:
@@ -99,8 +99,8 @@ def promote_gated(name: str, candidate: str, dataset_dir: str | Path, out: str |
     if ap_tolerance < 0:
         raise UsageError(f"ap_tolerance must be >= 0 points, got {ap_tolerance}")
     budgets = parse_budgets(latency_budgets)
-    store = open_store(store_uri or DEFAULT_STORE)
-    version = zoo.resolve(store, name, candidate)
+    store = open_store(store_uri)
+    version = refs.find(store, "models", name, candidate)
     info = catalog.show(store, "models", name, version).info
     current = zoo.aliases(store, name).get(alias, {}).get("version")
     with tempfile.TemporaryDirectory(prefix="admlops-promote-") as tmp:

@@ -1,12 +1,11 @@
-"""What several command groups share: JSON output, the store option, NAME@VERSION references, bad-sample
-options and the source arguments of the dataset readers."""
+"""What several command groups share: JSON output, the store option, listing and showing versions, bad-sample
+options and the source arguments of the dataset readers. References (NAME@VERSION) are ``admlops.refs``'s."""
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
 
-from admlops.errors import UsageError
 from admlops.objectstore import DEFAULT_STORE
 
 
@@ -17,14 +16,6 @@ def print_json(obj) -> None:
 def store_arg(parser) -> None:
     parser.add_argument("--store", default=DEFAULT_STORE,
                         help="store URI: s3://bucket/prefix, file:// or a path (default: $ADMLOPS_STORE or ~/.admlops/store)")
-
-
-def ref(text: str) -> tuple[str, str]:
-    """``NAME@VERSION`` (or ``NAME@ALIAS``) as a pair."""
-    name, sep, version = text.partition("@")
-    if not sep or not name or not version:
-        raise UsageError(f"{text!r}: expected NAME@VERSION")
-    return name, version
 
 
 def strict_arg(parser) -> None:
@@ -74,13 +65,11 @@ def list_versions(kind: str, args) -> None:
 
 def show_version(kind: str, args) -> None:
     """``data show`` / ``zoo show``: a version's record, manifest and (models) aliases as JSON."""
-    from admlops import catalog, zoo
+    from admlops import catalog, refs, zoo
     from admlops.objectstore import open_store
 
     store = open_store(args.store)
-    name, version = ref(args.ref)
-    if kind == "models":
-        version = zoo.resolve(store, name, version)
+    name, version = refs.resolve(store, kind, args.ref)
     v = catalog.show(store, kind, name, version)
     out = {"uri": store.uri(f"{kind}/{name}/{version}/"), **v.info}
     out["files"] = catalog.read_manifest(store, kind, name, version)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from admlops.errors import UsageError
 from admlops.pipelines.cli.common import (
-    list_versions, print_json, ref, report_skips, reader_args, skips, show_version, source_args, store_arg, strict_arg,
+    list_versions, print_json, report_skips, reader_args, skips, show_version, source_args, store_arg, strict_arg,
 )
 
 
@@ -116,10 +116,11 @@ def cmd_push(args) -> None:
 
 
 def cmd_pull(args) -> None:
-    from admlops import catalog
+    from admlops import catalog, refs
     from admlops.objectstore import open_store
 
-    v = catalog.pull(open_store(args.store), "datasets", *ref(args.ref), args.dest)
+    store = open_store(args.store)
+    v = catalog.pull(store, "datasets", *refs.resolve(store, "datasets", args.ref), args.dest)
     print(f"{v.name}@{v.version}: {v.files} files verified into {args.dest}")
 
 

@@ -1,7 +1,7 @@
 """``admlops zoo ...``: the model zoo's versions, lineage and aliases."""
 from __future__ import annotations
 
-from admlops.pipelines.cli.common import list_versions, ref, show_version, store_arg
+from admlops.pipelines.cli.common import list_versions, show_version, store_arg
 
 
 def cmd_promote(args) -> None:
@@ -15,18 +15,13 @@ def cmd_promote(args) -> None:
 
 
 def cmd_gated_promote(args) -> None:
-    import tempfile
     from pathlib import Path
 
-    from admlops import catalog
+    from admlops import refs
     from admlops.components.promote.promote import promote_gated
-    from admlops.objectstore import open_store
 
-    with tempfile.TemporaryDirectory(prefix="admlops-promote-data-") as tmp:
-        dataset = args.dataset
-        if "@" in dataset and not Path(dataset).exists():
-            catalog.pull(open_store(args.store), "datasets", *ref(dataset), Path(tmp) / "dataset")
-            dataset = Path(tmp) / "dataset"
+    with refs.local_copy(args.store, "datasets", args.dataset, prefix="admlops-promote-data-") as (path, version):
+        dataset = path if version else args.dataset
         report = promote_gated(args.name, args.candidate, dataset, args.out, args.store, args.alias, args.ap_tolerance,
                                ",".join(args.latency_budget))
     print((Path(args.out) / "promotion.md").read_text())
