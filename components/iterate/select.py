@@ -25,9 +25,10 @@ boxes it wants. A target is short while its expected boxes among the chosen fram
 frames' predicted boxes (before the first pick every target is short). While one is short, a frame's value is its
 expected boxes of the short targets (the sum over its objects of the class's share of the object's class scores,
 whatever its top class), per predicted box under a budget in boxes, so crowded frames of other classes are not
-bought for the one target box they hold; the diversity penalty scales it (value x (1 - diversity x similarity)), and equal values
-go to the higher combined score. The pick's driver is ``target``. When no target is short, or no frame left has
-evidence of one, the pick is the combined score's as above: without targets, selection is unchanged.
+bought for the one target box they hold; the diversity penalty scales it (value x (1 - diversity x similarity)),
+and equal values go to the higher combined score. The pick's driver is ``target``. When no target is short, or
+no frame left has evidence of one, the pick is the combined score's as above: without targets, selection is
+unchanged.
 
 The selection also counts, per class, the predicted boxes of the chosen frames against what a random pick of the
 same budget is expected to hold: the pool's boxes of the class x the chosen fraction of the pool's frames (a frame
