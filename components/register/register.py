@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from admlops import zoo
-from admlops.objectstore import DEFAULT_STORE, open_store
+from admlops.objectstore import open_store
 
 
 def register(
@@ -30,7 +30,7 @@ def register(
 ) -> dict:
     """Publish and alias; ``dataset`` is the dataset's version record (the lineage). ``onnx_dir`` and ``bench_dir``
     (export's and benchmark's outputs) may be None for a model not exported. Returns the zoo record."""
-    store = open_store(store_uri or DEFAULT_STORE)
+    store = open_store(store_uri)
     model_dir = Path(model_dir)
     files = [(model_dir / "model.pth", "model.pth"), (model_dir / "config.py", "config.py"),
              (model_dir / "train_log.json", "metrics/train_log.json"), (Path(eval_dir) / "metrics.json", "metrics/pytorch.json")]
