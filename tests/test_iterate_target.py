@@ -122,11 +122,15 @@ def test_a_target_chooses_the_sparse_frames_under_a_box_budget(pool):
     assert sel["chosen_by_signal"]["target"] == 5 and all(c["drivers"] == ["target"] for c in sel["frames"])
     assert sel["frames"][0]["reason"].startswith("target 0.96 per box (1 predicted): Cyclist 0.96 expected boxes")
     assert sel["boxes"]["chosen"] == 12 and sel["frames"][0]["expected"] == {"Cyclist": round(0.9 / 0.94, 4)}
-    # per class: 5 Cyclist boxes chosen (s2's box is a Pedestrian by its top class) against what 12 random boxes hold
-    pool_boxes, pool_cyclists, pool_cars = 4 * 8 + 4 + 4, 4 * 2 + 3, 4 * 4 + 2
-    assert sel["by_class"]["Cyclist"] == {"chosen": 5, "random": round(pool_cyclists * 12 / pool_boxes, 2),
-                                          "pool": pool_cyclists, "ratio": round(5 / (pool_cyclists * 12 / pool_boxes), 3)}
-    assert sel["by_class"]["Car"]["chosen"] == 4 and sel["by_class"]["Car"]["random"] == round(pool_cars * 0.3, 2)
+    # per class: the chosen frames' expected boxes (normalised class vectors summed) against 12 random boxes' share
+    exp = {f: (np.array(vs) / np.array(vs).sum(axis=1, keepdims=True)).sum(axis=0) for f, vs in pool_vectors().items()}
+    chosen, pool_total = sum(exp[f] for f in frames(sel)), sum(exp.values())
+    pool_boxes = 4 * 8 + 4 + 4
+    for k, c in enumerate(CLASSES):
+        want = {"chosen": round(chosen[k], 2), "random": round(pool_total[k] * 12 / pool_boxes, 2),
+                "pool": round(pool_total[k], 2), "ratio": round(chosen[k] / (pool_total[k] * 12 / pool_boxes), 3)}
+        assert sel["by_class"][c] == pytest.approx(want, abs=1e-3), c
+    assert sel["by_class"]["Cyclist"]["ratio"] > 1.5 > 1 > sel["by_class"]["Car"]["ratio"]
 
 
 def test_a_frame_budget_buys_the_frames_with_the_most_target_boxes(pool):
@@ -159,10 +163,10 @@ def test_the_report_shows_chosen_boxes_per_class_against_random(pool, tmp_path):
     summary = report(preds, scores, tmp_path / "sel", tmp_path / "report")
     md = (tmp_path / "report" / "report.md").read_text()
     html = (tmp_path / "report" / "report.html").read_text()
-    random = summary["by_class"]["Cyclist"]["random"]
-    assert f"| Cyclist | 3 | {random:.1f} | {3 / random:.2f}x |" in md and "| target | first | 4 |" in md
-    assert "Budget: 4 boxes; targets Cyclist (share 1)." in md
-    assert "Predicted boxes per class: chosen vs a random pick" in html and "<td>Cyclist</td><td>3</td>" in html
+    cyc = summary["by_class"]["Cyclist"]
+    assert f"| Cyclist | {cyc['chosen']:.1f} | {cyc['random']:.1f} | {cyc['ratio']:.2f}x |" in md
+    assert "| target | first | 4 |" in md and "Budget: 4 boxes; targets Cyclist (share 1)." in md
+    assert "Boxes per class: chosen vs a random pick" in html and f"<td>Cyclist</td><td>{cyc['chosen']:.1f}</td>" in html
 
 
 # ---------------------------------------------------------------- bad input: exit 2, naming the value

@@ -3,7 +3,7 @@
 Writes ``report.html`` (self-contained: every image an inline base64 PNG, as the analysis report does):
 thumbnails of the chosen frames with the model's boxes drawn, the distribution of every signal over the pool
 with the chosen frames marked, how many chosen frames each signal (and the targets) drove, and per class the
-predicted boxes chosen against what a random pick of the same budget is expected to hold (select.py);
+expected boxes chosen against what a random pick of the same budget is expected to hold (select.py);
 ``report.md`` (the same as tables) and ``summary.json``.
 """
 from __future__ import annotations
@@ -94,8 +94,8 @@ def driver_rows(selection: dict) -> list[tuple[str, str, int]]:
     return rows
 
 
-def class_rows(selection: dict) -> list[tuple[str, int, float, str]]:
-    """(class, predicted boxes chosen, expected of a random pick of the same budget, ratio) per class."""
+def class_rows(selection: dict) -> list[tuple[str, float, float, str]]:
+    """(class, expected boxes chosen, expected of a random pick of the same budget, ratio) per class."""
     return [(c, v["chosen"], v["random"], "-" if v["ratio"] is None else f"{v['ratio']:.2f}x")
             for c, v in (selection.get("by_class") or {}).items()]
 
@@ -111,11 +111,13 @@ def render_html(selection: dict, figs: list[tuple[str, str]], thumbs: dict[str, 
     body += [f"<tr><td>{esc(n)}</td><td>{w}</td><td>{k}</td></tr>" for n, w, k in driver_rows(selection)]
     body.append("</table>")
     if selection.get("by_class"):
-        body.append(f"<h2>Predicted boxes per class: chosen vs a random pick</h2><p>{boxes.get('chosen')} predicted "
-                    f"boxes chosen of the pool's {boxes.get('pool')}; a random pick of the same budget: the pool's boxes "
-                    "of the class x the chosen fraction of its frames (a frame budget) or of its boxes (a box budget).</p>"
-                    "<table><tr><th>class</th><th>chosen</th><th>random pick (expected)</th><th>ratio</th></tr>")
-        body += [f"<tr><td>{esc(c)}</td><td>{n}</td><td>{r:.1f}</td><td>{q}</td></tr>" for c, n, r, q in class_rows(selection)]
+        body.append(f"<h2>Boxes per class: chosen vs a random pick</h2><p>{boxes.get('chosen')} predicted boxes chosen "
+                    f"of the pool's {boxes.get('pool')}, each split among the classes by its normalised class scores; a "
+                    "random pick of the same budget: the pool's boxes of the class x the chosen fraction of its frames (a "
+                    "frame budget) or of its boxes (a box budget).</p><table><tr><th>class</th><th>chosen (expected boxes)"
+                    "</th><th>random pick</th><th>ratio</th></tr>")
+        body += [f"<tr><td>{esc(c)}</td><td>{n:.1f}</td><td>{r:.1f}</td><td>{q}</td></tr>"
+                 for c, n, r, q in class_rows(selection)]
         body.append("</table>")
     for title, png in figs:
         body.append(f"<h2>{esc(title)}</h2><img class='plot' alt='{esc(title)}' src='data:image/png;base64,{png}'>")
@@ -139,9 +141,8 @@ def render_markdown(selection: dict) -> str:
              "| driver | weight | chosen frames it drove |", "| --- | --- | --- |"]
     lines += [f"| {n} | {w} | {k} |" for n, w, k in driver_rows(selection)]
     if selection.get("by_class"):
-        lines += ["", "| class | predicted boxes chosen | random pick of the same budget (expected) | ratio |",
-                  "| --- | --- | --- | --- |"]
-        lines += [f"| {c} | {n} | {r:.1f} | {q} |" for c, n, r, q in class_rows(selection)]
+        lines += ["", "| class | expected boxes chosen | a random pick of the same budget | ratio |", "| --- | --- | --- | --- |"]
+        lines += [f"| {c} | {n:.1f} | {r:.1f} | {q} |" for c, n, r, q in class_rows(selection)]
     lines += ["", "| rank | frame | combined | drivers | reason |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {c['rank']} | {c['frame']} | {c['combined']:.2f} | {', '.join(c['drivers'])} | "
               f"{c['reason'].replace('|', '/')} |" for c in selection["frames"]]

@@ -30,9 +30,10 @@ and equal values go to the higher combined score. The pick's driver is ``target`
 no frame left has evidence of one, the pick is the combined score's as above: without targets, selection is
 unchanged.
 
-The selection also counts, per class, the predicted boxes of the chosen frames against what a random pick of the
-same budget is expected to hold: the pool's boxes of the class x the chosen fraction of the pool's frames (a frame
-budget) or of its predicted boxes (a budget in boxes).
+The selection also counts, per class, the expected boxes of the chosen frames (``target.py``: each predicted box
+split among the classes by its normalised class scores, so a class the model never yet ranks first still shows)
+against what a random pick of the same budget is expected to hold: the pool's expected boxes of the class x the
+chosen fraction of the pool's frames (a frame budget) or of its predicted boxes (a budget in boxes).
 """
 from __future__ import annotations
 
@@ -205,15 +206,16 @@ def select(predictions: str | Path, scores: str | Path, out: str | Path, budget:
                        "expected": {t: round(float(expected[i, k]), 4) for k, t in enumerate(targets)},
                        "drivers": drivers, "signals": r["signals"], "reason": reason})
     picked = [pick.index for pick in picks]
-    pool_by_class = np.sum([b.by_class() for b in boxes], axis=0)
-    chosen_by_class = np.sum([boxes[i].by_class() for i in picked], axis=0) if picked else np.zeros(len(classes))
+    pool_by_class = np.sum([b.expected() for b in boxes], axis=0)
+    chosen_by_class = np.sum([boxes[i].expected() for i in picked], axis=0)
     pool_boxes, chosen_boxes = int(sum(b.count for b in boxes)), int(sum(boxes[i].count for i in picked))
     fraction = (chosen_boxes / pool_boxes if pool_boxes else 0.0) if budget_boxes is not None else len(picked) / len(records)
     by_class = {}
     for k, c in enumerate(classes):
         at_random = float(pool_by_class[k]) * fraction
-        by_class[c] = {"chosen": int(chosen_by_class[k]), "random": round(at_random, 2), "pool": int(pool_by_class[k]),
-                       "ratio": round(int(chosen_by_class[k]) / at_random, 3) if at_random > 0 else None}
+        by_class[c] = {"chosen": round(float(chosen_by_class[k]), 2), "random": round(at_random, 2),
+                       "pool": round(float(pool_by_class[k]), 2),
+                       "ratio": round(float(chosen_by_class[k]) / at_random, 3) if at_random > 0 else None}
     method = ("greedy maximal marginal relevance: weighted mean of signals minus diversity x similarity to the nearest "
               "chosen frame")
     if targets:
