@@ -13,9 +13,9 @@ refused) without importing every member; the module is imported on the first ``g
     READERS.names()                    # ("coco", ...): nothing imported
 
 Adding a member is its module plus one line in its registry's map. Registries of this shape: the deploy backends
-(``admlops.backends.base.BACKENDS``) and the dataset readers (``components/convert/records.READERS``). The selection
-signals (components/iterate/signals: ``SIGNALS``) and the labeling-tool formats (components/iterate/formats:
-``FORMATS``) still keep dicts of their own and are to move onto it.
+(``admlops.backends.base.BACKENDS``), the dataset readers (``components/convert/records.READERS``), the selection
+signals (``components/iterate/signals.SIGNALS``) and the labeling-tool formats
+(``components/iterate/formats.FORMATS``). Iterating a registry yields its names.
 """
 from __future__ import annotations
 
@@ -59,3 +59,13 @@ class Registry(Generic[T]):
             if name not in self._members:  # a map entry whose module registers something else: a bug, not a usage error
                 raise LookupError(f"{self.modules[name]} registers no {self.kind} {name!r}")
         return self._members[name]
+
+    def __iter__(self):
+        """The names, as a dict iterates its keys (``list(REGISTRY)``, ``for name in REGISTRY``)."""
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()

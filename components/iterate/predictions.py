@@ -130,12 +130,3 @@ def read_reference(pred_dir: str | Path) -> tuple[list[str], np.ndarray] | None:
         return None
     return json.loads((pred_dir / "reference_frames.json").read_text()), np.load(pred_dir / "reference.npy")
 
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix [N, M] of boxes ``a`` [N, 4] and ``b`` [M, 4] (x1, y1, x2, y2)."""
-    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a, area_b = (np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), axis=1) for x in (a, b))
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)

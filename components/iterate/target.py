@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from admlops.components.iterate.predictions import Detections, box_iou
+from admlops.components.iterate.predictions import Detections
+from admlops.geometry import box_iou
 from admlops.errors import UsageError
 
 MERGE = 0.5  # IoU at or above which boxes of different labels are one object

@@ -15,7 +15,7 @@ from typing import Callable
 
 from admlops.components.convert.records import Frame
 from admlops.definition import IGNORE, DatasetDefinition
-from admlops.errors import UsageError
+from admlops.registry import Registry
 
 IGNORE_COLOR = (128, 128, 128)
 
@@ -117,18 +117,16 @@ class LabelFormat:
 
 Where = dict[tuple[str, int | None], dict]  # (frame, line) -> where else an object is, e.g. {"task": 3, "result": "r1"}
 Read = tuple[list[Frame], list[dict], Where]
-FORMATS: dict[str, LabelFormat] = {}
+FORMATS: Registry[LabelFormat] = Registry("label format", {"cvat": "admlops.components.iterate.formats.cvat",
+                                                          "labelstudio": "admlops.components.iterate.formats.labelstudio"})
 
 
 def register(fmt: LabelFormat) -> LabelFormat:
-    FORMATS[fmt.name] = fmt
+    FORMATS.register(fmt.name)(fmt)
     return fmt
 
 
 def get_format(name: str) -> LabelFormat:
-    if name not in FORMATS:
-        raise UsageError(f"unknown label format {name!r}; expected one of {', '.join(FORMATS)}")
-    return FORMATS[name]
+    return FORMATS.get(name)
 
 
-from admlops.components.iterate.formats import cvat, labelstudio  # noqa: E402,F401 - the members register themselves

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from admlops.components.iterate.predictions import FramePrediction
-from admlops.errors import UsageError
+from admlops.registry import Registry
 
 CONFIDENT = 0.3  # a box scoring at least this counts as detected (flip agreement, crowding)
 
@@ -67,36 +67,23 @@ def normalise(emb: np.ndarray) -> np.ndarray:
 
 
 Signal = Callable[[FramePrediction, Context], Score]
-SIGNALS: dict[str, Signal] = {}
-
-
-def signal(name: str) -> Callable[[Signal], Signal]:
-    """Register a signal under ``name``."""
-
-    def register(fn: Signal) -> Signal:
-        SIGNALS[name] = fn
-        return fn
-
-    return register
+# in the order reports list them
+SIGNALS: Registry[Signal] = Registry("signal", {name: f"admlops.components.iterate.signals.{name}" for name in
+                                                 ("uncertainty", "flip", "rare_class", "crowding", "novelty")})
+signal = SIGNALS.register  # ``@signal("name")`` in a signal's module
 
 
 def check_signals(names: list[str] | None) -> list[str]:
     """The signals to compute: ``names`` (each registered, else a UsageError listing them) or all of them."""
-    if not names:
-        return list(SIGNALS)
-    unknown = [n for n in names if n not in SIGNALS]
-    if unknown:
-        raise UsageError(f"unknown signal {unknown[0]!r}; expected one of {', '.join(SIGNALS)}")
-    return list(names)
+    for name in names or []:
+        SIGNALS.get(name)
+    return list(names or SIGNALS)
 
 
 def evaluate(name: str, pred: FramePrediction, ctx: Context) -> Score:
     """Signal ``name`` on ``pred``, its value checked to lie in [0, 1] (a signal out of range is a bug)."""
-    value, reason = SIGNALS[name](pred, ctx)
+    value, reason = SIGNALS.get(name)(pred, ctx)
     if not 0.0 <= value <= 1.0 or value != value:
         raise AssertionError(f"signal {name} gave {value} for frame {pred.frame}: expected a value in [0, 1]")
     return Score(round(float(value), 6), reason)
 
-
-# the members register themselves (each imports the names above), in the order reports list them
-from admlops.components.iterate.signals import uncertainty, flip, rare_class, crowding, novelty  # noqa: E402,F401,I001

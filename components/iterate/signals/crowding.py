@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from admlops.components.iterate.predictions import FramePrediction, box_iou
+from admlops.components.iterate.predictions import FramePrediction
+from admlops.geometry import box_iou
 from admlops.components.iterate.signals import Context, Score, signal
 
 HALF = 8.0  # effective box count that scores 0.5
