@@ -50,7 +50,9 @@ def exported(data_root, model_dir, tmp_path_factory) -> Path:
     from admlops.components.export.export import export
 
     out = tmp_path_factory.mktemp("exp3d") / "export"
-    export(data_root, model_dir, out)  # every 3D default: deploy config, target, allowance; PyTorch evaluated here
+    # every 3D default (deploy config, targets, allowances; PyTorch evaluated here) but the gates' floor: a 2-iteration
+    # model is below the AP floor, and the export's mechanics are under test here (the floor: test_the_floor_*)
+    export(data_root, model_dir, out, gate_floor=0.0)
     return out
 
 
@@ -187,6 +189,23 @@ def test_int8_quantizes_the_convolutions_calibrated_on_train_scans(exported, dat
     get_backend("onnxruntime").build(exported / "end2end.onnx", tmp_path / "scaled", "int8", scaled)
     wrong = [runner_network(get_backend("onnxruntime").load(tmp_path / "scaled"))(v) for v in voxels]
     assert min(correlations(wrong)) < 0.95, correlations(wrong)  # fails the criterion the calibrated build meets
+
+
+def test_the_floor_refuses_gates_of_a_model_that_learned_too_little(exported, data_root, model_dir, tmp_path):
+    """With the 3D default floor (class-mean 3D AP40 moderate 1.0) the barely trained model's gates are not
+    meaningful: an enforcing export fails (exit 4) naming the metric and the floor and publishes nothing; the
+    fixture's export (floor 0) recorded the floor it was held to."""
+    from admlops.components.export.export import export
+
+    metrics = json.loads((exported / "metrics.json").read_text())
+    gates = json.loads((exported / "gates.json").read_text())
+    assert gates["floor"]["value"] == 0.0 and gates["floor"]["met"]
+    assert metrics["pytorch"]["headline"]["mAP_3D_AP40_moderate"] < 1.0
+    with pytest.raises(StepFailed) as err:
+        export(data_root, model_dir, tmp_path / "out", pytorch_metrics=metrics["pytorch"], targets="onnxruntime:fp32")
+    assert err.value.exit_code == 4
+    assert "parity gates not meaningful: PyTorch KITTI 3D AP40 moderate (class mean, strict IoU)" in str(err.value)
+    assert "below the floor 1.0000" in str(err.value) and list(tmp_path.iterdir()) == []
 
 
 def test_gate_fails_when_the_reference_is_pushed_up(exported, data_root, model_dir, tmp_path):
