@@ -119,13 +119,15 @@ def run_case(work: Path, name: str, start: Path, picks: list[str], pool: Path, v
              iters: int, measure, lr: float | None = None) -> dict:
     """Fine-tune the start model on the start dataset + ``picks`` (pool frames with their true labels), at peak
     learning rate ``lr`` (None: the config's), evaluate it on val; ``measure(coco, eval_dir, metrics, val_names)``
-    makes the result (cached in ``name``/result.json)."""
+    makes the result (cached in ``name``/result.json, reused only for the same picks, iterations and rate)."""
     from admlops.components.convert.to_coco import kitti_to_coco
     from admlops.components.evaluate.evaluate import evaluate
     from admlops.components.train.train import train
 
     case = work / name
-    if not (case / "result.json").is_file():
+    key = {"picks": sorted(picks), "iters": iters, "lr": lr}
+    cached = json.loads((case / "result.json").read_text()) if (case / "result.json").is_file() else {}
+    if cached.get("key") != key:
         kitti = assemble(case / "kitti", [(start, f) for f in frames_of(start)] + [(pool, f) for f in picks],
                          [(val, f) for f in frames_of(val)])
         coco = case / "coco"
@@ -136,7 +138,7 @@ def run_case(work: Path, name: str, start: Path, picks: list[str], pool: Path, v
         metrics = evaluate(coco, case / "model", case / "eval")
         # the assembled val frames keep val's order after the train frames: map them back to val's names
         val_names = dict(zip((kitti / "ImageSets" / "val.txt").read_text().split(), frames_of(val)))
-        result = measure(coco, case / "eval", metrics, val_names) | {"picked": len(picks)}
+        result = measure(coco, case / "eval", metrics, val_names) | {"picked": len(picks), "key": key}
         (case / "result.json").write_text(json.dumps(result))
         shutil.rmtree(case / "kitti"), shutil.rmtree(case / "model" / "work", ignore_errors=True)
     return json.loads((case / "result.json").read_text())
