@@ -94,10 +94,8 @@ def promote(store: ObjectStore, name: str, version: str, alias: str, who: str | 
     catalog._check_name(alias, "alias")
     failed = failed_gates(info)
     targets = deployable_targets(info)
-    if failed and per_target and targets:
-        failed, blocked = [], failed
-    else:
-        blocked = []
+    blocked = failed if per_target and targets else []  # blocked for their targets, not for the alias
+    failed = [] if blocked else failed
     if failed and not force:
         raise PromotionBlocked(f"{name}@{version}: gates failed: {'; '.join(failed)}; not promoted to {alias} "
                                "(override with --force --reason TEXT)")

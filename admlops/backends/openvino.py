@@ -17,6 +17,7 @@ dynamic-shape compilation instead of compiling (about 1 s each) and holding yet 
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,4 @@ def kernels(compiled_models: list) -> str:
             info = op.get_rt_info()
             if "layerType" in info and info["layerType"].astype(str) == "Convolution":
                 seen.setdefault(op.get_friendly_name(), info["primitiveType"].astype(str))
-    counts: dict[str, int] = {}
-    for primitive in seen.values():
-        counts[primitive] = counts.get(primitive, 0) + 1
-    return ", ".join(f"{p} x {n}" for p, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return ", ".join(f"{p} x {n}" for p, n in Counter(seen.values()).most_common())

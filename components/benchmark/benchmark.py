@@ -310,7 +310,7 @@ def sweep(
         pairs = parse_targets(task_of(Config.fromfile(str(export_dir / "model.py"))).targets)
     # a target that failed its parity gate is not deployable: it is listed with its gate, not timed
     failed = [g for g in failed_gates(export_dir) if (g["backend"], g["precision"]) in pairs]
-    pairs = [p for p in pairs if not any((g["backend"], g["precision"]) == p for g in failed)]
+    pairs = [p for p in pairs if p not in {(g["backend"], g["precision"]) for g in failed}]
     batch_sizes = list(dict.fromkeys(parse_ints(batch_sizes or ((1,) if voxel else BATCH_SIZES), "batch sizes")))
     threads = list(dict.fromkeys(parse_ints(threads, "threads")))
     if not batch_sizes or not threads or min(batch_sizes) < 1 or min(threads) < 0:
