@@ -47,10 +47,10 @@ def main() -> int:
     from mmengine.config import Config
 
     from admlops.backends import build_settings, get_backend
-    from admlops.backends.calibration import CALIBRATION_IMAGES, calibration_set
-    from admlops.components.benchmark.benchmark import (PYTORCH, Preprocessor, batch_plan, machine, map50,
-                                                          run_worker, split_images)
-    from admlops.mmconfig import dataset_meta, use_dataset
+    from admlops.backends.calibration import CALIBRATION_IMAGES
+    from admlops.components.benchmark.benchmark import PYTORCH, batch_plan, machine, run_worker
+    from admlops.mmconfig import use_dataset
+    from admlops.tasks import get_task
 
     if args.dataset and args.model and args.export:
         dataset, model, export = args.dataset, args.model, args.export
@@ -63,13 +63,13 @@ def main() -> int:
     if args.emulate and qemu:
         launchers.append((f"emulated {args.emulate}", [qemu, "-cpu", args.emulate]))
 
-    files, images, ann_file = split_images(dataset, "val", args.images)
-    inputs, samples = Preprocessor(export)(files, ann_file)
-    categories = dataset_meta(dataset)["classes"]
+    task = get_task("image-detection")
+    bench = task.bench_inputs(Path(dataset), Path(export), args.images, [1])
+    inputs = bench.inputs
     model_cfg = Config.fromfile(str(export / "model.py"))
     use_dataset(model_cfg, dataset)
     deploy_cfg = Config.fromfile(str(export / "deploy.py"))
-    calibration = calibration_set(dataset, model_cfg, deploy_cfg, CALIBRATION_IMAGES)
+    calibration = task.calibration_set(dataset, model_cfg, deploy_cfg, CALIBRATION_IMAGES)
     shapes = build_settings(deploy_cfg)["input_shapes"]
 
     with tempfile.TemporaryDirectory(prefix="admlops-int8-cpu-") as scratch:
@@ -77,7 +77,7 @@ def main() -> int:
         import numpy as np
 
         np.save(scratch / "inputs.npy", inputs)
-        (scratch / "samples.pkl").write_bytes(pickle.dumps(samples))
+        (scratch / "samples.pkl").write_bytes(pickle.dumps(bench.samples))
         plan = {"1": batch_plan(len(inputs), 1)}
 
         def row(runtime: str, artifact: Path | None, launcher: list[str], name: str) -> tuple[float, str]:
@@ -85,9 +85,9 @@ def main() -> int:
                     "inputs": str(scratch / "inputs.npy"), "samples": str(scratch / "samples.pkl"),
                     "model_config": str(export / "model.py"), "checkpoint": str(model / "model.pth"),
                     "artifact_dir": str(artifact) if artifact else None, "warmup": 0, "plan": plan,
-                    "task": "detection", "label": name}
+                    "task": task.name, "label": name}
             result, detections = run_worker(spec, scratch / name, launcher)
-            return map50(ann_file, images, samples, detections, categories), result["kernels"] or "-"
+            return bench.accuracy(detections), result["kernels"] or "-"
 
         reference, _ = row(PYTORCH, None, [], "pytorch")
         print(f"PyTorch fp32 mAP@0.5 on {len(inputs)} val images: {reference:.4f}")
@@ -103,7 +103,7 @@ def main() -> int:
                     table.append((backend, build_label, where, got, 100 * (reference - got), kernels))
                     print(f"  {backend} int8 built for {build_label}, run on {where}: mAP@0.5 {got:.4f}, drop "
                           f"{100 * (reference - got):+.2f} points; kernels: {kernels}", flush=True)
-    print(f"\n| backend | int8 built for | run on | mAP@0.5 | drop vs PyTorch (points) | kernels |\n|" + " --- |" * 6)
+    print("\n| backend | int8 built for | run on | mAP@0.5 | drop vs PyTorch (points) | kernels |\n|" + " --- |" * 6)
     for backend, build, where, got, drop, kernels in table:
         print(f"| {backend} | {build} | {where} | {got:.4f} | {drop:+.2f} | {kernels} |")
     print(f"\nPyTorch fp32 mAP@0.5 {reference:.4f} on {len(inputs)} val images; machine: {json.dumps(machine())}")

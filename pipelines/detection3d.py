@@ -103,13 +103,13 @@ def preflight(params: dict) -> None:
     from mmengine.config import Config
 
     from admlops.backends import parse_targets
-    from admlops.components.export.export3d import VoxelDetection
     from admlops.components.infos.infos import check_source
     from admlops.configs import resolve
     from admlops.mmconfig import merge_cfg_options, parse_cfg_options
+    from admlops.tasks import task_of
 
-    merge_cfg_options(Config.fromfile(str(resolve("models", params["train_config"]))),
-                      parse_cfg_options(params["train_cfg_options"]))
+    cfg = Config.fromfile(str(resolve("models", params["train_config"])))
+    merge_cfg_options(cfg, parse_cfg_options(params["train_cfg_options"]))
     if params["data_format"] == "kitti":
-        VoxelDetection.check_targets(parse_targets(params["deploy_backends"]))
+        task_of(cfg).check_targets(parse_targets(params["deploy_backends"]))
     check_source(params["source"], params["data_format"])

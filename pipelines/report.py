@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from admlops.backends.parity import below_floor, remedy
+from admlops.tasks import get_task
 
 
 def _load(path: Path) -> dict | None:
@@ -12,7 +13,8 @@ def _load(path: Path) -> dict | None:
 
 
 def summarize_run(run_dir: str | Path) -> str:
-    """Text summary of a detection2d or detection3d run directory (``<store>/runs/<run>``)."""
+    """Text summary of a detection2d or detection3d run directory (``<store>/runs/<run>``): the metrics lines are
+    the model's task's (admlops.tasks, named in each metrics record)."""
     run_dir = Path(run_dir)
     lines = [f"run: {run_dir}", f"index: {run_dir / 'index.html'} (every step's status, log and artifacts)"]
     for task in sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name != "logs"):
@@ -32,27 +34,11 @@ def summarize_run(run_dir: str | Path) -> str:
         frames = root["frames"]
         lines.append(f"data: {frames['train']} train / {frames['val']} val frames ({root['format']} data root, source "
                      f"{root['source_version']['name']}@{root['source_version']['version']})")
-    if pt and "headline" in pt:  # a 3D model: KITTI's ranking numbers
-        h = pt["headline"]
-        for cls in [*pt["per_class"], "mean"]:
-            key = "mAP_{}_AP40_moderate" if cls == "mean" else f"{cls}_{{}}_AP40_moderate"
-            lines.append(f"KITTI AP40 moderate {cls:<10} 3D {h[key.format('3D')]:6.2f}  BEV {h[key.format('BEV')]:6.2f}  "
-                         f"2D {h[key.format('2D')]:6.2f}")
-    elif pt:
-        per_class = ", ".join(f"{k} {v['AP50']:.3f}" for k, v in pt["per_class"].items())
-        lines.append(f"PyTorch      mAP@0.5 {pt['bbox']['bbox_mAP_50']:.3f}  mAP {pt['bbox']['bbox_mAP']:.3f}  (AP@0.5: {per_class})")
-    if onnx and "gated_metric" in onnx:  # a 3D export: each target's gated metric beside PyTorch's
-        metric = onnx["gated_metric"]
-        for tag, measured in onnx["backends"].items():
-            got = measured["headline"][metric]
-            lines.append(f"{tag:<18} {metric} {got:.2f}  (PyTorch {onnx['pytorch']['headline'][metric]:.2f}, "
-                         f"difference {got - onnx['pytorch']['headline'][metric]:+.2f} points)")
-    elif onnx:  # a 2D export: each target's COCO numbers beside PyTorch's (whichever targets were asked for)
-        ref = onnx["pytorch"]["bbox"]["bbox_mAP_50"]
-        for tag, measured in onnx["backends"].items():
-            o = measured["bbox"]
-            lines.append(f"{tag:<18} mAP@0.5 {o['bbox_mAP_50']:.3f}  mAP {o['bbox_mAP']:.3f}  (difference "
-                         f"{o['bbox_mAP_50'] - ref:+.4f})")
+    if pt:
+        lines += get_task(pt["task"]).summary_lines(pt)
+    if onnx:  # each target's numbers beside PyTorch's (whichever targets were asked for)
+        task = get_task(onnx["task"])
+        lines += [task.export_line(tag, measured, onnx["pytorch"]) for tag, measured in onnx["backends"].items()]
     gates = _load(run_dir / "export" / "onnx_model" / "gates.json")
     failed = [g for g in (gates or {}).get("gates", []) if not g["passed"]]
     vacuous = below_floor(gates)

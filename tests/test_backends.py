@@ -3,13 +3,15 @@ OpenVINO) on the learned model's exported graph, with the artifacts export built
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from admlops.backends import BACKENDS, Calibration, get_backend, parse_targets
 from admlops.backends.base import check_calibration, check_environment
-from admlops.backends.calibration import calibration_set, spread
+from admlops.backends.calibration import spread
+from admlops.tasks import get_task
 from admlops.errors import InputError, UsageError
 
 SHAPES = {"input": {"min_shape": [1, 3, 192, 640], "opt_shape": [1, 3, 192, 640], "max_shape": [8, 3, 192, 640]}}
@@ -102,12 +104,12 @@ def test_calibration_set_of_an_empty_train_split_names_the_file(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "train.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
     with pytest.raises(InputError) as err:
-        calibration_set(tmp_path, None, None, 8)
+        get_task("image-detection").calibration_set(tmp_path, None, None, 8)
     assert err.value.path == str(tmp_path / "annotations" / "train.json") and "no images" in str(err.value)
     with pytest.raises(InputError, match="missing: the dataset has no val split"):
-        calibration_set(tmp_path, None, None, 8, split="val")
+        get_task("image-detection").calibration_set(tmp_path, None, None, 8, split="val")
     with pytest.raises(UsageError, match="at least one input"):
-        calibration_set(tmp_path, None, None, 0)
+        get_task("image-detection").calibration_set(tmp_path, None, None, 0)
 
 
 def test_spread_takes_images_evenly_over_the_split():
@@ -140,10 +142,11 @@ def val_batch(learned_model, learned_onnx) -> np.ndarray:
     """Four val images as the graph sees them, [4, 3, 192, 640]."""
     from mmengine.config import Config
 
-    from admlops.backends.calibration import preprocessor, split_images
+    from admlops.tasks.image_detection import preprocessor, split_images
 
     run = preprocessor(Config.fromfile(str(learned_onnx / "model.py")), Config.fromfile(str(learned_onnx / "deploy.py")))
-    return np.concatenate([run(f) for f in split_images(learned_model.dataset, "val")[1][:4]])
+    return np.concatenate([run(Path(learned_model.dataset) / im["file_name"])[0]
+                           for im in split_images(learned_model.dataset, "val")[1][:4]])
 
 
 def _detections(runner, batch) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -162,9 +165,7 @@ def _max_box_error(a, b) -> float:
 
 
 def test_export_built_every_cpu_target_with_its_report(learned_onnx):
-    from admlops.components.export.export import DEFAULT_TARGETS
-
-    for name, precision in parse_targets(DEFAULT_TARGETS):
+    for name, precision in parse_targets(get_task("image-detection").targets):
         build = json.loads((learned_onnx / f"{name}-{precision}" / "build.json").read_text())
         assert build["backend"] == name and build["precision"] == precision and build["device"] == "cpu"
         assert build["onnx"] == "end2end.onnx" and len(build["onnx_sha256"]) == 64

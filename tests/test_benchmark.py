@@ -60,7 +60,8 @@ def export_dir(coco_dir, model_dir, tmp_path_factory) -> Path:
     from mmdeploy.apis import torch2onnx
 
     from admlops.backends import get_backend
-    from admlops.components.export.export import load_configs, sync_post_processing
+    from admlops.components.export.export import load_configs
+    from admlops.tasks.image_detection import sync_post_processing
 
     out = tmp_path_factory.mktemp("export")
     deploy_cfg, model_cfg = load_configs("detection_onnxruntime_dynamic", model_dir / "config.py")

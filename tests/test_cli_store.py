@@ -37,3 +37,8 @@ def test_data_and_zoo_commands(tmp_path, capsys):
     assert shown["lineage"]["pipeline_run_id"] == "r1"
     assert main(["zoo", "ls", "det", "--store", store]) == 0
     assert capsys.readouterr().out.startswith(f"det@{v.version}")
+    # promote takes an alias as the version too (through the one resolver), and an unknown one is exit 2
+    assert main(["zoo", "promote", "det", "production", "staging", "--store", store]) == 0
+    assert f"det:staging -> {v.version} (was None)" in capsys.readouterr().out
+    assert main(["zoo", "promote", "det", "v99", "staging", "--store", store]) == 2
+    assert "det@v99" in capsys.readouterr().err

@@ -73,7 +73,7 @@ def _kitti_metrics_of(cfg, predict) -> dict:
     from mmengine.evaluator import Evaluator
     from mmengine.structures import InstanceData
 
-    from admlops.components.evaluate.evaluate import kitti_metrics
+    from admlops.tasks.voxel_detection import kitti_metrics
 
     register_all_modules()
     dataset = DATASETS.build(dict(cfg.test_dataloader.dataset, pipeline=[]))

@@ -71,7 +71,7 @@ def _nuscenes_metrics_of(cfg, predict, tmp_path) -> dict:
     from mmengine.evaluator import Evaluator
     from mmengine.structures import InstanceData
 
-    from admlops.components.evaluate.evaluate import classes_with_ground_truth, nuscenes_metrics
+    from admlops.tasks.nuscenes_detection import classes_with_ground_truth, nuscenes_metrics
 
     register_all_modules()
     dataset = DATASETS.build(dict(cfg.test_dataloader.dataset, pipeline=[]))
@@ -108,9 +108,9 @@ def _ground_truth(shift: float = 0.0, label: int | None = None):
 def _check_report(metrics: dict) -> None:
     """evaluate's Markdown report of a nuScenes record shows its numbers: the summary over the scored and over all
     classes, and per class the AP, the AP at each distance threshold and the errors ('–' where the devkit has none)."""
-    from admlops.components.evaluate.report import markdown
+    from admlops.tasks import get_task
 
-    report = markdown(metrics)
+    report = get_task("nuscenes-detection").markdown(metrics)
     assert report.startswith("# nuScenes evaluation (val split)") and "KITTI" not in report
     rows = {cells[0]: cells[1:] for line in report.splitlines() if line.startswith("| ") and not line.startswith(
         ("| class", "| classes")) for cells in [[c.strip() for c in line.strip("|").split("|")]]}

@@ -73,7 +73,7 @@ def _voxels_and_maps(exported, data_root, model_dir, scans=2):
 
     from admlops import compat
     from admlops.backends import get_backend
-    from admlops.components.export import export3d
+    from admlops.tasks import voxel_detection as export3d
 
     compat.apply()
     cfg = _configs(exported, data_root)
@@ -92,7 +92,7 @@ def test_export_writes_a_voxel_graph_whose_outputs_match_pytorch(exported, data_
     import torch
 
     from admlops.backends.base import onnx_io
-    from admlops.components.export.export3d import OUTPUTS, decoder, torch_network
+    from admlops.tasks.voxel_detection import OUTPUTS, decoder, torch_network
 
     assert onnx_io(exported / "end2end.onnx") == (["voxels", "num_points", "coors"], list(OUTPUTS))
     assert "type='mmdet3d'" in (exported / "deploy.py").read_text().replace('"', "'")
@@ -134,7 +134,7 @@ def test_onnx_runtime_kitti_metrics_equal_pytorch_within_the_gate(exported):
     pytorch, onnx = metrics["pytorch"], metrics["backends"]["onnxruntime-fp32"]
     assert g["pytorch"] == pytorch["headline"]["mAP_3D_AP40_moderate"]
     assert g["measured"] == onnx["headline"]["mAP_3D_AP40_moderate"] and metrics["onnxruntime"] == onnx
-    assert abs(g["drop_points"]) <= 1.0 and metrics["AP_difference"] == pytest.approx(-g["drop_points"])
+    assert abs(g["drop_points"]) <= 1.0 and metrics["difference"] == pytest.approx(-g["drop_points"])
     assert set(pytorch["per_class"]) == set(onnx["per_class"]) == {"Pedestrian", "Cyclist", "Car"}
     # the barely trained model's 50 boxes a scan hit some Cars (measured: Car BEV AP11 moderate loose ~9): numbers
     # that a different decoding or ranking of ONNX Runtime's boxes would move
@@ -155,7 +155,8 @@ def test_int8_quantizes_the_convolutions_calibrated_on_train_scans(exported, dat
 
     from admlops.backends import get_backend
     from admlops.backends.base import Calibration
-    from admlops.components.export.export3d import OUTPUTS, VoxelDetection, runner_network
+    from admlops.tasks import get_task
+    from admlops.tasks.voxel_detection import OUTPUTS, runner_network
     from admlops.mmconfig import kitti_infos
 
     build = json.loads((exported / "onnxruntime-int8" / "build.json").read_text())
@@ -184,7 +185,7 @@ def test_int8_quantizes_the_convolutions_calibrated_on_train_scans(exported, dat
         return [float(np.corrcoef(m[name].ravel(), f[name].ravel())[0, 1]) for m, f in zip(maps, fp32) for name in OUTPUTS]
 
     assert min(correlations(int8)) > 0.95, correlations(int8)
-    good = VoxelDetection.calibration_set(data_root, _configs(exported, data_root), None, 32)
+    good = get_task("voxel-detection").calibration_set(data_root, _configs(exported, data_root), None, 32)
     scaled = Calibration(good.source, [{**b, "voxels": b["voxels"] * 0.01} for b in good.batches], good.images)
     get_backend("onnxruntime").build(exported / "end2end.onnx", tmp_path / "scaled", "int8", scaled)
     wrong = [runner_network(get_backend("onnxruntime").load(tmp_path / "scaled"))(v) for v in voxels]
@@ -211,7 +212,8 @@ def test_the_floor_refuses_gates_of_a_model_that_learned_too_little(exported, da
 def test_gate_fails_when_the_reference_is_pushed_up(exported, data_root, model_dir, tmp_path):
     """PyTorch's gated AP pushed 1.5 points above the measured one: StepFailed (exit 4) naming the target, the metric
     and the allowance, and nothing published; 0.5 points above stays within the gate."""
-    from admlops.backends.parity import KITTI_3D_AP40_MODERATE, allowances, gate
+    from admlops.backends.parity import allowances, gate
+    from admlops.tasks.voxel_detection import KITTI_3D_AP40_MODERATE
     from admlops.components.export.export import export
 
     metrics = json.loads((exported / "metrics.json").read_text())
@@ -271,7 +273,7 @@ def test_bad_input_is_named(data_root, model_dir, tmp_path):
     with pytest.raises(InputError, match="KITTI data root, but the config reads CocoDataset") as err:
         export(data_root, two_d, tmp_path / "out")
     assert err.value.path == str(data_root.resolve())
-    with pytest.raises(InputError, match="for mmdeploy's mmdet codebase, but the model is a VoxelDetection") as err:
+    with pytest.raises(InputError, match="for mmdeploy's mmdet codebase, but the model is a 3D voxel detector") as err:
         export(data_root, model_dir, tmp_path / "out", deploy_config="detection_onnxruntime_dynamic")
     assert err.value.path.endswith("configs/deploy/detection_onnxruntime_dynamic.py")
     with pytest.raises(UsageError, match="openvino:fp32 are not available for a 3D voxel detector"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,12 +245,13 @@ def test_engine_runs_by_tensor_name_and_matches_onnxruntime(engines, learned_mod
     """The fp32 engine's detections on real val images are ONNX Runtime's on the same graph, batch 1 and 4."""
     from mmengine.config import Config
 
-    from admlops.backends.calibration import preprocessor, split_images
+    from admlops.tasks.image_detection import preprocessor, split_images
     from conftest import box_iou
 
     out, _ = engines
     run = preprocessor(Config.fromfile(str(learned_onnx / "model.py")), Config.fromfile(str(learned_onnx / "deploy.py")))
-    images = np.concatenate([run(f) for f in split_images(learned_model.dataset, "val")[1][:4]])
+    images = np.concatenate([run(Path(learned_model.dataset) / im["file_name"])[0]
+                             for im in split_images(learned_model.dataset, "val")[1][:4]])
     trt_run = get_backend("tensorrt").load(out / "tensorrt-fp32")
     ort_run = get_backend("onnxruntime").load(learned_onnx / "onnxruntime-fp32")
     for batch in (images[:1], images):

@@ -11,6 +11,10 @@ import pytest
 from admlops.backends import Calibration, get_backend
 from admlops.backends.parity import Gate, allowances, enforce, evaluate_runner, gate, gates_report, remedy
 from admlops.errors import StepFailed, UsageError
+from admlops.tasks import get_task
+from admlops.tasks.image_detection import COCO_MAP50
+
+IMAGE = get_task("image-detection")
 
 
 def _coco(map50: float) -> dict:
@@ -20,14 +24,14 @@ def _coco(map50: float) -> dict:
 def test_gate_arithmetic_and_report():
     allowed = allowances()
     assert allowed == {"fp32": 0.5, "fp16": 0.5, "bf16": 0.5, "int8": 1.5}
-    assert gate("openvino", "fp32", _coco(0.800), _coco(0.804), allowed).passed  # 0.4 points
-    assert gate("openvino", "fp32", _coco(0.795), _coco(0.800), allowed).passed  # exactly the allowance
-    assert not gate("openvino", "fp32", _coco(0.794), _coco(0.800), allowed).passed  # 0.6 points
-    assert gate("openvino", "int8", _coco(0.786), _coco(0.800), allowed).passed  # 1.4 points
-    assert not gate("openvino", "int8", _coco(0.780), _coco(0.800), allowed).passed  # 2.0 points
-    better = gate("onnxruntime", "int8", _coco(0.81), _coco(0.80), allowed)
+    assert gate("openvino", "fp32", _coco(0.800), _coco(0.804), allowed, COCO_MAP50).passed  # 0.4 points
+    assert gate("openvino", "fp32", _coco(0.795), _coco(0.800), allowed, COCO_MAP50).passed  # exactly the allowance
+    assert not gate("openvino", "fp32", _coco(0.794), _coco(0.800), allowed, COCO_MAP50).passed  # 0.6 points
+    assert gate("openvino", "int8", _coco(0.786), _coco(0.800), allowed, COCO_MAP50).passed  # 1.4 points
+    assert not gate("openvino", "int8", _coco(0.780), _coco(0.800), allowed, COCO_MAP50).passed  # 2.0 points
+    better = gate("onnxruntime", "int8", _coco(0.81), _coco(0.80), allowed, COCO_MAP50)
     assert better.passed and better.drop_points == pytest.approx(-1.0)
-    report = gates_report([better, gate("openvino", "fp32", _coco(0.7), _coco(0.8), allowed)])
+    report = gates_report([better, gate("openvino", "fp32", _coco(0.7), _coco(0.8), allowed, COCO_MAP50)])
     assert report["passed"] is False and report["metric"] == "bbox_mAP_50" and len(report["gates"]) == 2
     assert report["gates"][1] == {"backend": "openvino", "precision": "fp32", "pytorch": 0.8, "measured": 0.7,
                                   "drop_points": pytest.approx(10.0), "allowed_points": 0.5, "passed": False}
@@ -37,9 +41,9 @@ def test_gate_arithmetic_and_report():
 
 def test_enforce_names_backend_precision_measured_and_allowed():
     allowed = allowances(0.5, 1.5)
-    enforce([gate("onnxruntime", "fp32", _coco(0.8), _coco(0.8), allowed)])
-    gates = [gate("onnxruntime", "fp32", _coco(0.8), _coco(0.8), allowed),
-             gate("openvino", "int8", _coco(0.712), _coco(0.745), allowed)]
+    enforce([gate("onnxruntime", "fp32", _coco(0.8), _coco(0.8), allowed, COCO_MAP50)])
+    gates = [gate("onnxruntime", "fp32", _coco(0.8), _coco(0.8), allowed, COCO_MAP50),
+             gate("openvino", "int8", _coco(0.712), _coco(0.745), allowed, COCO_MAP50)]
     with pytest.raises(StepFailed) as err:
         enforce(gates)
     assert err.value.exit_code == 4
@@ -51,13 +55,12 @@ def test_enforce_names_backend_precision_measured_and_allowed():
 def test_the_learned_models_targets_pass_their_gates(learned_model, learned_onnx):
     """Export gated every default target on the learned model against its PyTorch metrics."""
     from admlops.backends import parse_targets
-    from admlops.components.export.export import DEFAULT_TARGETS
 
     gates = json.loads((learned_onnx / "gates.json").read_text())
     metrics = json.loads((learned_onnx / "metrics.json").read_text())
     assert gates["passed"], gates
     gated = [(g["backend"], g["precision"]) for g in gates["gates"]]
-    assert set(parse_targets(DEFAULT_TARGETS)) <= set(gated)
+    assert set(parse_targets(IMAGE.targets)) <= set(gated)
     assert sorted(f"{b}-{p}" for b, p in gated) == sorted(metrics["backends"])
     for g in gates["gates"]:
         assert g["pytorch"] == learned_model.map50 > 0.3
@@ -65,7 +68,7 @@ def test_the_learned_models_targets_pass_their_gates(learned_model, learned_onnx
         assert g["allowed_points"] == {"fp32": 0.5, "int8": 1.5}[g["precision"]]
     assert metrics["pytorch"]["bbox"] == learned_model.metrics["bbox"]
     assert metrics["onnxruntime"] == metrics["backends"]["onnxruntime-fp32"]
-    assert abs(metrics["mAP50_difference"]) <= 0.005
+    assert abs(metrics["difference"]) <= 0.005
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +87,10 @@ def test_onnxruntime_int8_is_quantized_and_passes_its_gate(learned_model, learne
     (int8 weights, uint8 activations), float boxes and scores into NMS, and within 1.5 points of PyTorch."""
     import onnx
 
-    from admlops.backends.calibration import calibration_set
     from admlops.backends.calibration import CALIBRATION_IMAGES
 
     model_cfg, deploy_cfg = configs
-    calibration = calibration_set(learned_model.dataset, model_cfg, deploy_cfg, CALIBRATION_IMAGES)
+    calibration = IMAGE.calibration_set(learned_model.dataset, model_cfg, deploy_cfg, CALIBRATION_IMAGES)
     backend = get_backend("onnxruntime")
     backend.build(learned_onnx / "end2end.onnx", tmp_path / "int8", "int8", calibration, deploy_cfg.build_settings.input_shapes)
     graph = onnx.load(str(tmp_path / "int8" / "model.onnx")).graph
@@ -100,23 +102,24 @@ def test_onnxruntime_int8_is_quantized_and_passes_its_gate(learned_model, learne
     assert zero_points[activation.input[2]] == onnx.TensorProto.UINT8
     nms = next(n for n in graph.node if n.op_type == "NonMaxSuppression")
     assert not set(nms.input) & dequantized, "boxes and scores reach NMS in float"
-    measured = evaluate_runner(backend.load(tmp_path / "int8"), learned_onnx / "end2end.onnx", model_cfg, deploy_cfg, tmp_path / "eval")
-    result = gate("onnxruntime", "int8", measured, learned_model.metrics, allowances())
+    measured = evaluate_runner(backend.load(tmp_path / "int8"), learned_onnx / "end2end.onnx", model_cfg, deploy_cfg,
+                               tmp_path / "eval", IMAGE)
+    result = gate("onnxruntime", "int8", measured, learned_model.metrics, allowances(), COCO_MAP50)
     assert result.passed, result.describe()
 
 
 def test_int8_calibrated_on_wrongly_scaled_images_fails_its_gate(learned_model, learned_onnx, configs, tmp_path):
     """The same train images, but 100x too dark after normalisation: activations are clipped at inference and the
     gate (1.5 points) catches it, while the correctly calibrated int8 of the same backend passes it."""
-    from admlops.backends.calibration import calibration_set
 
     model_cfg, deploy_cfg = configs
-    good = calibration_set(learned_model.dataset, model_cfg, deploy_cfg, 16)
+    good = IMAGE.calibration_set(learned_model.dataset, model_cfg, deploy_cfg, 16)
     wrong = Calibration(good.source, [b * 0.01 for b in good.batches], good.images)
     backend = get_backend("openvino")
     backend.build(learned_onnx / "end2end.onnx", tmp_path / "wrong", "int8", wrong, deploy_cfg.build_settings.input_shapes)
-    measured = evaluate_runner(backend.load(tmp_path / "wrong"), learned_onnx / "end2end.onnx", model_cfg, deploy_cfg, tmp_path / "eval")
-    broken = gate("openvino", "int8", measured, learned_model.metrics, allowances())
+    measured = evaluate_runner(backend.load(tmp_path / "wrong"), learned_onnx / "end2end.onnx", model_cfg, deploy_cfg,
+                               tmp_path / "eval", IMAGE)
+    broken = gate("openvino", "int8", measured, learned_model.metrics, allowances(), COCO_MAP50)
     assert not broken.passed and broken.drop_points > 1.5
     with pytest.raises(StepFailed, match=r"openvino int8: mAP@0\.5 .* allowed 1\.50: FAILED"):
         enforce([broken])
@@ -138,8 +141,9 @@ def test_a_graph_with_perturbed_weights_fails_the_fp32_gate(learned_model, learn
     onnx.save(model, str(tmp_path / "perturbed.onnx"))
     backend = get_backend("onnxruntime")
     backend.build(tmp_path / "perturbed.onnx", tmp_path / "ort", "fp32")
-    measured = evaluate_runner(backend.load(tmp_path / "ort"), tmp_path / "perturbed.onnx", model_cfg, deploy_cfg, tmp_path / "eval")
-    broken = gate("onnxruntime", "fp32", measured, learned_model.metrics, allowances())
+    measured = evaluate_runner(backend.load(tmp_path / "ort"), tmp_path / "perturbed.onnx", model_cfg, deploy_cfg,
+                               tmp_path / "eval", IMAGE)
+    broken = gate("onnxruntime", "fp32", measured, learned_model.metrics, allowances(), COCO_MAP50)
     assert not broken.passed and broken.drop_points > 0.5, broken
 
 
@@ -165,5 +169,5 @@ def test_export_checks_target_names_before_any_work(learned_model, tmp_path):
 
 
 def test_gate_dataclass_describes_itself():
-    g = Gate("tensorrt", "fp16", 0.8, 0.799, 0.1, 0.5, True)
+    g = Gate("tensorrt", "fp16", 0.8, 0.799, 0.1, 0.5, True, COCO_MAP50)
     assert g.describe() == "tensorrt fp16: mAP@0.5 0.7990 vs PyTorch 0.8000, drop +0.10 points, allowed 0.50: passed"

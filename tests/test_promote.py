@@ -14,7 +14,13 @@ from admlops.pipelines.cli import main
 
 
 def _metrics(**ap50):
-    return {"bbox": {}, "per_class": {k: {"AP": v / 2, "AP50": v} for k, v in ap50.items()}}
+    return {"task": "image-detection", "bbox": {}, "per_class": {k: {"AP": v / 2, "AP50": v} for k, v in ap50.items()}}
+
+
+def _kitti(**ap40):
+    """A KITTI record (voxel-detection): per class 3D AP40 moderate at the strict IoU, in percent."""
+    return {"task": "voxel-detection", "headline": {},
+            "per_class": {k: {"3D_AP40_moderate_strict": v, "BEV_AP40_moderate_strict": 90.0} for k, v in ap40.items()}}
 
 
 def test_accuracy_gate_tolerance_and_its_control():
@@ -24,6 +30,15 @@ def test_accuracy_gate_tolerance_and_its_control():
     over = accuracy_gate(_metrics(Car=0.88, Pedestrian=0.81), prod, tolerance=1.0)  # 2 points: over the tolerance
     assert not over["passed"] and "Car AP@0.5 dropped 2.00 points (allowed 1.00)" in over["detail"]
     assert accuracy_gate(_metrics(Car=0.1), None, 1.0)["passed"]  # nothing to regress from
+
+
+def test_accuracy_gate_of_a_3d_model_compares_its_tasks_per_class_number():
+    """A voxel detector's records: the gate compares 3D AP40 moderate per class (percent: a point is a unit)."""
+    prod = _kitti(Car=60.0, Cyclist=30.0)
+    within = accuracy_gate(_kitti(Car=59.5, Cyclist=31.0), prod, tolerance=1.0)
+    assert within["passed"] and within["classes"]["Car"]["drop_points"] == pytest.approx(0.5)
+    over = accuracy_gate(_kitti(Car=60.0, Cyclist=27.5), prod, tolerance=1.0)
+    assert not over["passed"] and over["detail"] == "Cyclist 3D AP40 moderate dropped 2.50 points (allowed 1.00)"
 
 
 def test_parity_and_latency_gates():

@@ -42,7 +42,8 @@ def test_a_2d_export_without_onnx_runtime_is_summarised(tmp_path):
     export = tmp_path / "export" / "onnx_model"
     export.mkdir(parents=True)
     coco = lambda m: {"bbox": {"bbox_mAP_50": m, "bbox_mAP": m / 2}}  # noqa: E731
-    (export / "metrics.json").write_text(json.dumps({"pytorch": coco(0.8), "backends": {"openvino-int8": coco(0.79)}}))
+    (export / "metrics.json").write_text(json.dumps({"task": "image-detection", "pytorch": coco(0.8),
+                                                      "backends": {"openvino-int8": coco(0.79)}}))
     text = summarize_run(tmp_path)
     assert "openvino-int8      mAP@0.5 0.790  mAP 0.395  (difference -0.0100)" in text
 

@@ -100,15 +100,16 @@ def test_gates_below_the_floor_are_not_meaningful_and_block_the_alias(tmp_path, 
     """PyTorch at mAP@0.5 0.0 (a model that detects nothing) matches every backend: the gates passed, but the floor
     was not met, so the version is registered without an alias and promotion names the floor."""
     from admlops.backends.parity import allowances, below_floor, gate, gates_report
+    from admlops.tasks.image_detection import COCO_MAP50
     from admlops.components.register.register import register
 
     nothing = {"bbox": {"bbox_mAP_50": 0.0}}
-    report = gates_report([gate("onnxruntime", "fp32", nothing, nothing, allowances())])
+    report = gates_report([gate("onnxruntime", "fp32", nothing, nothing, allowances(), COCO_MAP50)])
     assert all(g["passed"] for g in report["gates"]) and report["passed"] is False
     assert report["floor"] == {"label": "mAP@0.5", "value": 0.05, "pytorch": 0.0, "met": False}
     assert below_floor(report).startswith("PyTorch mAP@0.5 0.0000 is below the floor 0.0500")
     learned = {"bbox": {"bbox_mAP_50": 0.3}}
-    assert gates_report([gate("onnxruntime", "fp32", learned, learned, allowances())])["passed"]  # the control
+    assert gates_report([gate("onnxruntime", "fp32", learned, learned, allowances(), COCO_MAP50)])["passed"]  # the control
 
     steps = _steps(tmp_path, True)
     (steps[2] / "gates.json").write_text(json.dumps(report))

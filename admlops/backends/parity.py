@@ -2,12 +2,10 @@
 split, as the PyTorch model, and the drop of one headline metric is held to an allowance.
 
 Evaluation goes through mmdeploy's backend model for the exported graph, with its backend wrapper swapped for one
-that calls our Runner, in mmengine's test loop with the evaluator of the model's config: so the backend is the only
-thing that differs between two numbers. A 2D detector: mmdeploy's End2EndModel (its data preprocessor, its mapping
-of ``dets``/``labels`` back to the original image) and mmdet's CocoMetric, gated on mAP@0.5. A 3D voxel detector
-(PointPillars): mmdeploy's VoxelDetectionModel (the model's own voxelization, the graph, the head's
-``predict_by_feat``) and mmdet3d's KittiMetric, gated on the class mean of KITTI's 3D AP40 at moderate difficulty
-and the strict IoU thresholds (``Metric``).
+that calls our Runner, in the model's task's test loop (admlops.tasks: ``run_test``, the code evaluate runs on the
+PyTorch model): so the backend is the only thing that differs between two numbers. The task names the gated metric
+(``Metric``: mAP@0.5 for a 2D detector, the class mean of KITTI's 3D AP40 moderate for a 3D voxel detector) and its
+floor, below which the gates are not meaningful.
 
 Allowances are in points of the gated metric (mAP x 100; KITTI AP is in percent already): by default 0.5 for fp32,
 fp16 and bf16 and 1.5 for int8 (a 3D export allows 1.0 for fp32). A drop above the allowance fails the gate;
@@ -20,51 +18,23 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from admlops import compat
 from admlops.backends import build_settings, get_backend
 from admlops.backends.base import Runner
-from admlops.backends.calibration import calibration_set
-from admlops.components.evaluate.evaluate import run_coco_test, run_kitti_test
 from admlops.errors import StepFailed, UsageError
+from admlops.tasks.base import Metric
+
+if TYPE_CHECKING:
+    from admlops.tasks.base import Task
 
 
-@dataclass(frozen=True)
-class Metric:
-    """The number a gate compares: where it sits in a metrics dict (run_coco_test's or run_kitti_test's layout), how
-    many points one unit of it is, and the floor PyTorch must reach for a parity gate on it to mean anything (a
-    model that detects nothing matches every backend exactly: 0.00 against 0.00 is no evidence of parity)."""
-
-    key: str  # gates.json's "metric"
-    label: str  # how messages name it
-    path: tuple[str, ...]
-    points_per_unit: float  # COCO mAP is 0..1: 100; KITTI AP is in percent: 1
-    unit: str
-    floor: float  # in the metric's own unit
-
-    def of(self, metrics: dict) -> float:
-        value = metrics
-        try:
-            for key in self.path:
-                value = value[key]
-            return float(value)
-        except (KeyError, TypeError, ValueError):
-            got = sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__
-            raise UsageError(f"metrics without {'/'.join(self.path)} ({self.label}), which the gate compares: "
-                             f"got keys {got}") from None
-
-
-# Floors: 5 mAP@0.5 points for a 2D detector, 1 AP point of the class-mean 3D AP40 moderate (a 3D model that learned
-# one class of three reaches it; one that learned none does not)
-COCO_MAP50 = Metric("bbox_mAP_50", "mAP@0.5", ("bbox", "bbox_mAP_50"), 100.0, "points (mAP x 100)", 0.05)
-KITTI_3D_AP40_MODERATE = Metric("mAP_3D_AP40_moderate", "KITTI 3D AP40 moderate (class mean, strict IoU)",
-                                ("headline", "mAP_3D_AP40_moderate"), 1.0, "points (AP in percent)", 1.0)
 GATES_FILE = "gates.json"
 MAX_DROP_FLOAT = 0.5  # default allowed mAP@0.5 drop, points: fp32, fp16, bf16
 MAX_DROP_INT8 = 1.5
-MAX_DROP_3D = 1.0  # default allowed KITTI AP drop, points, of a 3D export's fp32 target
 
 
 def allowances(max_drop_float: float | None = MAX_DROP_FLOAT,
@@ -78,9 +48,9 @@ def allowances(max_drop_float: float | None = MAX_DROP_FLOAT,
     return {"fp32": max_drop_float, "fp16": max_drop_float, "bf16": max_drop_float, "int8": max_drop_int8}
 
 
-def evaluate_runner(runner: Runner, onnx_file: Path, model_cfg, deploy_cfg, work_dir: Path) -> dict:
-    """Metrics of ``runner`` on the val split ``model_cfg`` points at: run_coco_test's result for a 2D detector,
-    run_kitti_test's for a 3D one (deploy config codebase mmdet3d)."""
+def evaluate_runner(runner: Runner, onnx_file: Path, model_cfg, deploy_cfg, work_dir: Path, task: Task) -> dict:
+    """Metrics of ``runner`` on the val split ``model_cfg`` points at: ``task``'s test loop and record (its
+    ``run_test``), with mmdeploy's backend model of the task's codebase in the model's place."""
     compat.apply()
     import torch
     from mmdeploy.apis.utils import build_task_processor
@@ -94,11 +64,10 @@ def evaluate_runner(runner: Runner, onnx_file: Path, model_cfg, deploy_cfg, work
             out = runner(feeds if len(feeds) > 1 else next(iter(feeds.values())))
             return {k: torch.from_numpy(v) for k, v in out.items()}
 
-    task = build_task_processor(model_cfg, deploy_cfg, "cpu")
-    model = task.build_backend_model([str(onnx_file)], data_preprocessor_updater=task.update_data_preprocessor)
+    processor = build_task_processor(model_cfg, deploy_cfg, "cpu")
+    model = processor.build_backend_model([str(onnx_file)], data_preprocessor_updater=processor.update_data_preprocessor)
     model.wrapper = RunnerWrapper(model.wrapper.output_names)
-    run_test = run_kitti_test if deploy_cfg.codebase_config.type == "mmdet3d" else run_coco_test
-    return run_test(model_cfg, work_dir, build_runner=lambda cfg: task.build_test_runner(model, cfg.work_dir))
+    return task.run_test(model_cfg, work_dir, build_runner=lambda cfg: processor.build_test_runner(model, cfg.work_dir))
 
 
 @dataclass
@@ -110,7 +79,7 @@ class Gate:
     drop_points: float  # (pytorch - measured) in points; negative = better than PyTorch
     allowed_points: float
     passed: bool
-    metric: Metric = field(default=COCO_MAP50, repr=False)  # named once, at the top of gates.json
+    metric: Metric = field(repr=False)  # named once, at the top of gates.json
 
     def describe(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
@@ -120,7 +89,7 @@ class Gate:
 
 
 def gate(backend: str, precision: str, measured: dict, pytorch: dict, allowed: dict[str, float],
-         metric: Metric = COCO_MAP50) -> Gate:
+         metric: Metric) -> Gate:
     """The gate of one backend x precision on ``metric`` from its and PyTorch's metrics."""
     ours, ref = metric.of(measured), metric.of(pytorch)
     drop = round((ref - ours) * metric.points_per_unit, 6)
@@ -128,11 +97,11 @@ def gate(backend: str, precision: str, measured: dict, pytorch: dict, allowed: d
 
 
 def gates_report(gates: list[Gate]) -> dict:
-    """gates.json: every gate, and the floor (``met``: PyTorch reached it); ``passed`` only when every gate passed
-    and the floor was met."""
-    metric = gates[0].metric if gates else COCO_MAP50
-    floor = {"label": metric.label, "value": metric.floor, "pytorch": gates[0].pytorch if gates else None,
-             "met": not gates or gates[0].pytorch >= metric.floor}
+    """gates.json: every gate (one at least), and the floor (``met``: PyTorch reached it); ``passed`` only when
+    every gate passed and the floor was met."""
+    metric = gates[0].metric
+    floor = {"label": metric.label, "value": metric.floor, "pytorch": gates[0].pytorch,
+             "met": gates[0].pytorch >= metric.floor}
     return {"metric": metric.key, "unit": metric.unit, "reference": "pytorch", "floor": floor,
             "passed": floor["met"] and all(g.passed for g in gates),
             "gates": [{k: v for k, v in asdict(g).items() if k != "metric"} for g in gates]}
@@ -175,15 +144,15 @@ def enforce(gates: list[Gate]) -> None:
 
 
 def deploy_and_gate(targets: list[tuple[str, str]], onnx_file: Path, out_dir: Path, dataset_dir: str | Path, model_cfg,
-                    deploy_cfg, pytorch: dict, allowed: dict[str, float], calibration_images: int,
-                    previous: Path | None = None, metric: Metric = COCO_MAP50,
-                    calibrate=calibration_set) -> tuple[dict[str, dict], list[Gate]]:
+                    deploy_cfg, pytorch: dict, allowed: dict[str, float], calibration_images: int, task: Task,
+                    previous: Path | None = None, metric: Metric | None = None) -> tuple[dict[str, dict], list[Gate]]:
     """Build every (backend, precision) of ``targets`` from ``onnx_file`` into ``out_dir/<backend>-<precision>/``,
-    evaluate each, and gate it against ``pytorch``'s metrics. Int8 targets share one calibration set of
-    ``calibration_images`` train inputs, made by ``calibrate(dataset_dir, model_cfg, deploy_cfg, count)`` (images by
-    default; a 3D export passes its voxelized scans). ``previous``: an earlier output whose per-target caches may be
-    reused. ``metric``: what the gates compare (COCO_MAP50 for a 2D detector, KITTI_3D_AP40_MODERATE for a 3D one).
+    evaluate each with ``task``'s test loop, and gate it against ``pytorch``'s metrics on ``metric`` (default the
+    task's). Int8 targets share one calibration set of ``calibration_images`` train inputs (the task's
+    ``calibration_set``: images for a 2D detector, voxelized scans for a 3D one). ``previous``: an earlier output
+    whose per-target caches may be reused.
     Writes ``out_dir/gates.json``; returns the metrics per target and the gates (enforcing is the caller's)."""
+    metric = metric or task.metric
     settings = build_settings(deploy_cfg)
     shapes = settings.get("input_shapes")
     calibration, metrics, gates = None, {}, []
@@ -191,11 +160,11 @@ def deploy_and_gate(targets: list[tuple[str, str]], onnx_file: Path, out_dir: Pa
         tag = f"{name}-{precision}"
         backend = get_backend(name)
         if precision == "int8" and calibration is None:
-            calibration = calibrate(dataset_dir, model_cfg, deploy_cfg, calibration_images)
+            calibration = task.calibration_set(dataset_dir, model_cfg, deploy_cfg, calibration_images)
         backend.build(onnx_file, out_dir / tag, precision, calibration, shapes, settings.get(name, {}),
                       cache_dir=previous / tag if previous and (previous / tag).is_dir() else None)
         runner = backend.load(out_dir / tag)
-        metrics[tag] = evaluate_runner(runner, onnx_file, model_cfg, deploy_cfg, out_dir / ".eval" / tag)
+        metrics[tag] = evaluate_runner(runner, onnx_file, model_cfg, deploy_cfg, out_dir / ".eval" / tag, task)
         gates.append(gate(name, precision, metrics[tag], pytorch, allowed, metric))
         print(gates[-1].describe(), flush=True)
     shutil.rmtree(out_dir / ".eval", ignore_errors=True)

@@ -10,10 +10,12 @@ Backend artifacts come from the export directory (``<backend>-<precision>/``); o
 here from ``end2end.onnx`` with ``get_backend(name).build``, as export builds it (int8 calibrated on train
 images), into a scratch directory.
 
-A 3D voxel detector's export (deploy.py of mmdeploy's mmdet3d codebase: components/export/export3d.py) is
-benchmarked on the val scans of its mmdet3d KITTI data root, one scan per call, with voxelization, network and
-post-processing timed apart in every row (``stages``: mean, p50, p90 per stage); the scans are loaded and range
-filtered once, untimed. Accuracy of the 3D rows is the export's parity gate (KITTI AP on the whole val split).
+The model's task (admlops.tasks, from the export's model.py) builds the inputs (``bench_inputs``), loads each row's
+model in the worker, and says what is timed and the default batch sizes. A 2D detector: the val images, preprocessed
+once, each row's mAP@0.5 on them. A 3D voxel detector: the val scans of its mmdet3d KITTI data
+root, one scan per call, with voxelization, network and post-processing timed apart in every row (``stages``: mean,
+p50, p90 per stage); the scans are loaded and range filtered once, untimed; its rows' accuracy is the export's parity
+gate (KITTI AP on the whole val split).
 
 A target whose parity gate failed in the export (its ``gates.json``) is not deployable: it is not timed, and the
 report lists it with its gate (``not_deployable``). Every row names the kernels its runtime ran (``kernels``: the
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 import math
 import os
@@ -42,21 +43,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from admlops import compat, cpu
-from admlops.components.export.export3d import TASK, is_voxel_deploy
-from admlops.components.export.export3d import TIMED as VOXEL_TIMED
+from admlops import cpu
 from admlops.backends.calibration import CALIBRATION_IMAGES
 from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir
 
 PYTORCH = "pytorch"
-BATCH_SIZES = (1, 4, 8)  # a 2D detector's default sweep; a 3D voxel detector runs one scan per call
 VERSION_PACKAGES = ("torch", "mmcv", "mmengine", "mmdet", "mmdeploy", "onnxruntime", "openvino", "nncf", "tensorrt",
                     "numpy", "admlops")
-TIMED = ("per call, one batch through the loaded model and nothing else: for a backend the exported graph "
-         "(network + box decoding + NMS); for PyTorch eager mmdet's model.predict(rescale=False) (forward + the "
-         "same decoding + NMS with the model's test_cfg), without the data preprocessor, on the same preprocessed "
-         "tensors. Preprocessing is done once before and is not timed. One process per row, one call at a time.")
 MEMORY = ("added_mib = the row's child process: peak RSS during the model load and that batch size's warm-up and "
           "timed calls (kernel high-water mark, reset before each) minus its RSS just before the load (runtime "
           "package imported, inputs loaded). process_peak_mib is that process's lifetime high-water mark, imports "
@@ -114,61 +108,6 @@ def parse_ints(text: str | Iterable[int], what: str) -> list[int]:
         raise UsageError(f"{what}: expected integers like 1,4,8, got {text!r}") from None
 
 
-def split_images(dataset_dir: Path, split: str, max_images: int = 0) -> tuple[list[str], list[dict], Path]:
-    ann_file = dataset_dir / "annotations" / f"{split}.json"
-    images = json.loads(ann_file.read_text())["images"]
-    if max_images:
-        images = images[:max_images]
-    if not images:
-        raise InputError(ann_file, f"the {split} split has no images to benchmark on")
-    return [str(dataset_dir / im["file_name"]) for im in images], images, ann_file
-
-
-class Preprocessor:
-    """The model's test pipeline and data preprocessor, as mmdeploy's task processor applies them."""
-
-    def __init__(self, export_dir: Path):
-        compat.apply()
-        from mmdeploy.apis.utils import build_task_processor
-        from mmengine.config import Config
-        from mmengine.registry import MODELS
-
-        self.model_cfg = Config.fromfile(str(export_dir / "model.py"))
-        self.deploy_cfg = Config.fromfile(str(export_dir / "deploy.py"))
-        self.task = build_task_processor(self.model_cfg, self.deploy_cfg, "cpu")
-        self.preprocessor = MODELS.build(self.model_cfg.model.data_preprocessor)
-
-    def __call__(self, files: Sequence[str], ann_file: Path, desc: str = "preprocess") -> tuple[np.ndarray, list]:
-        """[N, 3, H, W] float32 and the N data samples (their metainfo: shapes, scale factor)."""
-        tensors, samples = [], []
-        for f in tqdm(files, desc=desc, unit="img"):
-            data, x = self.task.create_input(f, data_preprocessor=self.preprocessor)
-            tensors.append(x.numpy()[0])
-            samples.append(data["data_samples"][0])
-        shapes = sorted({t.shape for t in tensors})
-        if len(shapes) > 1:
-            raise InputError(ann_file, f"images preprocess to {len(shapes)} different shapes {shapes}; batching needs one")
-        return np.stack(tensors), samples
-
-
-def voxel_inputs(dataset_dir: Path, export_dir: Path, max_images: int, pairs, batch_sizes: list[int]):
-    """A 3D export's benchmark inputs: the val scans' points and data samples (export3d.load_scans), their files."""
-    from mmengine.config import Config
-
-    from admlops.components.export.export3d import VoxelDetection, load_scans, split_scans
-    from admlops.mmconfig import use_dataset
-
-    VoxelDetection.check_targets(pairs)
-    if batch_sizes != [1]:
-        raise UsageError(f"a 3D voxel detector runs one scan per call (its graph is traced for batch 1): "
-                         f"batch sizes must be 1, got {batch_sizes}")
-    model_cfg = Config.fromfile(str(export_dir / "model.py"))
-    use_dataset(model_cfg, dataset_dir)
-    files = split_scans(model_cfg, dataset_dir, max_scans=max_images)
-    inputs, samples = load_scans(model_cfg, files)
-    return files, inputs, samples
-
-
 def batch_plan(images: int, batch: int, repeats: int = 1) -> list[list[int]]:
     """Consecutive batches over the images (``repeats`` passes), the last one topped up from the first images, so
     every call holds ``batch`` images and every image is in at least one call."""
@@ -183,36 +122,6 @@ def latency_stats(seconds: Sequence[float], batch: int) -> dict[str, float]:
             "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
             "per_image_p50_ms": float(np.percentile(ms, 50)) / batch,
             "throughput_ips": float(batch * len(ms) / (ms.sum() / 1000.0))}
-
-
-def map50(ann_file: Path, images: list[dict], samples: list, detections: dict[int, tuple[np.ndarray, np.ndarray]],
-          categories: Sequence[str]) -> float | None:
-    """COCO mAP@0.5 of one row's detections on the images it ran (the same evaluation for every row): boxes are
-    mapped from input to original image coordinates with each sample's scale factor and clipped to the image."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(ann_file))
-        cat_id = {c["name"]: c["id"] for c in gt.loadCats(gt.getCatIds())}
-        label_cat = [cat_id[c] for c in categories]
-        results = []
-        for i, (dets, labels) in detections.items():
-            sx, sy = samples[i].metainfo["scale_factor"][:2]
-            h, w = samples[i].metainfo["ori_shape"][:2]
-            for (x1, y1, x2, y2, score), label in zip(dets.tolist(), labels.tolist(), strict=True):
-                x1, x2 = (min(max(v / sx, 0.0), w) for v in (x1, x2))
-                y1, y2 = (min(max(v / sy, 0.0), h) for v in (y1, y2))
-                results.append({"image_id": images[i]["id"], "category_id": label_cat[int(label)],
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
-        if not results:
-            return 0.0
-        ev = COCOeval(gt, gt.loadRes(results), "bbox")
-        ev.params.imgIds = sorted({images[i]["id"] for i in detections})
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return float(ev.stats[1]) if ev.stats[1] >= 0 else None
 
 
 # ---- artifacts ---------------------------------------------------------------------------------------------------
@@ -289,14 +198,14 @@ def sweep(
     times the whole list of rows runs, each row in a fresh process each time, in alternating order (forward, then
     reversed, ...) with the timings pooled: on a shared machine a slow spell then hits every row, not whichever ran
     during it (detections and memory are the first round's, load time the median);
-    ``batch_sizes`` None = BATCH_SIZES, for a 3D export 1; ``backends`` None = the export's default targets."""
+    ``batch_sizes`` None = the task's (2D 1, 4, 8; a 3D export 1); ``backends`` None = the task's default targets."""
     from mmengine.config import Config
 
     from admlops.backends import build_settings, get_backend, parse_targets
     from admlops.backends.parity import failed_gates
     from admlops.components.benchmark.report import render_html, render_markdown
-    from admlops.components.export.export import task_of
-    from admlops.mmconfig import dataset_meta, use_dataset
+    from admlops.mmconfig import use_dataset
+    from admlops.tasks import task_of
 
     dataset_dir, export_dir, model_dir = Path(dataset_dir), Path(export_dir), Path(model_dir)
     if backends is not None:
@@ -305,46 +214,34 @@ def sweep(
         if not path.is_file():
             raise InputError(path, "missing: the benchmark needs export's end2end.onnx, model.py and deploy.py and "
                                    "train's model.pth")
-    voxel = is_voxel_deploy(Config.fromfile(str(export_dir / "deploy.py")))
-    if backends is None:  # the export's own default targets
-        pairs = parse_targets(task_of(Config.fromfile(str(export_dir / "model.py"))).targets)
+    model_cfg, deploy_cfg = (Config.fromfile(str(export_dir / f)) for f in ("model.py", "deploy.py"))
+    task = task_of(model_cfg)
+    pairs = task.check_targets(pairs if backends is not None else parse_targets(task.targets))
     # a target that failed its parity gate is not deployable: it is listed with its gate, not timed
     failed = [g for g in failed_gates(export_dir) if (g["backend"], g["precision"]) in pairs]
     pairs = [p for p in pairs if p not in {(g["backend"], g["precision"]) for g in failed}]
-    batch_sizes = list(dict.fromkeys(parse_ints(batch_sizes or ((1,) if voxel else BATCH_SIZES), "batch sizes")))
+    batch_sizes = list(dict.fromkeys(parse_ints(batch_sizes or task.batch_sizes, "batch sizes")))
     threads = list(dict.fromkeys(parse_ints(threads, "threads")))
     if not batch_sizes or not threads or min(batch_sizes) < 1 or min(threads) < 0:
         raise UsageError(f"batch sizes must be >= 1 and threads >= 0 (0 = the runtime's default), got "
                          f"batch sizes {batch_sizes}, threads {threads}")
     if warmup < 0 or repeats < 1 or rounds < 1:
         raise UsageError(f"warmup must be >= 0, repeats and rounds >= 1, got {warmup}, {repeats} and {rounds}")
-    if voxel:
-        files, inputs, samples = voxel_inputs(dataset_dir, export_dir, max_images, pairs, batch_sizes)
-        sizes = [len(p) for p in inputs]
-        shape = [f"{min(sizes)}-{max(sizes)} points", 4]
-    else:
-        files, images, ann_file = split_images(dataset_dir, "val", max_images)
-        preprocess = Preprocessor(export_dir)
-        inputs, samples = preprocess(files, ann_file)
-        shape = list(inputs.shape[1:])
-        categories = dataset_meta(dataset_dir)["classes"]
-    n = len(inputs)
+    bench = task.bench_inputs(dataset_dir, export_dir, max_images, batch_sizes)
+    n = len(bench.inputs)
     plan = {str(b): batch_plan(n, b, repeats) for b in batch_sizes}
 
     @functools.cache
     def calibration():  # an int8 target the export did not build: calibrated here as export calibrates it
-        model_cfg = Config.fromfile(str(export_dir / "model.py"))
         use_dataset(model_cfg, dataset_dir)
-        return task_of(model_cfg).calibration_set(dataset_dir, model_cfg, Config.fromfile(str(export_dir / "deploy.py")),
-                                                  CALIBRATION_IMAGES)
+        return task.calibration_set(dataset_dir, model_cfg, deploy_cfg, CALIBRATION_IMAGES)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="admlops-bench-") as scratch:
         scratch = Path(scratch)
-        np.save(scratch / "inputs.npy", inputs)
-        (scratch / "samples.pkl").write_bytes(pickle.dumps(samples))
-        artifacts = build_artifacts(pairs, export_dir, scratch / "artifacts", calibration,
-                                    {} if voxel else build_settings(preprocess.deploy_cfg))
+        np.save(scratch / "inputs.npy", bench.inputs)
+        (scratch / "samples.pkl").write_bytes(pickle.dumps(bench.samples))
+        artifacts = build_artifacts(pairs, export_dir, scratch / "artifacts", calibration, build_settings(deploy_cfg))
         runs = [(PYTORCH, "fp32", t) for t in threads] + [(b, p, t) for t in threads for b, p in pairs]
         specs = []
         for runtime, precision, t in runs:
@@ -353,7 +250,7 @@ def sweep(
                     "inputs": str(scratch / "inputs.npy"), "samples": str(scratch / "samples.pkl"),
                     "model_config": str(export_dir / "model.py"), "checkpoint": str(model_dir / "model.pth"),
                     "artifact_dir": str(art["dir"]) if art else None, "warmup": warmup, "plan": plan,
-                    "task": TASK if voxel else "detection"}
+                    "task": task.name}
             specs.append({**spec, "label": label(spec)})
         results: list[list[tuple[dict, dict]]] = [[] for _ in runs]
         order = [(j, k) for j in range(rounds) for k in (range(len(runs)) if j % 2 == 0 else reversed(range(len(runs))))]
@@ -368,14 +265,14 @@ def sweep(
                       "artifact_bytes": (model_dir / "model.pth").stat().st_size if runtime == PYTORCH
                       else artifact_bytes(art["dir"]), "build_s": art["built_s"] if art else None,
                       "load_s": result["load_s"], "kernels": result["kernels"],
-                      "mAP50": None if voxel else map50(ann_file, images, samples, detections, categories),
+                      "mAP50": bench.accuracy(detections),
                       "boxes": sum(len(d) for d, _ in detections.values())}
             rows += batch_rows(shared, result, plan)
     compare_to_pytorch(rows)
-    report = {"machine": machine(), "versions": versions(), "timed": VOXEL_TIMED if voxel else TIMED,
-              "task": TASK if voxel else "detection", "memory_definition": MEMORY,
+    report = {"machine": machine(), "versions": versions(), "timed": task.timed, "task": task.name,
+              "input_unit": task.input_unit, "memory_definition": MEMORY,
               "dataset": str(dataset_dir), "export": str(export_dir), "model": str(model_dir / "model.pth"),
-              "images": n, "image_files": [Path(f).name for f in files], "input_shape": shape, "warmup": warmup,
+              "images": n, "image_files": [Path(f).name for f in bench.files], "input_shape": bench.shape, "warmup": warmup,
               "repeats": repeats, "rounds": rounds, "batch_sizes": batch_sizes, "threads": threads, "rows": rows,
               "not_deployable": failed}
     report["summary"] = summary(rows)

@@ -91,7 +91,7 @@ def machine_lines(report: dict) -> list[str]:
             f"class {m.get('int8_kernels', '-')}",
             f"Platform: {m['platform']}, Python {m['python']}",
             f"Versions: {versions}",
-            f"Inputs: {report['images']} val {'scans' if report.get('task') == 'voxel-detection' else 'images'}, "
+            f"Inputs: {report['images']} val {report['input_unit']}s, "
             f"input {report['input_shape']}, {report['warmup']} warm-up calls "
             f"per batch size, {report['repeats']} pass(es), {report['rounds']} round(s) of the rows; threads 'default' = the runtime's own choice",
             f"Timed: {report['timed']}",

@@ -2,17 +2,13 @@
 
     python -m admlops.components.benchmark.worker SPEC.json
 
-SPEC (written by benchmark.py) names the runtime (``pytorch`` or a backend of admlops.backends), its artifact,
-the threads, the preprocessed inputs (``inputs.npy``: [N, 3, H, W] float32; for a 3D voxel detector an object array
-of N scans' points [n, 4]) and the batch plan: per batch size the list of calls, each a list of image indices.
-Every call is timed alone; what is timed is the model call only:
-
-* a backend: ``runner(batch)``, the exported graph (network, box decoding and NMS);
-* ``pytorch``: mmdet's ``model.predict(batch, data_samples, rescale=False)`` under ``torch.inference_mode``: the
-  forward, box decoding and NMS with the model's test_cfg; the data preprocessor is not run (the tensors are
-  already preprocessed, the same ones the backends get);
-* a 3D voxel detector (``task`` voxel-detection): voxelization, network and post-processing, each also timed on
-  its own (components/export/export3d.py: ``staged``; the loader's predict carries them in ``predict.stages``).
+SPEC (written by benchmark.py) names the model's task (admlops.tasks), the runtime (``pytorch`` or a backend of
+admlops.backends), its artifact, the threads, the inputs the task built (``inputs.npy``: [N, 3, H, W] float32 for a
+2D detector; for a 3D voxel detector an object array of N scans' points [n, 4]) and the batch plan: per batch size
+the list of calls, each a list of input indices. The task loads the row's model (``load_pytorch``,
+``load_backend``: its module says what one call runs). Every call is timed alone; what is timed is the model call
+only, and where the task's predict has stages (a 3D voxel detector: voxelization, network, post-processing) each is
+also timed on its own (``predict.stages``).
 
 Memory: ``baseline`` is the RSS after the runtime's Python package is imported and the inputs are loaded, just
 before the model is loaded; the kernel's RSS high-water mark (VmHWM) is then reset (``/proc/self/clear_refs``)
@@ -35,10 +31,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-# imported before the baseline: a runtime's own import is not memory its inference adds. A backend names its own
-# (Backend.runtime_modules); the PyTorch row is not a backend.
-PYTORCH_IMPORTS = ("torch", "mmdet.apis", "mmdet.models")
-VOXEL_IMPORTS = ("torch", "mmdet3d.models", "mmdet3d.structures")  # every row of a 3D model: voxelizer and head
+# Imported before the baseline: a runtime's own import is not memory its inference adds. A backend names its own
+# (Backend.runtime_modules); the task what every row of its models imports (Task.worker_imports) and what its
+# PyTorch row does (Task.pytorch_imports).
 
 
 def _status_mib(field: str) -> float | None:
@@ -57,79 +52,28 @@ def reset_peak() -> bool:
         return False
 
 
-def load_pytorch(spec: dict):
-    """mmdet's detector from the export's model config and train's weights; predict = forward + decode + NMS."""
-    import torch
-    from mmdet.apis import init_detector
-
-    from admlops import compat
-
-    compat.apply()
-    if spec["threads"]:
-        torch.set_num_threads(spec["threads"])
-    samples = pickle.loads(Path(spec["samples"]).read_bytes())
-    model = init_detector(spec["model_config"], spec["checkpoint"], device="cpu")
-
-    def predict(batch: np.ndarray, idx: list[int]):
-        with torch.inference_mode():
-            return model.predict(torch.from_numpy(batch), [samples[i] for i in idx], rescale=False)
-
-    predict.kernels = lambda: f"ATen {torch.backends.cpu.get_cpu_capability()}"
-
-    def after(out) -> list[tuple[np.ndarray, np.ndarray]]:
-        res = []
-        for s in out:
-            p = s.pred_instances
-            res.append((torch.cat([p.bboxes, p.scores[:, None]], 1).numpy(), p.labels.numpy()))
-        return res
-
-    return predict, after, torch.get_num_threads()
-
-
-def load_backend(spec: dict):
+def runtime_imports(spec: dict) -> tuple[str, ...]:
+    """What a row imports before the baseline: its task's modules and the PyTorch row's or the backend's own."""
     from admlops.backends import get_backend
+    from admlops.tasks import get_task
 
-    runner = get_backend(spec["runtime"]).load(Path(spec["artifact_dir"]), threads=spec["threads"])
-
-    def predict(batch: np.ndarray, idx: list[int]):
-        return runner(batch)
-
-    predict.kernels = getattr(runner, "kernels", None)
-
-    def after(out) -> list[tuple[np.ndarray, np.ndarray]]:
-        dets, labels = np.asarray(out["dets"]), np.asarray(out["labels"])
-        return [(d[d[:, 4] > 0], lab[d[:, 4] > 0]) for d, lab in zip(dets, labels, strict=True)]
-
-    return predict, after, spec["threads"] or None
-
-
-def loader(spec: dict):
-    if spec.get("task") == "voxel-detection":
-        from admlops.components.export import export3d
-
-        return export3d.load_pytorch if spec["runtime"] == "pytorch" else export3d.load_backend
-    return load_pytorch if spec["runtime"] == "pytorch" else load_backend
-
-
-def runtime_imports(runtime: str) -> tuple[str, ...]:
-    """What ``runtime`` (``pytorch`` or a backend's name) imports before the baseline."""
-    if runtime == "pytorch":
-        return PYTORCH_IMPORTS
-    from admlops.backends import get_backend
-
-    return get_backend(runtime).runtime_modules
+    task = get_task(spec["task"])
+    own = task.pytorch_imports if spec["runtime"] == "pytorch" else get_backend(spec["runtime"]).runtime_modules
+    return task.worker_imports + own
 
 
 def run(spec: dict) -> tuple[dict, dict[int, tuple[np.ndarray, np.ndarray]]]:
-    voxel = VOXEL_IMPORTS if spec.get("task") == "voxel-detection" else ()
-    for module in runtime_imports(spec["runtime"]) + voxel:
+    from admlops.tasks import get_task
+
+    for module in runtime_imports(spec):
         importlib.import_module(module)
     inputs = np.load(spec["inputs"], allow_pickle=True)  # written by benchmark.py in its own scratch directory
     process_peak = _status_mib("VmHWM")
     baseline = _status_mib("VmRSS")
     exact = reset_peak()
     start = time.perf_counter()
-    predict, after, threads_used = loader(spec)(spec)
+    task = get_task(spec["task"])
+    predict, after, threads_used = (task.load_pytorch if spec["runtime"] == "pytorch" else task.load_backend)(spec)
     stages = getattr(predict, "stages", None)  # per-stage seconds of every call, where the model has stages
     kernels = getattr(predict, "kernels", None)  # what the runtime says (or its CPU flags select) it ran
     load_s = time.perf_counter() - start

@@ -28,17 +28,16 @@ def export(
     from pathlib import Path
 
     from admlops.components.export.export import export as run
-    from admlops.kfp_metrics import log_coco, log_evaluation
+    from admlops.kfp_metrics import log_evaluation
 
     pytorch = json.loads((Path(pytorch_report.path) / "metrics.json").read_text())
     result = run(dataset.path, model.path, onnx_model.path, deploy_config, pytorch, targets=targets,
                  max_drop_float=max_drop_float, max_drop_int8=max_drop_int8, calibration_images=calibration_images,
                  enforce_gates=enforce_gates, gate_floor=gate_floor)
-    for tag, measured in result["backends"].items():  # COCO numbers for a 2D model, KITTI's for a 3D one
+    for tag, measured in result["backends"].items():  # the task's numbers: COCO for a 2D model, KITTI's for a 3D one
         log_evaluation(metrics, measured, prefix=f"{tag.replace('-', '_')}_")
-    if "mAP50_difference" in result:
-        log_coco(metrics, result["onnxruntime"], prefix="onnx_")
-        metrics.log_metric("onnx_minus_pytorch_mAP50", round(result["mAP50_difference"], 4))
+    if "difference" in result:
+        metrics.log_metric(f"onnxruntime_fp32_minus_pytorch_{result['gated_metric']}", round(result["difference"], 4))
     gates = json.loads((Path(onnx_model.path) / "gates.json").read_text())
     metrics.log_metric("gates_passed", float(gates["passed"]))
     onnx_model.metadata.update({"framework": "onnx", "runtime": "onnxruntime", "deploy_config": deploy_config,

@@ -22,12 +22,12 @@ def export_trt(
     from pathlib import Path
 
     from admlops.components.export_trt.export_trt import export_trt as run
-    from admlops.kfp_metrics import log_coco
+    from admlops.kfp_metrics import log_evaluation
 
     result = run(dataset.path, onnx_model.path, engines.path, precisions, max_drop_float=max_drop_float,
                  max_drop_int8=max_drop_int8, calibration_images=calibration_images, enforce_gates=enforce_gates)
-    for tag, coco in result["backends"].items():
-        log_coco(metrics, coco, prefix=f"{tag.replace('-', '_')}_")
+    for tag, measured in result["backends"].items():
+        log_evaluation(metrics, measured, prefix=f"{tag.replace('-', '_')}_")
     gates = json.loads((Path(engines.path) / "gates.json").read_text())
     metrics.log_metric("gates_passed", float(gates["passed"]))
     first = next(iter(result["backends"]))

@@ -20,10 +20,10 @@ from pathlib import Path
 from admlops.backends import parse_targets
 from admlops.backends.parity import MAX_DROP_FLOAT, MAX_DROP_INT8, allowances, deploy_and_gate, enforce
 from admlops.backends.calibration import CALIBRATION_IMAGES
-from admlops.components.export.export import summary
 from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir
 from admlops.mmconfig import use_dataset
+from admlops.tasks import task_of
 
 DEFAULT_PRECISIONS = "fp16,int8"
 
@@ -59,11 +59,12 @@ def export_trt(
             raise InputError(onnx_dir / "metrics.json", "no PyTorch metrics to gate the engines against") from None
     deploy_cfg = Config.fromfile(str(onnx_dir / "deploy.py"))
     model_cfg = Config.fromfile(str(onnx_dir / "model.py"))
+    task = task_of(model_cfg)
     use_dataset(model_cfg, dataset_dir)
     with atomic_dir(out) as tmp:
         metrics, gates = deploy_and_gate(targets, onnx_dir / "end2end.onnx", tmp, dataset_dir, model_cfg, deploy_cfg,
-                                         pytorch_metrics, allowed, calibration_images, previous=Path(out))
-        result = summary(metrics, pytorch_metrics)
+                                         pytorch_metrics, allowed, calibration_images, task, previous=Path(out))
+        result = task.export_summary(metrics, pytorch_metrics)
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
         if enforce_gates:
             enforce(gates)

@@ -3,8 +3,9 @@
 Gates (each reports measured, allowed and by how much it missed):
 
 * **accuracy** — the candidate and the current production model are evaluated on the same dataset version with
-  the same COCO code; no class's AP@0.5 may drop by more than ``ap_tolerance`` points (AP x 100). Without a
-  production model there is nothing to regress from and the gate passes, saying so.
+  the same code (evaluate: the model's task); no class's per-class number (the task's ``per_class``: AP@0.5 for a
+  2D detector, 3D AP40 moderate for a KITTI voxel detector) may drop by more than ``ap_tolerance`` points. Without
+  a production model there is nothing to regress from and the gate passes, saying so.
 * **parity** — the candidate's deploy gates (export: every backend x precision against PyTorch) all passed.
 * **latency** — for each ``backend:precision`` with a budget, the candidate's benchmarked p50 at batch 1 is
   within it (milliseconds, from the zoo record's benchmark.json).
@@ -22,6 +23,7 @@ from admlops import catalog, refs, zoo
 from admlops.errors import UsageError
 from admlops.localfs import atomic_dir
 from admlops.objectstore import open_store
+from admlops.tasks import get_task
 
 
 def parse_budgets(text: str) -> dict[str, float]:
@@ -39,17 +41,20 @@ def parse_budgets(text: str) -> dict[str, float]:
 
 
 def accuracy_gate(candidate: dict, production: dict | None, tolerance: float) -> dict:
-    """Per-class AP@0.5 of the candidate against production's (run_coco_test layouts), in points."""
+    """Per class, the candidate's number against production's (evaluate's records: their task's ``per_class``), the
+    drop in points."""
     if production is None:
         return {"gate": "accuracy", "passed": True, "detail": "no production model: nothing to regress from",
                 "classes": {}}
+    task = get_task(candidate["task"])
+    ours_by_class = task.per_class(candidate)
     classes, failed = {}, []
-    for name, prod in production["per_class"].items():
-        ours = candidate["per_class"].get(name, {}).get("AP50", 0.0)
-        drop = round((prod["AP50"] - ours) * 100.0, 4)
-        classes[name] = {"candidate": ours, "production": prod["AP50"], "drop_points": drop, "allowed_points": tolerance}
+    for name, prod in task.per_class(production).items():
+        ours = ours_by_class.get(name, 0.0)
+        drop = round((prod - ours) * task.metric.points_per_unit, 4)
+        classes[name] = {"candidate": ours, "production": prod, "drop_points": drop, "allowed_points": tolerance}
         if drop > tolerance:
-            failed.append(f"{name} AP@0.5 dropped {drop:.2f} points (allowed {tolerance:.2f})")
+            failed.append(f"{name} {task.per_class_label} dropped {drop:.2f} points (allowed {tolerance:.2f})")
     return {"gate": "accuracy", "passed": not failed, "detail": "; ".join(failed) or
             f"no class dropped more than {tolerance:.2f} points", "classes": classes}
 
@@ -116,7 +121,7 @@ def promote_gated(name: str, candidate: str, dataset_dir: str | Path, out: str |
              latency_gate(benchmark, budgets)]
     report = {"model": name, "candidate": version, "alias": alias, "production": current, "dataset": str(dataset_dir),
               "passed": all(g["passed"] for g in gates), "gates": gates,
-              "metrics": {k: {"bbox": v["bbox"], "per_class": v["per_class"]} for k, v in metrics.items()}}
+              "metrics": metrics}
     with atomic_dir(out) as tmp:
         (tmp / "promotion.json").write_text(json.dumps(report, indent=2))
         (tmp / "promotion.md").write_text(render(report))

@@ -5,11 +5,12 @@ from admlops.pipelines.cli.common import list_versions, show_version, store_arg
 
 
 def cmd_promote(args) -> None:
-    from admlops import zoo
+    from admlops import refs, zoo
     from admlops.objectstore import open_store
 
-    record = zoo.promote(open_store(args.store), args.name, args.version, args.alias, force=args.force,
-                         reason=args.reason or "")
+    store = open_store(args.store)
+    version = refs.find(store, "models", args.name, args.version)  # a version id or an alias; exit 2 if unknown
+    record = zoo.promote(store, args.name, version, args.alias, force=args.force, reason=args.reason or "")
     forced = f", FORCED past failed gates ({record['reason']})" if record.get("forced") else ""
     print(f"{args.name}:{args.alias} -> {record['version']} (was {record['previous']}), by {record['by']}{forced}")
 
@@ -37,9 +38,9 @@ def add_commands(sub) -> None:
     s.add_argument("ref", help="NAME@VERSION or NAME@ALIAS")
     s.set_defaults(func=lambda a: show_version("models", a))
     s = zoo.add_parser("promote", help="point an alias (candidate, production, ...) at a version")
-    s.add_argument("name")
-    s.add_argument("version")
-    s.add_argument("alias")
+    s.add_argument("name", help="the zoo model's name")
+    s.add_argument("version", help="the version to promote: its id, or an alias it holds (e.g. candidate)")
+    s.add_argument("alias", help="the alias to point at it")
     s.add_argument("--force", action="store_true", help="promote although the version's deploy gates failed "
                    "(recorded with who, when and --reason)")
     s.add_argument("--reason", help="with --force: why (kept in the alias record and its history)")
