@@ -276,9 +276,10 @@ def rare_class(args) -> None:
         score(work / "preds", base_coco, work / "scores")
     selections = {}
     for name, targets in (("selection", [RARE]), ("selection-no-target", None)):
-        if not (work / name / "selection.json").is_file():
-            select(work / "preds", work / "scores", work / name, budget_boxes=args.budget_boxes, targets=targets)
-        selections[name] = json.loads((work / name / "selection.json").read_text())
+        where = work / f"{name}-{args.budget_boxes}boxes"  # a cached selection is reused only for the same budget
+        if not (where / "selection.json").is_file():
+            select(work / "preds", work / "scores", where, budget_boxes=args.budget_boxes, targets=targets)
+        selections[name] = json.loads((where / "selection.json").read_text())
     chosen = [f["frame"] for f in selections["selection"]["frames"]]
     untargeted = [f["frame"] for f in selections["selection-no-target"]["frames"]]
     spent = sum(boxes[f] for f in chosen)
