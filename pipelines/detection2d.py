@@ -36,6 +36,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         train_max_iters: int = 0,
         train_batch_size: int = 0,
         train_seed: int = 0,
+        train_init_from: str = "auto",
         export_deploy_config: str = "detection_onnxruntime_dynamic",
         deploy_backends: str = "onnxruntime:fp32,openvino:fp32,openvino:int8",
         deploy_calibration_images: int = 32,
@@ -55,7 +56,10 @@ def build(profile: profiles.ClusterProfile | None = None):
     ):
         """``source`` is the KITTI-format data: a path or a dataset version ``NAME@VERSION`` in ``store`` (an ``s3://bucket/prefix``,
         a path, or empty for the default local store). ``train_max_iters``/``train_batch_size`` of 0 keep the
-        config's values; ``bench_max_images`` 0 = all val images. ``deploy_backends``: the deploy targets as
+        config's values; ``train_init_from``: the model training starts from, a zoo model
+        ``NAME@VERSION``/``NAME@ALIAS`` in ``store`` (``auto``: the model that mined ``source``, when it is an
+        iterate round's merged version, else from scratch; empty: from scratch; the TrainJob path of a cluster
+        profile trains from scratch); ``bench_max_images`` 0 = all val images. ``deploy_backends``: the deploy targets as
         comma-separated ``backend:precision`` pairs, each built from the exported ONNX and gated against PyTorch's
         mAP@0.5 (allowed drops in points: ``deploy_max_drop_float`` for fp32/fp16, ``deploy_max_drop_int8``); a
         target over its allowance is recorded as failed, is not benchmarked and is blocked from ``zoo_alias``, while
@@ -76,7 +80,8 @@ def build(profile: profiles.ClusterProfile | None = None):
             ), "train-distributed")
         else:
             model = on(train(dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters,
-                             batch_size=train_batch_size, seed=train_seed, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                             batch_size=train_batch_size, seed=train_seed, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                             init_from=train_init_from, store=store),
                        "train", gpu=True)
         scores = on(evaluate(dataset=data.outputs["dataset"], model=model.outputs["model"]), "evaluate", gpu=True)
         onnx = on(export(dataset=data.outputs["dataset"], model=model.outputs["model"], pytorch_report=scores.outputs["report"],

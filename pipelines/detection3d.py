@@ -34,6 +34,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         train_batch_size: int = 0,
         train_seed: int = 0,
         train_cfg_options: str = "",
+        train_init_from: str = "auto",
         export_deploy_config: str = "voxel-detection_onnxruntime_dynamic",
         deploy_backends: str = "onnxruntime:fp32,onnxruntime:int8",
         deploy_calibration_images: int = 32,
@@ -53,7 +54,8 @@ def build(profile: profiles.ClusterProfile | None = None):
         label_2, calib, velodyne; ImageSets/ train and val) or, with ``data_format=nuscenes``, a nuScenes root of
         ``data_nuscenes_version``. ``train_config``: a name in configs/models or a path; ``train_max_iters`` /
         ``train_batch_size`` of 0 keep the config's values; ``train_cfg_options``: space-separated KEY=VALUE
-        overrides as ``admlops train --cfg-options`` takes them. Evaluate logs KITTI's AP40 at moderate difficulty
+        overrides as ``admlops train --cfg-options`` takes them; ``train_init_from``: a zoo model to start from
+        (``auto``: the model that mined ``source``, else from scratch; empty: from scratch). Evaluate logs KITTI's AP40 at moderate difficulty
         per class and their means as metrics, with every difficulty and IoU threshold in its Markdown report. A KITTI
         model is exported (mmdeploy VoxelDetection -> ``deploy_backends``: ONNX Runtime fp32 and int8, the int8
         calibrated on ``deploy_calibration_images`` train scans; each gated on the class-mean 3D AP40 moderate: at most
@@ -69,7 +71,8 @@ def build(profile: profiles.ClusterProfile | None = None):
         # Training runs in the step's pod (with the profile's GPU); a TrainJob (profile.train_nodes) is detection2d's.
         model = on(train(dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters,
                          batch_size=train_batch_size, seed=train_seed, cfg_options=train_cfg_options,
-                         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "train", gpu=True)
+                         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, init_from=train_init_from, store=store),
+                   "train", gpu=True)
         scores = on(evaluate(dataset=data.outputs["dataset"], model=model.outputs["model"]), "evaluate", gpu=True)
         def register_step(**deployed):
             return on(register(dataset=data.outputs["dataset"], model=model.outputs["model"], report=scores.outputs["report"],

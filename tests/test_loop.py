@@ -57,6 +57,8 @@ def test_a_whole_round_and_its_lineage(learned_model, tmp_path):
     assert production != first.version
     lineage = catalog.show(store, "models", "det", production).info["lineage"]
     assert lineage["dataset"]["name"] == "kitti-coco" and lineage["dataset"]["version"] == merged
+    # the round's retraining started from the model that mined it (train_init_from "auto"), its parent in the zoo
+    assert lineage["parent_model"] == f"det@{first.version}"
     parent = merged_info["lineage"]
     assert parent["parent"] == original.ref()
     assert parent["model"]["name"] == "det" and parent["model"]["version"] == first.version

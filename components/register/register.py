@@ -29,11 +29,15 @@ def register(
     store_uri: str = "",
 ) -> dict:
     """Publish and alias; ``dataset`` is the dataset's version record (the lineage). ``onnx_dir`` and ``bench_dir``
-    (export's and benchmark's outputs) may be None for a model not exported. Returns the zoo record."""
+    (export's and benchmark's outputs) may be None for a model not exported. ``parent``: the parent model in the
+    lineage; empty: the model training started from (train's init_from.json), if any. Returns the zoo record."""
     store = open_store(store_uri)
     model_dir = Path(model_dir)
+    init = model_dir / "init_from.json"
+    parent = parent or (json.loads(init.read_text())["model"] if init.is_file() else "")
     files = [(model_dir / "model.pth", "model.pth"), (model_dir / "config.py", "config.py"),
              (model_dir / "train_log.json", "metrics/train_log.json"), (Path(eval_dir) / "metrics.json", "metrics/pytorch.json")]
+    files += [(init, "metrics/init_from.json")] if init.is_file() else []
     if onnx_dir is not None:
         onnx_dir = Path(onnx_dir)
         files += [(onnx_dir / "metrics.json", "metrics/onnx.json"), (onnx_dir / "end2end.onnx", "onnx/end2end.onnx"),

@@ -7,6 +7,7 @@ Output layout (the ``Model`` artifact that evaluate and export read)::
     config.py          the full, resolved mmengine config the model was trained with
     model.pth          weights + metadata only (loads with torch's safe weights_only loader)
     train_log.json     one JSON object per logged iteration (loss, lr, time)
+    init_from.json     with ``init_from``: the model it started from and what was loaded, remapped, re-initialised
     work/              mmengine's work dir: the last full checkpoint, logs, the offline W&B run
 
 While training, the work dir is ``.<out>.work`` beside ``out``: a restarted run (the same ``out``) resumes
@@ -169,12 +170,17 @@ def train(
     run_id: str = "",
     wandb: bool = False,
     cfg_options: dict | None = None,
+    init_from: str = "",
+    init_store: str | None = None,
 ) -> dict:
     """Train ``config`` on ``dataset_dir`` and publish the model directory at ``out``; returns a summary.
 
     Under torchrun (WORLD_SIZE > 1) every process trains its shard with DDP and rank 0 publishes.
     ``batch_size`` is per process. ``wandb`` logs through mmengine's WandbVisBackend, offline unless
-    WANDB_MODE says otherwise, grouped by ``run_id``. ``cfg_options`` (``parse_cfg_options``) are merged last."""
+    WANDB_MODE says otherwise, grouped by ``run_id``. ``cfg_options`` (``parse_cfg_options``) are merged last.
+    ``init_from``: start from that model's weights (components/train/init_from.py: a zoo model in ``init_store``,
+    default ``store``; a train output or a checkpoint file), not from scratch; a resumed run resumes its own
+    checkpoint instead."""
     compat.apply()
     import torch
     from mmengine.config import Config
@@ -210,6 +216,14 @@ def train(
     if sync and rank == 0:
         sync.restore()  # the other ranks wait in the rendezvous below, then resume from the same file
     cfg.resume = (work / "last_checkpoint").is_file()
+    if init_from and not cfg.resume:
+        from admlops.components.train.init_from import describe, initial_weights
+
+        report = initial_weights(cfg, init_from, dataset_meta(dataset_dir, cfg)["classes"], work / f"init.rank{rank}.pth",
+                                 store if init_store is None else init_store)
+        cfg.load_from = str(work / f"init.rank{rank}.pth")
+        (work / "init_from.json").write_text(json.dumps(report, indent=2))
+        print(describe(report), flush=True)
     compat.own_runner_state(cfg)
     runner = Runner.from_cfg(cfg)
     if sync:
@@ -225,6 +239,10 @@ def _publish(cfg, config: str, seed: int, dataset_dir, out, work: Path) -> dict:
         last = Path((work / "last_checkpoint").read_text().strip())
         iters = cfg.train_cfg.max_iters
         meta = {"iter": iters, "config": str(config), "seed": seed, "dataset_meta": dataset_meta(dataset_dir, cfg)}
+        init = json.loads((work / "init_from.json").read_text()) if (work / "init_from.json").is_file() else None
+        if init:
+            meta["init_from"] = {k: init[k] for k in ("model", "sha256")}
+            (tmp / "init_from.json").write_text(json.dumps(init, indent=2))
         publish_weights(last, tmp / "model.pth", meta)
         cfg.work_dir = "work"  # the dumped config must not point at the scratch work dir
         cfg.resume = False  # nor resume a run: it describes the published weights (model.pth)
@@ -233,9 +251,14 @@ def _publish(cfg, config: str, seed: int, dataset_dir, out, work: Path) -> dict:
         records = [json.loads(line) for log in sorted(work.glob("*/vis_data/scalars.json"))
                    for line in log.read_text().splitlines()]  # every (re)start of the run, in order
         (tmp / "train_log.json").write_text(json.dumps(records))
+        for copy in work.glob("init.rank*.pth"):  # the fitted start weights: the checkpoint they came from is named
+            copy.unlink()
         shutil.move(str(work), tmp / "work")
         (tmp / "work" / "last_checkpoint").write_text(str(Path(out) / "work" / last.name))
         losses = [r["loss"] for r in records if "loss" in r]
         summary = {"iterations": iters, "final_loss": losses[-1] if losses else None, "first_loss": losses[0] if losses else None}
+        if init:
+            summary["init_from"] = {"model": init["model"], "loaded": init["loaded"], "remapped": len(init["remapped"]),
+                                    "reinitialised": init["reinitialised"]}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -17,7 +17,7 @@ def cmd_train(args) -> int | None:
         return launch(args.nproc, args.argv)
     summary = train_uri(args.dataset, args.out, config=args.config, max_iters=args.max_iters, batch_size=args.batch_size,
                         seed=args.seed, checkpoint_interval=args.checkpoint_interval, store=args.store or "",
-                        run_id=args.run_id or "", wandb=args.wandb, cfg_options=cfg_options)
+                        run_id=args.run_id or "", wandb=args.wandb, cfg_options=cfg_options, init_from=args.init_from or "")
     if int(os.environ.get("RANK", "0")) == 0:
         print_json(summary)
     return None
@@ -76,6 +76,9 @@ def add_commands(sub) -> None:
     s.add_argument("--store", help="object store for checkpoints (with --run-id): a restarted run resumes from there")
     s.add_argument("--run-id", help="the run's id: checkpoints under <store>/checkpoints/<run-id>/, W&B group")
     s.add_argument("--wandb", action="store_true", help="log to Weights & Biases (offline unless WANDB_MODE is set)")
+    s.add_argument("--init-from", metavar="MODEL", help="start from this model's weights, not from scratch: a zoo model "
+                   "NAME@VERSION or NAME@ALIAS (in --store), a train output directory or a checkpoint file; layers of "
+                   "the same shape are loaded, a class head is remapped by class name, another architecture is refused")
     s.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config settings, as mmdet's tools/train.py: dotted keys the config has (list items by "
                    "index), values as mmengine's DictAction parses them (1, 0.5, true, None, a,b, [a,b], (a,b)), e.g. "
