@@ -33,11 +33,16 @@ Each shim has a test (tests/test_compat.py) that fails if the shim is removed or
    detections all lie out of range) fails evaluation instead of scoring mAP 0. With no box there is nothing for
    the field to filter, so we answer ``detection_name`` then and ask the devkit otherwise
    (tests/test_det3d_nuscenes.py scores a split without detections).
+8. mmdeploy 1.3's ONNX symbolic of mmcv's RoIAlign (two-stage detectors: Faster R-CNN's RoI extractor) casts the
+   RoIs' batch indices with ``torch.onnx.symbolic_opset9._cast_Long``, a helper torch removed; the export of any
+   two-stage detector fails with an ImportError. We put back what it did: an ONNX ``Cast`` to int64
+   (tests/test_families.py exports Faster R-CNN and compares its boxes with PyTorch's).
 """
 from __future__ import annotations
 
 import builtins
 import functools
+import importlib
 import importlib.abc
 import importlib.util
 import sys
@@ -59,6 +64,15 @@ def _onnx_export_legacy_default() -> None:
 
     export._admlops_shim = True
     torch.onnx.export = export
+
+
+def _onnx_cast_long() -> None:
+    symbolic_opset9 = importlib.import_module("torch.onnx.symbolic_opset9")  # the module mmdeploy imports from
+    if not hasattr(symbolic_opset9, "_cast_Long"):
+        def _cast_Long(g, input, non_blocking):  # noqa: N802 (the name mmdeploy imports)
+            return g.op("Cast", input, to_i=7)  # onnx.TensorProto.INT64
+
+        symbolic_opset9._cast_Long = _cast_Long
 
 
 def mmengine_checkpoint_globals() -> list:
@@ -250,6 +264,7 @@ def apply() -> None:
     if _applied:
         return
     _onnx_export_legacy_default()
+    _onnx_cast_long()
     _allow_mmengine_checkpoints()
     _numpy_long_alias()
     _mmengine_cpu_ddp()

@@ -109,11 +109,25 @@ def _example_config(kind: DataRoot) -> str:
     return {KITTI: "pointpillars_kitti_cpu", NUSCENES: "centerpoint_pillar_nuscenes_cpu"}[kind]
 
 
+def set_num_classes(node, n: int) -> None:
+    """Every ``num_classes`` under a model config set to ``n`` (a two-stage detector has them nested:
+    ``roi_head.bbox_head.num_classes``; a one-stage one in ``bbox_head``)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "num_classes":
+                node[key] = n
+            else:
+                set_num_classes(value, n)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            set_num_classes(item, n)
+
+
 def _use_coco_dataset(cfg, root: Path, eval_split: str) -> None:
     """Data roots, annotation files, classes and num_classes of an mmdet config: training reads
     ``annotations/train.json``; validation and test read ``annotations/<eval_split>.json``."""
     meta = dataset_meta(root)
-    cfg.model.bbox_head.num_classes = len(meta["classes"])
+    set_num_classes(cfg.model, len(meta["classes"]))
     for name, split in (("train_dataloader", "train"), ("val_dataloader", eval_split), ("test_dataloader", eval_split)):
         ds = cfg[name].dataset
         ds.data_root = str(root)

@@ -299,3 +299,38 @@ def test_runners_name_their_kernels(tiny_onnx, tmp_path):
         assert sum(int(n) for n in counted.values()) == 3, counted  # every convolution, once
         assert all(("I8" in p.upper()) is (precision == "int8") for p in counted), counted
     assert kernels["onnxruntime", "int8"].startswith(f"MLAS U8S8 {int8_kernels()} (by CPU flags)")
+
+
+def _graph_with(tmp_path, *ops: tuple[str, str]):
+    """A one-input graph whose nodes are ``ops`` ((domain, op type)) after an Identity: what a backend checks."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Identity", ["x"], ["y0"])]
+    nodes += [helper.make_node(op, [f"y{i}"], [f"y{i + 1}"], domain=domain) for i, (domain, op) in enumerate(ops)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info(f"y{len(ops)}", TensorProto.FLOAT, [1])])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11), *(
+        helper.make_opsetid(d, 1) for d in dict.fromkeys(d for d, _ in ops))]), str(path))
+    return path
+
+
+def test_a_backend_refuses_a_graph_with_ops_it_cannot_run_naming_them(tmp_path):
+    """Ops outside ONNX's domains: ONNX Runtime runs mmdeploy's (its custom-op library) but not mmcv's TensorRT-plugin
+    ops; OpenVINO and TensorRT (no plugin library loaded) run neither. The refusal names every op, and a build is
+    refused before it writes anything; a graph of standard ops passes every backend (the control)."""
+    custom = _graph_with(tmp_path, ("mmcv", "MMCVRoiAlign"), ("mmdeploy", "NMSRotated"))
+    with pytest.raises(UsageError, match=r"onnxruntime: the graph g.onnx uses mmcv::MMCVRoiAlign, which onnxruntime"):
+        get_backend("onnxruntime").check_graph(custom)
+    for name in ("openvino", "tensorrt"):
+        with pytest.raises(UsageError, match=f"uses mmcv::MMCVRoiAlign, mmdeploy::NMSRotated, which {name} cannot run"):
+            get_backend(name).check_graph(custom)
+    with pytest.raises(UsageError, match="openvino cannot run"):
+        get_backend("openvino").build(custom, tmp_path / "ov", "fp32")
+    assert not (tmp_path / "ov").exists()
+    (tmp_path / "mmdeploy").mkdir()
+    (tmp_path / "standard").mkdir()
+    get_backend("onnxruntime").check_graph(_graph_with(tmp_path / "mmdeploy", ("mmdeploy", "NMSRotated")))
+    for name in ("onnxruntime", "openvino", "tensorrt"):
+        get_backend(name).check_graph(_graph_with(tmp_path / "standard"))

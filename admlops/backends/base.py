@@ -34,6 +34,7 @@ from admlops.localfs import file_sha256
 from admlops.registry import Registry
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+STANDARD_DOMAINS = ("", "ai.onnx")  # ONNX's own operator set
 BUILD_REPORT = "build.json"
 # backend name -> module that registers it (imported on first use: each imports its runtime lazily)
 BACKENDS: Registry[type["Backend"]] = Registry("deploy backend", {
@@ -85,6 +86,14 @@ class BuildResult:
     artifact: Path  # the file a runner loads (model.onnx, model.xml, model.engine)
     precision: str
     report: dict = field(default_factory=dict)  # JSON-serialisable: also written to build.json beside the artifact
+
+
+def custom_ops(onnx_file: Path) -> list[str]:
+    """The graph's ops outside ONNX's own domains, as ``domain::Op`` (sorted, each once)."""
+    import onnx
+
+    model = onnx.load(str(onnx_file), load_external_data=False)
+    return sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in STANDARD_DOMAINS})
 
 
 def onnx_io(onnx_file: Path) -> tuple[list[str], list[str]]:
@@ -167,6 +176,17 @@ class Backend(ABC):
     # modules the runner needs imported (the runtime and what it loads): the benchmark worker imports them before
     # its memory baseline, so a runtime's own import is not counted as memory its inference adds
     runtime_modules: tuple[str, ...] = ()
+    # ONNX domains of non-standard ops the runtime runs (a plugin or a custom-op library it loads); a graph with an
+    # op of another domain is refused before anything is built (``check_graph``)
+    custom_domains: tuple[str, ...] = ()
+
+    def check_graph(self, onnx_file: Path) -> None:
+        """A UsageError naming every op of ``onnx_file`` this backend cannot run (outside ONNX's own domains and
+        ``custom_domains``), so export refuses the target with the reason instead of failing in its build."""
+        if missing := [op for op in custom_ops(onnx_file) if op.split("::")[0] not in self.custom_domains]:
+            raise UsageError(f"deploy target {self.name}: the graph {Path(onnx_file).name} uses {', '.join(missing)}, "
+                             f"which {self.name} cannot run (no plugin for it here): leave {self.name} out of the "
+                             "targets for this model")
 
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:
@@ -188,6 +208,7 @@ class Backend(ABC):
         self.check_precision(precision)
         onnx_file, out_dir = Path(onnx_file), Path(out_dir)
         inputs, outputs = onnx_io(onnx_file)
+        self.check_graph(onnx_file)
         if precision == "int8":
             check_calibration(calibration, inputs, shapes)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -30,19 +30,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from admlops.backends.base import Backend, BuildResult, Calibration, Runner, Shapes, register
+from admlops.backends.base import Backend, BuildResult, Calibration, Runner, Shapes, custom_ops, register
 from admlops.cpu import int8_kernels, int8_settings
 from admlops.localfs import link_or_copy
 
 QUANTIZED_OPS = ["Conv"]
 QUANT_OPSET = 13
-
-
-def _custom_domains(onnx_file: Path) -> set[str]:
-    import onnx
-
-    model = onnx.load(str(onnx_file), load_external_data=False)
-    return {n.domain for n in model.graph.node} - {"", "ai.onnx", "com.microsoft"}
 
 
 def session(onnx_file: Path, threads: int = 0):
@@ -57,7 +50,7 @@ def session(onnx_file: Path, threads: int = 0):
     # detection3d demo model, 2 threads: with spinning, the torch stages around the graph took p90 21-27 ms
     # instead of 1-4 ms.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if _custom_domains(onnx_file):
+    if any(op.split("::")[0] == "mmdeploy" for op in custom_ops(onnx_file)):
         from mmdeploy.backend.onnxruntime.init_plugins import get_ops_path
 
         opts.register_custom_ops_library(get_ops_path())
@@ -102,6 +95,7 @@ class OnnxRuntime(Backend):
     name = "onnxruntime"
     device = "cpu"
     precisions = ("fp32", "int8")
+    custom_domains = ("com.microsoft", "mmdeploy")  # its contrib ops; mmdeploy's custom-op library, loaded when used
     runtime_modules = ("onnxruntime", "mmdeploy.backend.onnxruntime.init_plugins")  # mmdeploy's custom ops (imports torch)
 
     def environment(self) -> dict:

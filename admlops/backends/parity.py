@@ -153,6 +153,8 @@ def deploy_and_gate(targets: list[tuple[str, str]], onnx_file: Path, out_dir: Pa
     whose per-target caches may be reused.
     Writes ``out_dir/gates.json``; returns the metrics per target and the gates (enforcing is the caller's)."""
     metric = metric or task.metric
+    for name in dict.fromkeys(name for name, _ in targets):  # a target that cannot run the graph: refused before any build
+        get_backend(name).check_graph(onnx_file)
     settings = build_settings(deploy_cfg)
     shapes = settings.get("input_shapes")
     calibration, metrics, gates = None, {}, []

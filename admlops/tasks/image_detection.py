@@ -67,15 +67,17 @@ def per_class_ap(ann_file: str | Path, det_file: str | Path) -> dict[str, dict[s
 
 
 def sync_post_processing(deploy_cfg, model_cfg) -> None:
-    """Make the exported NMS use the model's own test_cfg, so ONNX and PyTorch decode alike."""
+    """Make the exported NMS use the model's own test_cfg, so ONNX and PyTorch decode alike. A two-stage detector's
+    boxes are its second stage's (``rcnn``), its candidates its proposals' (``rpn``)."""
     test_cfg = model_cfg.model.test_cfg
+    final, first = test_cfg.get("rcnn", test_cfg), test_cfg.get("rpn", test_cfg)
     pp = deploy_cfg.codebase_config.post_processing
-    pp.score_threshold = test_cfg.score_thr
-    pp.confidence_threshold = test_cfg.score_thr
-    pp.iou_threshold = test_cfg.nms.iou_threshold
-    pp.pre_top_k = test_cfg.nms_pre
-    pp.keep_top_k = test_cfg.max_per_img
-    pp.max_output_boxes_per_class = test_cfg.max_per_img
+    pp.score_threshold = final.score_thr
+    pp.confidence_threshold = final.score_thr
+    pp.iou_threshold = final.nms.iou_threshold
+    pp.pre_top_k = first.nms_pre
+    pp.keep_top_k = final.max_per_img
+    pp.max_output_boxes_per_class = final.max_per_img
 
 
 def sync_input_shapes(deploy_cfg, model_cfg) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from admlops import refs
 from admlops.errors import InputError
 from admlops.localfs import file_sha256
+from admlops.mmconfig import set_num_classes
 
 FORMS = "a zoo model NAME@VERSION or NAME@ALIAS, a train output directory (model.pth) or a checkpoint file"
 
@@ -57,19 +58,6 @@ def _load(torch, path: Path) -> dict:
     return ckpt
 
 
-def _set_num_classes(node, n: int) -> None:
-    """Every ``num_classes`` of a model config (heads nest them: ``roi_head.bbox_head.num_classes``) set to ``n``."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "num_classes":
-                node[key] = n
-            else:
-                _set_num_classes(value, n)
-    elif isinstance(node, (list, tuple)):
-        for item in node:
-            _set_num_classes(item, n)
-
-
 def class_layers(model_cfg, n: int, model_state: dict) -> dict[str, tuple[int, int]]:
     """The class layers of a model of ``n`` classes (``model_state``): name -> (k, extra) rows (module doc)."""
     import copy
@@ -77,7 +65,7 @@ def class_layers(model_cfg, n: int, model_state: dict) -> dict[str, tuple[int, i
     from mmengine.registry import MODELS
 
     probe = copy.deepcopy(model_cfg)
-    _set_num_classes(probe, n + 1)
+    set_num_classes(probe, n + 1)
     grown = MODELS.build(probe).state_dict()
     layers = {}
     for key, tensor in model_state.items():
