@@ -11,7 +11,7 @@ from mmengine.config import Config
 from admlops.configs import resolve
 from conftest import admlops
 
-CPU_FAMILIES = ("yolox_tiny_kitti", "faster_rcnn_r50_fpn_kitti_cpu")
+CPU_FAMILIES = ("yolox_tiny_kitti", "faster_rcnn_r50_fpn_kitti_cpu", "yolov3_mobilenetv2_kitti")
 FULL_SIZE = {"rtmdet_s_kitti": (1280, 384), "yolox_s_kitti": (1280, 384)}
 
 

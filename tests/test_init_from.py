@@ -44,6 +44,16 @@ def test_class_rows_are_remapped_by_name_and_new_classes_keep_their_initialisati
     assert state["cls.w"][:, 0].tolist() == [2.0, 1.0, 0.0] and report["reinitialised"] == {}
 
 
+def test_a_layer_whose_classes_interleave_is_reinitialised_whole():
+    """YOLOv3's predictions: per anchor 5 box/objectness rows then the classes (k=3 rows per class, 15 of no class):
+    not class by class, so with other classes the layer keeps its fresh initialisation, every class listed."""
+    ckpt = {"pred.w": _rows(3 * (5 + 3))}
+    state, report = fit({"pred.w": torch.full((3 * (5 + 3), 2), -1.0)}, ckpt, OLD, NEW, {"pred.w": (3, 15)}, "y.pth")
+    assert (state["pred.w"] == -1).all() and report["reinitialised"] == {"pred.w": NEW}
+    state, report = fit({"pred.w": torch.full((24, 2), -1.0)}, ckpt, OLD, OLD, {"pred.w": (3, 15)}, "y.pth")
+    assert torch.equal(state["pred.w"], ckpt["pred.w"]) and report["loaded"] == 1  # the same classes: loaded
+
+
 def test_another_architecture_is_refused_naming_the_first_mismatched_layer():
     ckpt = {"backbone.w": torch.zeros(8, 2), "cls.w": _rows(3), "fc_cls.w": _rows(4), "reg.w": _rows(12)}
     with pytest.raises(InputError, match=r"first mismatched layer backbone.w \(checkpoint \(8, 2\), model \(4, 2\)\)"):

@@ -8,8 +8,11 @@ Every parameter of the new model is matched by name to the checkpoint's:
   class: a softmax head's background row), e.g. RTMDet's and YOLOX's class convolutions (k=1), Faster R-CNN's
   ``fc_cls`` (k=1, extra=1) and its per-class ``fc_reg`` (k=4). Their rows are **remapped** by class name (the
   checkpoint's ``meta.dataset_meta.classes``): a class the checkpoint has gets its rows wherever it now sits, a new
-  class keeps the model's own initialisation (**re-initialised**, listed per layer), the extra rows are copied. A
-  checkpoint that names no classes is loaded as it is when the shapes agree (the same classes assumed, said so);
+  class keeps the model's own initialisation (**re-initialised**, listed per layer), the extra rows are copied. Rows
+  are class by class only where at most one row belongs to no class; a layer with more (YOLOv3's per-anchor
+  predictions: 3 x (5 + classes) rows, the classes interleaved with each anchor's box and objectness) is
+  re-initialised whole when the classes differ. A checkpoint that names no classes is loaded as it is when the
+  shapes agree (the same classes assumed, said so);
 * every other parameter is **loaded** when its shape is the same;
 * anything else (a parameter the checkpoint lacks or has in excess, another shape) means another architecture:
   refused (InputError naming the first mismatched layer and both shapes) before training starts.
@@ -93,14 +96,15 @@ def fit(model_state: dict, ckpt_state: dict, old_classes: list[str] | None, new_
                 mismatches.append(key)
                 continue
             out = fresh.clone()
-            kept = [c for c in new_classes if c in old_classes]
+            kept = [c for c in new_classes if c in old_classes] if extra <= 1 else []
             for c in kept:
                 i, j = new_classes.index(c), old_classes.index(c)
                 out[k * i:k * (i + 1)] = old[k * j:k * (j + 1)]
-            out[k * len(new_classes):] = old[k * len(old_classes):]
+            if kept:
+                out[k * len(new_classes):] = old[k * len(old_classes):]
             fitted[key] = out
             remapped[key] = {"rows_per_class": k, "extra_rows": extra, "kept": kept,
-                             "new": [c for c in new_classes if c not in old_classes]}
+                             "new": [c for c in new_classes if c not in kept]}
         elif old.shape == fresh.shape:
             fitted[key] = old
         else:
