@@ -40,6 +40,7 @@ COMPONENT_IMAGES: dict[str, tuple[str, str]] = {
     "infos": ("cpu", "cpu"),  # KITTI / nuScenes -> an mmdet3d data root
     "analyze": ("cpu", "cpu"),
     "train": ("cpu", "train"),
+    "tune": ("cpu", "train"),  # trials train and evaluate
     "evaluate": ("cpu", "train"),
     "export": ("cpu", "deploy"),
     "benchmark": ("cpu", "deploy"),

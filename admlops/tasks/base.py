@@ -86,6 +86,7 @@ class Task:
     description: str  # how messages name the kind, e.g. "2D image detector (mmdet, CocoDataset)"
     dataset: str  # the dataset type its configs test on (mmconfig.dataset_type)
     metric: Metric
+    val_key: str  # the gated metric as the validation loop logs it during training (tune's pruner reads it)
     per_class_label: str  # what ``per_class`` measures, e.g. "AP@0.5"
     # export: None = this kind is not exportable
     deploy_config: str | None = None

@@ -157,6 +157,7 @@ class ImageDetection(Task):
     description = "2D image detector (mmdet, CocoDataset)"
     dataset = "CocoDataset"
     metric = COCO_MAP50
+    val_key = "coco/bbox_mAP_50"
     per_class_label = "AP@0.5"
     deploy_config = "detection_onnxruntime_dynamic"
     codebase = "mmdet"

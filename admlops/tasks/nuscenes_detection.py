@@ -92,6 +92,7 @@ class NuScenesDetection(Task):
     description = f"3D detector on nuScenes (mmdet3d, {NUSCENES_DATASET}: LiDAR or camera)"
     dataset = NUSCENES_DATASET
     metric = NUSCENES_MAP
+    val_key = "NuScenes metric/pred_instances_3d_NuScenes/mAP"
     per_class_label = "AP (mean over centre distances)"
 
     def prepare_test(self, cfg, work_dir: Path) -> None:

@@ -190,6 +190,7 @@ class VoxelDetection(Task):
     description = f"3D voxel detector (mmdet3d, {KITTI_DATASET})"
     dataset = KITTI_DATASET
     metric = KITTI_3D_AP40_MODERATE
+    val_key = "Kitti metric/pred_instances_3d/KITTI/Overall_3D_AP40_moderate"
     per_class_label = "3D AP40 moderate"
     deploy_config = "voxel-detection_onnxruntime_dynamic"
     codebase = "mmdet3d"

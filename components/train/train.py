@@ -172,6 +172,7 @@ def train(
     cfg_options: dict | None = None,
     init_from: str = "",
     init_store: str | None = None,
+    hooks: list | None = None,
 ) -> dict:
     """Train ``config`` on ``dataset_dir`` and publish the model directory at ``out``; returns a summary.
 
@@ -180,7 +181,7 @@ def train(
     WANDB_MODE says otherwise, grouped by ``run_id``. ``cfg_options`` (``parse_cfg_options``) are merged last.
     ``init_from``: start from that model's weights (components/train/init_from.py: a zoo model in ``init_store``,
     default ``store``; a train output or a checkpoint file), not from scratch; a resumed run resumes its own
-    checkpoint instead."""
+    checkpoint instead. ``hooks``: mmengine hooks registered beside the config's (tune's pruning hook)."""
     compat.apply()
     import torch
     from mmengine.config import Config
@@ -226,8 +227,8 @@ def train(
         print(describe(report), flush=True)
     compat.own_runner_state(cfg)
     runner = Runner.from_cfg(cfg)
-    if sync:
-        runner.register_hook(sync.hook())
+    for hook in ([sync.hook()] if sync else []) + list(hooks or ()):
+        runner.register_hook(hook)
     runner.train()
     if rank != 0:
         return {"iterations": cfg.train_cfg.max_iters, "rank": rank}

@@ -77,3 +77,9 @@ default_hooks = dict(
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
 auto_scale_lr = dict(enable=False)
+# `admlops tune` searches these (components/tune): the learning rate and weight decay of AdamW, the batch size
+search_space = {
+    'optim_wrapper.optimizer.lr': dict(type='float', low=0.001, high=0.02, log=True),
+    'optim_wrapper.optimizer.weight_decay': dict(type='float', low=0.005, high=0.1, log=True),
+    'train_dataloader.batch_size': dict(type='categorical', choices=[4, 8]),
+}

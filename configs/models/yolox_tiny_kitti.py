@@ -33,3 +33,9 @@ param_scheduler = [
     dict(type='QuadraticWarmupLR', by_epoch=False, begin=0, end=30),
     dict(type='CosineAnnealingLR', eta_min=0.0005, by_epoch=False, begin=30, end=max_iters, T_max=max_iters - 30),
 ]
+search_space = {  # `admlops tune`: SGD's learning rate and weight decay, the batch size
+    '_delete_': True,
+    'optim_wrapper.optimizer.lr': dict(type='float', low=0.002, high=0.04, log=True),
+    'optim_wrapper.optimizer.weight_decay': dict(type='float', low=0.0001, high=0.001, log=True),
+    'train_dataloader.batch_size': dict(type='categorical', choices=[4, 8]),
+}

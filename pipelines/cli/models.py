@@ -23,6 +23,15 @@ def cmd_train(args) -> int | None:
     return None
 
 
+def cmd_tune(args) -> None:
+    from admlops.components.tune.tune import tune
+
+    result = tune(args.dataset, args.out, args.config, args.trials, args.max_iters, args.reports, args.seed,
+                  args.name or "", args.store or "", args.timeout)
+    print_json({"best": result["best"], "trials": [{k: t[k] for k in ("number", "state", "value")} for t in result["trials"]],
+                "registered": result.get("registered"), "report": str(Path(args.out) / "report.html")})
+
+
 def cmd_evaluate(args) -> None:
     from admlops.components.evaluate.evaluate import evaluate
     from admlops.mmconfig import parse_cfg_options
@@ -84,6 +93,21 @@ def add_commands(sub) -> None:
                    "index), values as mmengine's DictAction parses them (1, 0.5, true, None, a,b, [a,b], (a,b)), e.g. "
                    "model.test_cfg.score_thr=0.3 optim_wrapper.optimizer.lr=0.001; merged after --max-iters/--batch-size")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("tune", help="hyperparameter search: an Optuna study (TPE, median pruning on the intermediate "
+                       "validation) over the config's search_space, each trial a train + evaluate; the best model "
+                       "optionally registered in the zoo")
+    s.add_argument("dataset", help="convert's output directory")
+    s.add_argument("out", help="directory for study.db, study.json, best/ and report.html")
+    s.add_argument("--config", default="rtmdet_tiny_kitti", help="a name in configs/models or a path (its search_space)")
+    s.add_argument("--trials", type=int, default=8, help="trials to run (failed and pruned ones count)")
+    s.add_argument("--max-iters", type=int, default=100, help="training iterations per trial")
+    s.add_argument("--reports", type=int, default=3, help="validations per trial the pruner sees")
+    s.add_argument("--seed", type=int, default=0, help="the sampler's and every trial's training seed")
+    s.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    s.add_argument("--name", help="register the best model in the zoo under this name (its lineage names the study)")
+    s.add_argument("--store", help="the store of the zoo (default: the local default store)")
+    s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("evaluate", help="a trained model's metrics: COCO bbox AP (2D), KITTI or nuScenes (3D)")
     s.add_argument("dataset", help="convert's output directory, or an mmdet3d data root for a 3D model")
