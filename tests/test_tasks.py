@@ -82,3 +82,12 @@ def test_no_step_or_pipeline_branches_on_the_model_kind():
         found += [f"{path.relative_to(ROOT)}:{n.lineno}: {n.id}" for n in ast.walk(tree)
                   if isinstance(n, ast.Name) and kind.search(n.id)]
     assert found == []
+
+
+def test_the_run_summary_lines_of_an_export_keep_each_tasks_format():
+    kitti = lambda ap: {"headline": {"mAP_3D_AP40_moderate": ap}}  # noqa: E731
+    assert get_task("voxel-detection").export_line("onnxruntime-fp32", kitti(40.5), kitti(41.0)) == (
+        "onnxruntime-fp32   mAP_3D_AP40_moderate 40.50  (PyTorch 41.00, difference -0.50 points)")
+    coco = lambda m: {"bbox": {"bbox_mAP_50": m, "bbox_mAP": m / 2}}  # noqa: E731
+    assert get_task("image-detection").export_line("openvino-int8", coco(0.79), coco(0.8)) == (
+        "openvino-int8      mAP@0.5 0.790  mAP 0.395  (difference -0.0100)")

@@ -174,7 +174,7 @@ class Task:
     def export_line(self, tag: str, measured: dict, pytorch: dict) -> str:
         """The run summary's line for one deploy target's record beside PyTorch's."""
         got, ref = self.metric.of(measured), self.metric.of(pytorch)
-        return (f"{tag:<18} {self.metric.key} {got:.4g}  (PyTorch {ref:.4g}, difference "
+        return (f"{tag:<18} {self.metric.key} {got:.2f}  (PyTorch {ref:.2f}, difference "
                 f"{(got - ref) * self.metric.points_per_unit:+.2f} points)")
 
     # ---- benchmark ---------------------------------------------------------------------------------------------
