@@ -88,25 +88,29 @@ class BuildResult:
     report: dict = field(default_factory=dict)  # JSON-serialisable: also written to build.json beside the artifact
 
 
-def custom_ops(onnx_file: Path) -> list[str]:
-    """The graph's ops outside ONNX's own domains, as ``domain::Op`` (sorted, each once)."""
-    import onnx
-
-    model = onnx.load(str(onnx_file), load_external_data=False)
-    return sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in STANDARD_DOMAINS})
-
-
-def onnx_io(onnx_file: Path) -> tuple[list[str], list[str]]:
-    """Input and output names of ``onnx_file``; an InputError naming the file if it is missing or not an ONNX model."""
+def load_onnx(onnx_file: Path):
+    """The graph of ``onnx_file`` (weights left on disk); an InputError naming the file if it is missing or not an
+    ONNX model."""
     import onnx
 
     onnx_file = Path(onnx_file)
     if not onnx_file.is_file():
         raise InputError(onnx_file, "no such ONNX file")
     try:
-        model = onnx.load(str(onnx_file), load_external_data=False)
+        return onnx.load(str(onnx_file), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends: the bytes are not an ONNX ModelProto
         raise InputError(onnx_file, f"not an ONNX model: {type(e).__name__}: {e}") from None
+
+
+def custom_ops(onnx_file: Path) -> list[str]:
+    """The graph's ops outside ONNX's own domains, as ``domain::Op`` (sorted, each once)."""
+    nodes = load_onnx(onnx_file).graph.node
+    return sorted({f"{n.domain}::{n.op_type}" for n in nodes if n.domain not in STANDARD_DOMAINS})
+
+
+def onnx_io(onnx_file: Path) -> tuple[list[str], list[str]]:
+    """Input and output names of ``onnx_file``; an InputError naming the file if it is missing or not an ONNX model."""
+    model = load_onnx(onnx_file)
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in initializers]
     outputs = [o.name for o in model.graph.output]
