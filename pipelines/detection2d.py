@@ -58,8 +58,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         a path, or empty for the default local store). ``train_max_iters``/``train_batch_size`` of 0 keep the
         config's values; ``train_init_from``: the model training starts from, a zoo model
         ``NAME@VERSION``/``NAME@ALIAS`` in ``store`` (``auto``: the model that mined ``source``, when it is an
-        iterate round's merged version, else from scratch; empty: from scratch; the TrainJob path of a cluster
-        profile trains from scratch); ``bench_max_images`` 0 = all val images. ``deploy_backends``: the deploy targets as
+        iterate round's merged version, else from scratch; empty: from scratch); ``bench_max_images`` 0 = all val images. ``deploy_backends``: the deploy targets as
         comma-separated ``backend:precision`` pairs, each built from the exported ONNX and gated against PyTorch's
         mAP@0.5 (allowed drops in points: ``deploy_max_drop_float`` for fp32/fp16, ``deploy_max_drop_int8``); a
         target over its allowance is recorded as failed, is not benchmarked and is blocked from ``zoo_alias``, while
@@ -77,6 +76,7 @@ def build(profile: profiles.ClusterProfile | None = None):
                 seed=train_seed, image=images.image(images.TRAINJOB_NODE_IMAGE), num_nodes=profile.train_nodes,
                 procs_per_node=profile.train_procs_per_node, gpus_per_node=profile.train_procs_per_node, namespace="",
                 s3_secret=profile.s3_secret, timeout_s=profile.train_timeout_s, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                init_from=train_init_from, store=store,
             ), "train-distributed")
         else:
             model = on(train(dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters,

@@ -477,3 +477,8 @@ def test_train_command_parses_and_resumes_from_the_run_store():
     assert (args.dataset, args.out, args.nproc) == ("s3://lake/datasets/kitti/v1/", "s3://mlpipeline/run/model", 8)
     assert (args.max_iters, args.batch_size, args.seed) == (300, 16, 5)  # the pipeline's train_* reach every node
     assert (args.store, args.run_id, args.wandb) == ("s3://mlpipeline/run/model.checkpoints", "run-1", True)
+    assert args.init_from is None
+    cmd = tj.train_command("s3://lake/d/", "s3://mlpipeline/run/model", "rtmdet_tiny_kitti", 8, "run-1",
+                           init_from="det@production", init_store="s3://lake")
+    args = build_parser().parse_args(cmd[1:])  # the start model from the lake's zoo; checkpoints to the run's store
+    assert (args.init_from, args.init_store, args.store) == ("det@production", "s3://lake", "s3://mlpipeline/run/model.checkpoints")

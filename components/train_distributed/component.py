@@ -9,7 +9,7 @@ from admlops.images import image_for
 def train_distributed(
     dataset: Input[Dataset], config: str, max_iters: int, batch_size: int, seed: int, image: str, num_nodes: int,
     procs_per_node: int, gpus_per_node: int, namespace: str, s3_secret: str, timeout_s: int, run_id: str,
-    model: Output[Model], trainjob: Output[Artifact],
+    model: Output[Model], trainjob: Output[Artifact], init_from: str = "", store: str = "",
 ):
     """Run ``admlops train`` on ``num_nodes`` nodes x ``procs_per_node`` processes as a TrainJob of the
     ``torch-distributed`` ClusterTrainingRuntime, streaming node 0's log into this step's log.
@@ -42,8 +42,12 @@ def train_distributed(
                          "from the pipeline")
     namespace = namespace or current_namespace()
     name, out_uri = trainjob_name(run_id), object_uri(model.uri)
+    if init_from == "auto":  # the model that mined the dataset's source version, if it was mined
+        from admlops.components.train.init_from import mined_by
+
+        init_from = mined_by(dataset.metadata.get("source"), store)
     command = train_command(object_uri(dataset.metadata.get("object_uri") or dataset.uri), out_uri, config, procs_per_node,
-                            run_id, max_iters, batch_size, seed)
+                            run_id, max_iters, batch_size, seed, init_from, store)
     obj = render_trainjob(
         name, namespace, image, command, num_nodes, procs_per_node,
         {"nvidia.com/gpu": gpus_per_node} if gpus_per_node > 0 else {}, {"PYTHONUNBUFFERED": "1"}, s3_secret or None,

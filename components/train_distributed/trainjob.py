@@ -243,14 +243,18 @@ def diagnose(core, namespace: str, name: str, max_events: int = 20) -> str:
 
 
 def train_command(dataset_uri: str, out_uri: str, config: str, procs_per_node: int, run_id: str = "",
-                  max_iters: int = 0, batch_size: int = 0, seed: int = 0) -> list[str]:
+                  max_iters: int = 0, batch_size: int = 0, seed: int = 0, init_from: str = "",
+                  init_store: str = "") -> list[str]:
     """What every node runs: the train CLI, which starts torchrun with the runtime's PET_* rendezvous variables.
     ``max_iters``/``batch_size`` (per process) of 0 keep the config's values, as the single-pod train step does.
     With ``run_id`` checkpoints also go to ``<out_uri>.checkpoints/``, so pods the JobSet restarts resume, and W&B
-    groups the run's logs (offline unless the image's environment sets WANDB_MODE)."""
+    groups the run's logs (offline unless the image's environment sets WANDB_MODE). ``init_from``: the model to
+    start from (a zoo model in ``init_store``, the lake's store, or a checkpoint path the nodes can read)."""
     cmd = ["admlops", "train", dataset_uri, out_uri, "--config", config, "--nproc", str(procs_per_node), "--seed", str(seed)]
     cmd += ["--max-iters", str(max_iters)] if max_iters else []
     cmd += ["--batch-size", str(batch_size)] if batch_size else []
+    cmd += ["--init-from", init_from] if init_from else []
+    cmd += ["--init-store", init_store] if init_from and init_store else []
     return cmd + (["--store", f"{out_uri.rstrip('/')}.checkpoints", "--run-id", run_id, "--wandb"] if run_id else [])
 
 

@@ -17,7 +17,8 @@ def cmd_train(args) -> int | None:
         return launch(args.nproc, args.argv)
     summary = train_uri(args.dataset, args.out, config=args.config, max_iters=args.max_iters, batch_size=args.batch_size,
                         seed=args.seed, checkpoint_interval=args.checkpoint_interval, store=args.store or "",
-                        run_id=args.run_id or "", wandb=args.wandb, cfg_options=cfg_options, init_from=args.init_from or "")
+                        run_id=args.run_id or "", wandb=args.wandb, cfg_options=cfg_options, init_from=args.init_from or "",
+                        init_store=args.init_store)
     if int(os.environ.get("RANK", "0")) == 0:
         print_json(summary)
     return None
@@ -88,6 +89,7 @@ def add_commands(sub) -> None:
     s.add_argument("--init-from", metavar="MODEL", help="start from this model's weights, not from scratch: a zoo model "
                    "NAME@VERSION or NAME@ALIAS (in --store), a train output directory or a checkpoint file; layers of "
                    "the same shape are loaded, a class head is remapped by class name, another architecture is refused")
+    s.add_argument("--init-store", help="the store --init-from's zoo model is in (default: --store)")
     s.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config settings, as mmdet's tools/train.py: dotted keys the config has (list items by "
                    "index), values as mmengine's DictAction parses them (1, 0.5, true, None, a,b, [a,b], (a,b)), e.g. "
