@@ -27,10 +27,13 @@ def register(
     parent: str = "",
     alias: str = "candidate",
     store_uri: str = "",
+    study_dir: str | Path | None = None,
 ) -> dict:
     """Publish and alias; ``dataset`` is the dataset's version record (the lineage). ``onnx_dir`` and ``bench_dir``
     (export's and benchmark's outputs) may be None for a model not exported. ``parent``: the parent model in the
-    lineage; empty: the model training started from (train's init_from.json), if any. Returns the zoo record."""
+    lineage; empty: the model training started from (train's init_from.json), if any. ``study_dir``: tune's output
+    when the model is a study's best: its study.db and study.json are kept under study/ and the lineage names the
+    study (its trials, the best trial and the metric). Returns the zoo record."""
     store = open_store(store_uri)
     model_dir = Path(model_dir)
     init = model_dir / "init_from.json"
@@ -44,6 +47,9 @@ def register(
                   (onnx_dir / "deploy.py", "onnx/deploy.py")]
     if bench_dir is not None:
         files.append((Path(bench_dir) / "benchmark.json", "metrics/benchmark.json"))
+    study = json.loads((Path(study_dir) / "study.json").read_text()) if study_dir is not None else None
+    if study_dir is not None:
+        files += [(Path(study_dir) / f, f"study/{f}") for f in ("study.db", "study.json")]
     with tempfile.TemporaryDirectory(prefix="admlops-register-") as tmp:
         stage = Path(tmp)
         for src, dst in files:
@@ -53,6 +59,9 @@ def register(
         if gates:
             shutil.copyfile(onnx_dir / "gates.json", stage / "metrics" / "gates.json")
         record = zoo.lineage(dataset, stage / "config.py", run_id=run_id, parent=parent)
+        if study:
+            record["study"] = {"name": study["study"], "trials": len(study["trials"]), "best": study["best"],
+                               "metric": study["metric"]}
         version = zoo.publish(store, name, stage, record, gates=gates)
     failed = zoo.failed_gates({"gates": gates})
     deployable = zoo.deployable_targets({"gates": gates})

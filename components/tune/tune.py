@@ -25,8 +25,8 @@ Output, published atomically at ``out``::
                     best/eval/metrics.json
     report.html     self-contained: the trial table, the optimisation history and the parameters' importance
 
-With a ``name``, the best model is registered in the zoo (admlops.zoo: model, config, metrics and study.db), its
-lineage naming the study (its trials, the best trial and its values).
+With a ``name``, the best model is registered in the zoo (components/register: model, config, metrics, and the
+study under study/), its lineage naming the study (its trials, the best trial and its values).
 """
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def tune(dataset_dir: str | Path, out: str | Path, config: str = "rtmdet_tiny_ki
         (tmp / "study.json").write_text(json.dumps(result, indent=2))
         (tmp / "report.html").write_text(render_html(study, result))
         if name:
-            result["registered"] = register_best(tmp, name, store, result)
+            result["registered"] = register_best(tmp, name, store)
             (tmp / "study.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -176,24 +176,13 @@ def trial_table(study) -> list[dict]:
              "error": t.user_attrs.get("error")} for t in study.trials]
 
 
-def register_best(tmp: Path, name: str, store: str, result: dict) -> dict:
-    """The best trial's model, its metrics and the study as a zoo version whose lineage names the study."""
-    from admlops import zoo
-    from admlops.objectstore import open_store
+def register_best(tmp: Path, name: str, store: str) -> dict:
+    """The best trial's model as a zoo version (register: its metrics, the study, a lineage naming the study)."""
+    from admlops.components.register.register import register
 
-    with tempfile.TemporaryDirectory(prefix="admlops-tune-register-") as stage:
-        stage = Path(stage)
-        for src, dst in (("best/model.pth", "model.pth"), ("best/config.py", "config.py"),
-                         ("best/train_log.json", "metrics/train_log.json"),
-                         ("best/eval/metrics.json", "metrics/pytorch.json"), ("study.db", "study/study.db"),
-                         ("study.json", "study/study.json")):
-            (stage / dst).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(tmp / src, stage / dst)
-        record = zoo.lineage(None, stage / "config.py") | {"study": {
-            "name": result["study"], "trials": len(result["trials"]), "best": result["best"], "metric": result["metric"]}}
-        st = open_store(store or None)
-        version = zoo.publish(st, name, stage, record)
-    return {"name": name, "version": version.version, "uri": st.uri(f"models/{name}/{version.version}/")}
+    record = register(tmp / "best", tmp / "best" / "eval", None, None, None, name, alias="", store_uri=store,
+                      study_dir=tmp)
+    return {k: record[k] for k in ("name", "version", "uri")}
 
 
 def render_html(study, result: dict) -> str:
