@@ -19,9 +19,9 @@ FULL_SIZE = {"rtmdet_s_kitti": (1280, 384), "yolox_s_kitti": (1280, 384)}
 def test_a_family_trains_exports_gates_and_benchmarks_on_the_cpu_targets(config, coco_dir, tmp_path):
     """Two iterations (the path, not the quality), then export to ONNX Runtime and OpenVINO fp32 (gates at floor 0:
     the model has learned nothing) and a benchmark of two val images: every target gated and timed beside PyTorch,
-    ONNX Runtime's and OpenVINO's detections (one graph) as many on the same inputs. Against PyTorch the gate
-    compares mAP: mmdeploy's YOLOX graph keeps every class above the threshold per box where mmdet keeps the best one,
-    so an untrained YOLOX has more low-score boxes in the graph (the same at a learned model's scores)."""
+    each runtime detecting on the same inputs. Parity is the gate's (mAP against PyTorch), not box counts: an
+    untrained model's scores crowd the threshold, where two runtimes' (and two CPUs') rounding may keep a box more or
+    less, and mmdeploy's YOLOX graph keeps every class above the threshold per box where mmdet keeps the best one."""
     model, onnx, bench = tmp_path / "model", tmp_path / "onnx", tmp_path / "bench"
     admlops("train", coco_dir, model, "--config", config, "--max-iters", 2, "--batch-size", 2)
     assert Config.fromfile(str(model / "config.py")).model.type == Config.fromfile(str(resolve("models", config))).model.type
@@ -34,7 +34,7 @@ def test_a_family_trains_exports_gates_and_benchmarks_on_the_cpu_targets(config,
             "--max-images", 2, "--warmup", 0)
     rows = {r["runtime"]: r for r in json.loads((bench / "benchmark.json").read_text())["rows"]}
     assert set(rows) == {"pytorch", "onnxruntime", "openvino"}
-    assert rows["onnxruntime"]["boxes"] == rows["openvino"]["boxes"] > 0
+    assert rows["onnxruntime"]["boxes"] > 0 and rows["openvino"]["boxes"] > 0
 
 
 @pytest.mark.parametrize("config", sorted(FULL_SIZE))
