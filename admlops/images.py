@@ -40,7 +40,9 @@ COMPONENT_IMAGES: dict[str, tuple[str, str]] = {
     "infos": ("cpu", "cpu"),  # KITTI / nuScenes -> an mmdet3d data root
     "analyze": ("cpu", "cpu"),
     "train": ("cpu", "train"),
-    "tune": ("cpu", "train"),  # trials train and evaluate
+    "tune-study": ("cpu", "cpu"),  # creates the study
+    "tune-best": ("cpu", "cpu"),  # publishes the study, registers its best model
+    "tune": ("cpu", "train"),  # a worker: trials train and evaluate
     "evaluate": ("cpu", "train"),
     "export": ("cpu", "deploy"),
     "benchmark": ("cpu", "deploy"),

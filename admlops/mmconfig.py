@@ -125,13 +125,15 @@ def set_num_classes(node, n: int) -> None:
 
 def _use_coco_dataset(cfg, root: Path, eval_split: str) -> None:
     """Data roots, annotation files, classes and num_classes of an mmdet config: training reads
-    ``annotations/train.json``; validation and test read ``annotations/<eval_split>.json``."""
+    ``annotations/train.json``; validation and test read ``annotations/<eval_split>.json``; image paths are the
+    annotations' ``file_name``s under the root (no ``data_prefix``, as mmdet's COCO configs' ``train2017/``)."""
     meta = dataset_meta(root)
     set_num_classes(cfg.model, len(meta["classes"]))
     for name, split in (("train_dataloader", "train"), ("val_dataloader", eval_split), ("test_dataloader", eval_split)):
         ds = cfg[name].dataset
         ds.data_root = str(root)
         ds.ann_file = f"annotations/{split}.json"
+        ds.data_prefix = dict(img="")
         ds.metainfo = dict(classes=meta["classes"], palette=meta["palette"])
     for name in ("val_evaluator", "test_evaluator"):
         cfg[name].ann_file = str(root / "annotations" / f"{eval_split}.json")

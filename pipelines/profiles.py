@@ -3,8 +3,9 @@ applied with kfp-kubernetes at compile time so they are visible in the compiled 
 
 A profile names the accelerator (resource name and count per GPU step), node selectors and tolerations for
 GPU steps, CPU/memory for every step, an in-memory /dev/shm for data loaders, the Secret whose keys become the
-S3 environment (never values), image pull secrets, and whether training runs in the step's pod or as a
-multi-node Kubeflow Trainer TrainJob (``train_nodes``). Without a profile (``kfp.local`` and the committed
+S3 environment (never values), image pull secrets, the volume the tune pipeline's workers share their study on
+(``study_volume``), and whether training runs in the step's pod or as a multi-node Kubeflow Trainer TrainJob
+(``train_nodes``). Without a profile (``kfp.local`` and the committed
 YAML) steps carry no Kubernetes settings.
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ import yaml
 
 from admlops.errors import InputError
 
+STUDY_STEPS = ("tune-study", "tune", "tune-best")  # the steps that open the tune pipeline's shared study
+STUDY_MOUNT = "/studies"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 
 
@@ -36,6 +39,7 @@ class ClusterProfile:
     train_nodes: int = 0  # > 0: train as a Kubeflow Trainer TrainJob on this many nodes (train-distributed)
     train_procs_per_node: int = 1  # processes (GPUs) per node of the TrainJob
     train_timeout_s: int = 24 * 3600
+    study_volume: str = ""  # a ReadWriteMany PVC the tune pipeline's workers share their Optuna study on
 
 
 def load_profile(name_or_path: str | Path) -> ClusterProfile:
@@ -77,6 +81,11 @@ def apply(task, profile: ClusterProfile | None, step: str, gpu: bool = False):
         kubernetes.use_secret_as_env(task, profile.s3_secret, keys)
     if profile.image_pull_secrets:
         kubernetes.set_image_pull_secrets(task, list(profile.image_pull_secrets))
+    if profile.study_volume and step in STUDY_STEPS:
+        from admlops.components.tune.tune import STUDY_DIR_ENV
+
+        kubernetes.mount_pvc(task, pvc_name=profile.study_volume, mount_path=STUDY_MOUNT)
+        task.set_env_variable(STUDY_DIR_ENV, STUDY_MOUNT)
     return task
 
 

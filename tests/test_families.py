@@ -12,7 +12,7 @@ from admlops.configs import resolve
 from conftest import admlops
 
 CPU_FAMILIES = ("yolox_tiny_kitti", "faster_rcnn_r50_fpn_kitti_cpu", "yolov3_mobilenetv2_kitti")
-FULL_SIZE = {"rtmdet_s_kitti": (1280, 384), "yolox_s_kitti": (1280, 384)}
+FULL_SIZE = {"rtmdet_s_kitti": (1280, 384), "yolox_s_kitti": (1280, 384), "faster_rcnn_r50_fpn_kitti": (1280, 384)}
 
 
 @pytest.mark.parametrize("config", CPU_FAMILIES)
@@ -52,4 +52,5 @@ def test_a_full_size_config_builds_for_the_full_resolution(config, coco_dir):
     assert [t.size for t in cfg.train_dataloader.dataset.pipeline if t.type == "Pad"] == [size]
     assert cfg.train_cfg.max_iters >= 10000 and task_of(cfg).name == "image-detection"
     init_default_scope("mmdet")
-    assert MODELS.build(cfg.model).bbox_head.num_classes == 3
+    model = MODELS.build(cfg.model)
+    assert (model.roi_head if hasattr(model, "roi_head") else model).bbox_head.num_classes == 3

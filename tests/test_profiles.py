@@ -87,3 +87,27 @@ def test_bad_profile_names_the_file(tmp_path):
     with pytest.raises(InputError, match="unknown profile keys: gpu") as err:
         load_profile(bad)
     assert err.value.path == str(bad)
+
+
+def test_tune_workers_share_the_study_volume_in_a_parallel_for(tmp_path):
+    """With a profile's study_volume the tune pipeline's study, worker and best steps mount the ReadWriteMany claim
+    the manifests ship and are told where (ADMLOPS_STUDY_DIR); the workers run in a ParallelFor over the study
+    step's worker list, their models collected for the best step."""
+    from admlops.components.tune.tune import STUDY_DIR_ENV
+
+    docs = list(yaml.safe_load_all(compile_pipeline("tune", tmp_path, "a100").read_text()))
+    spec, platform = docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    mounted = {label for label, k8s in platform.items()
+               if k8s.get("pvcMount") and k8s["pvcMount"][0].get("mountPath") == "/studies"
+               and "admlops-studies" in repr(k8s["pvcMount"][0])}
+    assert mounted == {"exec-tune-study", "exec-tune-worker", "exec-tune-best"}, sorted(platform)
+    for label in mounted:
+        env = spec["deploymentSpec"]["executors"][label]["container"]["env"]
+        assert {"name": STUDY_DIR_ENV, "value": "/studies"} in env
+    loop = next(t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("tune-study-Output")
+    best = spec["root"]["dag"]["tasks"]["tune-best"]["inputs"]["artifacts"]["models"]
+    assert best["taskOutputArtifact"]["producerTask"] == loop["taskInfo"]["name"]
+    volume = load_profile("a100").study_volume
+    claims = [d for d in yaml.safe_load_all(open("manifests/base/studies-pvc.yaml"))]
+    assert claims[0]["metadata"]["name"] == volume and claims[0]["spec"]["accessModes"] == ["ReadWriteMany"]

@@ -1,6 +1,7 @@
 import hashlib
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from admlops.components.synth.kitti import LOOKS, synth_kitti
@@ -107,3 +108,26 @@ def test_classes_look_different(kitti_root):
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             assert np.abs(means[a] - means[b]).max() > 20, (a, b, means[a], means[b])
+
+
+def test_a_shared_palette_paints_the_same_objects_in_any_class_colour(tmp_path):
+    """palette='shared' (bench/models_bench.py's unseen appearance) keeps the scene and labels and repaints the
+    objects: a Car then shows in colours other than its class's red."""
+    from admlops.components.synth.kitti import render_frame
+    from admlops.errors import UsageError
+
+    cars_red = {"class": [], "shared": []}
+    for index in range(6):
+        frames = {p: render_frame(5, index, palette=p) for p in ("class", "shared")}
+        assert frames["class"][1] == frames["shared"][1]  # the same labels
+        img = {p: np.asarray(f[0]).astype(int) for p, f in frames.items()}
+        for obj in frames["class"][1]:
+            if obj.type == "Car" and obj.occluded == 0:
+                x0, y0, x1, y1 = (int(v) for v in obj.bbox)
+                for p in img:
+                    patch = img[p][y0:y1, x0:x1].reshape(-1, 3)
+                    cars_red[p].append(np.mean(patch[:, 0] - patch[:, 1:].mean(axis=1)) > 40)
+    assert all(cars_red["class"]) and not all(cars_red["shared"]), cars_red
+    assert LOOKS["Car"].color[0] > 200
+    with pytest.raises(UsageError, match="palette 'grey'"):
+        synth_kitti(tmp_path / "x", 1, palette="grey")

@@ -14,7 +14,7 @@ from admlops.tasks import TASKS, get_task, task_of
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {"rtmdet_tiny_kitti": "image-detection", "rtmdet_tiny_kitti_lowlight": "image-detection",
             "rtmdet_s_kitti": "image-detection", "yolox_tiny_kitti": "image-detection", "yolox_s_kitti": "image-detection",
-            "faster_rcnn_r50_fpn_kitti_cpu": "image-detection", "yolov3_mobilenetv2_kitti": "image-detection",
+            "faster_rcnn_r50_fpn_kitti_cpu": "image-detection", "faster_rcnn_r50_fpn_kitti": "image-detection", "yolov3_mobilenetv2_kitti": "image-detection",
             "pointpillars_kitti": "voxel-detection", "pointpillars_kitti_cpu": "voxel-detection",
             "centerpoint_pillar_nuscenes_cpu": "nuscenes-detection", "fcos3d_nuscenes_cpu": "nuscenes-detection"}
 

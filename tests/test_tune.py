@@ -91,3 +91,30 @@ def test_a_study_records_every_trial_keeps_the_best_and_registers_it(coco_dir, t
     assert "Optimisation history" in html and html.count("<tr>") == 4 and "data:image/png;base64," in html
     info = catalog.show(open_store(store), "models", "tuned", result["registered"]["version"]).info
     assert info["lineage"]["study"]["best"] == result["best"] and info["lineage"]["study"]["trials"] == 3
+
+
+def test_the_tune_pipeline_runs_its_trials_on_parallel_workers_sharing_one_study(kitti_root, tmp_path):
+    """kfp.local runs the ParallelFor's two workers at once: both draw trials of the one study (its journal file in
+    the local store's studies/), the study stops at three trials in all, and the best step finds the best trial's
+    model among the workers' collected models and registers it with the study in its lineage."""
+    import optuna
+
+    from admlops import catalog
+    from admlops.components.tune.tune import open_study, storage
+    from admlops.objectstore import open_store
+    from admlops.pipelines.local import run_local
+
+    store = tmp_path / "store"
+    run = run_local("tune", {"source": str(kitti_root), "tune_trials": 3, "tune_workers": 2, "tune_max_iters": 2,
+                             "tune_reports": 1, "zoo_model_name": "tuned"}, store)
+    journals = list((store / "studies").glob("*.journal"))
+    assert len(journals) == 1
+    study = open_study(storage(journals[0]), journals[0].stem, 0)
+    assert len(study.trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert {t.user_attrs["worker"] for t in study.trials} == {0, 1}, "the two workers did not share the study"
+    [published] = list(run.rglob("study.json"))
+    result = json.loads(published.read_text())
+    assert result["best"]["number"] == study.best_trial.number and result["best"]["value"] == study.best_value
+    assert (published.parent / "best" / "model.pth").is_file() and (published.parent / "study.db").is_file()
+    info = catalog.show(open_store(str(store)), "models", "tuned", result["registered"]["version"]).info
+    assert info["lineage"]["study"]["name"] == journals[0].stem and info["lineage"]["study"]["trials"] == 3

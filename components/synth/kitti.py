@@ -39,6 +39,7 @@ LOOKS = {
     "Van": ClassLook(0.10, (2.21, 1.90, 5.08), (135, 60, 175)),
     "Truck": ClassLook(0.10, (3.25, 2.59, 10.1), (235, 185, 30)),
 }
+PALETTES = ("class", "shared")  # each class its own colour | every object any class's colour
 # The 6 faces of kitti.box3d_corners' corner order.
 FACES = ((0, 1, 2, 3), (4, 5, 6, 7), (0, 1, 5, 4), (1, 2, 6, 5), (2, 3, 7, 6), (3, 0, 4, 7))
 
@@ -145,8 +146,9 @@ def _background(rng, width, height, horizon) -> Image.Image:
     return canvas
 
 
-def _draw_object(draw: ImageDraw.ImageDraw, name: str, corners3d, pix, rng) -> None:
-    base = np.clip(np.array(LOOKS[name].color) + rng.integers(-20, 21, size=3), 0, 255)
+def _draw_object(draw: ImageDraw.ImageDraw, name: str, corners3d, pix, rng, palette: str = "class") -> None:
+    colour = LOOKS[name].color if palette == "class" else LOOKS[list(LOOKS)[rng.integers(len(LOOKS))]].color
+    base = np.clip(np.array(colour) + rng.integers(-20, 21, size=3), 0, 255)
     faces = sorted(FACES, key=lambda f: -corners3d[list(f), 2].mean())
     for i, face in enumerate(faces):
         shade = 0.65 + 0.35 * i / (len(faces) - 1)  # nearer faces lighter
@@ -180,9 +182,11 @@ def _object_points(rng, corners, origin, n) -> np.ndarray:
     return np.concatenate(pts) if pts else np.zeros((0, 3))
 
 
-def render_frame(seed: int, index: int, width: int = WIDTH, height: int = HEIGHT, class_probs: dict | None = None):
+def render_frame(seed: int, index: int, width: int = WIDTH, height: int = HEIGHT, class_probs: dict | None = None,
+                 palette: str = "class"):
     """Build one frame: (image, labels, calib, velodyne points Nx4 float32); ``class_probs`` (class -> weight)
-    overrides the classes' weights (``ClassLook.prob``) when objects are drawn."""
+    overrides the classes' weights (``ClassLook.prob``) when objects are drawn; ``palette`` (``PALETTES``): each
+    class in its own colour, or every object in any class's colour (classes then differ by shape and size only)."""
     rng = np.random.default_rng([seed, index])
     calib = make_calib(rng)
     P2 = calib["P2"]
@@ -195,7 +199,7 @@ def render_frame(seed: int, index: int, width: int = WIDTH, height: int = HEIGHT
     hull_area = []
     for k, (name, dims, loc, ry, pix, _, _) in enumerate(objects, start=1):
         corners = kitti.box3d_corners(dims, loc, ry)
-        _draw_object(draw, name, corners, pix, rng)
+        _draw_object(draw, name, corners, pix, rng, palette)
         own = Image.new("L", (width, height), 0)
         hull = [tuple(pix[j]) for j in _hull(pix)]
         ImageDraw.Draw(own).polygon(hull, fill=1)
@@ -255,8 +259,8 @@ def _ground_points(rng, calib, n: int = 6000) -> np.ndarray:
 
 
 def _write_frame(args) -> None:
-    root, seed, index, width, height, class_probs = args
-    image, labels, calib, points = render_frame(seed, index, width, height, class_probs)
+    root, seed, index, width, height, class_probs, palette = args
+    image, labels, calib, points = render_frame(seed, index, width, height, class_probs, palette)
     name = f"{index:06d}"
     image.save(root / "image_2" / f"{name}.png", compress_level=3)
     kitti.write_label(root / "label_2" / f"{name}.txt", labels)
@@ -265,9 +269,11 @@ def _write_frame(args) -> None:
 
 
 def synth_kitti(out: str | Path, frames: int, seed: int = 0, val_fraction: float = 0.2, workers: int | None = None,
-                class_probs: dict[str, float] | None = None) -> Path:
+                class_probs: dict[str, float] | None = None, palette: str = "class") -> Path:
     """Write ``frames`` synthetic frames as a KITTI object dataset under ``out/training``; ``class_probs`` (class ->
-    weight, the others keep ``LOOKS``' weights) changes the class mix (bench/iterate_bench.py's rare class).
+    weight, the others keep ``LOOKS``' weights) changes the class mix (bench/iterate_bench.py's rare class);
+    ``palette="shared"`` draws every object in any class's colour (bench/models_bench.py: classes told apart by
+    shape and size, data the tests never use).
 
     ``ImageSets/{train,val,trainval}.txt`` hold a split by frame index (every ``1/val_fraction``-th
     frame is val), as the official KITTI split files do. Returns ``out``.
@@ -277,12 +283,14 @@ def synth_kitti(out: str | Path, frames: int, seed: int = 0, val_fraction: float
     unknown = sorted(set(class_probs or {}) - set(LOOKS))
     if unknown:
         raise UsageError(f"class_probs: unknown class {unknown[0]!r}; expected some of {', '.join(LOOKS)}")
+    if palette not in PALETTES:
+        raise UsageError(f"palette {palette!r}: expected one of {', '.join(PALETTES)}")
     out = Path(out)
     with atomic_dir(out) as tmp:
         training = tmp / "training"
         for sub in ("image_2", "label_2", "calib", "velodyne"):
             (training / sub).mkdir(parents=True)
-        jobs = [(training, seed, i, WIDTH, HEIGHT, class_probs) for i in range(frames)]
+        jobs = [(training, seed, i, WIDTH, HEIGHT, class_probs, palette) for i in range(frames)]
         with Pool(workers) as pool:
             for _ in tqdm(pool.imap_unordered(_write_frame, jobs, chunksize=4), total=frames, desc="synth kitti", unit="frame"):
                 pass

@@ -20,17 +20,26 @@ before any trial (UsageError, exit 2).
 Output, published atomically at ``out``::
 
     study.db        the Optuna study (SQLite): every trial, its parameters, intermediate values, state
-    study.json      the trials as a table (number, state, params, value, intermediate values, seconds, error)
+    study.json      the trials as a table (number, state, params, value, intermediate values, seconds, error,
+                    the worker that ran it)
     best/           the best trial's model (train's output: config.py with the chosen values, model.pth) and
                     best/eval/metrics.json
     report.html     self-contained: the trial table, the optimisation history and the parameters' importance
 
 With a ``name``, the best model is registered in the zoo (components/register: model, config, metrics, and the
 study under study/), its lineage naming the study (its trials, the best trial and its values).
+
+``admlops tune`` runs the study in one process (``tune``). The tune pipeline runs it on parallel workers, KFP's
+own way: a step creates the study (``create_study``), a ``dsl.ParallelFor`` of ``workers`` pods runs its trials
+(``work``: each opens the one study, its sampler seeded ``seed + worker``, and draws trials until the study holds
+``trials``, Optuna's own distributed optimisation), and a step publishes it (``finish``) from the workers'
+collected models. The workers share the study through Optuna's journal file (safe for concurrent writers on a
+network filesystem, unlike SQLite) on a volume every pod mounts (``study_file``).
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -102,78 +111,186 @@ def pruning_hook(trial, key: str):
     return ReportToStudy()
 
 
-def tune(dataset_dir: str | Path, out: str | Path, config: str = "rtmdet_tiny_kitti", trials: int = 8,
-         max_iters: int = 100, reports: int = REPORTS, seed: int = 0, name: str = "", store: str = "",
-         timeout_s: float | None = None) -> dict:
-    """Run the study (module doc) and publish it at ``out``; returns study.json's content. ``name``: register the
-    best model in the zoo of ``store`` under that name."""
-    import optuna
+def _checked(config: str, dataset_dir: str | Path):
+    """(cfg, search space, task) of ``config`` on ``dataset_dir``: a bad search space or a dataset the config
+    cannot read fails here, before any trial."""
     from mmengine.config import Config
 
     from admlops import compat
-    from admlops.components.evaluate.evaluate import evaluate
-    from admlops.components.train.train import train, work_dir_of
     from admlops.configs import resolve
     from admlops.mmconfig import use_dataset
     from admlops.tasks import task_of
 
-    if trials < 1 or max_iters < 1 or reports < 1:
-        raise UsageError(f"trials, max_iters and reports must be >= 1, got {trials}, {max_iters} and {reports}")
     compat.apply()
     cfg = Config.fromfile(str(resolve("models", config)))
     space = search_space(cfg)
-    use_dataset(cfg, dataset_dir)  # a dataset the config cannot read fails here, before any trial
-    task = task_of(cfg)
+    use_dataset(cfg, dataset_dir)
+    return cfg, space, task_of(cfg)
+
+
+def storage(path: str | Path):
+    """The Optuna storage in file ``path``: SQLite for ``*.db`` (one process: ``admlops tune``), otherwise Optuna's
+    journal file (what several processes on a shared volume write to at once: the pipeline's workers)."""
+    import optuna
+
+    if str(path).endswith(".db"):
+        return f"sqlite:///{path}"
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def open_study(where, name: str, seed: int, create: bool = False):
+    """The study ``name`` in storage ``where`` with this process's sampler (TPE, seeded) and pruner (median)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    kwargs = dict(study_name=name, storage=where, sampler=optuna.samplers.TPESampler(seed=seed),
+                  pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    return optuna.create_study(direction="maximize", **kwargs) if create else optuna.load_study(**kwargs)
+
+
+def run_trials(dataset_dir: str | Path, study, config: str, trials: int, max_iters: int, reports: int, seed: int,
+               models: Path, worker: int = 0, timeout_s: float | None = None) -> None:
+    """Run trials of ``study`` until it holds ``trials`` (with the other workers', if any, counted), each trial's
+    model kept at ``models/trial-<number>``."""
+    import optuna
+
+    from admlops.components.evaluate.evaluate import evaluate
+    from admlops.components.train.train import train, work_dir_of
+
+    if trials < 1 or max_iters < 1 or reports < 1:
+        raise UsageError(f"trials, max_iters and reports must be >= 1, got {trials}, {max_iters} and {reports}")
+    _, space, task = _checked(config, dataset_dir)
     interval = max(max_iters // reports, 1)
-    with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="admlops-tune-") as scratch:
-        scratch = Path(scratch)
-        storage = f"sqlite:///{tmp / 'study.db'}"
-        study = optuna.create_study(study_name=Path(out).name, storage=storage, direction="maximize",
-                                    sampler=optuna.samplers.TPESampler(seed=seed),
-                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
 
-        def objective(trial):
-            values = suggest(trial, space)
-            model = scratch / f"trial-{trial.number}"
-            try:
-                train(dataset_dir, model, config, max_iters=max_iters, seed=seed,
-                      cfg_options={**values, "train_cfg.val_interval": interval},
-                      hooks=[pruning_hook(trial, task.val_key)])
-                metrics = evaluate(dataset_dir, model, model / "eval")
-            except optuna.TrialPruned:
-                raise
-            except Exception as exc:  # recorded with the trial (the study marks it failed and goes on)
-                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-                raise
-            finally:
-                shutil.rmtree(work_dir_of(model), ignore_errors=True)
-            return task.metric.of(metrics)
+    def objective(trial):
+        trial.set_user_attr("worker", worker)
+        values = suggest(trial, space)
+        model = models / f"trial-{trial.number}"
+        try:
+            train(dataset_dir, model, config, max_iters=max_iters, seed=seed,
+                  cfg_options={**values, "train_cfg.val_interval": interval}, hooks=[pruning_hook(trial, task.val_key)])
+            metrics = evaluate(dataset_dir, model, model / "eval")
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # recorded with the trial (the study marks it failed and goes on)
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            shutil.rmtree(work_dir_of(model), ignore_errors=True)
+        return task.metric.of(metrics)
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study.optimize(objective, n_trials=trials, timeout=timeout_s, catch=(Exception,), show_progress_bar=True)
-        table = trial_table(study)
-        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if not complete:
-            errors = "; ".join(f"trial {t['number']}: {t['error'] or t['state']}" for t in table)
-            raise UsageError(f"no trial of the study completed: {errors}")
-        best = study.best_trial
-        shutil.copytree(scratch / f"trial-{best.number}", tmp / "best")
-        result = {"study": study.study_name, "config": config, "metric": task.metric.key, "trials": table,
-                  "best": {"number": best.number, "value": best.value, "params": best.params},
-                  "max_iters": max_iters, "seed": seed, "sampler": "TPE", "pruner": "median"}
+    if len(study.trials) < trials:
+        study.optimize(objective, n_trials=trials, timeout=timeout_s, catch=(Exception,), show_progress_bar=True,
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=None)])
+
+
+def publish(study, config: str, metric: str, models: list[Path], tmp: Path, name: str = "", store: str = "",
+            **extra) -> dict:
+    """Write the study's outputs beside its study.db in ``tmp`` (module doc: study.json, best/, report.html;
+    ``models``: where the trials' models are, ``trial-<number>`` in one of them) and register the best with a
+    ``name``."""
+    table = trial_table(study)
+    if not any(t["state"] == "COMPLETE" for t in table):
+        errors = "; ".join(f"trial {t['number']}: {t['error'] or t['state']}" for t in table)
+        raise UsageError(f"no trial of the study completed: {errors}")
+    best = study.best_trial
+    found = [d / f"trial-{best.number}" for d in models if (d / f"trial-{best.number}" / "model.pth").is_file()]
+    if not found:
+        raise UsageError(f"the best trial {best.number}'s model is in none of {', '.join(map(str, models))}")
+    shutil.copytree(found[0], tmp / "best")
+    result = {"study": study.study_name, "config": config, "metric": metric, "trials": table,
+              "best": {"number": best.number, "value": best.value, "params": best.params},
+              "sampler": "TPE", "pruner": "median", **extra}
+    (tmp / "study.json").write_text(json.dumps(result, indent=2))
+    (tmp / "report.html").write_text(render_html(study, result))
+    if name:
+        result["registered"] = register_best(tmp, name, store)
         (tmp / "study.json").write_text(json.dumps(result, indent=2))
-        (tmp / "report.html").write_text(render_html(study, result))
-        if name:
-            result["registered"] = register_best(tmp, name, store)
-            (tmp / "study.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def tune(dataset_dir: str | Path, out: str | Path, config: str = "rtmdet_tiny_kitti", trials: int = 8,
+         max_iters: int = 100, reports: int = REPORTS, seed: int = 0, name: str = "", store: str = "",
+         timeout_s: float | None = None) -> dict:
+    """Run the study (module doc) in this process and publish it at ``out``; returns study.json's content.
+    ``name``: register the best model in the zoo of ``store`` under that name."""
+    _, _, task = _checked(config, dataset_dir)
+    with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="admlops-tune-") as scratch:
+        study = open_study(storage(tmp / "study.db"), Path(out).name, seed, create=True)
+        run_trials(dataset_dir, study, config, trials, max_iters, reports, seed, Path(scratch), timeout_s=timeout_s)
+        return publish(study, config, task.metric.key, [Path(scratch)], tmp, name, store, max_iters=max_iters, seed=seed)
+
+
+# The pipeline's study: created by one step, its trials run by ``workers`` pods at once (a KFP ParallelFor), each
+# its own sampler seed, all reading and writing the one study through a journal file on a volume they share.
+STUDY_DIR_ENV = "ADMLOPS_STUDY_DIR"  # set where a cluster profile mounts its study volume (pipelines/profiles.py)
+
+
+def study_file(study: str, store: str = "") -> Path:
+    """Where the pipeline's study ``study`` lives: under $ADMLOPS_STUDY_DIR (a cluster's shared volume), or in a
+    local store's ``studies/``; a UsageError otherwise (the workers would share nothing)."""
+    from admlops.objectstore import LocalStore, open_store
+
+    if os.environ.get(STUDY_DIR_ENV):
+        return Path(os.environ[STUDY_DIR_ENV]) / f"{study}.journal"
+    local = open_store(store)
+    if isinstance(local, LocalStore):
+        return local.root / "studies" / f"{study}.journal"
+    raise UsageError(f"the tune pipeline's workers share their study through a file they all reach; the store "
+                     f"{store} is not a local path and ${STUDY_DIR_ENV} is not set: give the cluster profile a "
+                     "study_volume (a ReadWriteMany PersistentVolumeClaim, manifests/base)")
+
+
+def create_study(dataset_dir: str | Path, config: str, seed: int, workers: int, store: str = "") -> dict:
+    """Check the search space and the dataset, create an empty study; its name, file and the workers' indices."""
+    import datetime
+    import uuid
+
+    if workers < 1:
+        raise UsageError(f"workers must be >= 1, got {workers}")
+    _checked(config, dataset_dir)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    name = f"{Path(str(config)).stem}-{stamp}-{uuid.uuid4().hex[:6]}"
+    path = study_file(name, store)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    open_study(storage(path), name, seed, create=True)
+    return {"study": name, "file": str(path), "workers": list(range(workers))}
+
+
+def work(dataset_dir: str | Path, study_path: str, study_name: str, config: str, trials: int, max_iters: int,
+         reports: int, seed: int, worker: int, out: str | Path) -> list[int]:
+    """One worker: trials of the shared study until it holds ``trials``; publishes at ``out`` the models of the
+    trials it completed (``trial-<number>``); returns their numbers."""
+    with atomic_dir(out) as tmp:
+        study = open_study(storage(study_path), study_name, seed + worker)
+        run_trials(dataset_dir, study, config, trials, max_iters, reports, seed, tmp, worker=worker)
+        return sorted(int(p.name.split("-")[1]) for p in tmp.glob("trial-*") if (p / "model.pth").is_file())
+
+
+def finish(study_path: str, study_name: str, config: str, models: list[str | Path], out: str | Path, name: str = "",
+           store: str = "", **extra) -> dict:
+    """The study after its workers: published at ``out`` (module doc) from the workers' models; ``name``: the best
+    model registered in the zoo of ``store``."""
+    from admlops.configs import resolve
+    from admlops.tasks import task_of
+    from mmengine.config import Config
+
+    import optuna
+
+    metric = task_of(Config.fromfile(str(resolve("models", config)))).metric.key
+    with atomic_dir(out) as tmp:
+        optuna.copy_study(from_study_name=study_name, from_storage=storage(study_path), to_storage=storage(tmp / "study.db"))
+        study = open_study(storage(tmp / "study.db"), study_name, 0)
+        return publish(study, config, metric, [Path(m) for m in models], tmp, name, store, **extra)
 
 
 def trial_table(study) -> list[dict]:
     return [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
              "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
              "seconds": (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None,
-             "error": t.user_attrs.get("error")} for t in study.trials]
+             "error": t.user_attrs.get("error"), "worker": t.user_attrs.get("worker")} for t in study.trials]
 
 
 def register_best(tmp: Path, name: str, store: str) -> dict:
