@@ -30,7 +30,7 @@ PACKAGES: dict[str, str] = {
     "nncf": "3.4.0",  # OpenVINO int8: post-training quantization
     "ml-dtypes": "0.5.4",  # onnxruntime.quantization (ONNX Runtime int8) imports it; 0.5 is the last for numpy 1.x
     "onnxruntime-gpu": "1.26.0",  # deploy image, from ONNX Runtime's CUDA 13 index (PyPI's build is CUDA 12)
-    "tensorrt-cu13": "10.16.1.11",  # TensorRT 10 (11 drops BuilderFlag.FP16/INT8), CUDA 13 build
+    "tensorrt-cu13": "10.16.1.11",  # CUDA 13 build; the backend takes 10.x and 11.x (strongly typed), the image pins 10
     "kfp": "2.17.0",  # 2.17.3 needs a certifi the registry does not serve
     "kfp-kubernetes": "2.17.0",
     "kubeflow-trainer-api": "2.3.0",  # train-distributed: the TrainJob from the typed models of the Trainer it targets

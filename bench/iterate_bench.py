@@ -256,7 +256,8 @@ def rare_class(args) -> None:
     sizes = {"start": args.start_frames, "pool": args.pool_frames, "val": args.val_frames}
     for split, frames in sizes.items():
         if not (work / split).is_dir():
-            synth_kitti(work / split, frames, seed=RARE_SEEDS[split], val_fraction=0, class_probs=RARE_MIX[split])
+            synth_kitti(work / split, frames, seed=RARE_SEEDS[split], val_fraction=0, class_probs=RARE_MIX[split],
+                        palette=args.palette)
     start, pool, val = work / "start", work / "pool", work / "val"
     counts = {split: {f: true_boxes(work / split, f) for f in frames_of(work / split)} for split in sizes}
     boxes = {f: sum(c.values()) for f, c in counts["pool"].items()}
@@ -298,7 +299,7 @@ def rare_class(args) -> None:
             rows.setdefault(f"random {multiple:g}x", []).append(
                 run_case(work, f"random-x{multiple:g}-s{seed}", picks=picks, **common) | {"frames": picks})
 
-    print(f"\nrare class {RARE}: seeds: data start {RARE_SEEDS['start']}, pool {RARE_SEEDS['pool']}, val "
+    print(f"\nrare class {RARE}, palette {args.palette}: seeds: data start {RARE_SEEDS['start']}, pool {RARE_SEEDS['pool']}, val "
           f"{RARE_SEEDS['val']}; fine-tune and random order {', '.join(map(str, range(args.seeds)))}")
     print(f"{RARE} share of the labeled boxes: start {share('start'):.3f} ({args.start_frames} frames), pool "
           f"{share('pool'):.3f} ({args.pool_frames} frames), val {share('val'):.3f} ({args.val_frames} frames); start "
@@ -376,6 +377,8 @@ def main() -> None:
     p.add_argument("--dark-gain", type=float, default=0.3)
     p.add_argument("--base-iters", type=int)
     p.add_argument("--tune-iters", type=int)
+    p.add_argument("--palette", choices=("class", "shared"), default="class",
+                   help="rare-class: the generator's colours (shared: classes told apart by shape and size only)")
     p.add_argument("--tune-lr", type=float, help="rare-class: the fine-tune's peak learning rate (the config's 0.004 "
                    "trains from scratch; from a trained model it knocked a seed's Car AP@0.5 from 0.99 to 0.64)")
     args = p.parse_args()
@@ -383,6 +386,8 @@ def main() -> None:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.palette != "class" and args.work == defaults["work"]:
+        args.work = args.work.with_name(f"{args.work.name}-{args.palette}")
     print("scenario", args.scenario, {k: str(v) for k, v in vars(args).items() if k in defaults})
     run(args)
 

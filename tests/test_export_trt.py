@@ -1,9 +1,11 @@
 """export-trt and the TensorRT backend.
 
-What runs on a CPU is tested here everywhere: the per-layer precision report, the optimization-profile checks,
-the calibration-cache reuse rule, the refusal of an engine built on another GPU or TensorRT version, and the
-bad inputs of export-trt (each fails before TensorRT is touched and publishes nothing). Building and running
-engines needs an NVIDIA GPU and the deploy image's tensorrt: those tests skip elsewhere, saying so.
+What runs on a CPU is tested here everywhere: the graphs that carry the engines' precision (fp16, and the Q/DQ
+int8 graph), run under ONNX Runtime and gated against PyTorch as the engines are; the TensorRT versions taken
+(10.x, 11.x) and refused; the per-layer precision report in TensorRT 10's and 11's inspector layouts; the
+optimization-profile checks; the Q/DQ graph reuse rule; the refusal of an engine built on another GPU or TensorRT
+version; and the bad inputs of export-trt (each fails before TensorRT is touched and publishes nothing). Building
+and running engines needs an NVIDIA GPU and the deploy image's tensorrt: those tests skip elsewhere, saying so.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ import pytest
 
 from admlops.backends import Calibration, get_backend
 from admlops.backends import tensorrt as trt_backend
-from admlops.backends.tensorrt import (CALIBRATION_CACHE, CALIBRATION_KEY, NO_CUDA, calibration_key, layer_precisions,
-                                       profile_shapes, reusable_calibration_cache, write_calibration_cache)
+from admlops.backends.tensorrt import (GRAPHS, NO_CUDA, QDQ_KEY, check_version, graph_key, layer_precisions,
+                                       precision_graph, profile_shapes, reusable_graph)
 from admlops.errors import AdmlopsError, InputError, UsageError
 
 
@@ -56,6 +58,13 @@ INSPECTOR_JSON = {"Layers": [
      "Outputs": [{"Name": "selected", "Format/Datatype": "Row major linear Int32"}]},
     {"Name": "/Cast_3", "LayerType": "Cast", "Outputs": [{"Name": "labels", "Format/Datatype": "Row major linear Int64"}]},
 ]}
+# TensorRT 11 splits the field into a format and a data type
+INSPECTOR_JSON_11 = {"Layers": [
+    {"Name": "/backbone/stem/stem.0/conv/Conv", "LayerType": "CaskConvolution",
+     "Outputs": [{"Name": "y", "Format": "Channel major format where channel % 8 == 0", "DataType": "Half"}]},
+    {"Name": "/bbox_head/Conv", "LayerType": "CaskConvolution",
+     "Outputs": [{"Name": "z", "Format": "Row major linear", "DataType": "Int8"}]},
+]}
 
 
 def test_layer_precisions_reads_the_inspector_json():
@@ -71,6 +80,18 @@ def test_layer_precisions_reads_the_inspector_json():
     assert trt_backend._output_type("Row major linear UInt8") == "uint8"
     assert trt_backend._output_type("Channel major INT8 format") == "int8"
     assert trt_backend._output_type("Row major linear UInt64") == "uint64"
+    assert layer_precisions(INSPECTOR_JSON_11)["output_types"] == {"fp16": 1, "int8": 1}
+
+
+@pytest.mark.parametrize("version, major", [("10.16.1.11", 10), ("11.4.1.2", 11)])
+def test_tensorrt_10_and_11_are_taken(version, major):
+    assert check_version(version) == major
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "9.3.0.1", "12.0.0", "nightly"])
+def test_another_tensorrt_is_refused_naming_it_and_the_range(version):
+    with pytest.raises(UsageError, match=rf"tensorrt {version} is installed; .* TensorRT 10.x to 11.x"):
+        check_version(version)
 
 
 def test_profile_shapes_checks_the_deploy_config():
@@ -94,25 +115,98 @@ def _calibration(seed: int) -> Calibration:
     return Calibration("train.json", [rng.standard_normal((1, 3, 8, 8), dtype=np.float32) for _ in range(3)])
 
 
-def test_calibration_cache_is_reused_only_for_the_same_tensorrt_graph_and_data(tmp_path):
-    key = calibration_key("10.16.1.11", "a" * 64, _calibration(0))
-    assert key == calibration_key("10.16.1.11", "a" * 64, _calibration(0))
-    others = [calibration_key("10.15.0.0", "a" * 64, _calibration(0)), calibration_key("10.16.1.11", "b" * 64, _calibration(0)),
-              calibration_key("10.16.1.11", "a" * 64, _calibration(1))]
-    assert len({key, *others}) == 4, "a new TensorRT, graph or calibration set must invalidate the cache"
-
-    assert reusable_calibration_cache(None, key) is None
-    assert reusable_calibration_cache(tmp_path, key) is None  # nothing there yet
-    write_calibration_cache(tmp_path, key, b"TRT-1016-EntropyCalibration2\ninput: 3c010a14\n")
-    assert reusable_calibration_cache(tmp_path, key) == b"TRT-1016-EntropyCalibration2\ninput: 3c010a14\n"
+def test_a_qdq_graph_is_reused_only_for_the_same_graph_and_data(tmp_path):
+    key = graph_key("a" * 64, _calibration(0))
+    assert key == graph_key("a" * 64, _calibration(0))
+    others = [graph_key("b" * 64, _calibration(0)), graph_key("a" * 64, _calibration(1))]
+    assert len({key, *others}) == 3, "another graph or calibration set must invalidate the Q/DQ graph"
+    assert reusable_graph(None, key) is None
+    assert reusable_graph(tmp_path, key) is None  # nothing there yet
+    (tmp_path / GRAPHS["int8"]).write_bytes(b"onnx bytes")
+    (tmp_path / QDQ_KEY).write_text(json.dumps({"key": key, "quantization": {}}))
+    assert reusable_graph(tmp_path, key) == tmp_path / GRAPHS["int8"]
     for other in others:
-        assert reusable_calibration_cache(tmp_path, other) is None
-    (tmp_path / CALIBRATION_KEY).write_text("{not json")
-    assert reusable_calibration_cache(tmp_path, key) is None
-    write_calibration_cache(tmp_path, key, b"")
-    assert reusable_calibration_cache(tmp_path, key) is None, "an empty cache is no cache"
-    (tmp_path / CALIBRATION_CACHE).unlink()
-    assert reusable_calibration_cache(tmp_path, key) is None
+        assert reusable_graph(tmp_path, other) is None
+    (tmp_path / QDQ_KEY).write_text("{not json")
+    assert reusable_graph(tmp_path, key) is None
+    (tmp_path / QDQ_KEY).write_text(json.dumps({"key": key}))
+    (tmp_path / GRAPHS["int8"]).write_bytes(b"")
+    assert reusable_graph(tmp_path, key) is None, "an empty graph is no graph"
+
+
+@pytest.fixture(scope="module")
+def trt_graphs(learned_model, learned_onnx, tmp_path_factory):
+    """The fp16 and the Q/DQ int8 graph an engine of ``learned_onnx`` is built from, and the configs to run them."""
+    from mmengine.config import Config
+
+    from admlops.backends.calibration import CALIBRATION_IMAGES
+    from admlops.mmconfig import use_dataset
+    from admlops.tasks import get_task
+
+    model_cfg = Config.fromfile(str(learned_onnx / "model.py"))
+    use_dataset(model_cfg, learned_model.dataset)
+    deploy_cfg = Config.fromfile(str(learned_onnx / "deploy.py"))
+    calibration = get_task("image-detection").calibration_set(learned_model.dataset, model_cfg, deploy_cfg,
+                                                              CALIBRATION_IMAGES)
+    out = tmp_path_factory.mktemp("trt-graphs")
+    graphs = {}
+    for precision in ("fp16", "int8"):
+        (out / precision).mkdir()
+        graphs[precision] = precision_graph(learned_onnx / "end2end.onnx", out / precision, precision, calibration, None)
+    return graphs, model_cfg, deploy_cfg, out
+
+
+def test_the_fp16_graph_computes_the_network_in_fp16_and_nms_in_fp32(trt_graphs):
+    import onnx
+    from onnx import TensorProto
+
+    path, report = trt_graphs[0]["fp16"]
+    assert report["graph"] == GRAPHS["fp16"] and path.name == GRAPHS["fp16"]
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    types = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.input, *model.graph.output)}
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs and all(inits[n.input[1]] == TensorProto.FLOAT16 for n in convs), "every convolution's weights in fp16"
+    assert all(types[n.output[0]] == TensorProto.FLOAT16 for n in convs)
+    nms = next(n for n in model.graph.node if n.op_type == "NonMaxSuppression")
+    assert types[nms.input[0]] == types[nms.input[1]] == TensorProto.FLOAT, "boxes and scores reach NMS in fp32"
+    assert [types[t.name] for t in model.graph.input] == [TensorProto.FLOAT]
+    assert types["dets"] == TensorProto.FLOAT
+
+
+def test_the_qdq_graph_is_symmetric_signed_int8(trt_graphs):
+    import onnx
+    from onnx import numpy_helper
+
+    path, report = trt_graphs[0]["int8"]
+    assert report["qdq_graph"] == "calibrated" and report["quantization"]["activations"] == "int8 symmetric"
+    graph = onnx.load(str(path)).graph
+    inits = {t.name: t for t in graph.initializer}
+    quantizers = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert quantizers
+    for node in quantizers:  # TensorRT's explicit quantization: int8 with zero points of 0
+        zero = inits[node.input[2]]
+        assert zero.data_type == onnx.TensorProto.INT8 and not numpy_helper.to_array(zero).any(), node.name
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    nms = next(n for n in graph.node if n.op_type == "NonMaxSuppression")
+    assert not set(nms.input) & dequantized
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_the_engine_graphs_pass_their_gates_under_onnxruntime(trt_graphs, learned_model, learned_onnx, precision):
+    """The graphs that decide a TensorRT engine's precision, run by ONNX Runtime on the CPU through the same gate as
+    every deploy target: within 0.5 mAP@0.5 points of PyTorch for fp16, 1.5 for int8."""
+    from admlops.backends.parity import allowances, evaluate_runner, gate
+    from admlops.tasks import get_task
+
+    graphs, model_cfg, deploy_cfg, out = trt_graphs
+    task = get_task("image-detection")
+    ort = get_backend("onnxruntime")
+    ort.build(graphs[precision][0], out / f"ort-{precision}", "fp32")
+    measured = evaluate_runner(ort.load(out / f"ort-{precision}"), learned_onnx / "end2end.onnx", model_cfg, deploy_cfg,
+                               out / f"eval-{precision}", task)
+    result = gate("tensorrt", precision, measured, learned_model.metrics, allowances(), task.metric)
+    assert result.passed, result.describe()
 
 
 BUILT_ON_A100 = {"tensorrt": "10.16.1.11", "gpu": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0",
@@ -211,9 +305,10 @@ def test_engines_build_with_tensorrt_nms_and_pass_their_gates(engines, precision
     out, result = engines
     build = json.loads((out / f"tensorrt-{precision}" / "build.json").read_text())
     env = build["environment"]
-    assert env["tensorrt"].startswith("10.") and env["gpu"] and env["compute_capability"] and env["cuda_runtime"]
+    assert check_version(env["tensorrt"]) and env["gpu"] and env["compute_capability"] and env["cuda_runtime"]
     assert build["artifact_bytes"] == (out / f"tensorrt-{precision}" / "model.engine").stat().st_size > 0
     engine = build["engine"]
+    assert engine["typing"] == "strong" and engine["graph"] == GRAPHS.get(precision, "the exported graph (fp32)")
     assert "NMS" in engine["network_layer_types"], "NonMaxSuppression must become TensorRT's own NMS layer"
     assert not [t for t in engine["network_layer_types"] if "PLUGIN" in t], "no plugin library is needed"
     assert engine["profile"]["input"]["max_shape"][0] >= 4 and engine["timing_cache"]
@@ -225,19 +320,20 @@ def test_engines_build_with_tensorrt_nms_and_pass_their_gates(engines, precision
 
 
 @needs_gpu
-def test_a_rebuild_reuses_the_calibration_and_timing_caches(engines, learned_model, learned_onnx, tmp_path):
-    """Rebuilding into a published output reuses its caches; other calibration images invalidate the calibration."""
+def test_a_rebuild_reuses_the_qdq_graph_and_the_timing_cache(engines, learned_model, learned_onnx, tmp_path):
+    """Rebuilding into a published output reuses its Q/DQ graph and timing cache; other calibration images
+    calibrate a new graph."""
     from admlops.components.export_trt.export_trt import export_trt
 
     out = tmp_path / "engines"
     shutil.copytree(engines[0], out)
-    assert json.loads((out / "tensorrt-int8" / "build.json").read_text())["engine"]["calibration_cache"] == "computed"
+    assert json.loads((out / "tensorrt-int8" / "build.json").read_text())["engine"]["qdq_graph"] == "calibrated"
     export_trt(learned_model.dataset, learned_onnx, out, precisions="int8", calibration_images=16)
     engine = json.loads((out / "tensorrt-int8" / "build.json").read_text())["engine"]
-    assert engine["calibration_cache"] == "reused" and engine["timing_cache"] == "reused"
-    assert (out / "tensorrt-int8" / CALIBRATION_CACHE).stat().st_size > 0
+    assert engine["qdq_graph"] == "reused" and engine["timing_cache"] == "reused"
+    assert (out / "tensorrt-int8" / GRAPHS["int8"]).stat().st_size > 0
     export_trt(learned_model.dataset, learned_onnx, out, precisions="int8", calibration_images=12)
-    assert json.loads((out / "tensorrt-int8" / "build.json").read_text())["engine"]["calibration_cache"] == "computed"
+    assert json.loads((out / "tensorrt-int8" / "build.json").read_text())["engine"]["qdq_graph"] == "calibrated"
 
 
 @needs_gpu

@@ -207,7 +207,7 @@ class Backend(ABC):
         ``calibration``: preprocessed train batches (required for int8). ``shapes``: the deploy config's min/opt/max
         input shapes. ``options``: backend settings from the deploy config (TensorRT: ``max_workspace_size``).
         ``cache_dir``: an earlier build's directory whose caches (TensorRT's calibration and timing caches) are
-        reused where they still match; None builds from scratch.
+        reused where they still match (TensorRT's Q/DQ graph and timing cache); None builds from scratch.
         """
         self.check_precision(precision)
         onnx_file, out_dir = Path(onnx_file), Path(out_dir)

@@ -28,14 +28,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from admlops.backends.base import Backend, BuildResult, Calibration, Runner, Shapes, custom_ops, register
+from admlops.backends.graphs import quantize_qdq
 from admlops.cpu import int8_kernels, int8_settings
 from admlops.localfs import link_or_copy
-
-QUANTIZED_OPS = ["Conv"]
-QUANT_OPSET = 13
 
 
 def session(onnx_file: Path, threads: int = 0):
@@ -58,38 +55,6 @@ def session(onnx_file: Path, threads: int = 0):
     return ort.InferenceSession(str(onnx_file), sess_options=opts, providers=providers)
 
 
-def _quantize(onnx_file: Path, out_file: Path, calibration: Calibration, work: Path, reduce_range: bool) -> None:
-    import onnx
-    import onnx.version_converter
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self, input_name: str):
-            self._batches = iter(tqdm(calibration.batches, desc="ONNX Runtime int8 calibration", unit="batch"))
-            self._name = input_name
-
-        def get_next(self):
-            batch = next(self._batches, None)
-            return batch if batch is None or isinstance(batch, dict) else {self._name: batch}
-
-    prepared = work / "prepared.onnx"
-    # ONNX shape inference and graph optimisation first, as ONNX Runtime recommends before quantizing (its symbolic
-    # shape pass cannot follow NonMaxSuppression's data-dependent outputs, so that one is skipped); then opset 13,
-    # the first whose DequantizeLinear takes a per-channel axis (mmdeploy exports opset 11).
-    quant_pre_process(str(onnx_file), str(prepared), skip_symbolic_shape=True)
-    model = onnx.version_converter.convert_version(onnx.load(str(prepared)), QUANT_OPSET)
-    onnx.save(model, str(prepared))
-    outputs = {o.name for o in model.graph.output}
-    head = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and set(n.output) & outputs]
-    quantize_static(str(prepared), str(out_file), Reader(model.graph.input[0].name), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=QUANTIZED_OPS, calibrate_method=CalibrationMethod.MinMax,
-                    nodes_to_exclude=head, reduce_range=reduce_range)
-    prepared.unlink()
-
-
 @register
 class OnnxRuntime(Backend):
     name = "onnxruntime"
@@ -110,12 +75,8 @@ class OnnxRuntime(Backend):
             link_or_copy(onnx_file, artifact)
             return BuildResult(artifact, precision, {})
         cpu = int8_settings(options.get("int8_cpu", "auto"))
-        _quantize(onnx_file, artifact, calibration, out_dir, reduce_range=cpu["overflow_fix"])
-        return BuildResult(artifact, precision, {"quantization": {
-            "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "opset": QUANT_OPSET,
-            "weights": "int8 per channel" + (", 7-bit range (reduce_range)" if cpu["overflow_fix"] else ""),
-            "activations": "uint8", "calibration": "minmax", "ops": QUANTIZED_OPS,
-            "float": "convolutions whose output is a graph output", "cpu": cpu}})
+        settings = quantize_qdq(onnx_file, artifact, calibration, out_dir, reduce_range=cpu["overflow_fix"])
+        return BuildResult(artifact, precision, {"quantization": {**settings, "cpu": cpu}})
 
     def _load(self, artifact: Path, report: dict, threads: int) -> Runner:
         sess = session(artifact, threads)

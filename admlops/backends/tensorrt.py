@@ -1,14 +1,20 @@
-"""TensorRT 10 on an NVIDIA GPU: an engine built from the exported ONNX with TensorRT's own Python API, run by
+"""TensorRT 10 and 11 on an NVIDIA GPU: an engine built from the exported ONNX with TensorRT's own Python API, run by
 tensor name.
 
-Build: explicit batch (TensorRT 10's only mode), one optimization profile from the deploy config's min/opt/max
-input shapes, a workspace limit, a timing cache; ``fp32`` (TF32 off: TensorRT's default would compute in TF32 on
-Ampere and later), ``fp16`` (BuilderFlag.FP16) or ``int8`` (BuilderFlag.INT8 with FP16 beside it, entropy
-calibration (IInt8EntropyCalibrator2) on preprocessed train images). The engine is
-``model.engine``; beside it ``timing.cache``, for int8 ``calibration.cache`` and ``calibration.json`` (the key
-of what it was computed from), and ``build.json`` with the TensorRT, CUDA and GPU versions, the profile, the
-per-layer output types (the engine inspector, DETAILED verbosity) and the engine size. A rebuild given the
-previous output as ``cache_dir`` reuses both caches when they still match (same TensorRT, graph and data).
+Build: one path for both majors (``SUPPORTED_MAJORS``; any other installed version is refused naming it): a
+strongly typed network (TensorRT 11 removed weak typing — the FP16/INT8 builder flags, implicit int8 calibrators
+and their caches — and 10 has strong typing as an option), so the ONNX graph itself carries the precision
+(admlops.backends.graphs): ``fp32`` the exported graph (TF32 off where the flag exists: TensorRT would compute in
+TF32 on Ampere and later), ``fp16`` the graph with its network in fp16 and box decoding and NMS in fp32, ``int8``
+a Q/DQ graph with symmetric signed int8 (TensorRT's explicit quantization) calibrated on preprocessed train images.
+The same graphs run under ONNX Runtime on a CPU, which is how their accuracy is checked without a GPU. Explicit
+batch, one optimization profile from the deploy config's min/opt/max input shapes, a workspace limit, a timing
+cache. The engine is ``model.engine``; beside it the graph it was built from (``model.fp16.onnx`` /
+``model.int8.onnx`` with ``qdq.json``, the key of what the Q/DQ graph was calibrated from), ``timing.cache``, and
+``build.json`` with the TensorRT, CUDA and GPU versions, the profile, the per-layer output types (the engine
+inspector, DETAILED verbosity; TensorRT 10's ``Format/Datatype`` field or 11's split one) and the engine size. A
+rebuild given the previous output as ``cache_dir`` reuses the Q/DQ graph when it was calibrated from the same graph
+and data, and the timing cache when TensorRT accepts it.
 
 NMS: the graph is the one every backend builds from (mmdeploy's onnxruntime end2end export), whose
 ``NonMaxSuppression`` is a standard ONNX op; TensorRT's ONNX parser maps it onto its own INMSLayer, so the
@@ -35,15 +41,17 @@ from pathlib import Path
 import numpy as np
 
 from admlops.backends.base import Backend, BuildResult, Calibration, Runner, Shapes, register
+from admlops.backends.graphs import fp16_graph, quantize_qdq
 from admlops.localfs import file_sha256
 from admlops.errors import AdmlopsError, InputError, UsageError
 
 NO_CUDA = "no CUDA device: TensorRT engines need an NVIDIA GPU"
+SUPPORTED_MAJORS = (10, 11)
 DEFAULT_WORKSPACE = 1 << 30  # bytes
 ENGINE = "model.engine"
 TIMING_CACHE = "timing.cache"
-CALIBRATION_CACHE = "calibration.cache"
-CALIBRATION_KEY = "calibration.json"
+GRAPHS = {"fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}  # the graph each precision is built from
+QDQ_KEY = "qdq.json"
 
 # substrings of the inspector's "Format/Datatype" -> type; the first that matches wins (BFLOAT16 before FLOAT,
 # UINT8 before INT8: kernel-generated layers report UInt8, UInt32, UInt64, Int16, Double and FP4 as well)
@@ -59,7 +67,20 @@ def _tensorrt():
     except ImportError:
         raise AdmlopsError("tensorrt is not installed here: TensorRT engines are built and run in the deploy image "
                            "(images/deploy), on an NVIDIA GPU") from None
+    check_version(tensorrt.__version__)
     return tensorrt
+
+
+def check_version(version: str) -> int:
+    """The major of an installed TensorRT ``version``; a UsageError naming it outside ``SUPPORTED_MAJORS``."""
+    try:
+        major = int(str(version).split(".")[0])
+    except ValueError:
+        major = None
+    if major not in SUPPORTED_MAJORS:
+        raise UsageError(f"tensorrt {version} is installed; ADMLOps builds and runs engines with TensorRT "
+                         f"{SUPPORTED_MAJORS[0]}.x to {SUPPORTED_MAJORS[-1]}.x (strongly typed networks)")
+    return major
 
 
 def cuda_device() -> dict:
@@ -93,26 +114,44 @@ def profile_shapes(shapes: Shapes, name: str, network_shape: list[int]) -> tuple
     return lo, opt, hi
 
 
-def calibration_key(tensorrt_version: str, onnx_sha256: str, calibration: Calibration) -> str:
-    """What a calibration cache depends on: the TensorRT version, the graph, and the calibration data."""
-    return hashlib.sha256(f"{tensorrt_version}\0{onnx_sha256}\0{calibration.key()}".encode()).hexdigest()
+def graph_key(onnx_sha256: str, calibration: Calibration) -> str:
+    """What a Q/DQ graph depends on: the exported graph and the calibration data (not TensorRT: it is ONNX)."""
+    return hashlib.sha256(f"{onnx_sha256}\0{calibration.key()}".encode()).hexdigest()
 
 
-def reusable_calibration_cache(cache_dir: Path | None, key: str) -> bytes | None:
-    """The calibration cache an earlier build left in ``cache_dir``, if it was computed for ``key``; else None."""
+def reusable_graph(cache_dir: Path | None, key: str) -> Path | None:
+    """The Q/DQ graph an earlier build left in ``cache_dir``, if it was calibrated for ``key``; else None."""
     if cache_dir is None:
         return None
+    graph = Path(cache_dir) / GRAPHS["int8"]
     try:
-        meta = json.loads((Path(cache_dir) / CALIBRATION_KEY).read_text())
-        data = (Path(cache_dir) / CALIBRATION_CACHE).read_bytes()
+        meta = json.loads((Path(cache_dir) / QDQ_KEY).read_text())
     except (OSError, ValueError):
         return None
-    return data if data and isinstance(meta, dict) and meta.get("key") == key else None
+    ok = isinstance(meta, dict) and meta.get("key") == key and graph.is_file() and graph.stat().st_size > 0
+    return graph if ok else None
 
 
-def write_calibration_cache(out_dir: Path, key: str, data: bytes) -> None:
-    (out_dir / CALIBRATION_CACHE).write_bytes(data)
-    (out_dir / CALIBRATION_KEY).write_text(json.dumps({"key": key}))
+def precision_graph(onnx_file: Path, out_dir: Path, precision: str, calibration: Calibration | None,
+                    cache_dir: Path | None) -> tuple[Path, dict]:
+    """The ONNX graph that carries ``precision`` (module doc), written into ``out_dir``, and what it is."""
+    import shutil
+
+    if precision == "fp32":
+        return onnx_file, {"graph": "the exported graph (fp32)"}
+    graph = out_dir / GRAPHS[precision]
+    if precision == "fp16":
+        return graph, {"graph": GRAPHS[precision], "fp16": fp16_graph(onnx_file, graph)}
+    key = graph_key(file_sha256(onnx_file), calibration)
+    previous = reusable_graph(cache_dir, key)
+    if previous is not None:
+        shutil.copyfile(previous, graph)
+        settings = json.loads((Path(cache_dir) / QDQ_KEY).read_text())["quantization"]
+    else:
+        settings = quantize_qdq(onnx_file, graph, calibration, out_dir, signed=True)
+    (out_dir / QDQ_KEY).write_text(json.dumps({"key": key, "quantization": settings}))
+    return graph, {"graph": GRAPHS[precision], "quantization": settings,
+                   "qdq_graph": "reused" if previous is not None else "calibrated"}
 
 
 def _output_type(fmt: str) -> str:
@@ -128,9 +167,10 @@ def layer_precisions(info: dict) -> dict:
         if isinstance(layer, str):  # LAYER_NAMES_ONLY verbosity: names without details
             layers.append({"name": layer, "type": None, "output_type": "unknown"})
             continue
-        outputs = layer.get("Outputs") or [{}]
-        layers.append({"name": layer.get("Name"), "type": layer.get("LayerType"),
-                       "output_type": _output_type(outputs[0].get("Format/Datatype", ""))})
+        out = (layer.get("Outputs") or [{}])[0]
+        # TensorRT 10: "Format/Datatype"; 11 splits it into a format and a data type field
+        fmt = out.get("Format/Datatype") or out.get("DataType") or out.get("Datatype") or out.get("Format", "")
+        layers.append({"name": layer.get("Name"), "type": layer.get("LayerType"), "output_type": _output_type(fmt)})
     return {"count": len(layers), "output_types": dict(Counter(x["output_type"] for x in layers)), "layers": layers}
 
 
@@ -153,38 +193,6 @@ def _classes():
             if int(severity) <= int(trt.ILogger.Severity.WARNING):
                 print(f"[TensorRT] {msg}", flush=True)
 
-    class Calibrator(trt.IInt8EntropyCalibrator2):
-        """Feeds the calibration batches to the builder one by one from GPU memory; hands the cache it writes back."""
-
-        def __init__(self, calibration: Calibration, cache: bytes | None, on_write):
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self._calibration, self._batches = calibration, iter(calibration.batches)
-            self._batch_size = int(calibration.batches[0].shape[0])
-            self._cache, self._on_write, self._device, self._bar = cache, on_write, None, None
-
-        def get_batch_size(self):
-            return self._batch_size
-
-        def get_batch(self, names):
-            from tqdm import tqdm
-
-            if self._bar is None:  # TensorRT asks for batches only when it has no cache to use
-                self._bar = tqdm(total=len(self._calibration.batches), desc="TensorRT int8 calibration", unit="batch")
-            batch = next(self._batches, None)
-            if batch is None:
-                self._bar.close()
-                return None
-            self._bar.update()
-            self._device = torch.from_numpy(np.ascontiguousarray(batch)).cuda()  # kept alive until the next batch
-            torch.cuda.synchronize()
-            return [self._device.data_ptr()]
-
-        def read_calibration_cache(self):
-            return self._cache
-
-        def write_calibration_cache(self, cache):
-            self._on_write(bytes(cache))
-
     class OutputAllocator(trt.IOutputAllocator):
         """GPU buffers for outputs whose shapes are known only after execution (NMS), grown as needed."""
 
@@ -205,7 +213,7 @@ def _classes():
         def notify_shape(self, tensor_name, shape):
             self.shapes[tensor_name] = tuple(shape)
 
-    return Logger, Calibrator, OutputAllocator
+    return Logger, OutputAllocator
 
 
 class EngineRunner:
@@ -215,7 +223,7 @@ class EngineRunner:
         import torch
 
         trt = _tensorrt()
-        _, _, OutputAllocator = _classes()
+        _, OutputAllocator = _classes()
         self._keep = (runtime, logger)  # TensorRT wants both alive as long as the engine
         self.engine, self.context, self.file = engine, engine.create_execution_context(), engine_file
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -263,14 +271,16 @@ class TensorRT(Backend):
                options: dict, cache_dir: Path | None) -> BuildResult:
         trt = _tensorrt()
         cuda_device()
-        Logger, Calibrator, _ = _classes()
+        Logger, _ = _classes()
         logger = Logger()
+        graph, typed = precision_graph(onnx_file, out_dir, precision, calibration, cache_dir)
         builder = trt.Builder(logger)
-        network = builder.create_network(0)  # explicit batch: TensorRT 10's only mode
+        # strongly typed (the graph's types are the precision), explicit batch: TensorRT 10's and 11's one mode
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
         parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(onnx_file)):
+        if not parser.parse_from_file(str(graph)):
             errors = [f"node {e.node()}: {e.desc()}" for e in map(parser.get_error, range(parser.num_errors))]
-            raise InputError(onnx_file, "TensorRT's ONNX parser refused it: " + "; ".join(errors or logger.errors))
+            raise InputError(graph, "TensorRT's ONNX parser refused it: " + "; ".join(errors or logger.errors))
         layer_types = Counter(str(network.get_layer(i).type).rsplit(".", 1)[-1] for i in range(network.num_layers))
 
         config = builder.create_builder_config()
@@ -294,23 +304,10 @@ class TensorRT(Backend):
             config.set_timing_cache(timing, ignore_mismatch=False)
 
         report = {"engine": {"workspace_bytes": workspace, "profile": profiles, "timing_cache": timing_state,
-                             "nms": "TensorRT INMSLayer from ONNX NonMaxSuppression",
+                             "nms": "TensorRT INMSLayer from ONNX NonMaxSuppression", "typing": "strong", **typed,
                              "network_layer_types": dict(layer_types)}}
-        if precision == "fp32":  # TF32 is on by default on Ampere and later: fp32 is meant as fp32
+        if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):  # on by default on Ampere and later
             config.clear_flag(trt.BuilderFlag.TF32)
-        else:
-            config.set_flag(trt.BuilderFlag.FP16)
-        if precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)
-            key = calibration_key(trt.__version__, file_sha256(onnx_file), calibration)
-            cached = reusable_calibration_cache(cache_dir, key)
-            written: list[bytes] = []
-            config.int8_calibrator = Calibrator(calibration, cached, written.append)
-            shape = list(calibration.batches[0].shape)
-            calib_profile = builder.create_optimization_profile()
-            calib_profile.set_shape(network.get_input(0).name, shape, shape, shape)
-            config.set_calibration_profile(calib_profile)
-            report["engine"]["calibration_cache"] = "reused" if cached else "computed"
 
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
@@ -318,10 +315,6 @@ class TensorRT(Backend):
         artifact = out_dir / ENGINE
         artifact.write_bytes(memoryview(serialized))
         (out_dir / TIMING_CACHE).write_bytes(memoryview(config.get_timing_cache().serialize()))
-        if precision == "int8":
-            data = written[-1] if written else cached
-            if data:
-                write_calibration_cache(out_dir, key, data)
 
         engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
         info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
@@ -330,7 +323,7 @@ class TensorRT(Backend):
 
     def _load(self, artifact: Path, report: dict, threads: int) -> Runner:
         trt = _tensorrt()
-        Logger, _, _ = _classes()
+        Logger, _ = _classes()
         logger = Logger()
         runtime = trt.Runtime(logger)
         engine = runtime.deserialize_cuda_engine(artifact.read_bytes())

@@ -4,12 +4,13 @@ Reads export's output (``end2end.onnx``, ``deploy.py`` with the deploy targets' 
 settings, ``model.py``, and ``metrics.json`` for PyTorch's numbers) and writes::
 
     tensorrt-<precision>/   model.engine, build.json (TensorRT, CUDA and GPU versions, profile, per-layer output
-                            types, engine size), timing.cache, for int8 calibration.cache + calibration.json
+                            types, engine size), timing.cache, the graph carrying the precision (fp16:
+                            model.fp16.onnx; int8: the Q/DQ graph model.int8.onnx + qdq.json)
     metrics.json            PyTorch's COCO metrics and every engine's ("backends")
     gates.json              the parity gate of every engine (admlops.backends.parity)
 
-A rebuild into the same ``out`` reuses the caches of the engines published there before (same TensorRT, graph,
-and calibration data). Everything is built in a scratch directory and published at the end: a failed build or a
+A rebuild into the same ``out`` reuses what the engines published there before computed: the Q/DQ graph (same
+graph and calibration data) and the timing cache (when TensorRT accepts it). Everything is built in a scratch directory and published at the end: a failed build or a
 failed gate leaves no half-written engine behind.
 """
 from __future__ import annotations
