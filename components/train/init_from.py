@@ -177,4 +177,5 @@ def describe(report: dict) -> str:
                          for k, v in report["remapped"].items())
     return (f"init from {report['model']}: {report['loaded']} tensors loaded, {len(report['remapped'])} remapped"
             f"{': ' + remapped if remapped else ''}; re-initialised: the new classes' rows of "
-            f"{len(report['reinitialised'])} layers")
+            f"{len(report['reinitialised'])} layers"
+            + (f"; fine-tuning at learning rate {report['lr']:g}" if "lr" in report else ""))

@@ -180,8 +180,8 @@ def train(
     ``batch_size`` is per process. ``wandb`` logs through mmengine's WandbVisBackend, offline unless
     WANDB_MODE says otherwise, grouped by ``run_id``. ``cfg_options`` (``parse_cfg_options``) are merged last.
     ``init_from``: start from that model's weights (components/train/init_from.py: a zoo model in ``init_store``,
-    default ``store``; a train output or a checkpoint file), not from scratch; a resumed run resumes its own
-    checkpoint instead. ``hooks``: mmengine hooks registered beside the config's (tune's pruning hook)."""
+    default ``store``; a train output or a checkpoint file), not from scratch, at the config's learning rate times
+    its ``finetune_lr_factor`` (recorded in init_from.json); a resumed run resumes its own checkpoint instead. ``hooks``: mmengine hooks registered beside the config's (tune's pruning hook)."""
     compat.apply()
     import torch
     from mmengine.config import Config
@@ -198,6 +198,8 @@ def train(
         cfg.train_dataloader.batch_size = batch_size
     if checkpoint_interval:
         cfg.default_hooks.checkpoint.interval = checkpoint_interval
+    if init_from:  # a trained model is fine-tuned at the config's fine-tuning rate (before cfg_options: an explicit lr wins)
+        cfg.optim_wrapper.optimizer.lr *= cfg.get("finetune_lr_factor", 1.0)
     if cfg_options:
         merge_cfg_options(cfg, cfg_options)
     cfg.randomness = dict(seed=seed)
@@ -222,6 +224,7 @@ def train(
 
         report = initial_weights(cfg, init_from, dataset_meta(dataset_dir, cfg)["classes"], work / f"init.rank{rank}.pth",
                                  store if init_store is None else init_store)
+        report["lr"] = cfg.optim_wrapper.optimizer.lr
         cfg.load_from = str(work / f"init.rank{rank}.pth")
         (work / "init_from.json").write_text(json.dumps(report, indent=2))
         print(describe(report), flush=True)

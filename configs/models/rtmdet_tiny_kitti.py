@@ -69,6 +69,10 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=30),
     dict(type='CosineAnnealingLR', eta_min=2e-4, by_epoch=False, begin=30, end=max_iters, T_max=max_iters - 30),
 ]
+# train --init-from (and an iterate round's retraining) fine-tunes a trained model at a quarter of the rate: at the full
+# rate RTMDet-tiny forgot what it knew (bench/iterate_bench.py: a seed's Car AP@0.5 fell from 0.99 to 0.64 in 40
+# iterations), and bench/models_bench.py's finetune section measures the fraction of iterations it needs
+finetune_lr_factor = 0.25
 custom_hooks = []  # upstream's EMA and epoch-based pipeline switch do not fit a few hundred iterations
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=100, by_epoch=False, max_keep_ckpts=1),
