@@ -173,9 +173,12 @@ def quantize_qdq(onnx_file: Path, out_file: Path, calibration: Calibration, work
                     per_channel=True, activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
                     weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS,
                     calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=head, reduce_range=reduce_range,
-                    extra_options={"ActivationSymmetric": signed, "WeightSymmetric": True})
+                    extra_options={"ActivationSymmetric": signed, "WeightSymmetric": True,
+                                   # TensorRT's Q/DQ is int8 only: its biases stay float (ONNX Runtime's in int32)
+                                   "QuantizeBias": not signed})
     prepared.unlink()
     return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "opset": QUANT_OPSET,
             "weights": "int8 per channel, symmetric" + (", 7-bit range (reduce_range)" if reduce_range else ""),
-            "activations": "int8 symmetric" if signed else "uint8", "calibration": "minmax", "ops": QUANTIZED_OPS,
+            "activations": "int8 symmetric" if signed else "uint8", "biases": "float" if signed else "int32",
+            "calibration": "minmax", "ops": QUANTIZED_OPS,
             "float": "convolutions whose output is a graph output; box decoding and NMS"}
