@@ -48,6 +48,29 @@ class _Tee(io.TextIOBase):
         return len(text)
 
 
+class _ByThread(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` for a whole run: each write goes to the stream its thread routed it to, else
+    to ``default``. kfp.local runs a ParallelFor's iterations on a thread pool, and ``contextlib.redirect_stdout``
+    per task swaps one process-wide attribute: concurrent tasks would restore each other's (closed) logs."""
+
+    def __init__(self, default):
+        self.default, self.local = default, threading.local()
+
+    @contextlib.contextmanager
+    def routed(self, stream):
+        self.local.stream = stream
+        try:
+            yield
+        finally:
+            self.local.stream = None
+
+    def write(self, text: str) -> int:
+        return (getattr(self.local, "stream", None) or self.default).write(text)
+
+    def flush(self) -> None:
+        (getattr(self.local, "stream", None) or self.default).flush()
+
+
 class _StepConsole:
     """The one console line of a running task; on a terminal it is repainted with elapsed time and the log's
     latest line, elsewhere it is printed once when the task ends."""
@@ -89,26 +112,32 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_tasks(verbose: bool, steps: list[dict]):
-    """Route each task's kfp.local output to its log file and keep one console line per task.
+def _quiet_tasks(verbose: bool, steps: list[dict], pipeline_log: io.StringIO):
+    """Route each task's kfp.local output to its log file and keep one console line per task; kfp.local's
+    pipeline-level lines go to ``pipeline_log`` (and the console too when ``verbose``).
 
     kfp.local (pinned at 2.17.0) prints a task's executor input, streamed subprocess output and outputs to
-    ``sys.stdout`` from ``task_dispatcher.run_single_task_implementation``, which the DAG orchestrator calls
-    through the module attribute: wrapping that one function redirects all of it, task by task.
+    ``sys.stdout`` from ``task_dispatcher.run_single_task_implementation`` (in the thread that runs the task),
+    which the DAG orchestrator calls through the module attribute: wrapping that one function routes all of it,
+    task by task.
     """
     from kfp.local import executor_input_utils, task_dispatcher
 
     original = task_dispatcher.run_single_task_implementation
-    console = _StepConsole(sys.stdout, live=sys.stdout.isatty() and not verbose)
+    console_out = sys.stdout
+    console = _StepConsole(console_out, live=console_out.isatty() and not verbose)
+    streams = _ByThread(_Tee(pipeline_log, console_out if verbose else None))
 
     def run_task(**kwargs):
-        task = executor_input_utils.get_local_task_resource_name(kwargs["component_name"])
-        run_dir = Path(kwargs["pipeline_root"]) / kwargs["pipeline_resource_name"]
+        # a ParallelFor's iteration runs as a nested DAG: "<run>/for-loop-2-iteration-0" holds its tasks
+        run, *nested = Path(kwargs["pipeline_resource_name"]).parts
+        task = "/".join([*nested, executor_input_utils.get_local_task_resource_name(kwargs["component_name"])])
+        run_dir = Path(kwargs["pipeline_root"]) / run
         log = run_dir / "logs" / f"{task}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as f:
-            tee = _Tee(f, sys.stdout if verbose else None)
-            with console.running(task, tee) as elapsed, contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
+            tee = _Tee(f, console_out if verbose else None)
+            with console.running(task, tee) as elapsed, streams.routed(tee):
                 outputs, status = original(**kwargs)
             seconds = elapsed()
         steps.append({"task": task, "status": status.name, "seconds": round(seconds, 1), "log": str(log)})
@@ -117,7 +146,7 @@ def _quiet_tasks(verbose: bool, steps: list[dict]):
 
     task_dispatcher.run_single_task_implementation = run_task
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(streams), contextlib.redirect_stderr(streams):
             # a warning per task that the image is not a python:* one: true and irrelevant without containers
             warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
             yield
@@ -169,10 +198,7 @@ def run_local(name: str, params: dict, store: str | Path, verbose: bool = False)
     steps: list[dict] = []
     failure = None
     pipeline_log = io.StringIO()  # kfp.local's own pipeline-level lines (start, end, DAG warnings)
-    with _quiet_tasks(verbose, steps), contextlib.ExitStack() as quiet:
-        if not verbose:
-            quiet.enter_context(contextlib.redirect_stdout(pipeline_log))
-            quiet.enter_context(contextlib.redirect_stderr(pipeline_log))
+    with _quiet_tasks(verbose, steps, pipeline_log):
         try:
             func(**params)
         except RuntimeError as exc:

@@ -68,3 +68,41 @@ def test_a_failed_task_is_named_with_its_log_tail(tmp_path, capsys, tiny_registe
     assert info.value.exit_code == 4
     lines = [l for l in capsys.readouterr().out.splitlines() if l.strip()]
     assert [l.split()[:2] for l in lines] == [["chatty", "SUCCESS"], ["failing", "FAILURE"]]
+
+
+@dsl.component(base_image="ghcr.io/admlops/cpu:src-test", install_kfp_package=False)
+def voice(item: int, lines: int):
+    import time
+
+    for j in range(lines):
+        print(f"item {item} line {j}", flush=True)
+        time.sleep(0.002)  # keeps the iterations' output overlapping in time
+
+
+@dsl.pipeline(name="fan")
+def fan(lines: int = 200):
+    with dsl.ParallelFor([0, 1, 2]) as item:
+        voice(item=item, lines=lines)
+
+
+def test_parallel_iterations_each_keep_their_own_log(tmp_path, capsys, monkeypatch):
+    """kfp.local runs a ParallelFor's iterations on threads at once: each one's output lands in its own log, none in
+    another's, and the console is the caller's again afterwards (a per-task swap of sys.stdout restored a closed log)."""
+    import sys
+
+    monkeypatch.setitem(registry.PIPELINES, "fan", fan)
+    stdout = sys.stdout
+    run_dir = local.run_local("fan", {"lines": 200}, tmp_path / "store")
+    assert sys.stdout is stdout
+    logs = sorted((run_dir / "logs").rglob("voice.log"))
+    assert [p.relative_to(run_dir / "logs").parent.name for p in logs] == [f"for-loop-2-iteration-{i}" for i in range(3)]
+    assert all(f'href="{p.relative_to(run_dir).as_posix()}"' in (run_dir / "index.html").read_text() for p in logs)
+    items = []
+    for log in logs:
+        said = re.findall(r"^\s*item (\d) line (\d+)$", log.read_text(), flags=re.M)
+        assert len({i for i, _ in said}) == 1, f"{log.name} holds more than one iteration's output"
+        assert sorted(int(j) for _, j in said) == list(range(200))
+        items.append(said[0][0])
+    assert sorted(items) == ["0", "1", "2"]
+    print("after the run")
+    assert "after the run" in capsys.readouterr().out
