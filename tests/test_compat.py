@@ -141,3 +141,46 @@ def test_mmengine_ddp_starts_on_cpu():
     assert res.returncode != 0 and "_cuda_setDevice" in res.stderr  # mmengine calls torch.cuda.set_device
     res = _run(CPU_DDP, ports[1], "shim")
     assert res.returncode == 0 and "WORLD 1" in res.stdout, res.stderr[-2000:]
+
+
+def test_rtmdet_export_decode_clips_boxes_to_the_image_as_mmdet_does():
+    """Shim 9: under mmdeploy's rewriting (what the ONNX export traces), RTMDet's head clips its boxes to the image
+    before NMS, as mmdet's head does: the detections equal PyTorch's on maps whose raw boxes cross the border."""
+    import torch
+    from mmdeploy.core import RewriterContext
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from admlops.configs import resolve
+    from admlops.tasks.image_detection import sync_post_processing
+
+    compat.apply()
+    import mmdeploy.codebase.mmdet.models.dense_heads.rtmdet_head  # noqa: F401  (registers the rewrite)
+    from mmdet.registry import MODELS
+
+    init_default_scope("mmdet")
+    model_cfg = Config.fromfile(str(resolve("models", "rtmdet_tiny_kitti")))
+    deploy_cfg = Config.fromfile(str(resolve("deploy", "detection_onnxruntime_dynamic")))
+    sync_post_processing(deploy_cfg, model_cfg)
+    head = MODELS.build(model_cfg.model.bbox_head).eval()
+    head.test_cfg = model_cfg.model.test_cfg
+    torch.manual_seed(0)
+    height, width = 64, 96
+    maps = [(height // s, width // s) for s in (8, 16, 32)]
+    cls_scores = [torch.randn(1, head.cls_out_channels, h, w) * 3 for h, w in maps]
+    bbox_preds = [torch.rand(1, 4, h, w) * 60 for h, w in maps]  # distances in pixels: many boxes cross the border
+    metas = [{"img_shape": (height, width), "scale_factor": (1.0, 1.0)}]
+    with torch.no_grad():
+        mmdet = head.predict_by_feat(cls_scores, bbox_preds, batch_img_metas=metas, rescale=False)[0]
+        with RewriterContext(cfg=deploy_cfg, backend="onnxruntime"):
+            dets, labels = head.predict_by_feat(cls_scores, bbox_preds, batch_img_metas=metas)
+    points = torch.cat(head.prior_generator.grid_priors(maps, device="cpu"))
+    top_left = points[:, :2] - torch.cat([b[0].permute(1, 2, 0).reshape(-1, 4) for b in bbox_preds])[:, :2]
+    assert (top_left < 0).any(), "the maps were meant to give boxes that cross the border"
+    dets, labels = dets[0][dets[0][:, 4] > 0], labels[0][dets[0][:, 4] > 0]
+    assert len(dets) == len(mmdet.scores) > 10
+    order = torch.argsort(dets[:, 4], descending=True)
+    torch.testing.assert_close(dets[order, :4], mmdet.bboxes, atol=1e-4, rtol=0)
+    torch.testing.assert_close(dets[order, 4], mmdet.scores, atol=1e-6, rtol=0)
+    assert torch.equal(labels[order], mmdet.labels)
+    assert compat.rtmdet_head__predict_by_feat.replaces.__module__ == compat.RTMDET_REWRITE_MODULE

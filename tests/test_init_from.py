@@ -117,7 +117,7 @@ def test_fine_tuning_from_the_zoo_reaches_the_learned_map_in_a_third_of_the_iter
     assert maps["tuned"] >= LEARNED_MAP50_FLOOR > maps["scratch"], maps
     init = json.loads((tmp_path / "tuned" / "init_from.json").read_text())
     assert init["model"] == f"det@{parent.version}" and init["source"] == "det@production" and init["remapped"] == {}
-    assert init["lr"] == pytest.approx(0.004 * 0.25), "a trained model is fine-tuned at the config's fine-tuning rate"
+    assert init["lr"] == pytest.approx(0.008 * 0.25), "a trained model is fine-tuned at the config's fine-tuning rate"
     summary = json.loads((tmp_path / "tuned" / "summary.json").read_text())
     assert summary["init_from"]["model"] == f"det@{parent.version}" and summary["init_from"]["loaded"] == init["loaded"]
     assert not (tmp_path / "scratch" / "init_from.json").exists()

@@ -66,16 +66,25 @@ def per_class_ap(ann_file: str | Path, det_file: str | Path) -> dict[str, dict[s
     return result
 
 
+def head_levels(model_cfg) -> int:
+    """How many feature levels the head that proposes candidates (a two-stage detector's RPN) predicts on."""
+    head = model_cfg.model.get("rpn_head") or model_cfg.model.get("bbox_head") or {}
+    generator = head.get("prior_generator") or head.get("anchor_generator") or {}
+    return len(generator.get("strides") or head.get("strides") or [None])
+
+
 def sync_post_processing(deploy_cfg, model_cfg) -> None:
     """Make the exported NMS use the model's own test_cfg, so ONNX and PyTorch decode alike. A two-stage detector's
-    boxes are its second stage's (``rcnn``), its candidates its proposals' (``rpn``)."""
+    boxes are its second stage's (``rcnn``), its candidates its proposals' (``rpn``). PyTorch keeps ``nms_pre``
+    candidates per feature level; mmdeploy's ``pre_top_k`` cuts the levels together, so it is ``nms_pre`` times
+    the levels (at ``nms_pre`` alone a model with many low-score boxes lost candidates only in the export)."""
     test_cfg = model_cfg.model.test_cfg
     final, first = test_cfg.get("rcnn", test_cfg), test_cfg.get("rpn", test_cfg)
     pp = deploy_cfg.codebase_config.post_processing
     pp.score_threshold = final.score_thr
     pp.confidence_threshold = final.score_thr
     pp.iou_threshold = final.nms.iou_threshold
-    pp.pre_top_k = first.nms_pre
+    pp.pre_top_k = first.nms_pre * head_levels(model_cfg)
     pp.keep_top_k = final.max_per_img
     pp.max_output_boxes_per_class = final.max_per_img
 

@@ -39,5 +39,6 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=500),
     dict(type='CosineAnnealingLR', eta_min=2e-4, by_epoch=False, begin=500, end=max_iters, T_max=max_iters - 500),
 ]
+optim_wrapper = dict(optimizer=dict(lr=0.004))  # upstream's rate for a long GPU schedule (the tiny one's is for CPU minutes)
 custom_hooks = [dict(type='EMAHook', ema_type='ExpMomentumEMA', momentum=0.0002, update_buffers=True, priority=49)]
 default_hooks = dict(checkpoint=dict(interval=2000), logger=dict(interval=50))
