@@ -43,6 +43,9 @@ COMPONENT_IMAGES: dict[str, tuple[str, str]] = {
     "tune-study": ("cpu", "cpu"),  # creates the study
     "tune-best": ("cpu", "cpu"),  # publishes the study, registers its best model
     "tune": ("cpu", "train"),  # a worker: trials train and evaluate
+    "zoo-model": ("cpu", "cpu"),  # a zoo model as a pipeline artifact
+    "prune": ("cpu", "train"),  # prunes a zoo model and fine-tunes it
+    "optimize-report": ("cpu", "cpu"),
     "evaluate": ("cpu", "train"),
     "export": ("cpu", "deploy"),
     "benchmark": ("cpu", "deploy"),

@@ -37,6 +37,7 @@ PACKAGES: dict[str, str] = {
     "pyarrow": "20.0.0",  # the last that works with numpy 1.x
     "boto3": "1.44.5",
     "wandb": "0.31.0",
+    "torch-pruning": "1.6.1",  # prune: structural (channel) pruning with its dependency graph
     "optuna": "5.0.0",  # tune: the study (TPE sampler, median pruner, SQLite storage through SQLAlchemy)
     "moto": "5.2.5",
     "pytest": "9.2.0",

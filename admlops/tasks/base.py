@@ -142,6 +142,14 @@ class Task:
         """Per class, the number promote's accuracy gate compares (in ``metric``'s unit)."""
         raise NotImplementedError
 
+    # ---- optimisation ------------------------------------------------------------------------------------------
+
+    def prunable(self, model, cfg, dataset_dir):
+        """What structural pruning traces: ``(forward, example)``, ``forward(model, example)`` running the prunable
+        part of ``model`` (or of a copy of it: the MACs counter runs one) on one input of ``dataset_dir`` as the
+        config prepares it, returning its tensors (nested)."""
+        raise UsageError(f"pruning a {self.description} is not supported")
+
     # ---- export ------------------------------------------------------------------------------------------------
 
     def check_exportable(self) -> None:

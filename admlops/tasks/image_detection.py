@@ -26,7 +26,7 @@ from admlops.backends.base import Calibration
 from admlops.backends.calibration import check_count, spread
 from admlops.backends.parity import MAX_DROP_FLOAT
 from admlops.errors import InputError
-from admlops.mmconfig import dataset_meta
+from admlops.mmconfig import dataset_meta, use_dataset
 from admlops.tasks.base import BenchInputs, Metric, Task, log_finite, number, register, table
 
 # CocoMetric's overall keys: it returns none of them when the model detected nothing on the whole split.
@@ -214,6 +214,19 @@ class ImageDetection(Task):
         return {name: ap["AP50"] for name, ap in metrics["per_class"].items()}
 
     # ---- export ------------------------------------------------------------------------------------------------
+
+    def prunable(self, model, cfg, dataset_dir):
+        """The whole detector's tensor forward (every level's class and box maps) on the first val image, as the
+        test pipeline and data preprocessor prepare it."""
+        import copy
+
+        from mmengine.dataset import pseudo_collate
+        from mmengine.registry import DATASETS
+
+        cfg = copy.deepcopy(cfg)
+        use_dataset(cfg, dataset_dir)
+        data = model.data_preprocessor(pseudo_collate([DATASETS.build(cfg.test_dataloader.dataset)[0]]), False)
+        return (lambda detector, x: detector(x, mode="tensor")), data["inputs"]
 
     def prepare(self, deploy_cfg, model_cfg, dataset_dir) -> str:
         """Sync the deploy config with the model; the first val image, which the export traces on."""

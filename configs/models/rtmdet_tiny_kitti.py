@@ -76,6 +76,10 @@ param_scheduler = [
 # rate RTMDet-tiny forgot what it knew (bench/iterate_bench.py: a seed's Car AP@0.5 fell from 0.99 to 0.64 in 40
 # iterations), and bench/models_bench.py's finetune section measures the fraction of iterations it needs
 finetune_lr_factor = 0.25
+# `admlops prune` (components/prune): channels scored by first-order Taylor importance (the training loss's gradient
+# times the weights: their L2 norm alone picked channels BatchNorm amplifies); the class and box convolutions of
+# every level keep their outputs (the classes and the box sides)
+pruning = dict(importance='taylor', batches=4, keep=['bbox_head.rtm_cls', 'bbox_head.rtm_reg'], round_to=8)
 custom_hooks = []  # upstream's EMA and epoch-based pipeline switch do not fit a few hundred iterations
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=100, by_epoch=False, max_keep_ckpts=1),

@@ -33,6 +33,9 @@ param_scheduler = [
     dict(type='QuadraticWarmupLR', by_epoch=False, begin=0, end=30),
     dict(type='CosineAnnealingLR', eta_min=0.0005, by_epoch=False, begin=30, end=max_iters, T_max=max_iters - 30),
 ]
+# `admlops prune` (components/prune): the class, box and objectness convolutions of every level keep their outputs
+pruning = dict(importance='taylor', batches=4, keep=['bbox_head.multi_level_conv_cls', 'bbox_head.multi_level_conv_reg',
+                                      'bbox_head.multi_level_conv_obj'], round_to=8)
 search_space = {  # `admlops tune`: SGD's learning rate and weight decay, the batch size
     '_delete_': True,
     'optim_wrapper.optimizer.lr': dict(type='float', low=0.002, high=0.04, log=True),

@@ -33,6 +33,15 @@ def cmd_tune(args) -> None:
                 "registered": result.get("registered"), "report": str(Path(args.out) / "report.html")})
 
 
+def cmd_prune(args) -> None:
+    from admlops.components.prune.prune import prune
+
+    record = prune(args.parent, args.dataset, args.out, args.flops_reduction, args.finetune_iters, args.seed,
+                   args.store or "", args.batch_size)
+    print_json({k: record[k] for k in ("parent", "importance", "flops_reduction", "macs", "params", "channels_changed",
+                                       "finetune")})
+
+
 def cmd_evaluate(args) -> None:
     from admlops.components.evaluate.evaluate import evaluate
     from admlops.mmconfig import parse_cfg_options
@@ -110,6 +119,20 @@ def add_commands(sub) -> None:
     s.add_argument("--name", help="register the best model in the zoo under this name (its lineage names the study)")
     s.add_argument("--store", help="the store of the zoo (default: the local default store)")
     s.set_defaults(func=cmd_tune)
+
+    s = sub.add_parser("prune", help="structural pruning (Torch-Pruning): a trained model's channels removed until "
+                       "its MACs fall by --flops-reduction, then fine-tuned; the config carries the pruned architecture")
+    s.add_argument("parent", help="the model to prune: a zoo model NAME@VERSION or NAME@ALIAS (in --store) or a train "
+                   "output directory")
+    s.add_argument("dataset", help="convert's output directory: what pruning traces on and fine-tuning trains on")
+    s.add_argument("out", help="model output directory (train's layout plus prune.json)")
+    s.add_argument("--flops-reduction", type=float, default=0.4, help="the fraction of MACs to remove, in (0, 1)")
+    s.add_argument("--finetune-iters", type=int, default=None, help="fine-tuning iterations (default: the config's; 0: "
+                   "publish the pruned weights without fine-tuning)")
+    s.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size (default: the config's)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--store", help="the store of the zoo (default: the local default store)")
+    s.set_defaults(func=cmd_prune)
 
     s = sub.add_parser("evaluate", help="a trained model's metrics: COCO bbox AP (2D), KITTI or nuScenes (3D)")
     s.add_argument("dataset", help="convert's output directory, or an mmdet3d data root for a 3D model")

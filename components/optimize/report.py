@@ -1,0 +1,98 @@
+"""The optimisation report: one row per model variant (the parent and what pruning made of it) with its parameters,
+MACs, accuracy, latency per deploy target and artifact size, and an accuracy-versus-latency plot with the Pareto
+front marked (a variant is on the front when no other is both faster and at least as accurate).
+
+A variant is ``{"name", "model", "report", "bench"}``: a model directory (train's or prune's layout), evaluate's
+report directory (metrics.json) and benchmark's results directory (benchmark.json) of the same dataset. Parameters
+and MACs come from the pruned model's prune.json (its parent's and its own, counted by Torch-Pruning at the input
+it traced on); the task's gated metric from metrics.json; latency is the p50 of one batch-1 call at the runtime's
+default threads, per backend and precision.
+"""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from admlops import htmlpage
+from admlops.tasks import get_task
+
+
+def _latency(bench: dict) -> dict[str, dict]:
+    rows = [r for r in bench["rows"] if r["batch"] == 1 and not r["threads"]]
+    return {f"{r['runtime']} {r['precision']}": {"p50_ms": r["latency"]["p50_ms"], "bytes": r["artifact_bytes"]}
+            for r in rows}
+
+
+def rows(variants: list[dict]) -> list[dict]:
+    """The report's rows, in the order given; a variant without prune.json is the parent of those with one."""
+    pruned = [json.loads(p.read_text()) for v in variants if (p := Path(v["model"]) / "prune.json").is_file()]
+    out = []
+    for v in variants:
+        record = Path(v["model"]) / "prune.json"
+        which = 1 if record.is_file() else 0
+        sizes = json.loads(record.read_text()) if which else (pruned[0] if pruned else None)
+        metrics = json.loads((Path(v["report"]) / "metrics.json").read_text())
+        task = get_task(metrics["task"])
+        out.append({"name": v["name"], "metric": task.metric.key, "value": task.metric.of(metrics),
+                    "params": sizes["params"][which] if sizes else None, "macs": sizes["macs"][which] if sizes else None,
+                    "latency": _latency(json.loads((Path(v["bench"]) / "benchmark.json").read_text()))})
+    return out
+
+
+def pareto(points: list[tuple[float, float]]) -> list[bool]:
+    """For (latency, accuracy) points: whether each is on the front (no other is faster and at least as accurate,
+    or as fast and more accurate)."""
+    return [not any((lo < l and ao >= a) or (lo <= l and ao > a) for lo, ao in points) for l, a in points]
+
+
+def write(variants: list[dict], out: str | Path, target: str = "") -> dict:
+    """``out``/report.html and optimize.json; ``target``: the deploy target the plot's latency axis is (default:
+    the first every row has)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = rows(variants)
+    targets = [t for t in table[0]["latency"] if all(t in r["latency"] for r in table)]
+    target = target or (targets[0] if targets else "")
+    points = [(r["latency"][target]["p50_ms"], r["value"]) for r in table] if target else []
+    front = pareto(points) if points else [False] * len(table)
+    for r, on in zip(table, front):
+        r["pareto"] = on
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    all_targets = sorted({t for r in table for t in r["latency"]})
+    head = ["variant", "params (M)", "MACs (G)", table[0]["metric"]] + [f"{t} p50 ms" for t in all_targets] + \
+        [f"{t} MB" for t in all_targets] + ["Pareto"]
+
+    def cell(x, fmt):
+        return "–" if x is None else format(x, fmt)
+
+    body = [f"<tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>"]
+    for r in table:
+        cells = [r["name"], cell(r["params"] and r["params"] / 1e6, ".2f"), cell(r["macs"] and r["macs"] / 1e9, ".2f"),
+                 cell(r["value"], ".3f")]
+        cells += [cell(r["latency"].get(t, {}).get("p50_ms"), ".1f") for t in all_targets]
+        cells += [cell(r["latency"].get(t, {}).get("bytes") and r["latency"][t]["bytes"] / 1e6, ".1f") for t in all_targets]
+        cells += ["yes" if r["pareto"] else ""]
+        body.append(f"<tr>{''.join(f'<td>{html.escape(str(c))}</td>' for c in cells)}</tr>")
+    parts = [f"<h1>Model optimisation</h1><table>{''.join(body)}</table>"]
+    if points:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (lat, acc), r in zip(points, table):
+            ax.scatter([lat], [acc], marker="*" if r["pareto"] else "o", s=120 if r["pareto"] else 50)
+            ax.annotate(r["name"], (lat, acc), textcoords="offset points", xytext=(5, 5))
+        front_points = sorted(p for p, on in zip(points, front) if on)
+        ax.plot(*zip(*front_points), linestyle="--", color="grey", label="Pareto front")
+        ax.set_xlabel(f"{target} p50 latency, batch 1 (ms)")
+        ax.set_ylabel(table[0]["metric"])
+        ax.legend()
+        parts.append(htmlpage.plot_section(f"Accuracy against latency ({target})", htmlpage.png_base64(fig)))
+        plt.close(fig)
+    (out / "report.html").write_text(htmlpage.page("Model optimisation", parts,
+                                                   style="td,th{padding:3px 8px;text-align:right}"))
+    result = {"target": target, "rows": table}
+    (out / "optimize.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,138 @@
+"""Structural pruning (components/prune): the pruned architecture travels in the config, a fresh process rebuilds it
+and computes what the pruned model computed; the optimize pipeline prunes a zoo model, fine-tunes, measures both,
+registers the pruned one under its parent and reports the Pareto front; bad input is named and nothing is written."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import admlops
+
+FRESH_PROCESS = """
+import sys, torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+from admlops import compat
+compat.apply()
+cfg = Config.fromfile(sys.argv[1])  # custom_imports brings PrunedDetector
+init_default_scope('mmdet')
+model = MODELS.build(cfg.model).eval()
+model.load_state_dict(torch.load(sys.argv[2], weights_only=True)['state_dict'], strict=True)
+with torch.no_grad():
+    torch.save([t for level in model(torch.load(sys.argv[3]), mode='tensor') for t in level], sys.argv[4])
+"""
+
+
+@pytest.fixture(scope="module")
+def rtmdet(coco_dir, tmp_path_factory):
+    """RTMDet-tiny (its own initialisation) built from the shipped config, with the config and weights on disk."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    from admlops import compat
+    from admlops.configs import resolve
+
+    compat.apply()
+    cfg = Config.fromfile(str(resolve("models", "rtmdet_tiny_kitti")))
+    init_default_scope("mmdet")
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    root = tmp_path_factory.mktemp("rtmdet")
+    cfg.dump(str(root / "config.py"))
+    torch.save({"state_dict": model.state_dict(), "meta": {"dataset_meta": {"classes": list(cfg.classes)}}},
+               root / "model.pth")
+    return cfg, model.eval(), root
+
+
+def test_the_config_carries_the_pruned_architecture_a_fresh_process_rebuilds(rtmdet, coco_dir, tmp_path):
+    import copy
+
+    import torch
+    from mmengine.config import Config
+
+    from admlops.components.prune.prune import prune_model, pruned_config
+    from admlops.tasks import task_of
+
+    cfg, model, _ = copy.deepcopy(rtmdet[0]), copy.deepcopy(rtmdet[1]), rtmdet[2]
+    cfg.pruning.importance = "l2"  # no gradients needed for what this test checks
+    record = prune_model(model, cfg, coco_dir, 0.3, "rtmdet_tiny_kitti.py")
+    assert record["macs"][1] <= 0.7 * record["macs"][0] and record["params"][1] < record["params"][0]
+    assert [c.out_channels for c in model.bbox_head.rtm_cls] == [3, 3, 3], "the class convolutions are kept whole"
+    assert model.backbone.stem[0].conv.out_channels < rtmdet[1].backbone.stem[0].conv.out_channels
+    pruned_config(cfg, model, record)
+    cfg.dump(str(tmp_path / "config.py"))
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "model.pth")
+    _, example = task_of(cfg).prunable(model, cfg, coco_dir)
+    torch.save(example, tmp_path / "input.pt")
+    with torch.no_grad():
+        expected = [t for level in model(example, mode="tensor") for t in level]
+    res = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(tmp_path / "config.py"), str(tmp_path / "model.pth"),
+                          str(tmp_path / "input.pt"), str(tmp_path / "out.pt")], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for got, want in zip(torch.load(tmp_path / "out.pt"), expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert Config.fromfile(str(tmp_path / "config.py")).model.type == "PrunedDetector"
+    # the control: the weights do not fit the unpruned architecture the parent's config builds
+    res = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(rtmdet[2] / "config.py"), str(tmp_path / "model.pth"),
+                          str(tmp_path / "input.pt"), str(tmp_path / "out2.pt")], capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0 and "size mismatch" in res.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--flops-reduction", "1.5"], "--flops-reduction 1.5: the fraction of MACs to remove is in (0, 1)"),
+    (["--flops-reduction", "0"], "--flops-reduction 0.0: the fraction of MACs to remove is in (0, 1)"),
+])
+def test_a_reduction_outside_0_1_is_refused(rtmdet, coco_dir, tmp_path, args, message):
+    res = admlops("prune", rtmdet[2], coco_dir, tmp_path / "out", *args)
+    assert res.returncode == 2 and message in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_parent_missing_from_the_zoo_or_without_pruning_settings_is_named(rtmdet, coco_dir, tmp_path):
+    store = tmp_path / "store"
+    res = admlops("prune", "nope@v1", coco_dir, tmp_path / "out", "--store", store)
+    assert res.returncode == 2 and "nope" in res.stderr and not (tmp_path / "out").exists()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    text = (rtmdet[2] / "config.py").read_text()
+    start = text.index("pruning = dict(")
+    (plain / "config.py").write_text(text[:start] + text[text.index(")\n", start) + 2:])
+    (plain / "model.pth").write_bytes((rtmdet[2] / "model.pth").read_bytes())
+    res = admlops("prune", plain, coco_dir, tmp_path / "out")
+    assert res.returncode == 2 and f"{plain / 'config.py'} has no pruning settings" in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_optimize_pipeline_prunes_a_zoo_model_measures_both_and_registers_the_pruned_one(learned_model, tmp_path):
+    """A learned RTMDet-tiny in the zoo, pruned by 40% of its MACs and fine-tuned 20 iterations, through the optimize
+    pipeline run locally: both models evaluated, exported (ONNX Runtime fp32, gated) and benchmarked on the same data;
+    the pruned one registered with its parent in the lineage; the report's rows and Pareto front."""
+    from admlops import catalog, zoo
+    from admlops.objectstore import open_store
+    from admlops.pipelines.local import run_local
+
+    store = tmp_path / "store"
+    parent = zoo.publish(open_store(str(store)), "det", learned_model.model, zoo.lineage(None, None))
+    run = run_local("optimize", {"source": str(learned_model.kitti), "parent": f"det@{parent.version}",
+                                 "zoo_model_name": "det-small", "prune_finetune_iters": 20,
+                                 "deploy_backends": "onnxruntime:fp32", "bench_max_images": 4}, store)
+    [pruned] = list(run.rglob("prune.json"))
+    record = json.loads(pruned.read_text())
+    assert record["parent"] == f"det@{parent.version}" and record["macs"][1] <= 0.6 * record["macs"][0]
+    [table] = [p for p in run.rglob("table") if p.is_file()]
+    rows = {r["name"]: r for r in json.loads(table.read_text())["rows"]}
+    assert set(rows) == {f"det@{parent.version}", "pruned"}
+    assert rows["pruned"]["macs"] == record["macs"][1] and rows[f"det@{parent.version}"]["macs"] == record["macs"][0]
+    assert all(r["latency"]["onnxruntime fp32"]["p50_ms"] > 0 for r in rows.values())
+    assert rows[f"det@{parent.version}"]["value"] == pytest.approx(learned_model.map50, abs=0.02)
+    assert rows["pruned"]["value"] > 0.2, "the pruned model, fine-tuned, detects again"
+    assert any(r["pareto"] for r in rows.values())
+    [report] = [p for p in run.rglob("report") if p.is_file() and "optimize-report" in str(p)]
+    assert "Pareto front" in report.read_text() and "data:image/png;base64," in report.read_text()
+    [registered] = [json.loads(p.read_text()) for p in run.rglob("zoo_model") if p.is_file()]
+    info = catalog.show(open_store(str(store)), "models", "det-small", registered["version"]).info
+    assert info["lineage"]["parent"] == f"det@{parent.version}"
+    assert registered["deployable_targets"] == ["onnxruntime:fp32"], "the pruned model passed its export gate"
