@@ -7,7 +7,11 @@ import sys
 
 import pytest
 
-from tests.conftest import admlops
+
+
+def admlops(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "admlops.pipelines.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=600)
 
 FRESH_PROCESS = """
 import sys, torch
@@ -107,7 +111,7 @@ def test_a_parent_missing_from_the_zoo_or_without_pruning_settings_is_named(rtmd
 
 
 def test_the_optimize_pipeline_prunes_a_zoo_model_measures_both_and_registers_the_pruned_one(learned_model, tmp_path):
-    """A learned RTMDet-tiny in the zoo, pruned by 40% of its MACs and fine-tuned 20 iterations, through the optimize
+    """A learned RTMDet-tiny in the zoo, pruned by 40% of its MACs and fine-tuned 30 iterations, through the optimize
     pipeline run locally: both models evaluated, exported (ONNX Runtime fp32, gated) and benchmarked on the same data;
     the pruned one registered with its parent in the lineage; the report's rows and Pareto front."""
     from admlops import catalog, zoo
@@ -117,22 +121,23 @@ def test_the_optimize_pipeline_prunes_a_zoo_model_measures_both_and_registers_th
     store = tmp_path / "store"
     parent = zoo.publish(open_store(str(store)), "det", learned_model.model, zoo.lineage(None, None))
     run = run_local("optimize", {"source": str(learned_model.kitti), "parent": f"det@{parent.version}",
-                                 "zoo_model_name": "det-small", "prune_finetune_iters": 20,
+                                 "zoo_model_name": "det-small", "prune_finetune_iters": 30,
                                  "deploy_backends": "onnxruntime:fp32", "bench_max_images": 4}, store)
     [pruned] = list(run.rglob("prune.json"))
     record = json.loads(pruned.read_text())
     assert record["parent"] == f"det@{parent.version}" and record["macs"][1] <= 0.6 * record["macs"][0]
-    [table] = [p for p in run.rglob("table") if p.is_file()]
+    table = run / "optimize-report" / "table"
     rows = {r["name"]: r for r in json.loads(table.read_text())["rows"]}
     assert set(rows) == {f"det@{parent.version}", "pruned"}
     assert rows["pruned"]["macs"] == record["macs"][1] and rows[f"det@{parent.version}"]["macs"] == record["macs"][0]
     assert all(r["latency"]["onnxruntime fp32"]["p50_ms"] > 0 for r in rows.values())
     assert rows[f"det@{parent.version}"]["value"] == pytest.approx(learned_model.map50, abs=0.02)
+    # pruned by 40% without fine-tuning the model scores about 0.01 (measured 0.014 on the bench's parent)
     assert rows["pruned"]["value"] > 0.2, "the pruned model, fine-tuned, detects again"
     assert any(r["pareto"] for r in rows.values())
-    [report] = [p for p in run.rglob("report") if p.is_file() and "optimize-report" in str(p)]
-    assert "Pareto front" in report.read_text() and "data:image/png;base64," in report.read_text()
-    [registered] = [json.loads(p.read_text()) for p in run.rglob("zoo_model") if p.is_file()]
+    report = (run / "optimize-report" / "report").read_text()
+    assert "Pareto front" in report and "data:image/png;base64," in report
+    registered = json.loads((run / "register" / "zoo_model").read_text())
     info = catalog.show(open_store(str(store)), "models", "det-small", registered["version"]).info
     assert info["lineage"]["parent"] == f"det@{parent.version}"
     assert registered["deployable_targets"] == ["onnxruntime:fp32"], "the pruned model passed its export gate"

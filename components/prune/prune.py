@@ -65,6 +65,7 @@ def loss_gradients(model, cfg, dataset_dir: str | Path, batches: int) -> None:
     cfg = copy.deepcopy(cfg)
     use_dataset(cfg, dataset_dir)
     cfg.train_dataloader.update(num_workers=0, persistent_workers=False)
+    cfg.train_dataloader.sampler.seed = 0  # the same batches on every run: the same channels go
     model.zero_grad()
     model.eval()
     for _, batch in zip(range(batches), Runner.build_dataloader(cfg.train_dataloader, seed=0)):
