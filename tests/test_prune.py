@@ -136,8 +136,8 @@ def test_the_optimize_pipeline_prunes_a_zoo_model_measures_both_and_registers_th
     assert rows["pruned"]["value"] > 0.2, "the pruned model, fine-tuned, detects again"
     assert any(r["pareto"] for r in rows.values())
     report = (run / "optimize-report" / "report").read_text()
-    assert "Pareto front" in report and "data:image/png;base64," in report
+    assert "Pareto front (onnxruntime fp32)" in report and "data:image/png;base64," in report
     registered = json.loads((run / "register" / "zoo_model").read_text())
     info = catalog.show(open_store(str(store)), "models", "det-small", registered["version"]).info
-    assert info["lineage"]["parent"] == f"det@{parent.version}"
+    assert info["lineage"]["parent_model"] == f"det@{parent.version}"
     assert registered["deployable_targets"] == ["onnxruntime:fp32"], "the pruned model passed its export gate"

@@ -48,15 +48,16 @@ def pareto(points: list[tuple[float, float]]) -> list[bool]:
 
 def write(variants: list[dict], out: str | Path, target: str = "") -> dict:
     """``out``/report.html and optimize.json; ``target``: the deploy target the plot's latency axis is (default:
-    the first every row has)."""
+    the first deploy target every row has, PyTorch only when none)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     table = rows(variants)
-    targets = [t for t in table[0]["latency"] if all(t in r["latency"] for r in table)]
-    target = target or (targets[0] if targets else "")
+    shared = [t for t in table[0]["latency"] if all(t in r["latency"] for r in table)]
+    targets = [t for t in shared if not t.startswith("pytorch")] + [t for t in shared if t.startswith("pytorch")]
+    target = target or (targets[0] if targets else "")  # a deploy target where every row has one
     points = [(r["latency"][target]["p50_ms"], r["value"]) for r in table] if target else []
     front = pareto(points) if points else [False] * len(table)
     for r, on in zip(table, front):
@@ -78,7 +79,9 @@ def write(variants: list[dict], out: str | Path, target: str = "") -> dict:
         cells += [cell(r["latency"].get(t, {}).get("bytes") and r["latency"][t]["bytes"] / 1e6, ".1f") for t in all_targets]
         cells += ["yes" if r["pareto"] else ""]
         body.append(f"<tr>{''.join(f'<td>{html.escape(str(c))}</td>' for c in cells)}</tr>")
-    parts = [f"<h1>Model optimisation</h1><table>{''.join(body)}</table>"]
+    on_front = ", ".join(r["name"] for r in table if r["pareto"])
+    parts = [f"<h1>Model optimisation</h1><table>{''.join(body)}</table>",
+             f"<p>Pareto front ({html.escape(target or 'no target every variant has')}): {html.escape(on_front)}</p>"]
     if points:
         fig, ax = plt.subplots(figsize=(6, 4))
         for (lat, acc), r in zip(points, table):
