@@ -45,6 +45,7 @@ COMPONENT_IMAGES: dict[str, tuple[str, str]] = {
     "tune": ("cpu", "train"),  # a worker: trials train and evaluate
     "zoo-model": ("cpu", "cpu"),  # a zoo model as a pipeline artifact
     "prune": ("cpu", "train"),  # prunes a zoo model and fine-tunes it
+    "distill": ("cpu", "train"),  # trains a student guided by a zoo teacher
     "optimize-report": ("cpu", "cpu"),
     "evaluate": ("cpu", "train"),
     "export": ("cpu", "deploy"),

@@ -17,8 +17,9 @@ from admlops.components.register.component import register
 from admlops.pipelines import profiles
 
 
-def build(profile: profiles.ClusterProfile | None = None):
-    on = profiles.scheduler(profile)
+def measuring(on):
+    """The ``measure`` sub-pipeline with the profile's scheduling ``on``: one model evaluated, exported to the deploy
+    targets with the parity gates (recorded, not fatal) and benchmarked."""
 
     @dsl.pipeline(name="measure", description="evaluate, export with the parity gates (recorded, not fatal), benchmark")
     def measure(dataset: Input[Dataset], model: Input[Model], deploy_config: str, targets: str, calibration_images: int,
@@ -35,6 +36,14 @@ def build(profile: profiles.ClusterProfile | None = None):
         Measured = NamedTuple("Measured", report=Artifact, onnx_model=Model, results=Artifact)
         return Measured(report=scores.outputs["report"], onnx_model=onnx.outputs["onnx_model"],
                         results=bench.outputs["results"])
+
+    return measure
+
+
+def build(profile: profiles.ClusterProfile | None = None):
+    on = profiles.scheduler(profile)
+
+    measure = measuring(on)
 
     @dsl.pipeline(name="optimize", description="Prune a zoo model, fine-tune it, and compare it with its parent: "
                   "accuracy, MACs, latency per deploy target, the Pareto front; register the pruned model.")
@@ -84,10 +93,10 @@ def build(profile: profiles.ClusterProfile | None = None):
         on(register(dataset=data.outputs["dataset"], model=small.outputs["model"], report=after.outputs["report"],
                     onnx_model=after.outputs["onnx_model"], bench=after.outputs["results"], name=zoo_model_name,
                     parent="", alias=zoo_alias, store=store, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "register")
-        on(optimize_report(parent=base.outputs["model"], parent_report=before.outputs["report"],
-                           parent_bench=before.outputs["results"], pruned=small.outputs["model"],
-                           pruned_report=after.outputs["report"], pruned_bench=after.outputs["results"]),
-           "optimize-report")
+        on(optimize_report(dataset=data.outputs["dataset"], names="parent,pruned", model_a=base.outputs["model"],
+                           report_a=before.outputs["report"], bench_a=before.outputs["results"],
+                           model_b=small.outputs["model"], report_b=after.outputs["report"],
+                           bench_b=after.outputs["results"]), "optimize-report")
 
     return optimize
 

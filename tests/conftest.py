@@ -119,12 +119,13 @@ def store_uri(request, tmp_path):
     return f"s3://{bucket}/lake"
 
 
-def admlops(*args, timeout: int = 1800) -> subprocess.CompletedProcess:
-    """``admlops ARGS`` in a fresh process (W&B offline); asserts exit 0, with the output's tail if not."""
+def admlops(*args, timeout: int = 1800, check: bool = True) -> subprocess.CompletedProcess:
+    """``admlops ARGS`` in a fresh process (W&B offline); with ``check``, asserts exit 0, with the output's tail if
+    not."""
     env = dict(os.environ, WANDB_MODE="offline", PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))
     res = subprocess.run([sys.executable, "-m", "admlops.pipelines.cli", *map(str, args)], capture_output=True, text=True,
                          timeout=timeout, env=env)
-    assert res.returncode == 0, f"admlops {' '.join(map(str, args))}:\n" + res.stdout[-3000:] + res.stderr[-5000:]
+    assert res.returncode == 0 or not check, f"admlops {' '.join(map(str, args))}:\n" + res.stdout[-3000:] + res.stderr[-5000:]
     return res
 
 

@@ -157,9 +157,13 @@ def test_manifests_name_the_current_tag(tmp_path):
 
 
 def test_components_on_disk_have_an_image():
-    """Each components/<name>/component.py step has an image (folder names use _ where components use -)."""
-    steps = {p.parent.name.replace("_", "-") for p in ROOT.glob("components/*/component.py")}
-    missing = sorted(steps - set(images.COMPONENT_IMAGES))
+    """Each components/<name>/component.py names its steps' images (``image_for("<step>")``, one or more steps a
+    file), and every step it names has one."""
+    import re
+
+    named = {p.parent.name: re.findall(r'image_for\("([^"]+)"\)', p.read_text()) for p in ROOT.glob("components/*/component.py")}
+    assert not [d for d, steps in named.items() if not steps], "a component.py names no image"
+    missing = sorted({s for steps in named.values() for s in steps} - set(images.COMPONENT_IMAGES))
     assert not missing, f"add these components to admlops.images.COMPONENT_IMAGES: {missing}"
 
 

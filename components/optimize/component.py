@@ -1,7 +1,9 @@
 """KFP components of the optimize pipeline: the parent model out of the zoo, and the report comparing the variants
 (components/optimize/report.py)."""
+from typing import Optional
+
 from kfp import dsl
-from kfp.dsl import Artifact, HTML, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, HTML, Input, Model, Output
 
 from admlops.images import image_for
 
@@ -16,22 +18,26 @@ def zoo_model(ref: str, store: str, model: Output[Model]):
 
 
 @dsl.component(base_image=image_for("optimize-report"), install_kfp_package=False)
-def optimize_report(parent: Input[Model], parent_report: Input[Artifact], parent_bench: Input[Artifact],
-                    pruned: Input[Model], pruned_report: Input[Artifact], pruned_bench: Input[Artifact],
-                    report: Output[HTML], table: Output[Artifact]):
-    """One row per variant (parameters, MACs, the task's metric, latency and size per deploy target) and the
-    accuracy-versus-latency plot with the Pareto front; ``table``: optimize.json."""
+def optimize_report(dataset: Input[Dataset], names: str,
+                    model_a: Input[Model], report_a: Input[Artifact], bench_a: Input[Artifact],
+                    model_b: Input[Model], report_b: Input[Artifact], bench_b: Input[Artifact],
+                    report: Output[HTML], table: Output[Artifact],
+                    model_c: Optional[Input[Model]] = None, report_c: Optional[Input[Artifact]] = None,
+                    bench_c: Optional[Input[Artifact]] = None):
+    """One row per variant (``names``, comma-separated, in the order a, b[, c]: parameters, MACs, the task's metric,
+    latency and size per deploy target) and the accuracy-versus-latency plot with the Pareto front; ``table``:
+    optimize.json."""
     import shutil
     import tempfile
     from pathlib import Path
 
     from admlops.components.optimize.report import write
 
+    given = [(model_a, report_a, bench_a), (model_b, report_b, bench_b)] + [(model_c, report_c, bench_c)] * bool(model_c)
+    variants = [{"name": name.strip(), "model": m.path, "report": r.path, "bench": b.path}
+                for name, (m, r, b) in zip(names.split(","), given)]
     with tempfile.TemporaryDirectory() as tmp:
-        result = write([{"name": parent.metadata.get("version", "parent"), "model": parent.path,
-                         "report": parent_report.path, "bench": parent_bench.path},
-                        {"name": "pruned", "model": pruned.path, "report": pruned_report.path,
-                         "bench": pruned_bench.path}], tmp)
+        result = write(variants, dataset.path, tmp)
         shutil.copyfile(Path(tmp) / "report.html", report.path)
         shutil.copyfile(Path(tmp) / "optimize.json", table.path)
     table.metadata.update({"target": result["target"], "pareto": [r["name"] for r in result["rows"] if r["pareto"]]})

@@ -1,12 +1,12 @@
-"""The optimisation report: one row per model variant (the parent and what pruning made of it) with its parameters,
-MACs, accuracy, latency per deploy target and artifact size, and an accuracy-versus-latency plot with the Pareto
-front marked (a variant is on the front when no other is both faster and at least as accurate).
+"""The optimisation report: one row per model variant (a parent and what pruning or distillation made) with its
+parameters, MACs, accuracy, latency per deploy target and artifact size, and an accuracy-versus-latency plot with the
+Pareto front marked (a variant is on the front when no other is both faster and at least as accurate).
 
-A variant is ``{"name", "model", "report", "bench"}``: a model directory (train's or prune's layout), evaluate's
-report directory (metrics.json) and benchmark's results directory (benchmark.json) of the same dataset. Parameters
-and MACs come from the pruned model's prune.json (its parent's and its own, counted by Torch-Pruning at the input
-it traced on); the task's gated metric from metrics.json; latency is the p50 of one batch-1 call at the runtime's
-default threads, per backend and precision.
+A variant is ``{"name", "model", "report", "bench"}``: a model directory (train's layout), evaluate's report
+directory (metrics.json) and benchmark's results directory (benchmark.json) of the same dataset. Parameters and
+MACs are counted by Torch-Pruning on the dataset's example input for every variant alike (components/prune); the
+task's gated metric comes from metrics.json; latency is the p50 of one batch-1 call at the runtime's default
+threads, per backend and precision.
 """
 from __future__ import annotations
 
@@ -24,18 +24,17 @@ def _latency(bench: dict) -> dict[str, dict]:
             for r in rows}
 
 
-def rows(variants: list[dict]) -> list[dict]:
-    """The report's rows, in the order given; a variant without prune.json is the parent of those with one."""
-    pruned = [json.loads(p.read_text()) for v in variants if (p := Path(v["model"]) / "prune.json").is_file()]
+def rows(variants: list[dict], dataset_dir: str | Path) -> list[dict]:
+    """The report's rows, in the order given; parameters and MACs counted alike for every variant on
+    ``dataset_dir``'s example input."""
+    from admlops.components.prune.prune import model_size
+
     out = []
     for v in variants:
-        record = Path(v["model"]) / "prune.json"
-        which = 1 if record.is_file() else 0
-        sizes = json.loads(record.read_text()) if which else (pruned[0] if pruned else None)
         metrics = json.loads((Path(v["report"]) / "metrics.json").read_text())
         task = get_task(metrics["task"])
         out.append({"name": v["name"], "metric": task.metric.key, "value": task.metric.of(metrics),
-                    "params": sizes["params"][which] if sizes else None, "macs": sizes["macs"][which] if sizes else None,
+                    **model_size(v["model"], dataset_dir),
                     "latency": _latency(json.loads((Path(v["bench"]) / "benchmark.json").read_text()))})
     return out
 
@@ -46,15 +45,15 @@ def pareto(points: list[tuple[float, float]]) -> list[bool]:
     return [not any((lo < l and ao >= a) or (lo <= l and ao > a) for lo, ao in points) for l, a in points]
 
 
-def write(variants: list[dict], out: str | Path, target: str = "") -> dict:
-    """``out``/report.html and optimize.json; ``target``: the deploy target the plot's latency axis is (default:
+def write(variants: list[dict], dataset_dir: str | Path, out: str | Path, target: str = "") -> dict:
+    """``out``/report.html and optimize.json of ``variants`` measured on ``dataset_dir``; ``target``: the deploy target the plot's latency axis is (default:
     the first deploy target every row has, PyTorch only when none)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = rows(variants)
+    table = rows(variants, dataset_dir)
     shared = [t for t in table[0]["latency"] if all(t in r["latency"] for r in table)]
     targets = [t for t in shared if not t.startswith("pytorch")] + [t for t in shared if t.startswith("pytorch")]
     target = target or (targets[0] if targets else "")  # a deploy target where every row has one

@@ -82,15 +82,16 @@ def base_model_cfg(model_cfg) -> dict:
     return model
 
 
-def prune_model(model, cfg, dataset_dir: str | Path, flops_reduction: float, config_file: str | Path) -> dict:
-    """Prune ``model`` (built from ``cfg``, weights loaded) in place to ``flops_reduction`` fewer MACs; returns the
-    record: the ``channels`` for the config and the MACs and parameters per step."""
+def traced(model, cfg, dataset_dir: str | Path):
+    """``(net, example)``: ``model``'s tensor forward on the task's example input (``prunable``) as a module whose
+    outputs are a flat list of tensors, what Torch-Pruning traces and counts."""
     import torch
-    import torch_pruning as tp
 
     from admlops.tasks import task_of
 
-    class Traced(torch.nn.Module):  # the forward's tensors, flat: what Torch-Pruning traces and counts
+    forward, example = task_of(cfg).prunable(model, cfg, dataset_dir)
+
+    class Traced(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = model
@@ -100,9 +101,33 @@ def prune_model(model, cfg, dataset_dir: str | Path, flops_reduction: float, con
                 return [o] if isinstance(o, torch.Tensor) else [t for i in o for t in flat(i)]
             return flat(forward(self.model, x))
 
+    return Traced().eval(), example
+
+
+def model_size(model_dir: str | Path, dataset_dir: str | Path) -> dict:
+    """``{"macs", "params"}`` of the model a model directory's config.py builds, counted by Torch-Pruning on the task's
+    example input of ``dataset_dir`` (the count pruning reports)."""
+    import torch
+    import torch_pruning as tp
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    cfg = Config.fromfile(str(Path(model_dir) / "config.py"))
+    init_default_scope(cfg.get("default_scope", "mmdet"))
+    net, example = traced(MODELS.build(cfg.model).eval(), cfg, dataset_dir)
+    with torch.no_grad():
+        macs, params = tp.utils.count_ops_and_params(net, example)
+    return {"macs": int(macs), "params": int(params)}
+
+
+def prune_model(model, cfg, dataset_dir: str | Path, flops_reduction: float, config_file: str | Path) -> dict:
+    """Prune ``model`` (built from ``cfg``, weights loaded) in place to ``flops_reduction`` fewer MACs; returns the
+    record: the ``channels`` for the config and the MACs and parameters per step."""
+    import torch
+    import torch_pruning as tp
+
     found = settings(cfg, config_file)
-    forward, example = task_of(cfg).prunable(model, cfg, dataset_dir)
-    net = Traced().eval()
+    net, example = traced(model, cfg, dataset_dir)
     names = dict(model.named_modules())
     missing = [k for k in found["keep"] if k not in names]
     if missing:

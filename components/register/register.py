@@ -31,7 +31,8 @@ def register(
 ) -> dict:
     """Publish and alias; ``dataset`` is the dataset's version record (the lineage). ``onnx_dir`` and ``bench_dir``
     (export's and benchmark's outputs) may be None for a model not exported. ``parent``: the parent model in the
-    lineage; empty: the model training started from (train's init_from.json), if any. ``study_dir``: tune's output
+    lineage; empty: the model training started from (train's init_from.json), if any; a distilled model's lineage
+    names its teacher (distill.json). ``study_dir``: tune's output
     when the model is a study's best: its study.db and study.json are kept under study/ and the lineage names the
     study (its trials, the best trial and the metric). Returns the zoo record."""
     store = open_store(store_uri)
@@ -41,6 +42,7 @@ def register(
     files = [(model_dir / "model.pth", "model.pth"), (model_dir / "config.py", "config.py"),
              (model_dir / "train_log.json", "metrics/train_log.json"), (Path(eval_dir) / "metrics.json", "metrics/pytorch.json")]
     files += [(init, "metrics/init_from.json")] if init.is_file() else []
+    files += [(model_dir / f, f"metrics/{f}") for f in ("prune.json", "distill.json") if (model_dir / f).is_file()]
     if onnx_dir is not None:
         onnx_dir = Path(onnx_dir)
         files += [(onnx_dir / "metrics.json", "metrics/onnx.json"), (onnx_dir / "end2end.onnx", "onnx/end2end.onnx"),
@@ -59,6 +61,9 @@ def register(
         if gates:
             shutil.copyfile(onnx_dir / "gates.json", stage / "metrics" / "gates.json")
         record = zoo.lineage(dataset, stage / "config.py", run_id=run_id, parent=parent)
+        if (model_dir / "distill.json").is_file():  # the teacher that guided its training
+            distilled = json.loads((model_dir / "distill.json").read_text())
+            record["teacher"] = {"model": distilled["teacher"], "sha256": distilled["teacher_sha256"]}
         if study:
             record["study"] = {"name": study["study"], "trials": len(study["trials"]), "best": study["best"],
                                "metric": study["metric"]}

@@ -42,6 +42,13 @@ def cmd_prune(args) -> None:
                                        "finetune")})
 
 
+def cmd_distill(args) -> None:
+    from admlops.components.distill.distill import distill
+
+    print_json(distill(args.teacher, args.dataset, args.out, args.config, args.max_iters, args.seed, args.store or "",
+                       args.batch_size))
+
+
 def cmd_evaluate(args) -> None:
     from admlops.components.evaluate.evaluate import evaluate
     from admlops.mmconfig import parse_cfg_options
@@ -133,6 +140,20 @@ def add_commands(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--store", help="the store of the zoo (default: the local default store)")
     s.set_defaults(func=cmd_prune)
+
+    s = sub.add_parser("distill", help="knowledge distillation: a student config trained from scratch while a trained "
+                       "teacher guides it (its neck features and class logits); publishes the student alone")
+    s.add_argument("teacher", help="the teacher: a zoo model NAME@VERSION or NAME@ALIAS (in --store) or a train output "
+                   "directory, trained on the dataset's classes")
+    s.add_argument("dataset", help="convert's output directory")
+    s.add_argument("out", help="model output directory (train's layout plus distill.json)")
+    s.add_argument("--config", default="rtmdet_tiny_kitti", help="the student's model config (its distillation dict "
+                   "sets the imitation weights)")
+    s.add_argument("--max-iters", type=int, default=None, help="training iterations (default: the config's)")
+    s.add_argument("--batch-size", type=int, default=None, help="batch size (default: the config's)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--store", help="the store of the zoo (default: the local default store)")
+    s.set_defaults(func=cmd_distill)
 
     s = sub.add_parser("evaluate", help="a trained model's metrics: COCO bbox AP (2D), KITTI or nuScenes (3D)")
     s.add_argument("dataset", help="convert's output directory, or an mmdet3d data root for a 3D model")
