@@ -262,3 +262,30 @@ def test_cpu_config_is_the_full_size_model_on_a_smaller_grid(data_root):
         assert next(t for t in pipeline if t.type == "ObjectSample").use_ground_plane is False
         ranges = [t.point_cloud_range for t in pipeline if t.type.endswith("RangeFilter")]
         assert ranges == [cfg.model.voxel_encoder.point_cloud_range] * 2
+
+
+def test_pointpillars_2d_part_prunes_and_a_fresh_process_rebuilds_it(data_root, tmp_path):
+    """PointPillars' backbone and neck lose channels on the bird's-eye-view pseudo-image; the pillar encoder and the
+    head's class, box and direction outputs stay whole; the config carries the pruned shapes (tests/test_prune.py's
+    round trip through a fresh process, with its control)."""
+    import torch
+    from mmengine.registry import MODELS, init_default_scope
+
+    from admlops.components.prune.prune import prune_model
+    from tests.test_prune import check_round_trip
+
+    cfg = _config(data_root)
+    cfg.pruning.importance = "l2"  # no gradients needed for what this test checks
+    init_default_scope("mmdet3d")
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    fresh = MODELS.build(cfg.model)
+    cfg.dump(str(tmp_path / "parent.py"))
+    record = prune_model(model, cfg, data_root, 0.3, "pointpillars_kitti_cpu.py")
+    assert record["macs"][1] <= 0.7 * record["macs"][0]
+    head = model.bbox_head
+    assert [head.conv_cls.out_channels, head.conv_reg.out_channels, head.conv_dir_cls.out_channels] == \
+        [fresh.bbox_head.conv_cls.out_channels, fresh.bbox_head.conv_reg.out_channels, fresh.bbox_head.conv_dir_cls.out_channels]
+    assert model.backbone.blocks[0][0].out_channels < fresh.backbone.blocks[0][0].out_channels
+    assert model.voxel_encoder.pfn_layers[0].linear.out_features == fresh.voxel_encoder.pfn_layers[0].linear.out_features
+    check_round_trip(model, cfg, record, data_root, tmp_path, tmp_path / "parent.py")

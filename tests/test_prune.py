@@ -15,14 +15,49 @@ import sys, torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from admlops import compat
+from admlops.components.prune.prune import traced
 compat.apply()
 cfg = Config.fromfile(sys.argv[1])  # custom_imports brings PrunedDetector
-init_default_scope('mmdet')
+init_default_scope(cfg.get('default_scope', 'mmdet'))
 model = MODELS.build(cfg.model).eval()
 model.load_state_dict(torch.load(sys.argv[2], weights_only=True)['state_dict'], strict=True)
+net, example = traced(model, cfg, sys.argv[3])
 with torch.no_grad():
-    torch.save([t for level in model(torch.load(sys.argv[3]), mode='tensor') for t in level], sys.argv[4])
+    torch.save(net(example), sys.argv[4])
 """
+
+
+def rebuilt_outputs(config, weights, dataset_dir, out):
+    """What a fresh process computes with the model ``config`` builds and ``weights`` (the pruned part's forward on
+    the task's example input of ``dataset_dir``); the failed process otherwise."""
+    import torch
+
+    res = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(config), str(weights), str(dataset_dir), str(out)],
+                         capture_output=True, text=True, timeout=600)
+    return torch.load(out) if res.returncode == 0 else res
+
+
+def check_round_trip(model, cfg, record, dataset_dir, tmp_path, parent_config):
+    """``model`` pruned in place (``record``) saved with its config; a fresh process rebuilds it from the config and
+    computes the same; the control: the parent's unpruned config refuses the weights."""
+    import torch
+    from mmengine.config import Config
+
+    from admlops.components.prune.prune import pruned_config, traced
+
+    pruned_config(cfg, model, record)
+    cfg.dump(str(tmp_path / "config.py"))
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "model.pth")
+    net, example = traced(model, cfg, dataset_dir)
+    with torch.no_grad():
+        expected = net(example)
+    got = rebuilt_outputs(tmp_path / "config.py", tmp_path / "model.pth", dataset_dir, tmp_path / "out.pt")
+    assert isinstance(got, list), got.stderr[-3000:]
+    for g, want in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, want, atol=1e-5, rtol=1e-5)
+    assert Config.fromfile(str(tmp_path / "config.py")).model.type == "PrunedDetector"
+    res = rebuilt_outputs(parent_config, tmp_path / "model.pth", dataset_dir, tmp_path / "out2.pt")
+    assert not isinstance(res, list) and "size mismatch" in res.stderr
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +86,7 @@ def rtmdet(coco_dir, tmp_path_factory):
 def test_the_config_carries_the_pruned_architecture_a_fresh_process_rebuilds(rtmdet, coco_dir, tmp_path):
     import copy
 
-    import torch
-    from mmengine.config import Config
-
-    from admlops.components.prune.prune import prune_model, pruned_config
-    from admlops.tasks import task_of
+    from admlops.components.prune.prune import prune_model
 
     cfg, model, _ = copy.deepcopy(rtmdet[0]), copy.deepcopy(rtmdet[1]), rtmdet[2]
     cfg.pruning.importance = "l2"  # no gradients needed for what this test checks
@@ -63,23 +94,7 @@ def test_the_config_carries_the_pruned_architecture_a_fresh_process_rebuilds(rtm
     assert record["macs"][1] <= 0.7 * record["macs"][0] and record["params"][1] < record["params"][0]
     assert [c.out_channels for c in model.bbox_head.rtm_cls] == [3, 3, 3], "the class convolutions are kept whole"
     assert model.backbone.stem[0].conv.out_channels < rtmdet[1].backbone.stem[0].conv.out_channels
-    pruned_config(cfg, model, record)
-    cfg.dump(str(tmp_path / "config.py"))
-    torch.save({"state_dict": model.state_dict()}, tmp_path / "model.pth")
-    _, example = task_of(cfg).prunable(model, cfg, coco_dir)
-    torch.save(example, tmp_path / "input.pt")
-    with torch.no_grad():
-        expected = [t for level in model(example, mode="tensor") for t in level]
-    res = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(tmp_path / "config.py"), str(tmp_path / "model.pth"),
-                          str(tmp_path / "input.pt"), str(tmp_path / "out.pt")], capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    for got, want in zip(torch.load(tmp_path / "out.pt"), expected, strict=True):
-        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    assert Config.fromfile(str(tmp_path / "config.py")).model.type == "PrunedDetector"
-    # the control: the weights do not fit the unpruned architecture the parent's config builds
-    res = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(rtmdet[2] / "config.py"), str(tmp_path / "model.pth"),
-                          str(tmp_path / "input.pt"), str(tmp_path / "out2.pt")], capture_output=True, text=True, timeout=600)
-    assert res.returncode != 0 and "size mismatch" in res.stderr
+    check_round_trip(model, cfg, record, coco_dir, tmp_path, rtmdet[2] / "config.py")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -252,6 +252,22 @@ class VoxelDetection(Task):
                              "its graph takes three inputs, which the onnxruntime runners (fp32, int8) serve")
         return chosen
 
+    def prunable(self, model, cfg, dataset_dir):
+        """The 2D part — backbone, neck and head — on the bird's-eye-view pseudo-image of the first val scan, as the
+        pillar encoder and the scatter make it (they stay whole: their channels are the backbone's input)."""
+        import copy
+
+        import torch
+
+        cfg = copy.deepcopy(cfg)
+        use_dataset(cfg, dataset_dir)
+        points, samples = load_scans(cfg, split_scans(cfg, dataset_dir, "val", 1))
+        voxels = voxelizer(model.data_preprocessor)(points[0], samples[0])
+        with torch.no_grad():  # cloned: the legacy pillar encoder writes into its input
+            pillars = model.voxel_encoder(voxels["voxels"].clone(), voxels["num_points"], voxels["coors"])
+            bev = model.middle_encoder(pillars, voxels["coors"], 1)
+        return (lambda detector, x: detector.bbox_head(detector.neck(detector.backbone(x)))), bev
+
     def prepare(self, deploy_cfg, model_cfg, dataset_dir) -> str:
         """The first val scan, which the export traces on."""
         return split_scans(model_cfg, dataset_dir)[0]

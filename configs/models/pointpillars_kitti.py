@@ -41,3 +41,9 @@ default_hooks = dict(
 )
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
+
+# Structural pruning (admlops prune, components/prune/prune.py) of the 2D part (backbone, neck, head) on the
+# bird's-eye-view pseudo-image; the pillar encoder and the scatter stay whole. Taylor importance, as for the 2D
+# families; the head's class, box and direction convolutions keep their outputs (anchors x classes, box sides, bins)
+pruning = dict(importance='taylor', batches=4, round_to=8,
+               keep=['bbox_head.conv_cls', 'bbox_head.conv_reg', 'bbox_head.conv_dir_cls'])
