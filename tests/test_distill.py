@@ -2,8 +2,7 @@
 of what trains and what is saved and fed in its own normalisation, the published student a plain model, the distill
 pipeline measuring teacher, control and student alike; a teacher of other classes is refused before training."""
 import json
-import subprocess
-import sys
+import re
 
 import pytest
 
@@ -102,8 +101,28 @@ def test_the_teacher_stays_frozen_outside_the_state_and_sees_its_own_normalisati
     assert model.student.backbone.stem[0].conv.weight.grad.abs().sum() > 0
 
 
-def test_a_teacher_of_other_classes_is_refused_before_training(teacher_dir, coco_dir, tmp_path):
+@pytest.mark.parametrize("given, message", [
+    (dict(weight=1.0), "student.py: distillation has no setting weight"),
+    (dict(feature_weight=0, logit_weight=0), "non-negative, at least one above 0"),
+    (dict(feature_weight=-1.0), "non-negative, at least one above 0"),
+    (dict(temperature=0), "distillation temperature 0.0: above 0"),
+])
+def test_bad_distillation_settings_are_named(given, message):
+    from mmengine.config import Config
+
+    from admlops.components.distill.distill import settings
+    from admlops.errors import UsageError
+
+    with pytest.raises(UsageError, match=re.escape(message)):
+        settings(Config(dict(distillation=given)), "student.py")
+    assert settings(Config(dict()), "student.py") == {"feature_weight": 1.0, "logit_weight": 1.0, "temperature": 1.0}
+
+
+def test_a_teacher_of_other_classes_or_missing_from_the_zoo_is_refused_before_training(teacher_dir, coco_dir, tmp_path):
     import torch
+
+    res = admlops("distill", "nope@v1", coco_dir, tmp_path / "out", "--store", tmp_path / "store", check=False)
+    assert res.returncode == 2 and "nope" in res.stderr and not (tmp_path / "out").exists()
 
     other = tmp_path / "other"
     other.mkdir()
