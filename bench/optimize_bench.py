@@ -144,7 +144,7 @@ def main() -> None:
                   if base.get(t, {}).get("p50_ms") and row["deploy"].get(t, {}).get("p50_ms")}
         best = max(speeds.items(), key=lambda kv: kv[1]) if speeds else ("-", 0.0)
         met = fewer >= GOAL["macs"] and best[1] >= GOAL["speedup"] and lost <= GOAL["drop"]
-        print(f"  {row['name']}: {fewer:.0%} fewer MACs, {lost:+.1f} points, best speed-up {best[1]:.2f}x "
+        print(f"  {row['name']}: {fewer:.0%} fewer MACs, {lost:.1f} points lost, best speed-up {best[1]:.2f}x "
               f"({best[0]}): {'met' if met else 'NOT met'}")
     gain = 100 * (rows[-1]["mAP50"] - rows[0]["mAP50"])
     print(f"  distilled (teacher RTMDet-s, {args.teacher_iters} iterations, mAP@0.5 {rows[-2]['mAP50']:.3f}): "
