@@ -126,7 +126,9 @@ def test_int8_calibrated_on_wrongly_scaled_images_fails_its_gate(learned_model, 
 
 
 def test_a_graph_with_perturbed_weights_fails_the_fp32_gate(learned_model, learned_onnx, configs, tmp_path):
-    """Every convolution weight moved by 5% noise: ONNX Runtime fp32 on that graph exceeds 0.5 points."""
+    """Every convolution weight moved by 30% noise: ONNX Runtime fp32 on that graph exceeds 0.5 points. (Measured
+    on the learned model at RTMDet-tiny's rate 0.008: 5% noise moved mAP@0.5 from 0.708 to 0.723, 15% to 0.674,
+    30% to 0.292: only a clearly broken graph fails on every CPU and recipe.)"""
     import onnx
     from onnx import numpy_helper
 
@@ -137,7 +139,7 @@ def test_a_graph_with_perturbed_weights_fails_the_fp32_gate(learned_model, learn
     for init in model.graph.initializer:
         if init.name in conv_weights:
             w = numpy_helper.to_array(init)
-            init.CopyFrom(numpy_helper.from_array((w * (1 + 0.05 * rng.standard_normal(w.shape))).astype(w.dtype), init.name))
+            init.CopyFrom(numpy_helper.from_array((w * (1 + 0.3 * rng.standard_normal(w.shape))).astype(w.dtype), init.name))
     onnx.save(model, str(tmp_path / "perturbed.onnx"))
     backend = get_backend("onnxruntime")
     backend.build(tmp_path / "perturbed.onnx", tmp_path / "ort", "fp32")
