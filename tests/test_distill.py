@@ -175,13 +175,14 @@ def test_the_distill_pipeline_trains_the_student_under_its_teacher_and_measures_
     teacher = zoo.publish(open_store(str(store)), "big", learned_model.model, zoo.lineage(None, None))
     run = run_local("distill", {"source": str(learned_model.kitti), "teacher": f"big@{teacher.version}",
                                 "zoo_model_name": "small", "train_max_iters": 20, "train_batch_size": 4,
-                                "deploy_backends": "onnxruntime:fp32", "bench_max_images": 2}, store)
+                                "deploy_backends": "onnxruntime:fp32", "bench_max_images": 2, "bench_warmup": 1}, store)
     [record_file] = list(run.rglob("distill.json"))
     student = record_file.parent
     assert Config.fromfile(str(student / "config.py")).model.type == "RTMDet"
     assert not any(k.startswith(("student.", "adapters.")) for k in torch.load(student / "model.pth", weights_only=True)["state_dict"])
     # the control: the same config trained alone as long. On a val batch the distilled student's neck and class maps
-    # are closer to the teacher's (measured: neck 0.82 against 0.98, logits 3.2 against 10.8)
+    # are closer to the teacher's (measured: neck 0.82 against 0.98, logits 3.2 against 10.8; after 12 iterations,
+    # still in the warm-up, the two were alike: 1.03 / 1.01 and 2.94 / 2.93)
     distance = {name: to_teacher(run / "zoo-model" / "model", run / name / "model", learned_model.dataset)
                 for name in ("distill", "train")}
     assert distance["distill"]["neck"] < 0.92 * distance["train"]["neck"], distance
