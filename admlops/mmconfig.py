@@ -86,6 +86,13 @@ def dataset_meta(dataset_dir: str | Path, cfg=None) -> dict:
     return {"classes": tuple(summary["categories"]), "palette": [tuple(c) for c in summary["palette"]]}
 
 
+def import_mmext(cfg) -> None:
+    """Make ``cfg`` import the product's own OpenMMLab modules (admlops/mmext) wherever it is loaded."""
+    imports = list((cfg.get("custom_imports") or {}).get("imports", []))
+    cfg.custom_imports = dict(imports=imports + ["admlops.mmext"] * ("admlops.mmext" not in imports),
+                              allow_failed_imports=False)
+
+
 def use_dataset(cfg, dataset_dir: str | Path, eval_split: str = "val") -> None:
     """Point ``cfg`` in place at ``dataset_dir``: training reads its train split, validation and test its
     ``eval_split``. An InputError when the directory is not the kind of dataset the config reads."""

@@ -98,6 +98,21 @@ def local_copy(store: Store, kind: str, text: str | Path,
         yield fetch(store, kind, text, Path(scratch) / WHAT[kind])
 
 
+@contextlib.contextmanager
+def local_model(store: Store, text: str | Path, prefix: str = "admlops-model-") -> Iterator[tuple[Path, str]]:
+    """A trained model (``NAME@VERSION`` / ``NAME@ALIAS`` of the zoo, or a train output directory) as a local directory
+    holding its config.py and model.pth (an InputError naming a missing one), and its name: ``NAME@VERSION``, or the
+    directory."""
+    from admlops.errors import InputError
+
+    with local_copy(store, "models", text, prefix=prefix) as (found, version):
+        found = Path(found)
+        for f in ("config.py", "model.pth"):
+            if not (found / f).is_file():
+                raise InputError(found / f, "missing: expected a train output directory or a zoo model")
+        yield found, f"{version.name}@{version.version}" if version else str(found)
+
+
 def _listed(items: list[str]) -> str:
     shown = items[-SHOWN:]
     return ", ".join(shown) + (f" (the last {SHOWN} of {len(items)})" if len(items) > SHOWN else "") if items else "none"

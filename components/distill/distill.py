@@ -57,44 +57,31 @@ def distill(teacher: str | Path, dataset_dir: str | Path, out: str | Path, stude
     ``out`` (module doc); returns distill.json."""
     from mmengine.config import Config
 
-    from admlops.components.train.train import train
+    from admlops.components.train.train import train_into
     from admlops.configs import resolve
     from admlops.localfs import file_sha256
-    from admlops.mmconfig import dataset_meta
+    from admlops.mmconfig import dataset_meta, import_mmext
 
     config_file = resolve("models", student_config)
     cfg = Config.fromfile(str(config_file))
     weights = settings(cfg, config_file)
     out = Path(out)
-    with refs.local_copy(store, "models", teacher, prefix="admlops-teacher-") as (teacher_dir, version), \
-            atomic_dir(out) as tmp:
-        teacher_dir = Path(teacher_dir)
-        for f in ("config.py", "model.pth"):
-            if not (teacher_dir / f).is_file():
-                raise InputError(teacher_dir / f, "missing: the teacher is a train output directory or a zoo model")
-        name = f"{version.name}@{version.version}" if version else str(teacher_dir)
+    with refs.local_model(store, teacher, prefix="admlops-teacher-") as (teacher_dir, name), atomic_dir(out) as tmp:
         theirs, ours = model_classes(teacher_dir), tuple(dataset_meta(dataset_dir, cfg)["classes"])
         if theirs != ours:
             raise UsageError(f"teacher {name} predicts {', '.join(theirs)}; the dataset's classes are "
                              f"{', '.join(ours)}: distillation needs the same classes in the same order")
         student = cfg.model
-        imports = list((cfg.get("custom_imports") or {}).get("imports", []))
         cfg.model = dict(type="DistillingDetector", student=student, **weights,
                          teacher=dict(config=str(teacher_dir / "config.py"), checkpoint=str(teacher_dir / "model.pth")))
-        cfg.custom_imports = dict(imports=imports + ["admlops.mmext"] * ("admlops.mmext" not in imports),
-                                  allow_failed_imports=False)
+        import_mmext(cfg)
         start = tmp / "start"
         start.mkdir()
         cfg.dump(str(start / "config.py"))
-        summary = train(dataset_dir, tmp / "trained", config=str(start / "config.py"), max_iters=max_iters, seed=seed,
-                        batch_size=batch_size)
-        _student_only(tmp / "trained", student, imports, str(student_config))
-        for item in (tmp / "trained").iterdir():
-            shutil.move(str(item), tmp / item.name)
-        (tmp / "trained").rmdir()
+        summary = train_into(tmp, out, dataset_dir, config=str(start / "config.py"), max_iters=max_iters, seed=seed,
+                             batch_size=batch_size)
         shutil.rmtree(start)
-        last = tmp / "work" / "last_checkpoint"
-        last.write_text(str(out / "work" / Path(last.read_text().strip()).name))
+        _student_only(tmp, student, str(student_config))
         log = json.loads((tmp / "train_log.json").read_text())
         losses = {k: [r[k] for r in log if k in r] for k in ("loss_distill_neck", "loss_distill_logits", "loss")}
         record = {"teacher": name, "teacher_sha256": file_sha256(teacher_dir / "model.pth"),
@@ -104,8 +91,9 @@ def distill(teacher: str | Path, dataset_dir: str | Path, out: str | Path, stude
     return record
 
 
-def _student_only(model_dir: Path, student: dict, cfg_imports: list, config_name: str) -> None:
-    """Rewrite train's published ``config.py`` and ``model.pth`` to the student's own (no teacher, no adapters)."""
+def _student_only(model_dir: Path, student: dict, config_name: str) -> None:
+    """Rewrite train's published ``config.py`` and ``model.pth`` to the student's own (no teacher, no adapters; the
+    config keeps importing admlops.mmext, which every process of the product can)."""
     import torch
     from mmengine.config import Config
 
@@ -113,10 +101,6 @@ def _student_only(model_dir: Path, student: dict, cfg_imports: list, config_name
 
     cfg = Config.fromfile(str(model_dir / "config.py"))
     cfg.model = student
-    if cfg_imports:
-        cfg.custom_imports = dict(imports=cfg_imports, allow_failed_imports=False)
-    else:
-        cfg.pop("custom_imports", None)
     cfg.dump(str(model_dir / "config.py"))
     checkpoint = torch.load(model_dir / "model.pth", map_location="cpu", weights_only=True)
     torch.save({"state_dict": student_state(checkpoint["state_dict"]), "meta": {**checkpoint["meta"], "config": config_name}},

@@ -28,7 +28,7 @@ import shutil
 from pathlib import Path
 
 from admlops import refs
-from admlops.errors import InputError, UsageError
+from admlops.errors import UsageError
 from admlops.localfs import atomic_dir
 
 IMPORTANCE = {"taylor": ("GroupTaylorImportance", {}), "l2": ("GroupMagnitudeImportance", {"p": 2}),
@@ -161,6 +161,7 @@ def pruned_config(cfg, model, record: dict) -> None:
     """Turn ``cfg`` in place into the pruned model's: ``PrunedDetector`` with the channels ``model`` now has."""
     from mmengine.registry import MODELS, init_default_scope
 
+    from admlops.mmconfig import import_mmext
     from admlops.mmext.pruned import build_pruned, structure
 
     base = base_model_cfg(cfg.model)
@@ -172,9 +173,7 @@ def pruned_config(cfg, model, record: dict) -> None:
         raise RuntimeError(f"the recorded pruned structure does not rebuild {wrong[0]} ({len(wrong)} tensors differ)")
     cfg.model = dict(type="PrunedDetector", detector=base["type"], channels=channels,
                      **{k: v for k, v in base.items() if k != "type"})
-    imports = list((cfg.get("custom_imports") or {}).get("imports", []))
-    cfg.custom_imports = dict(imports=imports + ["admlops.mmext"] * ("admlops.mmext" not in imports),
-                              allow_failed_imports=False)
+    import_mmext(cfg)
     record["channels_changed"] = len(channels)
 
 
@@ -190,19 +189,14 @@ def prune(parent: str | Path, dataset_dir: str | Path, out: str | Path, flops_re
     from mmengine.runner import load_checkpoint
 
     from admlops import compat
-    from admlops.components.train.train import train
+    from admlops.components.train.train import train_into
     from admlops.localfs import file_sha256
 
     if not 0 < flops_reduction < 1:
         raise UsageError(f"--flops-reduction {flops_reduction}: the fraction of MACs to remove is in (0, 1)")
     compat.apply()
     out = Path(out)
-    with refs.local_copy(store, "models", parent, prefix="admlops-prune-") as (parent_dir, version), \
-            atomic_dir(out) as tmp:
-        parent_dir = Path(parent_dir)
-        for f in ("config.py", "model.pth"):
-            if not (parent_dir / f).is_file():
-                raise InputError(parent_dir / f, "missing: the parent is a train output directory or a zoo model")
+    with refs.local_model(store, parent, prefix="admlops-prune-") as (parent_dir, name), atomic_dir(out) as tmp:
         cfg = Config.fromfile(str(parent_dir / "config.py"))
         settings(cfg, parent_dir / "config.py")  # bad settings fail before the model is built
         init_default_scope(cfg.get("default_scope", "mmdet"))
@@ -216,7 +210,6 @@ def prune(parent: str | Path, dataset_dir: str | Path, out: str | Path, flops_re
         cfg.dump(str(start / "config.py"))
         torch.save({"state_dict": model.state_dict(), "meta": checkpoint.get("meta", {})}, start / "model.pth")
         del model
-        name = f"{version.name}@{version.version}" if version else str(parent_dir)
         record = {"parent": name, "parent_sha256": file_sha256(parent_dir / "model.pth"), **record}
         init = {"source": str(parent), "model": name, "sha256": record["parent_sha256"], "pruned": True}
         if finetune_iters == 0:  # the pruned weights as they are
@@ -226,13 +219,8 @@ def prune(parent: str | Path, dataset_dir: str | Path, out: str | Path, flops_re
             summary = {"iterations": 0, "final_loss": None, "first_loss": None}
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
         else:
-            summary = train(dataset_dir, tmp / "trained", config=str(start / "config.py"), max_iters=finetune_iters,
-                            seed=seed, init_from=str(start), batch_size=batch_size)
-            for item in (tmp / "trained").iterdir():
-                shutil.move(str(item), tmp / item.name)
-            (tmp / "trained").rmdir()
-            last = tmp / "work" / "last_checkpoint"
-            last.write_text(str(out / "work" / Path(last.read_text().strip()).name))
+            summary = train_into(tmp, out, dataset_dir, config=str(start / "config.py"), max_iters=finetune_iters,
+                                 seed=seed, init_from=str(start), batch_size=batch_size)
             init = {**json.loads((tmp / "init_from.json").read_text()), **init}  # the weights came from the parent
         shutil.rmtree(start)
         (tmp / "init_from.json").write_text(json.dumps(init, indent=2))

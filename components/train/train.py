@@ -238,6 +238,18 @@ def train(
     return _publish(cfg, config, seed, dataset_dir, out, work)
 
 
+def train_into(staging: Path, out: str | Path, dataset_dir: str | Path, **kwargs) -> dict:
+    """``train`` whose published directory is ``staging`` (a step's scratch directory that becomes ``out`` when the
+    step commits it): the work dir's last checkpoint is named at its place under ``out``."""
+    summary = train(dataset_dir, staging / "trained", **kwargs)
+    for item in (staging / "trained").iterdir():
+        shutil.move(str(item), staging / item.name)
+    (staging / "trained").rmdir()
+    last = staging / "work" / "last_checkpoint"
+    last.write_text(str(Path(out) / "work" / Path(last.read_text().strip()).name))
+    return summary
+
+
 def _publish(cfg, config: str, seed: int, dataset_dir, out, work: Path) -> dict:
     with atomic_dir(out) as tmp:
         last = Path((work / "last_checkpoint").read_text().strip())
