@@ -46,6 +46,7 @@ COMPONENT_IMAGES: dict[str, tuple[str, str]] = {
     "zoo-model": ("cpu", "cpu"),  # a zoo model as a pipeline artifact
     "prune": ("cpu", "train"),  # prunes a zoo model and fine-tunes it
     "distill": ("cpu", "train"),  # trains a student guided by a zoo teacher
+    "qat": ("cpu", "train"),  # fine-tunes a zoo model with int8 in the loop
     "optimize-report": ("cpu", "cpu"),
     "evaluate": ("cpu", "train"),
     "export": ("cpu", "deploy"),

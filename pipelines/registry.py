@@ -12,12 +12,13 @@ from admlops.pipelines import distill as _distill
 from admlops.pipelines import iterate as _iterate
 from admlops.pipelines import optimize as _optimize
 from admlops.pipelines import promote as _promote
+from admlops.pipelines import qat as _qat
 from admlops.pipelines import tune as _tune
 from admlops.pipelines.profiles import load_profile
 
 BUILDERS = {"detection2d": _detection2d.build, "detection3d": _detection3d.build, "distill": _distill.build,
             "iterate": _iterate.build,
-            "optimize": _optimize.build, "promote": _promote.build, "tune": _tune.build}
+            "optimize": _optimize.build, "promote": _promote.build, "qat": _qat.build, "tune": _tune.build}
 PREFLIGHTS = {"detection3d": _detection3d.preflight}  # checks of a run's inputs before its first step
 PIPELINES = {name: build() for name, build in BUILDERS.items()}
 PIPELINE_DIR = Path(__file__).resolve().parent

@@ -204,25 +204,33 @@ class Backend(ABC):
               shapes: Shapes | None = None, options: dict | None = None, cache_dir: Path | None = None) -> BuildResult:
         """Build this backend's artifact from ``onnx_file`` into ``out_dir`` (created) and write ``build.json``.
 
-        ``calibration``: preprocessed train batches (required for int8). ``shapes``: the deploy config's min/opt/max
+        ``calibration``: preprocessed train batches (required for int8, unless the graph carries its own Q/DQ: a
+        quantization-aware trained model's, which int8 takes as it is: ``_build`` then gets None). ``shapes``: the deploy config's min/opt/max
         input shapes. ``options``: backend settings from the deploy config (TensorRT: ``max_workspace_size``).
         ``cache_dir``: an earlier build's directory whose caches (TensorRT's calibration and timing caches) are
         reused where they still match (TensorRT's Q/DQ graph and timing cache); None builds from scratch.
         """
+        from admlops.backends.graphs import carried_qdq
+
         self.check_precision(precision)
         onnx_file, out_dir = Path(onnx_file), Path(out_dir)
         inputs, outputs = onnx_io(onnx_file)
         self.check_graph(onnx_file)
-        if precision == "int8":
+        carried = carried_qdq(onnx_file)
+        if carried and precision != "int8":
+            raise UsageError(f"{onnx_file.name} carries its own int8 quantization ({carried['q_nodes']} QuantizeLinear "
+                             f"nodes): build it as int8, not {precision}")
+        if precision == "int8" and not carried:
             check_calibration(calibration, inputs, shapes)
         out_dir.mkdir(parents=True, exist_ok=True)
-        result = self._build(onnx_file, out_dir, precision, calibration if precision == "int8" else None, shapes or {},
-                             options or {}, Path(cache_dir) if cache_dir else None)
+        calibration = calibration if precision == "int8" and not carried else None
+        result = self._build(onnx_file, out_dir, precision, calibration, shapes or {}, options or {},
+                             Path(cache_dir) if cache_dir else None)
         report = {
             "backend": self.name, "precision": precision, "device": self.device,
             "artifact": result.artifact.name, "artifact_bytes": result.artifact.stat().st_size,
             "onnx": onnx_file.name, "onnx_sha256": file_sha256(onnx_file), "inputs": inputs, "outputs": outputs,
-            "calibration": None if precision != "int8" else {
+            "calibration": None if calibration is None else {
                 "source": calibration.source, "batches": len(calibration.batches),
                 "shape": calibration.shape(), "sha256": calibration.key()},
             "environment": self.environment(),

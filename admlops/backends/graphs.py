@@ -182,3 +182,28 @@ def quantize_qdq(onnx_file: Path, out_file: Path, calibration: Calibration, work
             "activations": "int8 symmetric" if signed else "uint8", "biases": "float" if signed else "int32",
             "calibration": "minmax", "ops": QUANTIZED_OPS,
             "float": "convolutions whose output is a graph output; box decoding and NMS"}
+
+
+def carried_qdq(onnx_file: str | Path) -> dict | None:
+    """The int8 quantization ``onnx_file`` carries itself (a quantization-aware trained model's export): None when it
+    has no QuantizeLinear; else how many Q/DQ nodes and whether every zero point is int8 0 (signed symmetric, the
+    only kind TensorRT takes; a Q without a zero point is uint8 by ONNX's definition)."""
+    from onnx import TensorProto, numpy_helper
+
+    from admlops.backends.base import load_onnx
+
+    graph = load_onnx(Path(onnx_file)).graph
+    nodes = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    if not any(n.op_type == "QuantizeLinear" for n in nodes):
+        return None
+    tensors = {t.name: t for t in graph.initializer}
+    tensors.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    unsigned = []
+    for n in nodes:
+        zero = tensors.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+        if zero is None or zero.data_type != TensorProto.INT8 or numpy_helper.to_array(zero).any():
+            unsigned.append(n.name)
+    return {"tool": "the graph's own QuantizeLinear/DequantizeLinear (quantization-aware training)",
+            "q_nodes": sum(n.op_type == "QuantizeLinear" for n in nodes),
+            "dq_nodes": sum(n.op_type == "DequantizeLinear" for n in nodes),
+            "signed_symmetric": not unsigned, "not_signed_symmetric": unsigned[:5]}

@@ -3,8 +3,9 @@ Inference-Engine path is gone from current OpenVINO) and saved as IR (model.xml 
 
 Precisions are what the CPU plugin computes in, set with ``INFERENCE_PRECISION_HINT`` when the model is compiled:
 on CPUs with AMX or AVX-512 BF16 OpenVINO's default for an fp32 model is bf16, so ``fp32`` sets ``f32``
-explicitly and ``bf16`` is a precision of its own (same IR, its own parity gate). ``int8`` is NNCF post-training
-quantization of the IR, calibrated on preprocessed train images; what NNCF leaves unquantized runs in f32. Its
+explicitly and ``bf16`` is a precision of its own (same IR, its own parity gate). ``int8`` of a graph that carries
+its own Q/DQ (a quantization-aware trained model's) is that graph as it is (OpenVINO reads the pairs as FakeQuantize
+and runs the convolutions after them in int8); otherwise it is NNCF post-training quantization of the IR, calibrated on preprocessed train images; what NNCF leaves unquantized runs in f32. Its
 overflow fix (7-bit weights) follows the int8 kernels of the CPU the model is built for (admlops.cpu: on where
 there is no VNNI/AMX, off where there is; the deploy config's ``openvino.int8_cpu``, default ``auto``: this
 machine), recorded in build.json. A runner reports the kernels the CPU plugin chose (``runner.kernels()``).
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from admlops.backends.base import Backend, BuildResult, Calibration, Runner, Shapes, register
+from admlops.backends.graphs import carried_qdq
 from admlops.cpu import int8_settings
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
@@ -57,7 +59,11 @@ class OpenVINO(Backend):
         model = ov.convert_model(str(onnx_file))
         opt = shapes.get(model.inputs[0].get_any_name(), {}).get("opt_shape")
         report = {"inference_precision_hint": HINTS[precision], "opt_shape": opt}
-        if precision == "int8":
+        if precision == "int8" and calibration is None:  # the graph's own Q/DQ: FakeQuantize in the IR, as it is
+            # its weights are full 8-bit whatever the CPU (no overflow fix): a CPU without VNNI is warned of on load
+            cpu = {**int8_settings(options.get("int8_cpu", "auto")), "overflow_fix": False}
+            report["quantization"] = {**carried_qdq(onnx_file), "cpu": cpu}
+        elif precision == "int8":
             import nncf
             from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 

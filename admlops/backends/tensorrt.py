@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from admlops.backends.base import Backend, BuildResult, Calibration, Runner, Shapes, register
-from admlops.backends.graphs import fp16_graph, quantize_qdq
+from admlops.backends.graphs import carried_qdq, fp16_graph, quantize_qdq
 from admlops.localfs import file_sha256
 from admlops.errors import AdmlopsError, InputError, UsageError
 
@@ -142,6 +142,13 @@ def precision_graph(onnx_file: Path, out_dir: Path, precision: str, calibration:
     graph = out_dir / GRAPHS[precision]
     if precision == "fp16":
         return graph, {"graph": GRAPHS[precision], "fp16": fp16_graph(onnx_file, graph)}
+    if calibration is None:  # the graph's own Q/DQ (quantization-aware training), as it is, if TensorRT takes it
+        carried = carried_qdq(onnx_file)
+        if not carried["signed_symmetric"]:
+            raise InputError(onnx_file, "a Q/DQ graph TensorRT cannot build: its explicit quantization takes signed "
+                                        "symmetric int8 only (zero points int8 0), and these nodes have other zero "
+                                        f"points: {', '.join(carried['not_signed_symmetric'])}")
+        return onnx_file, {"graph": "the exported graph's own Q/DQ", "quantization": carried}
     key = graph_key(file_sha256(onnx_file), calibration)
     previous = reusable_graph(cache_dir, key)
     if previous is not None:

@@ -150,6 +150,12 @@ class Task:
         config prepares it, returning its tensors (nested)."""
         raise UsageError(f"pruning a {self.description} is not supported")
 
+    def qat_forward(self):
+        """What quantization-aware training calibrates its activation ranges with: ``forward(model, batch)`` running
+        the network on one of the task's int8 calibration batches (``calibration_set``)."""
+        raise UsageError(f"quantization-aware training of a {self.description} is not supported: it takes models "
+                         "whose deployed graph's input is an image")
+
     # ---- export ------------------------------------------------------------------------------------------------
 
     def check_exportable(self) -> None:

@@ -228,6 +228,12 @@ class ImageDetection(Task):
         data = model.data_preprocessor(pseudo_collate([DATASETS.build(cfg.test_dataloader.dataset)[0]]), False)
         return (lambda detector, x: detector(x, mode="tensor")), data["inputs"]
 
+    def qat_forward(self):
+        """The whole detector's tensor forward on a preprocessed image batch."""
+        import torch
+
+        return lambda model, batch: model(torch.from_numpy(batch), mode="tensor")
+
     def prepare(self, deploy_cfg, model_cfg, dataset_dir) -> str:
         """Sync the deploy config with the model; the first val image, which the export traces on."""
         sync_post_processing(deploy_cfg, model_cfg)

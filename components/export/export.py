@@ -11,6 +11,9 @@ Output layout (the ONNX ``Model`` artifact that benchmark and export-trt read)::
     end2end.onnx      the graph (2D: input normalised NCHW float32; outputs dets [N, K, 5], labels [N, K].
                       3D: inputs voxels [V, P, 4], num_points [V], coors [V, 4]; outputs the head's raw maps)
     deploy.py         the mmdeploy deploy config used (synced with the model by the task)
+    end2end.int8.onnx a quantization-aware trained model's (admlops/mmext/quantized.py) only: the same graph with its
+                      convolutions' int8 Q/DQ pairs (opset 13), exported from the same weights under fake
+                      quantization; its int8 targets are built from it as it is, without calibration
     model.py          the model config (its test pipeline is the preprocessing the ONNX model expects)
     <backend>-<precision>/   each deploy target's artifact and build.json (admlops.backends), e.g. openvino-int8/
     metrics.json      the task's export summary: PyTorch's record, every target's ("backends"), the gated metric,
@@ -31,12 +34,15 @@ from pathlib import Path
 from admlops import compat
 from admlops.backends import parse_targets
 from admlops.backends.calibration import CALIBRATION_IMAGES
+from admlops.backends.graphs import QUANT_OPSET
 from admlops.backends.parity import MAX_DROP_INT8, allowances, deploy_and_gate, enforce
 from admlops.configs import resolve
 from admlops.errors import InputError
 from admlops.localfs import atomic_dir
 from admlops.mmconfig import use_dataset
 from admlops.tasks import task_of
+
+INT8_GRAPH = "end2end.int8.onnx"  # a quantization-aware trained model's Q/DQ graph, which its int8 targets take
 
 
 def load_config(kind: str, name_or_path: str | Path):
@@ -95,6 +101,15 @@ def export(
         deploy_cfg.dump(str(tmp / "deploy.py"))
         model_cfg.dump(str(tmp / "model.py"))
         torch2onnx(sample, str(tmp), "end2end.onnx", deploy_cfg, model_cfg, str(model_dir / "model.pth"), device="cpu")
+        int8_graph = None
+        if model_cfg.model.get("type") == "QuantizedDetector":  # its int8 graph carries the ranges it trained with
+            from admlops.mmext.quantized import simulate_int8
+
+            qdq_cfg = deploy_cfg.copy()
+            qdq_cfg.onnx_config.opset_version = max(qdq_cfg.onnx_config.get("opset_version", 11), QUANT_OPSET)
+            with simulate_int8():
+                torch2onnx(sample, str(tmp), INT8_GRAPH, qdq_cfg, model_cfg, str(model_dir / "model.pth"), device="cpu")
+            int8_graph = tmp / INT8_GRAPH
         if pytorch_metrics is None:
             cfg = model_cfg.copy()
             cfg.load_from = str(model_dir / "model.pth")
@@ -102,7 +117,7 @@ def export(
             shutil.rmtree(tmp / ".eval-pytorch")
         metrics, gates = deploy_and_gate(chosen, tmp / "end2end.onnx", tmp, dataset_dir, model_cfg, deploy_cfg,
                                          pytorch_metrics, allowed, calibration_images, task, previous=Path(out),
-                                         metric=metric)
+                                         metric=metric, int8_graph=int8_graph)
         result = task.export_summary(metrics, pytorch_metrics)
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
         if enforce_gates:

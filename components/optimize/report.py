@@ -1,5 +1,6 @@
-"""The optimisation report: one row per model variant (a parent and what pruning or distillation made) with its
-parameters, MACs, accuracy, latency per deploy target and artifact size, and an accuracy-versus-latency plot with the
+"""The optimisation report: one row per model variant (a parent and what pruning, distillation or quantization-aware
+training made) with its parameters, MACs, accuracy, latency per deploy target (or the gate a target failed: not
+timed, not deployable) and artifact size, and an accuracy-versus-latency plot with the
 Pareto front marked (a variant is on the front when no other is both faster and at least as accurate).
 
 A variant is ``{"name", "model", "report", "bench"}``: a model directory (train's layout), evaluate's report
@@ -24,6 +25,15 @@ def _latency(bench: dict) -> dict[str, dict]:
             for r in rows}
 
 
+def _gates(bench: dict) -> dict[str, dict]:
+    """Per deploy target the benchmark saw, its parity gate: passed, or failed with its drop (not timed then)."""
+    failed = {f"{g['backend']} {g['precision']}": {"passed": False, "drop_points": g["drop_points"],
+                                                   "allowed_points": g["allowed_points"]}
+              for g in bench.get("not_deployable", [])}
+    timed = {t: {"passed": True} for t in _latency(bench) if not t.startswith("pytorch")}
+    return {**timed, **failed}
+
+
 def rows(variants: list[dict], dataset_dir: str | Path) -> list[dict]:
     """The report's rows, in the order given; parameters and MACs counted alike for every variant on
     ``dataset_dir``'s example input."""
@@ -33,9 +43,9 @@ def rows(variants: list[dict], dataset_dir: str | Path) -> list[dict]:
     for v in variants:
         metrics = json.loads((Path(v["report"]) / "metrics.json").read_text())
         task = get_task(metrics["task"])
+        bench = json.loads((Path(v["bench"]) / "benchmark.json").read_text())
         out.append({"name": v["name"], "metric": task.metric.key, "value": task.metric.of(metrics),
-                    **model_size(v["model"], dataset_dir),
-                    "latency": _latency(json.loads((Path(v["bench"]) / "benchmark.json").read_text()))})
+                    **model_size(v["model"], dataset_dir), "latency": _latency(bench), "gates": _gates(bench)})
     return out
 
 
@@ -63,9 +73,15 @@ def write(variants: list[dict], dataset_dir: str | Path, out: str | Path, target
         r["pareto"] = on
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    all_targets = sorted({t for r in table for t in r["latency"]})
+    all_targets = sorted({t for r in table for t in (*r["latency"], *r["gates"])})
     head = ["variant", "params (M)", "MACs (G)", table[0]["metric"]] + [f"{t} p50 ms" for t in all_targets] + \
         [f"{t} MB" for t in all_targets] + ["Pareto"]
+
+    def latency(r, t):
+        gate = r["gates"].get(t, {})
+        if gate.get("passed") is False:
+            return f"gate failed (drop {gate['drop_points']:+.2f}, allowed {gate['allowed_points']:.2f})"
+        return cell(r["latency"].get(t, {}).get("p50_ms"), ".1f")
 
     def cell(x, fmt):
         return "–" if x is None else format(x, fmt)
@@ -74,7 +90,7 @@ def write(variants: list[dict], dataset_dir: str | Path, out: str | Path, target
     for r in table:
         cells = [r["name"], cell(r["params"] and r["params"] / 1e6, ".2f"), cell(r["macs"] and r["macs"] / 1e9, ".2f"),
                  cell(r["value"], ".3f")]
-        cells += [cell(r["latency"].get(t, {}).get("p50_ms"), ".1f") for t in all_targets]
+        cells += [latency(r, t) for t in all_targets]
         cells += [cell(r["latency"].get(t, {}).get("bytes") and r["latency"][t]["bytes"] / 1e6, ".1f") for t in all_targets]
         cells += ["yes" if r["pareto"] else ""]
         body.append(f"<tr>{''.join(f'<td>{html.escape(str(c))}</td>' for c in cells)}</tr>")

@@ -24,7 +24,6 @@ parent (``NAME@VERSION`` for a zoo model): register's lineage records it as the 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from admlops import refs
@@ -183,13 +182,12 @@ def prune(parent: str | Path, dataset_dir: str | Path, out: str | Path, flops_re
     directory) to ``flops_reduction`` fewer MACs, fine-tune it ``finetune_iters`` iterations (None: the config's;
     0: not fine-tuned) on ``dataset_dir`` and publish the model directory at ``out`` (module doc); returns
     prune.json."""
-    import torch
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import load_checkpoint
 
     from admlops import compat
-    from admlops.components.train.train import train_into
+    from admlops.components.train.train import finetune_into
     from admlops.localfs import file_sha256
 
     if not 0 < flops_reduction < 1:
@@ -205,25 +203,9 @@ def prune(parent: str | Path, dataset_dir: str | Path, out: str | Path, flops_re
         model.eval()
         record = prune_model(model, cfg, dataset_dir, flops_reduction, parent_dir / "config.py")
         pruned_config(cfg, model, record)
-        start = tmp / "start"
-        start.mkdir()
-        cfg.dump(str(start / "config.py"))
-        torch.save({"state_dict": model.state_dict(), "meta": checkpoint.get("meta", {})}, start / "model.pth")
-        del model
         record = {"parent": name, "parent_sha256": file_sha256(parent_dir / "model.pth"), **record}
         init = {"source": str(parent), "model": name, "sha256": record["parent_sha256"], "pruned": True}
-        if finetune_iters == 0:  # the pruned weights as they are
-            for f in ("config.py", "model.pth"):
-                shutil.move(str(start / f), tmp / f)
-            (tmp / "train_log.json").write_text("[]")
-            summary = {"iterations": 0, "final_loss": None, "first_loss": None}
-            (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
-        else:
-            summary = train_into(tmp, out, dataset_dir, config=str(start / "config.py"), max_iters=finetune_iters,
-                                 seed=seed, init_from=str(start), batch_size=batch_size)
-            init = {**json.loads((tmp / "init_from.json").read_text()), **init}  # the weights came from the parent
-        shutil.rmtree(start)
-        (tmp / "init_from.json").write_text(json.dumps(init, indent=2))
-        record["finetune"] = {"iterations": summary["iterations"], "lr": init.get("lr"), "seed": seed}
+        record["finetune"] = finetune_into(tmp, out, dataset_dir, cfg, model, checkpoint.get("meta", {}),
+                                           finetune_iters, seed, batch_size, init)
         (tmp / "prune.json").write_text(json.dumps(record, indent=2))
     return record

@@ -250,6 +250,33 @@ def train_into(staging: Path, out: str | Path, dataset_dir: str | Path, **kwargs
     return summary
 
 
+def finetune_into(staging: Path, out: str | Path, dataset_dir: str | Path, cfg, model, meta: dict, iters: int | None,
+                  seed: int, batch_size: int | None, init: dict) -> dict:
+    """Publish ``model`` (a step's rebuilt model: ``cfg`` builds it, ``meta`` is its checkpoint's) as a model directory
+    at ``staging``, fine-tuned ``iters`` iterations from its weights (None: the config's), or as it is when ``iters``
+    is 0; ``init``: what init_from.json says the weights came from (the step's parent model). Returns the
+    fine-tune's record."""
+    import torch
+
+    start = staging / "start"
+    start.mkdir()
+    cfg.dump(str(start / "config.py"))
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, start / "model.pth")
+    if iters == 0:
+        for f in ("config.py", "model.pth"):
+            shutil.move(str(start / f), staging / f)
+        (staging / "train_log.json").write_text("[]")
+        summary = {"iterations": 0, "final_loss": None, "first_loss": None}
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2))
+    else:
+        summary = train_into(staging, out, dataset_dir, config=str(start / "config.py"), max_iters=iters, seed=seed,
+                             init_from=str(start), batch_size=batch_size)
+        init = {**json.loads((staging / "init_from.json").read_text()), **init}
+    shutil.rmtree(start)
+    (staging / "init_from.json").write_text(json.dumps(init, indent=2))
+    return {"iterations": summary["iterations"], "lr": init.get("lr"), "seed": seed}
+
+
 def _publish(cfg, config: str, seed: int, dataset_dir, out, work: Path) -> dict:
     with atomic_dir(out) as tmp:
         last = Path((work / "last_checkpoint").read_text().strip())

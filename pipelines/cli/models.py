@@ -42,6 +42,13 @@ def cmd_prune(args) -> None:
                                        "finetune")})
 
 
+def cmd_qat(args) -> None:
+    from admlops.components.qat.qat import qat
+
+    record = qat(args.parent, args.dataset, args.out, args.iters, args.seed, args.store or "", args.batch_size)
+    print_json({k: record[k] for k in ("parent", "quantized", "keep_float", "percentile", "calibration", "finetune")})
+
+
 def cmd_distill(args) -> None:
     from admlops.components.distill.distill import distill
 
@@ -140,6 +147,20 @@ def add_commands(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--store", help="the store of the zoo (default: the local default store)")
     s.set_defaults(func=cmd_prune)
+
+    s = sub.add_parser("qat", help="quantization-aware training: a trained model fine-tuned with int8 in the loop "
+                       "(signed symmetric, per-channel weights, calibrated activation ranges); its export carries a Q/DQ "
+                       "graph that the int8 targets take as it is, where post-training int8 loses more than the gate allows")
+    s.add_argument("parent", help="the model: a zoo model NAME@VERSION or NAME@ALIAS (in --store) or a train output "
+                   "directory (its config's qat dict: keep_float, percentile, calibration_images)")
+    s.add_argument("dataset", help="convert's output directory: the ranges calibrate and the model fine-tunes on it")
+    s.add_argument("out", help="model output directory (train's layout plus qat.json)")
+    s.add_argument("--iters", type=int, default=None, help="fine-tuning iterations (default: the config's; 0: the "
+                   "calibrated model without fine-tuning)")
+    s.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size (default: the config's)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--store", help="the store of the zoo (default: the local default store)")
+    s.set_defaults(func=cmd_qat)
 
     s = sub.add_parser("distill", help="knowledge distillation: a student config trained from scratch while a trained "
                        "teacher guides it (its neck features and class logits); publishes the student alone")

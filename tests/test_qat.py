@@ -1,0 +1,207 @@
+"""Quantization-aware training (components/qat, admlops/mmext/quantized.py): the fake quantization is int8's
+arithmetic and trains through it; the exported Q/DQ graph computes what training simulated, under ONNX Runtime and
+OpenVINO; int8 targets take such a graph as it is; the qat pipeline fine-tunes a zoo model, measures it beside its
+post-training-quantized parent and registers it; bad input is named and nothing is written."""
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import admlops
+
+
+def toy(seed=0):
+    """Two fake-quantized convolutions with a BatchNorm and SiLU between them, ranges calibrated on random inputs."""
+    import torch
+
+    from admlops.mmext.quantized import calibrate, quantize
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.SiLU(),
+                              torch.nn.Conv2d(8, 4, 3, padding=1))
+    net[1].running_var.uniform_(0.5, 2)
+    net[1].running_mean.uniform_(-0.5, 0.5)
+    assert len(quantize(net)) == 2
+    batches = [torch.randn(2, 3, 16, 16) for _ in range(4)]
+    calibrate(net, lambda m, b: m(b), batches, percentile=100)
+    return net.eval()
+
+
+def test_fake_quantization_is_int8_arithmetic_and_trains_through_it():
+    import torch
+
+    from admlops.mmext.quantized import simulate_int8
+
+    net = toy()
+    conv = net[0]
+    x = torch.randn(1, 3, 16, 16) * 2
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1))  # eval: float
+    with simulate_int8(), torch.no_grad():
+        got = conv(x)
+        s = conv.act_amax / 127
+        xq = torch.clamp(torch.round(x / s), -128, 127) * s
+        ws = conv.weight.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
+        wq = torch.clamp(torch.round(conv.weight / ws), -128, 127) * ws
+        torch.testing.assert_close(got, torch.nn.functional.conv2d(xq, wq, conv.bias, padding=1), atol=1e-5, rtol=1e-5)
+        assert (got - conv(x)).abs().max() == 0
+    assert (got - torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)).abs().max() > 1e-3, \
+        "the control: int8 differs from float"
+    # training: the straight-through gradient flows to inputs inside the range and stops at the clipped ones
+    conv.train()
+    x = torch.zeros(1, 3, 16, 16)
+    x[0, 0, 4, 4], x[0, 0, 8, 8] = float(conv.act_amax) * 0.5, float(conv.act_amax) * 3
+    x.requires_grad_(True)
+    conv(x).sum().backward()
+    assert x.grad[0, 0, 4, 4] != 0 and x.grad[0, 0, 8, 8] == 0
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+def test_calibration_takes_the_percentile_of_each_inputs_magnitude():
+    import torch
+
+    from admlops.mmext.quantized import calibrate, quantize
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1))
+    quantize(net)
+    x = torch.arange(1, 10001, dtype=torch.float32).reshape(1, 1, 100, 100)
+    assert calibrate(net, lambda m, b: m(b), [x, -2 * x], percentile=100) == {"0": pytest.approx(15000)}
+    assert calibrate(net, lambda m, b: m(b), [x], percentile=99)["0"] == pytest.approx(9900)
+    assert float(net[0].act_amax) == pytest.approx(9900)
+    with pytest.raises(ValueError, match="keep_float names nope"):
+        quantize(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1)), ["nope"])
+
+
+def export_toy(net, path, simulate=True):
+    import torch
+
+    from admlops.mmext.quantized import simulate_int8
+
+    with torch.no_grad():
+        if simulate:
+            with simulate_int8():
+                torch.onnx.export(net, torch.randn(1, 3, 16, 16), str(path), opset_version=13, dynamo=False,
+                                  input_names=["input"], output_names=["out"])
+        else:
+            torch.onnx.export(net, torch.randn(1, 3, 16, 16), str(path), opset_version=13, dynamo=False,
+                              input_names=["input"], output_names=["out"])
+    return path
+
+
+def test_the_exported_qdq_graph_computes_what_training_simulated(tmp_path):
+    """Scales are constants, zero points int8 0 (what TensorRT's explicit quantization takes); ONNX Runtime and
+    OpenVINO compute the simulated int8 output, which differs from the float one by far more than they do."""
+    import onnx
+    import openvino as ov
+    import torch
+
+    from admlops.backends.graphs import carried_qdq
+    from admlops.backends.onnxruntime import session
+    from admlops.mmext.quantized import simulate_int8
+
+    net = toy()
+    graph = export_toy(net, tmp_path / "int8.onnx")
+    ops = [n.op_type for n in onnx.load(str(graph)).graph.node]
+    assert ops.count("QuantizeLinear") == 4 and ops.count("DequantizeLinear") == 4
+    assert not {"ReduceMax", "Abs", "Div"} & set(ops), "weight scales are folded into constants"
+    carried = carried_qdq(graph)
+    assert carried["signed_symmetric"] and carried["q_nodes"] == 4
+    x = torch.randn(1, 3, 16, 16) * 1.5
+    with torch.no_grad(), simulate_int8():
+        want = net(x).numpy()
+    with torch.no_grad():
+        float_out = net(x).numpy()
+    got = session(graph, 1).run(None, {"input": x.numpy()})[0]
+    compiled = ov.Core().compile_model(ov.convert_model(str(graph)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got_ov = compiled(x.numpy())[0]
+    step = float(net[3].act_amax) / 127  # one level of the second convolution's input
+    assert np.abs(got - want).max() < 1e-4
+    assert np.abs(got_ov - want).max() < 0.05 * step * np.abs(net[3].weight.detach().numpy()).sum(axis=(1, 2, 3)).max()
+    assert np.abs(float_out - want).max() > 20 * np.abs(got - want).max(), "the control: float is another output"
+
+
+def test_int8_targets_take_a_carried_graph_as_it_is_and_tensorrt_refuses_unsigned_ones(tmp_path):
+    from admlops.backends import get_backend
+    from admlops.backends.base import Calibration
+    from admlops.backends.graphs import carried_qdq, quantize_qdq
+    from admlops.backends.tensorrt import precision_graph
+    from admlops.errors import InputError, UsageError
+
+    graph = export_toy(toy(), tmp_path / "int8.onnx")
+    ort = get_backend("onnxruntime")
+    report = ort.build(graph, tmp_path / "ort-int8", "int8").report  # no calibration: the graph's own Q/DQ
+    assert report["calibration"] is None and report["quantization"]["q_nodes"] == 4
+    assert (tmp_path / "ort-int8" / "model.onnx").read_bytes() == graph.read_bytes()
+    ov_report = get_backend("openvino").build(graph, tmp_path / "ov-int8", "int8").report
+    assert ov_report["calibration"] is None and "nncf" not in ov_report["quantization"]["tool"]
+    with pytest.raises(UsageError, match="carries its own int8 quantization .* build it as int8, not fp32"):
+        ort.build(graph, tmp_path / "ort-fp32", "fp32")
+    assert precision_graph(graph, tmp_path, "int8", None, None)[0] == graph
+    # the control: an ONNX Runtime-style graph (uint8 activations) is one TensorRT cannot build
+    plain = export_toy(toy(), tmp_path / "fp32.onnx", simulate=False)
+    assert carried_qdq(plain) is None
+    rng = np.random.default_rng(0)
+    calibration = Calibration("random", [rng.normal(size=(1, 3, 16, 16)).astype(np.float32) for _ in range(2)])
+    quantize_qdq(plain, tmp_path / "u8.onnx", calibration, tmp_path)
+    assert not carried_qdq(tmp_path / "u8.onnx")["signed_symmetric"]
+    with pytest.raises(InputError, match="u8.onnx.*TensorRT cannot build: .*signed symmetric int8 only"):
+        precision_graph(tmp_path / "u8.onnx", tmp_path, "int8", None, None)
+
+
+def test_qat_refuses_bad_settings_a_missing_parent_and_a_3d_model(learned_model, tmp_path):
+    from admlops.errors import UsageError
+    from admlops.tasks import get_task
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.pth").write_bytes((learned_model.model / "model.pth").read_bytes())
+    (model / "config.py").write_text((learned_model.model / "config.py").read_text() + "\nqat = dict(percentile=20)\n")
+    res = admlops("qat", model, learned_model.dataset, tmp_path / "out", check=False)
+    assert res.returncode == 2 and "qat percentile 20: expected a value in (50, 100]" in res.stderr
+    res = admlops("qat", "nope@v1", learned_model.dataset, tmp_path / "out", "--store", tmp_path / "store", check=False)
+    assert res.returncode == 2 and "nope" in res.stderr
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UsageError, match="quantization-aware training of a .* is not supported"):
+        get_task("voxel-detection").qat_forward()
+
+
+def test_the_qat_pipeline_fine_tunes_with_int8_in_the_loop_and_measures_it_beside_its_parent(learned_model, tmp_path):
+    """A learned RTMDet-tiny in the zoo through the qat pipeline run locally (8 iterations): the parent's int8
+    targets are post-training quantized, the QAT model's built from its own Q/DQ graph; both gated and benchmarked;
+    the QAT model registered under its parent."""
+    from admlops import catalog, zoo
+    from admlops.backends.graphs import carried_qdq
+    from admlops.objectstore import open_store
+    from admlops.pipelines.local import run_local
+
+    store = tmp_path / "store"
+    parent = zoo.publish(open_store(str(store)), "det", learned_model.model, zoo.lineage(None, None))
+    run = run_local("qat", {"source": str(learned_model.kitti), "parent": f"det@{parent.version}",
+                            "zoo_model_name": "det-int8", "qat_iters": 8,
+                            "deploy_backends": "onnxruntime:int8,openvino:int8", "deploy_calibration_images": 8,
+                            "bench_max_images": 2, "bench_warmup": 1}, store)
+    [record_file] = list(run.rglob("qat.json"))
+    record = json.loads(record_file.read_text())
+    assert record["parent"] == f"det@{parent.version}" and record["finetune"]["iterations"] == 8
+    assert record["quantized"] > 50 and all(v > 0 for v in record["act_amax"].values())
+    gates = {}
+    for path in run.rglob("gates.json"):
+        kind = "qat" if (path.parent / "end2end.int8.onnx").is_file() else "parent"
+        gates[kind] = {(g["backend"], g["precision"]): g for g in json.loads(path.read_text())["gates"]}
+        build = json.loads((path.parent / "onnxruntime-int8" / "build.json").read_text())
+        assert (build["calibration"] is None) == (kind == "qat"), "the QAT model's int8 needs no calibration"
+        if kind == "qat":
+            assert carried_qdq(path.parent / "end2end.int8.onnx")["signed_symmetric"]
+            assert carried_qdq(path.parent / "end2end.onnx") is None, "the float graph stays float"
+    assert set(gates) == {"parent", "qat"}
+    # ONNX Runtime runs the Q/DQ graph's arithmetic in fp32 (no CPU-dependent integer kernels): its gate holds
+    assert gates["qat"][("onnxruntime", "int8")]["passed"], gates["qat"]
+    rows = {r["name"]: r for r in json.loads((run / "optimize-report" / "table").read_text())["rows"]}
+    assert list(rows) == ["parent", "qat"] and rows["qat"]["macs"] == rows["parent"]["macs"]
+    assert rows["qat"]["gates"]["onnxruntime int8"]["passed"]
+    report = (run / "optimize-report" / "report").read_text()
+    assert "onnxruntime int8 p50 ms" in report and "openvino int8 p50 ms" in report
+    registered = json.loads((run / "register" / "zoo_model").read_text())
+    info = catalog.show(open_store(str(store)), "models", "det-int8", registered["version"]).info
+    assert info["lineage"]["parent_model"] == f"det@{parent.version}"
+    assert "onnxruntime:int8" in registered["deployable_targets"]
