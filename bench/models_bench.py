@@ -218,9 +218,9 @@ def complexity(coco: Path, model_dir: Path) -> tuple[float, float]:
     return float(info["params"]), float(info["flops"])
 
 
-def deploy(coco: Path, model_dir: Path, max_images: int) -> dict:
-    """Export to the task's default targets (gates reported, not enforced) and benchmark them at batch 1:
-    target -> {runs, drop (points), p50_ms} (``runs`` False with the reason where export refused it)."""
+def deploy(coco: Path, model_dir: Path, max_images: int, targets: str | None = None) -> dict:
+    """Export to ``targets`` (default: the task's; gates reported, not enforced) and benchmark them at batch 1:
+    target -> {runs, drop (points), passed, p50_ms} (``runs`` False with the reason where export refused it)."""
     from admlops.components.benchmark.benchmark import sweep
     from admlops.components.export.export import export
     from admlops.errors import UsageError
@@ -230,7 +230,7 @@ def deploy(coco: Path, model_dir: Path, max_images: int) -> dict:
         return json.loads(record.read_text())
     out, result = model_dir.parent / f"{model_dir.name}-export", {}
     try:
-        exported = export(coco, model_dir, out, enforce_gates=False)
+        exported = export(coco, model_dir, out, targets=targets, enforce_gates=False)
     except UsageError as exc:
         result = {"all": {"runs": False, "why": str(exc)}}
     else:
@@ -240,9 +240,9 @@ def deploy(coco: Path, model_dir: Path, max_images: int) -> dict:
         for row in report["rows"]:
             target = f"{row['runtime']}:{row['precision']}"
             result[target] = {"runs": True, "p50_ms": row["latency"]["p50_ms"],
-                              "drop": gates[target]["drop_points"] if target in gates else None}
+                              "drop": gates[target]["drop_points"] if target in gates else None, "passed": True}
         for gate in report["not_deployable"]:
-            result[f"{gate['backend']}:{gate['precision']}"] = {"runs": True, "p50_ms": None,
+            result[f"{gate['backend']}:{gate['precision']}"] = {"runs": True, "p50_ms": None, "passed": False,
                                                                 "drop": gate["drop_points"], "why": "failed its gate"}
         result["refused"] = exported.get("refused", [])
     record.write_text(json.dumps(result, indent=2))

@@ -4,6 +4,7 @@ teacher (knowledge distillation), every model through the same export, gates and
 
     .venv/bin/python bench/optimize_bench.py [--work DIR] [--reductions 0.4 0.6] [--parent-iters 300]
                                              [--finetune-iters 150] [--teacher-iters 400] [--max-images 20]
+                                             [--qat-iters 100] [--sections prune-distill qat]
 
 Data: the models bench's (bench/models_bench.py: synthetic KITTI, seed 31, ``palette="shared"``, classes that differ
 by shape and size only; 400 frames, every 5th val), never the tests' generator settings. The parent is
@@ -21,8 +22,15 @@ and the benchmark step at batch 1 on ``--max-images`` val images: one process pe
 threads (both cores), p50 of one call (a preprocessed image in, boxes out). Each training, pruning and export runs in
 its own process, one at a time; results are cached under ``--work`` (delete a directory to redo it).
 
+Quantization-aware training (section ``qat``): the case is the parent with its first input channel left
+unnormalised and its first convolution rescaled to match (``unnormalised``: the same function in float), an input
+whose channels span ranges ~57x apart. Rows: its post-training int8 (the product's calibration: ONNX Runtime's
+min/max uint8, OpenVINO's NNCF), its Q/DQ graph with the ranges calibrated only (``admlops qat --iters 0``) and after
+``--qat-iters`` iterations of quantization-aware training; every int8 target gated against its own PyTorch.
+
 Targets (issue 20): a pruned model with >= 40% fewer MACs, >= 1.5x lower CPU latency, <= 1.5 mAP@0.5 points lost;
-a distilled student >= 2 mAP@0.5 points above the same student trained alone for the same iterations.
+a distilled student >= 2 mAP@0.5 points above the same student trained alone for the same iterations; a QAT int8
+model that passes its gate where post-training int8 of the same model does not.
 """
 from __future__ import annotations
 
@@ -39,6 +47,7 @@ from admlops.components.prune.prune import model_size  # noqa: E402
 CONFIG = "rtmdet_tiny_kitti"
 TARGETS = ("onnxruntime:fp32", "openvino:fp32", "openvino:int8")
 GOAL = {"macs": 0.40, "speedup": 1.5, "drop": 1.5, "distill_gain": 2.0}
+QAT_TARGETS = "onnxruntime:fp32,onnxruntime:int8,openvino:int8"
 TEACHER = """_base_ = '{base}'
 model = dict(backbone=dict(deepen_factor=0.33, widen_factor=0.5),
              neck=dict(in_channels=[128, 256, 512], out_channels=128, num_csp_blocks=1),
@@ -78,8 +87,85 @@ def distill_for(coco: Path, out: Path, teacher: Path, iters: int) -> dict:
     return result
 
 
-def deployed(coco: Path, model_dir: Path, max_images: int) -> dict:
-    return isolated(deploy, coco, model_dir, max_images)
+def deployed(coco: Path, model_dir: Path, max_images: int, targets: str | None = None) -> dict:
+    return isolated(deploy, coco, model_dir, max_images, targets)
+
+
+def unnormalised(parent: Path, out: Path) -> Path:
+    """The parent with its first input channel left in pixel units (its data preprocessor's std 1 for that channel)
+    and its first convolution's weights for the channel divided by the old std: in float the same function, to
+    rounding; in int8 an input whose channels span ranges ~57x apart (what an image stacked with a channel in other
+    units, depth or intensity, looks like to the first layer)."""
+    import torch
+    from mmengine.config import Config
+
+    if (out / "model.pth").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = Config.fromfile(str(parent / "config.py"))
+    std = list(cfg.model.data_preprocessor.std)
+    old, std[0] = std[0], 1.0
+    cfg.model.data_preprocessor.std = std
+    checkpoint = torch.load(parent / "model.pth", map_location="cpu", weights_only=False)
+    [stem] = [k for k in checkpoint["state_dict"] if k.endswith("backbone.stem.0.conv.weight")]
+    weight = checkpoint["state_dict"][stem].clone()
+    weight[:, 0] /= old
+    checkpoint["state_dict"][stem] = weight
+    torch.save(checkpoint, out / "model.pth")
+    cfg.dump(str(out / "config.py"))
+    return out
+
+
+def qat_for(coco: Path, out: Path, parent: Path, iters: int) -> dict:
+    """``parent`` fine-tuned ``iters`` iterations with int8 in the loop (0: its ranges calibrated only), evaluated;
+    the record (cached)."""
+    from admlops.components.evaluate.evaluate import evaluate
+    from admlops.components.qat.qat import qat
+
+    record = out / "bench.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    trained = qat(parent, coco, out / "model", iters=iters)
+    metrics = evaluate(coco, out / "model", out / "eval")
+    result = {"iters": iters, "quantized": trained["quantized"], "mAP50": metrics["bbox"]["bbox_mAP_50"]}
+    record.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def qat_case(coco: Path, work: Path, qat_iters: int, max_images: int) -> None:
+    """The QAT rows: the unnormalised parent post-training quantized, its Q/DQ graph calibrated only, and after
+    ``qat_iters`` iterations of quantization-aware training; every int8 target gated against its own PyTorch."""
+    from admlops.components.evaluate.evaluate import evaluate
+
+    case = unnormalised(work / "parent", work / "parent-unnormalised")
+    if not (case / "eval" / "metrics.json").is_file():
+        isolated(evaluate, coco, case, case / "eval")
+    float_map = json.loads((case / "eval" / "metrics.json").read_text())["bbox"]["bbox_mAP_50"]
+    rows = [("post-training int8", float_map, deployed(coco, case, max_images, QAT_TARGETS))]
+    for iters in (0, qat_iters):
+        out = work / f"qat-{iters}"
+        record = isolated(qat_for, coco, out, case, iters)
+        name = "Q/DQ calibrated only" if iters == 0 else f"QAT {iters} iterations"
+        rows.append((name, record["mAP50"], deployed(coco, out / "model", max_images, QAT_TARGETS)))
+    targets = QAT_TARGETS.split(",")
+    print(f"\nQuantization-aware training: the parent with its first input channel unnormalised (same function in "
+          f"float: PyTorch mAP@0.5 {float_map:.3f}); each int8 target's mAP@0.5 drop against its own PyTorch "
+          f"(allowed 1.5 points), p50 ms at batch 1:")
+    print(f"{'variant':24} {'PyTorch':>8} " + " ".join(f"{t:>30}" for t in targets))
+    for name, value, result in rows:
+        cells = []
+        for t in targets:
+            d = result.get(t, {})
+            verdict = "passed" if d.get("passed") else "FAILED"
+            ms = f"{d['p50_ms']:.1f} ms" if d.get("p50_ms") else "not timed"
+            cells.append(f"{d.get('drop', float('nan')):+.1f} {verdict}, {ms}")
+        print(f"{name:24} {value:8.3f} " + " ".join(f"{c:>30}" for c in cells))
+    for t in (t for t in targets if t.endswith("int8")):
+        ptq, qat = rows[0][2].get(t, {}), rows[-1][2].get(t, {})
+        met = not ptq.get("passed") and qat.get("passed")
+        print(f"  {t}: post-training {'passed' if ptq.get('passed') else 'FAILED'} ({ptq.get('drop', 0):+.1f}), QAT "
+              f"{'passed' if qat.get('passed') else 'FAILED'} ({qat.get('drop', 0):+.1f}): "
+              f"{'a case where QAT passes and PTQ does not' if met else 'not such a case'}")
 
 
 def main() -> None:
@@ -91,10 +177,16 @@ def main() -> None:
     ap.add_argument("--finetune-iters", type=int, default=150)
     ap.add_argument("--teacher-iters", type=int, default=400)
     ap.add_argument("--max-images", type=int, default=20)
+    ap.add_argument("--qat-iters", type=int, default=100)
+    ap.add_argument("--sections", nargs="+", choices=("prune-distill", "qat"), default=["prune-distill", "qat"])
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     coco = dataset(args.work, "data", args.frames, DATA_SEED)
     parent = isolated(train_for, coco, args.work / "parent", CONFIG, float("inf"), iters=args.parent_iters)
+    if "qat" in args.sections:
+        qat_case(coco, args.work, args.qat_iters, args.max_images)
+    if "prune-distill" not in args.sections:
+        return
     # the control: the parent trained the variants' fine-tuning iterations more, unpruned (same rate, same data)
     more = isolated(train_for, coco, args.work / "parent-more", CONFIG, float("inf"), init_from=str(args.work / "parent"),
                     iters=args.finetune_iters)
