@@ -3,7 +3,9 @@ the gate allows: KITTI-format data -> convert -> the parent out of the zoo -> fi
 (components/qat) -> both measured alike (evaluate, export with the parity gates recorded, benchmark: the parent's
 int8 targets post-training quantized, the QAT model's built from its own Q/DQ graph) -> the QAT model registered (its
 lineage names the parent; ``candidate`` only for the targets that passed) -> a report with one row per model, each
-target's gate and latency, and the accuracy-versus-latency Pareto front (components/optimize)."""
+target's gate and latency, and the accuracy-versus-latency Pareto front (components/optimize). The QAT model is an
+int8 model: its row's accuracy is its int8 accuracy (evaluate runs it quantized), the parent's its float one, and its
+gates check that each runtime computes what it computed."""
 from kfp import dsl
 
 from admlops.components.convert.component import convert
@@ -32,7 +34,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         qat_iters: int = -1,
         qat_seed: int = 0,
         export_deploy_config: str = "detection_onnxruntime_dynamic",
-        deploy_backends: str = "onnxruntime:fp32,onnxruntime:int8,openvino:int8",
+        deploy_backends: str = "onnxruntime:int8,openvino:int8",
         deploy_calibration_images: int = 32,
         deploy_max_drop_float: float = 0.5,
         deploy_max_drop_int8: float = 1.5,
@@ -45,9 +47,9 @@ def build(profile: profiles.ClusterProfile | None = None):
     ):
         """``parent``: the zoo model (NAME@VERSION or NAME@ALIAS in ``store``); ``source``: the KITTI-format data the
         ranges calibrate on, the model fine-tunes on and both are measured on (a path or a dataset version in
-        ``store``). ``qat_iters``: fine-tuning iterations (negative: the config's; 0: calibrated only). A failed gate
-        is recorded, not fatal. ``zoo_model_name``: the QAT model's zoo name, aliased ``zoo_alias`` for the targets
-        that passed."""
+        ``store``). ``qat_iters``: fine-tuning iterations (negative: the config's; 0: calibrated only).
+        ``deploy_backends``: int8 targets (the QAT model has no other). A failed gate is recorded, not fatal.
+        ``zoo_model_name``: the QAT model's zoo name, aliased ``zoo_alias`` for the targets that passed."""
         data = on(convert(kitti=source, store=store, definition=data_definition, val_fraction=data_val_fraction,
                           seed=data_seed), "convert")
         base = on(zoo_model(ref=parent, store=store), "zoo-model")

@@ -2,7 +2,8 @@
 
 It must reach COCO mAP@0.5 >= 0.5 on the synthetic val split with the ONNX model within 0.01 of
 PyTorch. Time is checked by the person reading the README figure (tests never assert wall time).
-Marked slow. CI runs it sized down (DEMO_FRAMES=240, 200 iterations, a batch-1 benchmark sweep): the same script
+Marked slow. CI runs it sized down (DEMO_FRAMES=200, 160 iterations: more than the learned_model fixture's
+120 on 200 frames of the same generator, which reach the same floor; a batch-1 benchmark sweep): the same script
 and pipeline as the README's figures, which come from the full-size run.
 """
 import json
@@ -18,9 +19,9 @@ REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_demo_reaches_target(tmp_path):
-    env = dict(os.environ, ADMLOPS_STORE=str(tmp_path / "store"), DEMO_FRAMES="240")
+    env = dict(os.environ, ADMLOPS_STORE=str(tmp_path / "store"), DEMO_FRAMES="200")
     start = time.monotonic()
-    res = subprocess.run([str(REPO / "scripts" / "demo.sh"), "--param", "train_max_iters=200", "--param", "bench_batch_sizes=1"],
+    res = subprocess.run([str(REPO / "scripts" / "demo.sh"), "--param", "train_max_iters=160", "--param", "bench_batch_sizes=1"],
                          env=env, capture_output=True, text=True, timeout=3600)
     minutes = (time.monotonic() - start) / 60
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]

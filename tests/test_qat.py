@@ -30,23 +30,22 @@ def toy(seed=0):
 def test_fake_quantization_is_int8_arithmetic_and_trains_through_it():
     import torch
 
-    from admlops.mmext.quantized import simulate_int8
+    from admlops.mmext.quantized import float_convs
 
     net = toy()
     conv = net[0]
     x = torch.randn(1, 3, 16, 16) * 2
     with torch.no_grad():
-        torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1))  # eval: float
-    with simulate_int8(), torch.no_grad():
-        got = conv(x)
+        got = conv(x)  # eval mode computes int8 too: the model is an int8 model wherever it runs
         s = conv.act_amax / 127
         xq = torch.clamp(torch.round(x / s), -128, 127) * s
         ws = conv.weight.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
         wq = torch.clamp(torch.round(conv.weight / ws), -128, 127) * ws
         torch.testing.assert_close(got, torch.nn.functional.conv2d(xq, wq, conv.bias, padding=1), atol=1e-5, rtol=1e-5)
-        assert (got - conv(x)).abs().max() == 0
-    assert (got - torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)).abs().max() > 1e-3, \
-        "the control: int8 differs from float"
+        with float_convs():
+            float_out = conv(x)
+        torch.testing.assert_close(float_out, torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1))
+    assert (got - float_out).abs().max() > 1e-3, "the control: int8 differs from float"
     # training: the straight-through gradient flows to inputs inside the range and stops at the clipped ones
     conv.train()
     x = torch.zeros(1, 3, 16, 16)
@@ -72,19 +71,12 @@ def test_calibration_takes_the_percentile_of_each_inputs_magnitude():
         quantize(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1)), ["nope"])
 
 
-def export_toy(net, path, simulate=True):
+def export_toy(net, path):
     import torch
 
-    from admlops.mmext.quantized import simulate_int8
-
     with torch.no_grad():
-        if simulate:
-            with simulate_int8():
-                torch.onnx.export(net, torch.randn(1, 3, 16, 16), str(path), opset_version=13, dynamo=False,
-                                  input_names=["input"], output_names=["out"])
-        else:
-            torch.onnx.export(net, torch.randn(1, 3, 16, 16), str(path), opset_version=13, dynamo=False,
-                              input_names=["input"], output_names=["out"])
+        torch.onnx.export(net, torch.randn(1, 3, 16, 16), str(path), opset_version=13, dynamo=False,
+                          input_names=["input"], output_names=["out"])
     return path
 
 
@@ -97,7 +89,7 @@ def test_the_exported_qdq_graph_computes_what_training_simulated(tmp_path):
 
     from admlops.backends.graphs import carried_qdq
     from admlops.backends.onnxruntime import session
-    from admlops.mmext.quantized import simulate_int8
+    from admlops.mmext.quantized import float_convs
 
     net = toy()
     graph = export_toy(net, tmp_path / "int8.onnx")
@@ -107,10 +99,10 @@ def test_the_exported_qdq_graph_computes_what_training_simulated(tmp_path):
     carried = carried_qdq(graph)
     assert carried["signed_symmetric"] and carried["q_nodes"] == 4
     x = torch.randn(1, 3, 16, 16) * 1.5
-    with torch.no_grad(), simulate_int8():
-        want = net(x).numpy()
     with torch.no_grad():
-        float_out = net(x).numpy()
+        want = net(x).numpy()
+        with float_convs():
+            float_out = net(x).numpy()
     got = session(graph, 1).run(None, {"input": x.numpy()})[0]
     compiled = ov.Core().compile_model(ov.convert_model(str(graph)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got_ov = compiled(x.numpy())[0]
@@ -126,6 +118,7 @@ def test_int8_targets_take_a_carried_graph_as_it_is_and_tensorrt_refuses_unsigne
     from admlops.backends.graphs import carried_qdq, quantize_qdq
     from admlops.backends.tensorrt import precision_graph
     from admlops.errors import InputError, UsageError
+    from admlops.mmext.quantized import dequantize
 
     graph = export_toy(toy(), tmp_path / "int8.onnx")
     ort = get_backend("onnxruntime")
@@ -138,7 +131,7 @@ def test_int8_targets_take_a_carried_graph_as_it_is_and_tensorrt_refuses_unsigne
         ort.build(graph, tmp_path / "ort-fp32", "fp32")
     assert precision_graph(graph, tmp_path, "int8", None, None)[0] == graph
     # the control: an ONNX Runtime-style graph (uint8 activations) is one TensorRT cannot build
-    plain = export_toy(toy(), tmp_path / "fp32.onnx", simulate=False)
+    plain = export_toy(dequantize(toy()), tmp_path / "fp32.onnx")
     assert carried_qdq(plain) is None
     rng = np.random.default_rng(0)
     calibration = Calibration("random", [rng.normal(size=(1, 3, 16, 16)).astype(np.float32) for _ in range(2)])
@@ -166,9 +159,9 @@ def test_qat_refuses_bad_settings_a_missing_parent_and_a_3d_model(learned_model,
 
 
 def test_the_qat_pipeline_fine_tunes_with_int8_in_the_loop_and_measures_it_beside_its_parent(learned_model, tmp_path):
-    """A learned RTMDet-tiny in the zoo through the qat pipeline run locally (8 iterations): the parent's int8
-    targets are post-training quantized, the QAT model's built from its own Q/DQ graph; both gated and benchmarked;
-    the QAT model registered under its parent."""
+    """A learned RTMDet-tiny in the zoo through the qat pipeline run locally (8 iterations): the parent's ONNX
+    Runtime int8 is post-training quantized, the QAT model's built from its own Q/DQ graph (OpenVINO's build of
+    such a graph is tested above); both gated and benchmarked; the QAT model registered under its parent."""
     from admlops import catalog, zoo
     from admlops.backends.graphs import carried_qdq
     from admlops.objectstore import open_store
@@ -178,7 +171,7 @@ def test_the_qat_pipeline_fine_tunes_with_int8_in_the_loop_and_measures_it_besid
     parent = zoo.publish(open_store(str(store)), "det", learned_model.model, zoo.lineage(None, None))
     run = run_local("qat", {"source": str(learned_model.kitti), "parent": f"det@{parent.version}",
                             "zoo_model_name": "det-int8", "qat_iters": 8,
-                            "deploy_backends": "onnxruntime:int8,openvino:int8", "deploy_calibration_images": 8,
+                            "deploy_backends": "onnxruntime:int8", "deploy_calibration_images": 8,
                             "bench_max_images": 2, "bench_warmup": 1}, store)
     [record_file] = list(run.rglob("qat.json"))
     record = json.loads(record_file.read_text())
@@ -186,21 +179,24 @@ def test_the_qat_pipeline_fine_tunes_with_int8_in_the_loop_and_measures_it_besid
     assert record["quantized"] > 50 and all(v > 0 for v in record["act_amax"].values())
     gates = {}
     for path in run.rglob("gates.json"):
-        kind = "qat" if (path.parent / "end2end.int8.onnx").is_file() else "parent"
+        kind = "qat" if carried_qdq(path.parent / "end2end.onnx") else "parent"
         gates[kind] = {(g["backend"], g["precision"]): g for g in json.loads(path.read_text())["gates"]}
         build = json.loads((path.parent / "onnxruntime-int8" / "build.json").read_text())
         assert (build["calibration"] is None) == (kind == "qat"), "the QAT model's int8 needs no calibration"
-        if kind == "qat":
-            assert carried_qdq(path.parent / "end2end.int8.onnx")["signed_symmetric"]
-            assert carried_qdq(path.parent / "end2end.onnx") is None, "the float graph stays float"
     assert set(gates) == {"parent", "qat"}
-    # ONNX Runtime runs the Q/DQ graph's arithmetic in fp32 (no CPU-dependent integer kernels): its gate holds
-    assert gates["qat"][("onnxruntime", "int8")]["passed"], gates["qat"]
+    # ONNX Runtime computes what the int8 PyTorch model computed (the Q/DQ arithmetic in fp32 on any CPU)
+    assert abs(gates["qat"][("onnxruntime", "int8")]["drop_points"]) <= 0.5, gates["qat"]
     rows = {r["name"]: r for r in json.loads((run / "optimize-report" / "table").read_text())["rows"]}
     assert list(rows) == ["parent", "qat"] and rows["qat"]["macs"] == rows["parent"]["macs"]
+    # the QAT model's accuracy is its int8 accuracy; 8 iterations keep it near the parent's float one (measured +1.3)
+    assert rows["qat"]["value"] >= rows["parent"]["value"] - 0.05, rows
     assert rows["qat"]["gates"]["onnxruntime int8"]["passed"]
     report = (run / "optimize-report" / "report").read_text()
-    assert "onnxruntime int8 p50 ms" in report and "openvino int8 p50 ms" in report
+    assert "onnxruntime int8 p50 ms" in report
+    res = admlops("export", learned_model.dataset, record_file.parent, tmp_path / "fp32", "--targets",
+                  "onnxruntime:fp32", check=False)
+    assert res.returncode == 2 and "a quantization-aware trained model deploys in int8" in res.stderr
+    assert not (tmp_path / "fp32").exists()
     registered = json.loads((run / "register" / "zoo_model").read_text())
     info = catalog.show(open_store(str(store)), "models", "det-int8", registered["version"]).info
     assert info["lineage"]["parent_model"] == f"det@{parent.version}"

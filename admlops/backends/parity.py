@@ -25,6 +25,7 @@ from tqdm import tqdm
 from admlops import compat
 from admlops.backends import build_settings, get_backend
 from admlops.backends.base import Runner
+from admlops.backends.graphs import carried_qdq
 from admlops.errors import StepFailed, UsageError
 from admlops.tasks.base import Metric
 
@@ -145,28 +146,27 @@ def enforce(gates: list[Gate]) -> None:
 
 def deploy_and_gate(targets: list[tuple[str, str]], onnx_file: Path, out_dir: Path, dataset_dir: str | Path, model_cfg,
                     deploy_cfg, pytorch: dict, allowed: dict[str, float], calibration_images: int, task: Task,
-                    previous: Path | None = None, metric: Metric | None = None,
-                    int8_graph: Path | None = None) -> tuple[dict[str, dict], list[Gate]]:
+                    previous: Path | None = None, metric: Metric | None = None) -> tuple[dict[str, dict], list[Gate]]:
     """Build every (backend, precision) of ``targets`` from ``onnx_file`` into ``out_dir/<backend>-<precision>/``,
     evaluate each with ``task``'s test loop, and gate it against ``pytorch``'s metrics on ``metric`` (default the
     task's). Int8 targets share one calibration set of ``calibration_images`` train inputs (the task's
-    ``calibration_set``: images for a 2D detector, voxelized scans for a 3D one), or, given ``int8_graph`` (a
-    quantization-aware trained model's Q/DQ export), build from that graph as it is. ``previous``: an earlier output
+    ``calibration_set``: images for a 2D detector, voxelized scans for a 3D one), unless the graph carries its own
+    Q/DQ pairs (a quantization-aware trained model's), which int8 takes as it is. ``previous``: an earlier output
     whose per-target caches may be reused.
     Writes ``out_dir/gates.json``; returns the metrics per target and the gates (enforcing is the caller's)."""
     metric = metric or task.metric
-    for name, precision in targets:  # a target that cannot run its graph: refused before any build
-        get_backend(name).check_graph(int8_graph if precision == "int8" and int8_graph else onnx_file)
+    for name in dict.fromkeys(name for name, _ in targets):  # a target that cannot run the graph: refused before any build
+        get_backend(name).check_graph(onnx_file)
+    carried = carried_qdq(onnx_file)
     settings = build_settings(deploy_cfg)
     shapes = settings.get("input_shapes")
     calibration, metrics, gates = None, {}, []
     for name, precision in tqdm(targets, desc="deploy targets", unit="target"):
         tag = f"{name}-{precision}"
         backend = get_backend(name)
-        graph = int8_graph if precision == "int8" and int8_graph else onnx_file
-        if precision == "int8" and calibration is None and not int8_graph:
+        if precision == "int8" and calibration is None and not carried:
             calibration = task.calibration_set(dataset_dir, model_cfg, deploy_cfg, calibration_images)
-        backend.build(graph, out_dir / tag, precision, calibration, shapes, settings.get(name, {}),
+        backend.build(onnx_file, out_dir / tag, precision, calibration, shapes, settings.get(name, {}),
                       cache_dir=previous / tag if previous and (previous / tag).is_dir() else None)
         runner = backend.load(out_dir / tag)
         metrics[tag] = evaluate_runner(runner, onnx_file, model_cfg, deploy_cfg, out_dir / ".eval" / tag, task)

@@ -6,7 +6,9 @@ strongly typed network (TensorRT 11 removed weak typing — the FP16/INT8 builde
 and their caches — and 10 has strong typing as an option), so the ONNX graph itself carries the precision
 (admlops.backends.graphs): ``fp32`` the exported graph (TF32 off where the flag exists: TensorRT would compute in
 TF32 on Ampere and later), ``fp16`` the graph with its network in fp16 and box decoding and NMS in fp32, ``int8``
-a Q/DQ graph with symmetric signed int8 (TensorRT's explicit quantization) calibrated on preprocessed train images.
+a Q/DQ graph with symmetric signed int8 (TensorRT's explicit quantization) calibrated on preprocessed train images,
+or, for a quantization-aware trained model, its own Q/DQ graph as it is (refused, naming the file, unless every zero
+point is int8 0).
 The same graphs run under ONNX Runtime on a CPU, which is how their accuracy is checked without a GPU. Explicit
 batch, one optimization profile from the deploy config's min/opt/max input shapes, a workspace limit, a timing
 cache. The engine is ``model.engine``; beside it the graph it was built from (``model.fp16.onnx`` /

@@ -8,15 +8,14 @@ every tool reads them; ``PrunedDetector`` nests, its own ``detector`` and ``chan
 calibrated range of its input (``act_amax``). The built object is the detector itself (mmdeploy's rewrites, keyed
 by its class, apply) and the checkpoint's weights load into it as into any model.
 
-What a ``QuantConv2d`` computes, and when:
-
-- training, and exporting under :func:`simulate_int8`: its input fake-quantized per tensor (signed symmetric int8,
-  scale ``act_amax / 127``, values beyond it clipped) and its weights per output channel (signed symmetric int8,
-  scale ``max |w| / 127`` of each channel), the gradients passed straight through inside the range (the
-  straight-through estimator of ``torch.fake_quantize_*``). This is the arithmetic of TensorRT's explicit
-  quantization and of ONNX's QuantizeLinear/DequantizeLinear: exported at opset 13, each becomes a Q/DQ pair.
-- evaluation: the float convolution, so ``evaluate`` measures the same weights in float and the int8 targets are
-  gated against them as any export's are.
+A ``QuantConv2d`` computes int8's arithmetic in training, evaluation and export alike: its input fake-quantized per
+tensor (signed symmetric int8, scale ``act_amax / 127``, values beyond it clipped) and its weights per output
+channel (signed symmetric int8, scale ``max |w| / 127`` of each channel), the gradients passed straight through
+inside the range (the straight-through estimator of ``torch.fake_quantize_*``). This is the arithmetic of TensorRT's
+explicit quantization and of ONNX's QuantizeLinear/DequantizeLinear: exported at opset 13, each becomes a Q/DQ pair
+with its scale a constant. So the model is an int8 model wherever it runs: ``evaluate`` measures its int8 accuracy,
+its export is the Q/DQ graph, and its int8 targets are gated against what PyTorch computed (:func:`float_convs`
+turns the quantizers off, for calibration).
 
 A convolution followed by a BatchNorm (mmcv's ``ConvModule``) keeps the norm in training; a per-channel weight
 scale is the one that survives folding it (the norm scales each output channel, and its scale with it), so the
@@ -35,18 +34,28 @@ from mmengine.registry import MODELS
 from torch import nn
 
 QMIN, QMAX = -128, 127  # signed int8, zero point 0 (symmetric scale amax / 127): ONNX's and TensorRT's int8
-_simulating = False
+_float = False
 
 
 @contextlib.contextmanager
-def simulate_int8():
-    """Within it, every QuantConv2d fake-quantizes in eval mode too (what the int8 graph is exported from)."""
-    global _simulating
-    before, _simulating = _simulating, True
+def float_convs():
+    """Within it, every QuantConv2d computes in float (what calibration measures the ranges on)."""
+    global _float
+    before, _float = _float, True
     try:
         yield
     finally:
-        _simulating = before
+        _float = before
+
+
+def dequantize(model: nn.Module) -> nn.Module:
+    """``model`` with its QuantConv2d made plain ``nn.Conv2d`` again, in place (the float network, the same
+    parameters: what tools that know convolutions by their class count)."""
+    for module in model.modules():
+        if type(module) is QuantConv2d:
+            module.__class__ = nn.Conv2d
+            del module._buffers["act_amax"]
+    return model
 
 
 class QuantConv2d(nn.Conv2d):
@@ -56,7 +65,7 @@ class QuantConv2d(nn.Conv2d):
     act_amax: torch.Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training or _simulating):
+        if _float:
             return super().forward(x)
         w_amax = self.weight.detach().abs().amax(dim=(1, 2, 3)).clamp(min=1e-8)
         if torch.onnx.is_in_onnx_export():  # the scales as constants of the graph (TensorRT needs them so)
@@ -115,8 +124,9 @@ def calibrate(model: nn.Module, forward, batches, percentile: float = 99.99) -> 
     was_training = model.training
     model.eval()
     try:
-        for batch in batches:
-            forward(model, batch)
+        with float_convs():
+            for batch in batches:
+                forward(model, batch)
     finally:
         for h in hooks:
             h.remove()

@@ -11,14 +11,15 @@ Output layout (the ONNX ``Model`` artifact that benchmark and export-trt read)::
     end2end.onnx      the graph (2D: input normalised NCHW float32; outputs dets [N, K, 5], labels [N, K].
                       3D: inputs voxels [V, P, 4], num_points [V], coors [V, 4]; outputs the head's raw maps)
     deploy.py         the mmdeploy deploy config used (synced with the model by the task)
-    end2end.int8.onnx a quantization-aware trained model's (admlops/mmext/quantized.py) only: the same graph with its
-                      convolutions' int8 Q/DQ pairs (opset 13), exported from the same weights under fake
-                      quantization; its int8 targets are built from it as it is, without calibration
     model.py          the model config (its test pipeline is the preprocessing the ONNX model expects)
     <backend>-<precision>/   each deploy target's artifact and build.json (admlops.backends), e.g. openvino-int8/
     metrics.json      the task's export summary: PyTorch's record, every target's ("backends"), the gated metric,
                       and ONNX Runtime fp32's own key with its difference from PyTorch ("difference")
     gates.json        the parity gate of every target (admlops.backends.parity)
+
+A quantization-aware trained model (``QuantizedDetector``, admlops/mmext/quantized.py) is an int8 model: its
+end2end.onnx carries its convolutions' Q/DQ pairs (opset 13), its targets are int8 ones built from that graph as it
+is (no calibration), and its gates compare them with its own (int8) PyTorch evaluation.
 
 A target whose metric drop exceeds its allowance, or a PyTorch model below the gated metric's floor (its gates are
 then not meaningful), fails the step (StepFailed, nothing published) unless ``enforce_gates`` is off, in which case
@@ -37,12 +38,10 @@ from admlops.backends.calibration import CALIBRATION_IMAGES
 from admlops.backends.graphs import QUANT_OPSET
 from admlops.backends.parity import MAX_DROP_INT8, allowances, deploy_and_gate, enforce
 from admlops.configs import resolve
-from admlops.errors import InputError
+from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir
 from admlops.mmconfig import use_dataset
 from admlops.tasks import task_of
-
-INT8_GRAPH = "end2end.int8.onnx"  # a quantization-aware trained model's Q/DQ graph, which its int8 targets take
 
 
 def load_config(kind: str, name_or_path: str | Path):
@@ -52,6 +51,19 @@ def load_config(kind: str, name_or_path: str | Path):
     if kind == "models" and not Path(name_or_path).is_file():
         raise InputError(name_or_path, "missing: export reads train's output directory (model.pth + config.py)")
     return Config.fromfile(str(resolve(kind, name_or_path)))
+
+
+def quantized_targets(chosen: list[tuple[str, str]], explicit: bool) -> list[tuple[str, str]]:
+    """The deploy targets of a quantization-aware trained model: int8 ones. Asked for by name, another precision is
+    a UsageError; by default, the task's targets at int8 where their backend has it."""
+    from admlops.backends import get_backend
+
+    if explicit:
+        if other := [f"{b}:{p}" for b, p in chosen if p != "int8"]:
+            raise UsageError(f"deploy targets {', '.join(other)}: a quantization-aware trained model deploys in int8 "
+                             "(its graph carries its Q/DQ pairs); ask for BACKEND:int8")
+        return chosen
+    return list(dict.fromkeys((b, "int8") for b, _ in chosen if "int8" in get_backend(b).precisions))
 
 
 def load_configs(deploy_config: str | Path, model_config: str | Path):
@@ -83,9 +95,14 @@ def export(
     task = task_of(model_cfg)
     task.check_exportable()
     chosen = task.check_targets(parse_targets(targets or task.targets))  # an unknown name fails before any work
+    quantized = model_cfg.model.get("type") == "QuantizedDetector"
+    if quantized:  # an int8 model (admlops/mmext/quantized.py): its graph carries its Q/DQ, its targets are int8
+        chosen = quantized_targets(chosen, explicit=bool(targets))
     allowed = allowances(task.max_drop if max_drop_float is None else max_drop_float, max_drop_int8)
     metric = task.metric if gate_floor is None or gate_floor < 0 else replace(task.metric, floor=gate_floor)
     deploy_cfg = load_config("deploy", deploy_config or task.deploy_config)
+    if quantized:  # the first opset whose DequantizeLinear takes a per-channel axis
+        deploy_cfg.onnx_config.opset_version = max(deploy_cfg.onnx_config.get("opset_version", 11), QUANT_OPSET)
     if deploy_cfg.codebase_config.type != task.codebase:
         raise InputError(deploy_cfg.filename, f"a deploy config for mmdeploy's {deploy_cfg.codebase_config.type} "
                          f"codebase, but the model is a {task.description} ({task.codebase}): use "
@@ -101,15 +118,6 @@ def export(
         deploy_cfg.dump(str(tmp / "deploy.py"))
         model_cfg.dump(str(tmp / "model.py"))
         torch2onnx(sample, str(tmp), "end2end.onnx", deploy_cfg, model_cfg, str(model_dir / "model.pth"), device="cpu")
-        int8_graph = None
-        if model_cfg.model.get("type") == "QuantizedDetector":  # its int8 graph carries the ranges it trained with
-            from admlops.mmext.quantized import simulate_int8
-
-            qdq_cfg = deploy_cfg.copy()
-            qdq_cfg.onnx_config.opset_version = max(qdq_cfg.onnx_config.get("opset_version", 11), QUANT_OPSET)
-            with simulate_int8():
-                torch2onnx(sample, str(tmp), INT8_GRAPH, qdq_cfg, model_cfg, str(model_dir / "model.pth"), device="cpu")
-            int8_graph = tmp / INT8_GRAPH
         if pytorch_metrics is None:
             cfg = model_cfg.copy()
             cfg.load_from = str(model_dir / "model.pth")
@@ -117,7 +125,7 @@ def export(
             shutil.rmtree(tmp / ".eval-pytorch")
         metrics, gates = deploy_and_gate(chosen, tmp / "end2end.onnx", tmp, dataset_dir, model_cfg, deploy_cfg,
                                          pytorch_metrics, allowed, calibration_images, task, previous=Path(out),
-                                         metric=metric, int8_graph=int8_graph)
+                                         metric=metric)
         result = task.export_summary(metrics, pytorch_metrics)
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
         if enforce_gates:

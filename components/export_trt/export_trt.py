@@ -21,7 +21,6 @@ from pathlib import Path
 from admlops.backends import parse_targets
 from admlops.backends.parity import MAX_DROP_FLOAT, MAX_DROP_INT8, allowances, deploy_and_gate, enforce
 from admlops.backends.calibration import CALIBRATION_IMAGES
-from admlops.components.export.export import INT8_GRAPH
 from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir
 from admlops.mmconfig import use_dataset
@@ -64,10 +63,8 @@ def export_trt(
     task = task_of(model_cfg)
     use_dataset(model_cfg, dataset_dir)
     with atomic_dir(out) as tmp:
-        int8_graph = onnx_dir / INT8_GRAPH  # a quantization-aware trained model's Q/DQ graph, when export wrote one
         metrics, gates = deploy_and_gate(targets, onnx_dir / "end2end.onnx", tmp, dataset_dir, model_cfg, deploy_cfg,
-                                         pytorch_metrics, allowed, calibration_images, task, previous=Path(out),
-                                         int8_graph=int8_graph if int8_graph.is_file() else None)
+                                         pytorch_metrics, allowed, calibration_images, task, previous=Path(out))
         result = task.export_summary(metrics, pytorch_metrics)
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
         if enforce_gates:

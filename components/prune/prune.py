@@ -105,15 +105,18 @@ def traced(model, cfg, dataset_dir: str | Path):
 
 def model_size(model_dir: str | Path, dataset_dir: str | Path) -> dict:
     """``{"macs", "params"}`` of the model a model directory's config.py builds, counted by Torch-Pruning on the task's
-    example input of ``dataset_dir`` (the count pruning reports)."""
+    example input of ``dataset_dir`` (the count pruning reports; a quantization-aware trained model's convolutions
+    counted as the convolutions they are)."""
     import torch
     import torch_pruning as tp
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
 
+    from admlops.mmext.quantized import dequantize
+
     cfg = Config.fromfile(str(Path(model_dir) / "config.py"))
     init_default_scope(cfg.get("default_scope", "mmdet"))
-    net, example = traced(MODELS.build(cfg.model).eval(), cfg, dataset_dir)
+    net, example = traced(dequantize(MODELS.build(cfg.model)).eval(), cfg, dataset_dir)  # a QAT model's convolutions
     with torch.no_grad():
         macs, params = tp.utils.count_ops_and_params(net, example)
     return {"macs": int(macs), "params": int(params)}
