@@ -235,7 +235,7 @@ def deploy(coco: Path, model_dir: Path, max_images: int, targets: str | None = N
         result = {"all": {"runs": False, "why": str(exc)}}
     else:
         gates = {f"{g['backend']}:{g['precision']}": g for g in json.loads((out / "gates.json").read_text())["gates"]}
-        report = sweep(coco, out, model_dir, model_dir.parent / f"{model_dir.name}-bench", backends=None,
+        report = sweep(coco, out, model_dir, model_dir.parent / f"{model_dir.name}-bench", backends=targets,
                        batch_sizes=[1], max_images=max_images)
         for row in report["rows"]:
             target = f"{row['runtime']}:{row['precision']}"

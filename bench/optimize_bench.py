@@ -25,8 +25,9 @@ its own process, one at a time; results are cached under ``--work`` (delete a di
 Quantization-aware training (section ``qat``): the case is the parent with its first input channel left
 unnormalised and its first convolution rescaled to match (``unnormalised``: the same function in float), an input
 whose channels span ranges ~57x apart. Rows: its post-training int8 (the product's calibration: ONNX Runtime's
-min/max uint8, OpenVINO's NNCF), its Q/DQ graph with the ranges calibrated only (``admlops qat --iters 0``) and after
-``--qat-iters`` iterations of quantization-aware training; every int8 target gated against its own PyTorch.
+min/max uint8, OpenVINO's NNCF), the QAT model with its ranges calibrated only (``admlops qat --iters 0``) and after
+``--qat-iters`` iterations of quantization-aware training; every int8 target's mAP@0.5 against the float model's
+(the int8 gate's bar, 1.5 points).
 
 Targets (issue 20): a pruned model with >= 40% fewer MACs, >= 1.5x lower CPU latency, <= 1.5 mAP@0.5 points lost;
 a distilled student >= 2 mAP@0.5 points above the same student trained alone for the same iterations; a QAT int8
@@ -47,7 +48,7 @@ from admlops.components.prune.prune import model_size  # noqa: E402
 CONFIG = "rtmdet_tiny_kitti"
 TARGETS = ("onnxruntime:fp32", "openvino:fp32", "openvino:int8")
 GOAL = {"macs": 0.40, "speedup": 1.5, "drop": 1.5, "distill_gain": 2.0}
-QAT_TARGETS = "onnxruntime:fp32,onnxruntime:int8,openvino:int8"
+QAT_TARGETS = "onnxruntime:int8,openvino:int8"
 TEACHER = """_base_ = '{base}'
 model = dict(backbone=dict(deepen_factor=0.33, widen_factor=0.5),
              neck=dict(in_channels=[128, 256, 512], out_channels=128, num_csp_blocks=1),
@@ -148,24 +149,30 @@ def qat_case(coco: Path, work: Path, qat_iters: int, max_images: int) -> None:
         name = "Q/DQ calibrated only" if iters == 0 else f"QAT {iters} iterations"
         rows.append((name, record["mAP50"], deployed(coco, out / "model", max_images, QAT_TARGETS)))
     targets = QAT_TARGETS.split(",")
-    print(f"\nQuantization-aware training: the parent with its first input channel unnormalised (same function in "
-          f"float: PyTorch mAP@0.5 {float_map:.3f}); each int8 target's mAP@0.5 drop against its own PyTorch "
-          f"(allowed 1.5 points), p50 ms at batch 1:")
-    print(f"{'variant':24} {'PyTorch':>8} " + " ".join(f"{t:>30}" for t in targets))
+    print(f"\nQuantization-aware training: the parent with its first input channel unnormalised (the same function "
+          f"in float: PyTorch mAP@0.5 {float_map:.3f}). Per int8 target: its mAP@0.5, its drop against the float "
+          f"model (the gate's bar: 1.5 points; a QAT model's own gate compares it with its own int8 PyTorch, "
+          f"drop in brackets), p50 ms at batch 1:")
+    print(f"{'variant':24} {'PyTorch':>8} " + " ".join(f"{t:>40}" for t in targets))
+    verdicts = {}
     for name, value, result in rows:
         cells = []
         for t in targets:
             d = result.get(t, {})
-            verdict = "passed" if d.get("passed") else "FAILED"
+            if "drop" not in d:
+                cells.append("-")
+                continue
+            measured = value - d["drop"] / 100
+            drop = 100 * (float_map - measured)
+            verdicts[(name, t)] = drop <= GOAL["drop"]
             ms = f"{d['p50_ms']:.1f} ms" if d.get("p50_ms") else "not timed"
-            cells.append(f"{d.get('drop', float('nan')):+.1f} {verdict}, {ms}")
-        print(f"{name:24} {value:8.3f} " + " ".join(f"{c:>30}" for c in cells))
-    for t in (t for t in targets if t.endswith("int8")):
-        ptq, qat = rows[0][2].get(t, {}), rows[-1][2].get(t, {})
-        met = not ptq.get("passed") and qat.get("passed")
-        print(f"  {t}: post-training {'passed' if ptq.get('passed') else 'FAILED'} ({ptq.get('drop', 0):+.1f}), QAT "
-              f"{'passed' if qat.get('passed') else 'FAILED'} ({qat.get('drop', 0):+.1f}): "
-              f"{'a case where QAT passes and PTQ does not' if met else 'not such a case'}")
+            cells.append(f"{measured:.3f} {drop:+.1f} {'passed' if drop <= GOAL['drop'] else 'FAILED'} "
+                         f"({d['drop']:+.1f}), {ms}")
+        print(f"{name:24} {value:8.3f} " + " ".join(f"{c:>40}" for c in cells))
+    for t in targets:
+        ptq, qat = verdicts.get((rows[0][0], t)), verdicts.get((rows[-1][0], t))
+        print(f"  {t}: post-training int8 {'passed' if ptq else 'FAILED'}, QAT {'passed' if qat else 'FAILED'}: "
+              f"{'a case where QAT passes and post-training int8 does not' if qat and not ptq else 'not such a case'}")
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ def test_pipeline_on_s3_keeps_credentials_out(kitti_root, s3_env, tmp_path):
         [sys.executable, "-m", "admlops.pipelines.cli", "run", "detection2d", "--local", "--store", str(tmp_path / "local"),
          "--param", f"store={store_uri}", "--param", f"source=kitti-small@{src.version}",
          "--param", "train_max_iters=2", "--param", "train_batch_size=2", "--param", "bench_max_images=2",
-         "--param", "bench_warmup=1"],
+         "--param", "bench_warmup=1", "--param", "deploy_backends=onnxruntime:fp32"],  # the store is under test
         capture_output=True, text=True, timeout=1200,
     )
     assert res.returncode == 0, res.stderr[-5000:]

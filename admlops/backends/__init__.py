@@ -49,5 +49,16 @@ def parse_targets(text: str | Iterable[str]) -> list[tuple[str, str]]:
     return targets
 
 
+def quantized_targets(chosen: list[tuple[str, str]], explicit: bool) -> list[tuple[str, str]]:
+    """The deploy targets of a quantization-aware trained model: int8 ones. Asked for by name, another precision is
+    a UsageError; by default, the task's targets at int8 where their backend has it."""
+    if explicit:
+        if other := [f"{b}:{p}" for b, p in chosen if p != "int8"]:
+            raise UsageError(f"deploy targets {', '.join(other)}: a quantization-aware trained model deploys in int8 "
+                             "(its graph carries its Q/DQ pairs); ask for BACKEND:int8")
+        return chosen
+    return list(dict.fromkeys((b, "int8") for b, _ in chosen if "int8" in get_backend(b).precisions))
+
+
 __all__ = ["BACKENDS", "PRECISIONS", "Backend", "BuildResult", "Calibration", "Runner", "Shapes", "build_settings",
-           "get_backend", "parse_targets", "register"]
+           "get_backend", "parse_targets", "quantized_targets", "register"]

@@ -201,7 +201,7 @@ def sweep(
     ``batch_sizes`` None = the task's (2D 1, 4, 8; a 3D export 1); ``backends`` None = the task's default targets."""
     from mmengine.config import Config
 
-    from admlops.backends import build_settings, get_backend, parse_targets
+    from admlops.backends import build_settings, get_backend, parse_targets, quantized_targets
     from admlops.backends.parity import failed_gates
     from admlops.components.benchmark.report import render_html, render_markdown
     from admlops.mmconfig import use_dataset
@@ -217,6 +217,8 @@ def sweep(
     model_cfg, deploy_cfg = (Config.fromfile(str(export_dir / f)) for f in ("model.py", "deploy.py"))
     task = task_of(model_cfg)
     pairs = task.check_targets(pairs if backends is not None else parse_targets(task.targets))
+    if model_cfg.model.get("type") == "QuantizedDetector":  # an int8 model (admlops/mmext/quantized.py)
+        pairs = quantized_targets(pairs, explicit=backends is not None)
     # a target that failed its parity gate is not deployable: it is listed with its gate, not timed
     failed = [g for g in failed_gates(export_dir) if (g["backend"], g["precision"]) in pairs]
     pairs = [p for p in pairs if p not in {(g["backend"], g["precision"]) for g in failed}]

@@ -33,12 +33,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from admlops import compat
-from admlops.backends import parse_targets
+from admlops.backends import parse_targets, quantized_targets
 from admlops.backends.calibration import CALIBRATION_IMAGES
 from admlops.backends.graphs import QUANT_OPSET
 from admlops.backends.parity import MAX_DROP_INT8, allowances, deploy_and_gate, enforce
 from admlops.configs import resolve
-from admlops.errors import InputError, UsageError
+from admlops.errors import InputError
 from admlops.localfs import atomic_dir
 from admlops.mmconfig import use_dataset
 from admlops.tasks import task_of
@@ -51,19 +51,6 @@ def load_config(kind: str, name_or_path: str | Path):
     if kind == "models" and not Path(name_or_path).is_file():
         raise InputError(name_or_path, "missing: export reads train's output directory (model.pth + config.py)")
     return Config.fromfile(str(resolve(kind, name_or_path)))
-
-
-def quantized_targets(chosen: list[tuple[str, str]], explicit: bool) -> list[tuple[str, str]]:
-    """The deploy targets of a quantization-aware trained model: int8 ones. Asked for by name, another precision is
-    a UsageError; by default, the task's targets at int8 where their backend has it."""
-    from admlops.backends import get_backend
-
-    if explicit:
-        if other := [f"{b}:{p}" for b, p in chosen if p != "int8"]:
-            raise UsageError(f"deploy targets {', '.join(other)}: a quantization-aware trained model deploys in int8 "
-                             "(its graph carries its Q/DQ pairs); ask for BACKEND:int8")
-        return chosen
-    return list(dict.fromkeys((b, "int8") for b, _ in chosen if "int8" in get_backend(b).precisions))
 
 
 def load_configs(deploy_config: str | Path, model_config: str | Path):
