@@ -201,3 +201,33 @@ def test_the_qat_pipeline_fine_tunes_with_int8_in_the_loop_and_measures_it_besid
     info = catalog.show(open_store(str(store)), "models", "det-int8", registered["version"]).info
     assert info["lineage"]["parent_model"] == f"det@{parent.version}"
     assert "onnxruntime:int8" in registered["deployable_targets"]
+
+
+def test_the_report_names_a_target_that_failed_its_gate_where_its_latency_would_be(tmp_path, monkeypatch):
+    """Two variants measured alike: the parent's post-training int8 failed its gate (not timed), the QAT model's
+    passed; the report's cell says so, with the drop and the allowance, and the table records both gates."""
+    from admlops.components.optimize import report
+    from admlops.components.prune import prune
+
+    monkeypatch.setattr(prune, "model_size", lambda model, dataset: {"macs": 4_000_000_000, "params": 4_800_000})
+    variants = []
+    for name, value, failed in (("parent", 0.71, True), ("qat", 0.735, False)):
+        root = tmp_path / name
+        (root / "eval").mkdir(parents=True)
+        (root / "bench").mkdir()
+        (root / "eval" / "metrics.json").write_text(json.dumps({"task": "image-detection", "bbox": {"bbox_mAP_50": value}}))
+        rows = [{"runtime": "pytorch", "precision": "fp32", "batch": 1, "threads": 0, "artifact_bytes": 1,
+                 "latency": {"p50_ms": 50.0}}]
+        gates = [{"backend": "onnxruntime", "precision": "int8", "drop_points": 2.3, "allowed_points": 1.5,
+                  "passed": False}] if failed else []
+        if not failed:
+            rows.append({"runtime": "onnxruntime", "precision": "int8", "batch": 1, "threads": 0,
+                         "artifact_bytes": 5_000_000, "latency": {"p50_ms": 40.0}})
+        (root / "bench" / "benchmark.json").write_text(json.dumps({"rows": rows, "not_deployable": gates}))
+        variants.append({"name": name, "model": root, "report": root / "eval", "bench": root / "bench"})
+    result = report.write(variants, tmp_path, tmp_path / "out")
+    by_name = {r["name"]: r for r in result["rows"]}
+    assert by_name["parent"]["gates"]["onnxruntime int8"] == {"passed": False, "drop_points": 2.3, "allowed_points": 1.5}
+    assert by_name["qat"]["gates"]["onnxruntime int8"] == {"passed": True}
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "gate failed (drop +2.30, allowed 1.50)" in page and "<td>40.0</td>" in page
