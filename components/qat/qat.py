@@ -60,8 +60,6 @@ def quantized_config(cfg, keep_float: list[str]) -> None:
     from admlops.mmconfig import import_mmext
 
     model = dict(cfg.model)
-    if model.get("type") == "QuantizedDetector":
-        raise UsageError("the parent is quantization-aware trained already: fine-tune it with train --init-from")
     cfg.model = dict(type="QuantizedDetector", int8=dict(detector=model.pop("type"), keep_float=keep_float), **model)
     import_mmext(cfg)
 
@@ -88,6 +86,8 @@ def qat(parent: str | Path, dataset_dir: str | Path, out: str | Path, iters: int
     with refs.local_model(store, parent, prefix="admlops-qat-") as (parent_dir, name), atomic_dir(out) as tmp:
         cfg = Config.fromfile(str(parent_dir / "config.py"))
         found = settings(cfg, parent_dir / "config.py")
+        if cfg.model.get("type") == "QuantizedDetector":
+            raise UsageError(f"{name} is quantization-aware trained already: fine-tune it with train --init-from")
         task = task_of(cfg)
         forward = task.qat_forward()  # a UsageError for a kind of model QAT does not take
         init_default_scope(cfg.get("default_scope", "mmdet"))
