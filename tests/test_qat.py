@@ -89,6 +89,7 @@ def test_the_exported_qdq_graph_computes_what_training_simulated(tmp_path):
 
     from admlops.backends.graphs import carried_qdq
     from admlops.backends.onnxruntime import session
+    from admlops.cpu import int8_kernels, saturates
     from admlops.mmext.quantized import float_convs
 
     net = toy()
@@ -108,8 +109,13 @@ def test_the_exported_qdq_graph_computes_what_training_simulated(tmp_path):
     got_ov = compiled(x.numpy())[0]
     step = float(net[3].act_amax) / 127  # one level of the second convolution's input
     assert np.abs(got - want).max() < 1e-4
-    assert np.abs(got_ov - want).max() < 0.05 * step * np.abs(net[3].weight.detach().numpy()).sum(axis=(1, 2, 3)).max()
     assert np.abs(float_out - want).max() > 20 * np.abs(got - want).max(), "the control: float is another output"
+    assert got_ov.shape == want.shape and np.isfinite(got_ov).all()
+    # OpenVINO computes in int8 kernels: exact where they sum in 32 bits (VNNI, AMX); without VNNI the 16-bit pair
+    # sums can saturate on a full 8-bit weight (admlops/cpu.py: what a QAT graph's load warns of), so the exact
+    # comparison is made only where it is defined
+    if not saturates(int8_kernels()):
+        assert np.abs(got_ov - want).max() < 0.05 * step * np.abs(net[3].weight.detach().numpy()).sum(axis=(1, 2, 3)).max()
 
 
 def test_int8_targets_take_a_carried_graph_as_it_is_and_tensorrt_refuses_unsigned_ones(tmp_path):
