@@ -205,8 +205,9 @@ class Backend(ABC):
         """Build this backend's artifact from ``onnx_file`` into ``out_dir`` (created) and write ``build.json``.
 
         ``calibration``: preprocessed train batches (required for int8, unless the graph carries its own Q/DQ: a
-        quantization-aware trained model's, which int8 takes as it is: ``_build`` then gets None). ``shapes``: the deploy config's min/opt/max
-        input shapes. ``options``: backend settings from the deploy config (TensorRT: ``max_workspace_size``).
+        quantization-aware trained model's, which int8 takes as it is: ``_build`` then gets None). ``shapes``: the
+        deploy config's min/opt/max input shapes. ``options``: backend settings from the deploy config (TensorRT:
+        ``max_workspace_size``).
         ``cache_dir``: an earlier build's directory whose caches (TensorRT's calibration and timing caches) are
         reused where they still match (TensorRT's Q/DQ graph and timing cache); None builds from scratch.
         """

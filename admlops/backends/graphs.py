@@ -13,9 +13,9 @@ Two rewrites, both keeping the graph's inputs and outputs fp32:
   convolution whose output is a graph output (the 3D voxel graph's head). ONNX Runtime's CPU int8 uses unsigned
   asymmetric activations (its fast U8S8 kernels); TensorRT takes only symmetric signed int8 (zero points 0).
 
-A quantization-aware trained model's export carries its own Q/DQ pairs (``end2end.int8.onnx``, admlops/mmext/
-quantized.py): ``carried_qdq`` tells such a graph apart (and whether TensorRT can take it), and the int8 targets
-build from it as it is.
+A quantization-aware trained model's exported graph carries its own Q/DQ pairs (admlops/mmext/quantized.py):
+``carried_qdq`` tells such a graph apart (and whether TensorRT can take it), and the int8 targets build from it as
+it is.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ recorded in build.json. MLAS picks its kernels by the CPU's flags at run time an
 ``kernels()`` names the class those flags select.
 
 A quantization-aware trained model's export carries its own Q/DQ graph (admlops/mmext/quantized.py: signed int8
-before each convolution, the ranges learned in training): int8 takes it as it is. ONNX Runtime fuses a Q/DQ pair
+before each convolution, at the ranges it was calibrated and fine-tuned with): int8 takes it as it is. ONNX Runtime fuses a Q/DQ pair
 into an integer kernel only where the convolution's output is quantized too, which that graph's are not, so it runs
 the convolutions in fp32 on the dequantized values (the int8 arithmetic exactly, at fp32's speed or a little below:
 measured on RTMDet-tiny, one thread, 68 ms against 55 ms fp32); OpenVINO and TensorRT run that graph in int8.

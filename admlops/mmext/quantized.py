@@ -48,6 +48,11 @@ def float_convs():
         _float = before
 
 
+def is_quantized(model_cfg) -> bool:
+    """Whether a model config (an mmengine Config) builds a QuantizedDetector: an int8 model."""
+    return model_cfg.model.get("type") == "QuantizedDetector"
+
+
 def dequantize(model: nn.Module) -> nn.Module:
     """``model`` with its QuantConv2d made plain ``nn.Conv2d`` again, in place (the float network, the same
     parameters: what tools that know convolutions by their class count)."""

@@ -205,6 +205,7 @@ def sweep(
     from admlops.backends.parity import failed_gates
     from admlops.components.benchmark.report import render_html, render_markdown
     from admlops.mmconfig import use_dataset
+    from admlops.mmext.quantized import is_quantized
     from admlops.tasks import task_of
 
     dataset_dir, export_dir, model_dir = Path(dataset_dir), Path(export_dir), Path(model_dir)
@@ -217,7 +218,7 @@ def sweep(
     model_cfg, deploy_cfg = (Config.fromfile(str(export_dir / f)) for f in ("model.py", "deploy.py"))
     task = task_of(model_cfg)
     pairs = task.check_targets(pairs if backends is not None else parse_targets(task.targets))
-    if model_cfg.model.get("type") == "QuantizedDetector":  # an int8 model (admlops/mmext/quantized.py)
+    if is_quantized(model_cfg):  # an int8 model: its targets are int8
         pairs = quantized_targets(pairs, explicit=backends is not None)
     # a target that failed its parity gate is not deployable: it is listed with its gate, not timed
     failed = [g for g in failed_gates(export_dir) if (g["backend"], g["precision"]) in pairs]

@@ -77,12 +77,14 @@ def export(
     0.5 mAP@0.5 points; 3D voxel-detection_onnxruntime_dynamic, ONNX Runtime fp32 and int8, 1.0 KITTI AP points).
     ``gate_floor``: the least PyTorch must reach on the gated metric for the gates to mean anything (None or
     negative: the task's, ``Task.metric.floor``). Returns metrics.json's content."""
+    from admlops.mmext.quantized import is_quantized
+
     model_dir = Path(model_dir)
     model_cfg = load_config("models", model_dir / "config.py")
     task = task_of(model_cfg)
     task.check_exportable()
     chosen = task.check_targets(parse_targets(targets or task.targets))  # an unknown name fails before any work
-    quantized = model_cfg.model.get("type") == "QuantizedDetector"
+    quantized = is_quantized(model_cfg)
     if quantized:  # an int8 model (admlops/mmext/quantized.py): its graph carries its Q/DQ, its targets are int8
         chosen = quantized_targets(chosen, explicit=bool(targets))
     allowed = allowances(task.max_drop if max_drop_float is None else max_drop_float, max_drop_int8)

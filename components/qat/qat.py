@@ -5,9 +5,10 @@ The parent's convolutions become fake-quantized ones (``QuantizedDetector``, adm
 symmetric int8, activations per tensor, weights per output channel), the range of each convolution's input is
 calibrated on train images as the deployed graph sees them (the ``percentile`` of its absolute values, averaged over
 the images), and the model is fine-tuned through train (``init_from``: the config's fine-tuning rate) with the
-quantization in every forward pass, so the weights learn to work at the precision they will run at. Export then
-writes, beside the float graph, the int8 graph whose QuantizeLinear/DequantizeLinear pairs carry those ranges
-(``end2end.int8.onnx``): the int8 targets take it as it is, with no calibration of their own.
+quantization in every forward pass, so the weights learn to work at the precision they will run at. The result is
+an int8 model wherever it runs: evaluate measures it quantized, and its export's graph (``end2end.onnx``) carries
+QuantizeLinear/DequantizeLinear pairs with those ranges, which its int8 targets take as it is, with no calibration
+of their own.
 
 Why the product's own fake-quantized convolution, not NNCF or torch.ao: both insert their quantizers by tracing the
 model (NNCF through its patched torch functions on an example input; torch.ao's FX mode through symbolic tracing,
@@ -78,7 +79,7 @@ def qat(parent: str | Path, dataset_dir: str | Path, out: str | Path, iters: int
     from admlops.components.train.train import finetune_into
     from admlops.localfs import file_sha256
     from admlops.mmconfig import use_dataset
-    from admlops.mmext.quantized import calibrate, quantize
+    from admlops.mmext.quantized import calibrate, is_quantized, quantize
     from admlops.tasks import task_of
 
     compat.apply()
@@ -86,7 +87,7 @@ def qat(parent: str | Path, dataset_dir: str | Path, out: str | Path, iters: int
     with refs.local_model(store, parent, prefix="admlops-qat-") as (parent_dir, name), atomic_dir(out) as tmp:
         cfg = Config.fromfile(str(parent_dir / "config.py"))
         found = settings(cfg, parent_dir / "config.py")
-        if cfg.model.get("type") == "QuantizedDetector":
+        if is_quantized(cfg):
             raise UsageError(f"{name} is quantization-aware trained already: fine-tune it with train --init-from")
         task = task_of(cfg)
         forward = task.qat_forward()  # a UsageError for a kind of model QAT does not take
