@@ -44,6 +44,7 @@ class DatasetDefinition:
     sources: dict[str, dict[str, str]]
     path: str = ""
     labeling: LabelingStandard = LabelingStandard()
+    recording: dict = field(default_factory=dict)  # recorded drives: topics, frames, screening (components/ingest)
 
     def mapping(self, source: str) -> dict[str, str]:
         """Source class -> category name or ``ignore``."""
@@ -95,4 +96,8 @@ def load_definition(name_or_path: str | Path | DatasetDefinition) -> DatasetDefi
     except (AttributeError, TypeError, ValueError) as exc:
         raise InputError(path, f"labeling: expected min_box {{width, height}}, occlusion_levels {{level: meaning}}, "
                          f"max_truncation and required_fields ({exc})") from None
-    return DatasetDefinition(str(raw["name"]), str(raw["task"]), tuple(categories), sources, str(path), labeling)
+    recording = raw.get("recording") or {}
+    if not isinstance(recording, dict):
+        raise InputError(path, f"recording: expected a mapping, got {type(recording).__name__}")
+    return DatasetDefinition(str(raw["name"]), str(raw["task"]), tuple(categories), sources, str(path), labeling,
+                             recording)

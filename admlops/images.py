@@ -59,6 +59,8 @@ COMPONENT_IMAGES: dict[str, tuple[str, str]] = {
     "iterate": ("cpu", "cpu"),  # score, select, report, labeling tasks, import, merge
     "promote": ("cpu", "train"),  # evaluates two models
     "dataset-version": ("cpu", "cpu"),
+    "ingest": ("cpu", "cpu"),  # recorded drives -> synchronised frames
+    "screen": ("cpu", "cpu"),  # the screening rules, the unlabeled dataset version
 }
 TRAINJOB_NODE_IMAGE = "train"  # the torch-distributed ClusterTrainingRuntime's nodes
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from admlops.errors import UsageError
+from admlops.pipelines import collect as _collect
 from admlops.pipelines import detection2d as _detection2d
 from admlops.pipelines import detection3d as _detection3d
 from admlops.pipelines import distill as _distill
@@ -16,7 +17,7 @@ from admlops.pipelines import qat as _qat
 from admlops.pipelines import tune as _tune
 from admlops.pipelines.profiles import load_profile
 
-BUILDERS = {"detection2d": _detection2d.build, "detection3d": _detection3d.build, "distill": _distill.build,
+BUILDERS = {"collect": _collect.build, "detection2d": _detection2d.build, "detection3d": _detection3d.build, "distill": _distill.build,
             "iterate": _iterate.build,
             "optimize": _optimize.build, "promote": _promote.build, "qat": _qat.build, "tune": _tune.build}
 PREFLIGHTS = {"detection3d": _detection3d.preflight}  # checks of a run's inputs before its first step

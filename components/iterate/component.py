@@ -8,13 +8,15 @@ from admlops.images import image_for
 
 @dsl.component(base_image=image_for("iterate-infer"), install_kfp_package=False)
 def infer(pool: str, model_ref: str, store: str, batch_size: int, score_thr: float, dataset: Input[Dataset],
-          predictions: Output[Artifact], model: Input[Model] = None):
-    """Predict the pool (a folder of images or a converted dataset) with ``model`` (train's output) or, when
-    ``model_ref`` is set, the zoo model NAME@VERSION|ALIAS in ``store``; embed ``dataset`` (the current one) too."""
+          predictions: Output[Artifact], model: Input[Model] = None, pool_frames: Input[Dataset] = None):
+    """Predict the pool (a folder of images or a converted dataset; or ``pool_frames``, screen's unlabeled frames)
+    with ``model`` (train's output) or, when ``model_ref`` is set, the zoo model NAME@VERSION|ALIAS in ``store``;
+    embed ``dataset`` (the current one) too."""
     from admlops.components.iterate.infer import infer as run
 
     if not model_ref and model is None:
         raise ValueError("infer needs a model: a Model artifact or model_ref NAME@ALIAS")
+    pool = pool_frames.path if pool_frames is not None else pool
     summary = run(model_ref or model.path, pool, predictions.path, dataset.path, store, batch_size, score_thr)
     predictions.metadata.update({"frames": summary["frames"], "model": summary["model"], "pool": summary["pool"]})
 

@@ -17,12 +17,34 @@ def cmd_synth(args) -> None:
 
         out = synth_kitti(args.out, frames=args.frames, seed=args.seed)
         print(f"wrote {args.frames} synthetic KITTI frames to {out}")
+    elif args.format == "recording":
+        from admlops.components.synth.recording import Events, synth_recording
+
+        n = args.frames
+        events = Events(blurred=(n // 5,), dark=(n // 5 + 2,), bright=(n // 5 + 3,), stop=(n // 2, n // 2 + 10),
+                        missing={"front": (n - 3,)}) if args.with_cases else None
+        rec = synth_recording(args.out, frames=n, cameras=args.cameras, storage=args.storage, seed=args.seed,
+                              compressed=not args.raw, layout=args.layout, events=events)
+        print(f"wrote a {args.storage} recording of {n} LiDAR scans and {len(rec['cameras'])} camera(s) to {args.out}")
     else:
         from admlops.components.synth.nuscenes import synth_nuscenes
 
         out = synth_nuscenes(args.out, scenes=args.scenes, samples_per_scene=args.samples, sweeps_per_sample=args.sweeps,
                              seed=args.seed)
         print(f"wrote {args.scenes} synthetic nuScenes scenes ({args.scenes * args.samples} samples) to {out}")
+
+
+def cmd_ingest(args) -> None:
+    import tempfile
+
+    from admlops.components.ingest.ingest import ingest
+    from admlops.components.ingest.screen import screen
+
+    with tempfile.TemporaryDirectory(prefix="admlops-ingest-") as scratch:
+        ingest(args.src, args.definition, Path(scratch) / "frames", args.store)
+        summary = screen(Path(scratch) / "frames", args.definition, args.out, args.store, args.name)
+    print_json({k: summary[k] for k in ("scans", "ingested", "kept", "dropped", "dataset_version")})
+    print(f"screening report: {Path(args.out) / 'report' / 'screening.html'}", file=sys.stderr)
 
 
 def cmd_convert(args) -> None:
@@ -141,6 +163,29 @@ def add_commands(sub) -> None:
     s.add_argument("--out", required=True, help="output directory (replaced atomically)")
     s.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
     s.set_defaults(func=cmd_synth)
+
+    s = synth.add_parser("recording", help="a synthetic recorded drive (ROS 2 MCAP / sqlite3 bag or ROS 1 bag): moving "
+                         "ego, LiDAR, cameras, tf; the default topics of road-3class's recording section")
+    s.add_argument("out", help="the bag to write: a rosbag2 directory, or a .bag file with --storage ros1")
+    s.add_argument("--frames", type=int, default=40, help="LiDAR scans (10 Hz)")
+    s.add_argument("--cameras", type=int, default=1, help="cameras (1-6) around the ego")
+    s.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3", "ros1"))
+    s.add_argument("--raw", action="store_true", help="raw sensor_msgs/Image (bgr8) instead of CompressedImage (JPEG)")
+    s.add_argument("--layout", default="xyzi", choices=("xyzi", "ouster", "reordered"), help="PointCloud2 field layout")
+    s.add_argument("--with-cases", action="store_true", help="screening cases: a blurred, a dark and an over-exposed "
+                   "frame, a 1 s stop, a missing front image")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.set_defaults(func=cmd_synth)
+
+    s = data.add_parser("ingest", help="recorded drives (ROS 2 bags: sqlite3, MCAP; ROS 1 bags) -> synchronised, screened "
+                        "frames: an unlabeled dataset version iterate mines (exit 3 on a bad recording)")
+    s.add_argument("src", help="a .bag / .mcap / .db3 file, a rosbag2 directory, a folder of them, or NAME@VERSION")
+    s.add_argument("out", help="output directory: the frames kept, annotations/pool.json, report/ (replaced atomically)")
+    s.add_argument("--definition", default="road-3class", help="the definition whose recording section names the "
+                   "topics, frames and screening thresholds")
+    s.add_argument("--name", help="dataset version name (default: the first recording's name + -frames)")
+    store_arg(s)
+    s.set_defaults(func=cmd_ingest)
 
     s = data.add_parser("convert", help="KITTI / nuScenes / COCO / VOC / YOLO / BDD100K -> COCO json for mmdet")
     source_args(s)
