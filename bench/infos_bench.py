@@ -1,10 +1,13 @@
 """KITTI -> mmdet3d data root: admlops (``write_kitti_infos``) against mmdet3d's own ``tools/create_data.py kitti``
 on the same synthetic KITTI set, one after the other in one run; then admlops' peak memory as the dataset grows.
 
-    .venv/bin/python bench/infos_bench.py [--frames 7481] [--memory-frames 10000 40000] [--work DIR]
-                                          [--skip-speed] [--skip-memory]
+    .venv/bin/python bench/infos_bench.py [--frames 1000] [--points 120000] [--memory-frames 10000 40000]
+                                          [--work DIR] [--skip-speed] [--skip-memory]
 
-Both sides produce the same outputs (v2 infos for train/val/trainval/test, velodyne_reduced, GT database).
+Scans at a real sensor's density: each synthetic scan (a ground plane and points on the boxes, ~7k points) is
+padded to ``--points`` with returns of a 64-beam spinning LiDAR 1.73 m above a flat ground walled at 40-80 m
+(all around the car, so about a quarter lies in the camera's view, as in KITTI's 120k-point scans); 0 keeps
+the synthetic scans. Both sides produce the same outputs (v2 infos for train/val/trainval/test, velodyne_reduced, GT database).
 What is timed: one fresh process running the whole conversion, interpreter start and imports included: its
 wall time and its CPU time (user + system, summed over it and its worker processes; unlike wall time, not
 inflated by other load on the machine). The synthetic set is generated (and cached under --work) before any
@@ -44,11 +47,18 @@ REPO = Path(__file__).resolve().parent.parent
 SUBDIRS = {"image_2": "png", "label_2": "txt", "calib": "txt", "velodyne": "bin"}
 
 
-def ensure_kitti(root: Path, frames: int) -> Path:
+def ensure_kitti(root: Path, frames: int, points: int = 0) -> Path:
+    import numpy as np
+
     from admlops.components.synth.kitti import synth_kitti
+    from admlops.components.synth.recording import beam_returns
 
     if not (root / "ImageSets" / "val.txt").is_file() or len(list((root / "training" / "label_2").glob("*.txt"))) != frames:
         synth_kitti(root, frames=frames, seed=0)
+        for i, scan in enumerate(sorted((root / "training" / "velodyne").glob("*.bin"))):
+            pts = np.fromfile(scan, dtype=np.float32).reshape(-1, 4)
+            if points > len(pts):
+                np.concatenate([pts, beam_returns(np.random.default_rng([0, i]), points - len(pts))]).tofile(scan)
     if not (root / "ImageSets" / "test.txt").is_file():  # the reference also converts a test split and needs one frame
         for sub, ext in SUBDIRS.items():
             if sub != "label_2":
@@ -125,15 +135,16 @@ def reference(src: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=7481, help="frames of the speed comparison (KITTI's training set size)")
+    ap.add_argument("--frames", type=int, default=1000, help="frames of the speed comparison")
+    ap.add_argument("--points", type=int, default=120_000, help="points per scan (KITTI's density; 0: as synthesised)")
     ap.add_argument("--memory-frames", type=int, nargs=2, default=(10000, 40000), help="the two sizes of the memory check")
     ap.add_argument("--work", type=Path, default=Path("/tmp/admlops-infos-bench"), help="cache of the synthetic data")
     ap.add_argument("--skip-speed", action="store_true", help="only the memory check")
     ap.add_argument("--skip-memory", action="store_true", help="only the speed comparison")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    kitti = ensure_kitti(args.work / f"kitti-{args.frames}", args.frames)
-    results = {"frames": args.frames, "cpus": os.cpu_count(),
+    kitti = ensure_kitti(args.work / f"kitti-{args.frames}-{args.points}", args.frames, args.points)
+    results = {"frames": args.frames, "points": args.points, "cpus": os.cpu_count(),
                "timed": "one fresh process doing the whole conversion: wall time, CPU time (user + system of it and its "
                         "workers), peak RSS summed over it and its children"}
     if not args.skip_speed:

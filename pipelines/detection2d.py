@@ -7,7 +7,7 @@ from kfp import dsl
 
 from admlops.components.analyze.component import analyze
 from admlops.components.benchmark.component import benchmark
-from admlops.components.convert.component import convert
+from admlops.components.convert.component import convert_merge, convert_shard, shard_plan
 from admlops.components.evaluate.component import evaluate
 from admlops.components.export.component import export
 from admlops.components.export_trt.component import export_trt
@@ -32,6 +32,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         data_definition: str = "kitti-3class",
         data_val_fraction: float = 0.2,
         data_seed: int = 0,
+        data_shards: int = 1,
         train_config: str = "rtmdet_tiny_kitti",
         train_max_iters: int = 0,
         train_batch_size: int = 0,
@@ -55,7 +56,9 @@ def build(profile: profiles.ClusterProfile | None = None):
         zoo_alias: str = "candidate",
     ):
         """``source`` is the KITTI-format data: a path or a dataset version ``NAME@VERSION`` in ``store`` (an ``s3://bucket/prefix``,
-        a path, or empty for the default local store). ``train_max_iters``/``train_batch_size`` of 0 keep the
+        a path, or empty for the default local store). ``data_shards``: the conversion's shards (frame ranges, one pod
+        each, at most the profile's ``shard_parallelism`` at once, each retried alone on failure), merged into the
+        dataset one pod writes. ``train_max_iters``/``train_batch_size`` of 0 keep the
         config's values; ``train_init_from``: the model training starts from, a zoo model
         ``NAME@VERSION``/``NAME@ALIAS`` in ``store`` (``auto``: the model that mined ``source``, when it is an
         iterate round's merged version, else from scratch; empty: from scratch); ``bench_max_images`` 0 = all val images. ``deploy_backends``: the deploy targets as
@@ -67,8 +70,14 @@ def build(profile: profiles.ClusterProfile | None = None):
         meaningful and the model is registered without an alias. With a GPU profile, ``export-trt`` builds TensorRT engines
         (``deploy_trt_precisions``), gated the same way, and a second benchmark times them on the GPU."""
         on = profiles.scheduler(profile)
-        data = on(convert(kitti=source, store=store, definition=data_definition, val_fraction=data_val_fraction,
-                          seed=data_seed), "convert")
+        plan = on(shard_plan(data_format="kitti", shards=data_shards), "convert-plan")
+        with dsl.ParallelFor(plan.output, parallelism=profiles.shard_parallelism(profile)) as shard:
+            part = on(convert_shard(kitti=source, store=store, definition=data_definition,
+                                    val_fraction=data_val_fraction, seed=data_seed, shard=shard, shards=data_shards),
+                      "convert-shard")
+            part.set_retry(num_retries=profiles.SHARD_RETRIES)  # a failed shard is retried alone
+        data = on(convert_merge(kitti=source, store=store, definition=data_definition, val_fraction=data_val_fraction,
+                                seed=data_seed, parts=dsl.Collected(part.outputs["part"])), "convert")
         on(analyze(dataset=data.outputs["dataset"]), "analyze")
         if profile and profile.train_nodes:  # the TrainJob's nodes get the GPUs; this step only orchestrates
             model = on(train_distributed(

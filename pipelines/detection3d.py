@@ -10,7 +10,8 @@ from kfp import dsl
 from admlops.components.benchmark.component import benchmark
 from admlops.components.evaluate.component import evaluate
 from admlops.components.export.component import export
-from admlops.components.infos.component import infos
+from admlops.components.convert.component import shard_plan
+from admlops.components.infos.component import infos_merge, infos_shard
 from admlops.components.register.component import register
 from admlops.components.train.component import train
 from admlops.pipelines import profiles
@@ -29,6 +30,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         store: str = "",
         data_format: str = "kitti",
         data_nuscenes_version: str = "v1.0-trainval",
+        data_shards: int = 1,
         train_config: str = "pointpillars_kitti_cpu",
         train_max_iters: int = 0,
         train_batch_size: int = 0,
@@ -52,7 +54,9 @@ def build(profile: profiles.ClusterProfile | None = None):
         """``source`` is the data: a path or a dataset version ``NAME@VERSION`` in ``store`` (an
         ``s3://bucket/prefix``, a path, or empty for the default local store), KITTI object data (training/ with
         label_2, calib, velodyne; ImageSets/ train and val) or, with ``data_format=nuscenes``, a nuScenes root of
-        ``data_nuscenes_version``. ``train_config``: a name in configs/models or a path; ``train_max_iters`` /
+        ``data_nuscenes_version``. ``data_shards``: the infos step's shards (KITTI: frame ranges, one pod each, at
+        most the profile's ``shard_parallelism`` at once, each retried alone on failure, merged into the data root
+        one pod writes; nuScenes: one). ``train_config``: a name in configs/models or a path; ``train_max_iters`` /
         ``train_batch_size`` of 0 keep the config's values; ``train_cfg_options``: space-separated KEY=VALUE
         overrides as ``admlops train --cfg-options`` takes them; ``train_init_from``: a zoo model to start from
         (``auto``: the model that mined ``source``, else from scratch; empty: from scratch). Evaluate logs KITTI's AP40 at moderate difficulty
@@ -66,8 +70,13 @@ def build(profile: profiles.ClusterProfile | None = None):
         before register; a nuScenes model is registered without an export (the 3D export takes KITTI voxel detectors)."""
         on = profiles.scheduler(profile)
 
-        data = on(infos(source=source, data_format=data_format, nuscenes_version=data_nuscenes_version,
-                        store=store), "infos")
+        plan = on(shard_plan(data_format=data_format, shards=data_shards), "infos-plan")
+        with dsl.ParallelFor(plan.output, parallelism=profiles.shard_parallelism(profile)) as shard:
+            part = on(infos_shard(source=source, data_format=data_format, nuscenes_version=data_nuscenes_version,
+                                  store=store, shard=shard, shards=data_shards), "infos-shard")
+            part.set_retry(num_retries=profiles.SHARD_RETRIES)  # a failed shard is retried alone
+        data = on(infos_merge(source=source, data_format=data_format, store=store,
+                              parts=dsl.Collected(part.outputs["part"])), "infos")
         # Training runs in the step's pod (with the profile's GPU); a TrainJob (profile.train_nodes) is detection2d's.
         model = on(train(dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters,
                          batch_size=train_batch_size, seed=train_seed, cfg_options=train_cfg_options,

@@ -4,7 +4,7 @@ applied with kfp-kubernetes at compile time so they are visible in the compiled 
 A profile names the accelerator (resource name and count per GPU step), node selectors and tolerations for
 GPU steps, CPU/memory for every step, an in-memory /dev/shm for data loaders, the Secret whose keys become the
 S3 environment (never values), image pull secrets, the volume the tune pipeline's workers share their study on
-(``study_volume``), and whether training runs in the step's pod or as a multi-node Kubeflow Trainer TrainJob
+(``study_volume``), how many conversion shards run at once (``shard_parallelism``), and whether training runs in the step's pod or as a multi-node Kubeflow Trainer TrainJob
 (``train_nodes``). Without a profile (``kfp.local`` and the committed
 YAML) steps carry no Kubernetes settings.
 """
@@ -17,6 +17,7 @@ import yaml
 
 from admlops.errors import InputError
 
+SHARD_RETRIES = 2  # a conversion shard that fails is retried alone, this many times
 STUDY_STEPS = ("tune-study", "tune", "tune-best")  # the steps that open the tune pipeline's shared study
 STUDY_MOUNT = "/studies"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
@@ -40,6 +41,7 @@ class ClusterProfile:
     train_procs_per_node: int = 1  # processes (GPUs) per node of the TrainJob
     train_timeout_s: int = 24 * 3600
     study_volume: str = ""  # a ReadWriteMany PVC the tune pipeline's workers share their Optuna study on
+    shard_parallelism: int = 8  # conversion shards (ParallelFor iterations) running at once
 
 
 def load_profile(name_or_path: str | Path) -> ClusterProfile:
@@ -96,3 +98,9 @@ def scheduler(profile: ClusterProfile | None):
         return apply(task.set_display_name(name), profile, name, gpu)
 
     return on
+
+
+def shard_parallelism(profile: ClusterProfile | None) -> int:
+    """How many conversion shards run at once: the profile's, or (no profile: kfp.local, the committed YAML) the
+    default's."""
+    return (profile or ClusterProfile("")).shard_parallelism

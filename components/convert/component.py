@@ -1,7 +1,9 @@
 """KFP components: KITTI -> COCO for mmdet, with class mapping from a dataset definition; a committed dataset
 version of the lake as a Dataset artifact."""
+from typing import List
+
 from kfp import dsl
-from kfp.dsl import Dataset, Output
+from kfp.dsl import Artifact, Dataset, Input, Output
 
 from admlops.images import image_for
 
@@ -10,14 +12,41 @@ from admlops.images import image_for
 def convert(kitti: str, definition: str, val_fraction: float, seed: int, store: str, dataset: Output[Dataset]):
     """Convert KITTI (a path or a dataset version NAME@VERSION in ``store``) into a COCO dataset artifact;
     the source and the result are published as dataset versions and their URIs kept in the metadata."""
-    from admlops.components.convert.lake import convert_with_store
+    from admlops.components.convert.lake import convert_with_store, dataset_metadata
 
     summary = convert_with_store(kitti, dataset.path, definition, val_fraction, seed, store)
-    dataset.metadata.update({
-        "format": "coco", "frames": summary["frames"], "categories": summary["categories"],
-        "source": summary["source_version"], "version": summary["dataset_version"],
-        "object_uri": summary["dataset_version"]["uri"],
-    })
+    dataset.metadata.update(dataset_metadata(summary))
+
+
+@dsl.component(base_image=image_for("convert"), install_kfp_package=False)
+def shard_plan(data_format: str, shards: int) -> List[int]:
+    """The shard indices of a conversion (a ParallelFor's items): ``shards`` frame ranges of a KITTI source, one
+    for nuScenes."""
+    from admlops.components.infos.infos import shards_of
+
+    return shards_of(data_format, shards)
+
+
+@dsl.component(base_image=image_for("convert"), install_kfp_package=False)
+def convert_shard(kitti: str, definition: str, val_fraction: float, seed: int, store: str, shard: int, shards: int,
+                  part: Output[Artifact]):
+    """Shard ``shard`` of ``shards`` of the conversion of ``kitti`` (a path or NAME@VERSION in ``store``): a
+    contiguous range of its frames read."""
+    from admlops.components.convert.lake import convert_shard_with_store
+
+    record = convert_shard_with_store(kitti, part.path, shard, shards, definition, val_fraction, seed, store)
+    part.metadata.update(record)
+
+
+@dsl.component(base_image=image_for("convert"), install_kfp_package=False)
+def convert_merge(kitti: str, definition: str, val_fraction: float, seed: int, store: str,
+                  parts: Input[List[Artifact]], dataset: Output[Dataset]):
+    """The COCO dataset artifact from the shards (what ``convert`` writes in one pod); the source and the result
+    published as dataset versions, their URIs kept in the metadata."""
+    from admlops.components.convert.lake import convert_with_store, dataset_metadata
+
+    summary = convert_with_store(kitti, dataset.path, definition, val_fraction, seed, store, [p.path for p in parts])
+    dataset.metadata.update(dataset_metadata(summary))
 
 
 @dsl.component(base_image=image_for("convert"), install_kfp_package=False)

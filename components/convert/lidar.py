@@ -26,27 +26,38 @@ def camera_boxes_to_lidar(boxes: np.ndarray, lidar2cam: np.ndarray) -> np.ndarra
 
 
 def points_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """``[N, M]`` mask: point ``n`` lies strictly inside LiDAR box ``m`` (bottom-centre origin)."""
-    points = np.asarray(points)[:, :3].astype(np.float64)
+    """``[N, M]`` mask: point ``n`` lies strictly inside LiDAR box ``m`` (bottom-centre origin). Each box tests
+    exactly only the points within its bounding square in x/y (two comparisons over the scan, then the rotated
+    test on the few candidates)."""
+    points = np.asarray(points)[:, :3]
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
     inside = np.zeros((len(points), len(boxes)), dtype=bool)
+    px, py = points[:, 0], points[:, 1]
     for m, (x, y, z, dx, dy, dz, yaw) in enumerate(boxes):
-        rel = points - (x, y, z)
+        r = 0.5 * float(np.hypot(dx, dy)) + 1e-3  # the box's circumradius, and a margin for float32 coordinates
+        near = np.flatnonzero((np.abs(px - x) < r) & (np.abs(py - y) < r))
+        rel = points[near].astype(np.float64) - (x, y, z)
         c, s = np.cos(yaw), np.sin(yaw)
         lx, ly = c * rel[:, 0] + s * rel[:, 1], -s * rel[:, 0] + c * rel[:, 1]
-        inside[:, m] = (np.abs(lx) < dx / 2) & (np.abs(ly) < dy / 2) & (rel[:, 2] > 0) & (rel[:, 2] < dz)
+        inside[near, m] = (np.abs(lx) < dx / 2) & (np.abs(ly) < dy / 2) & (rel[:, 2] > 0) & (rel[:, 2] < dz)
     return inside
 
 
 def in_camera_view(points: np.ndarray, lidar2img: np.ndarray, width: int, height: int,
                    near: float = 0.001, far: float = 100.0) -> np.ndarray:
     """Mask of the points that project inside a ``width`` x ``height`` image at a depth in (near, far):
-    the camera frustum mmdet3d cuts KITTI scans to (``velodyne_reduced``)."""
-    proj = np.hstack([points[:, :3].astype(np.float64), np.ones((len(points), 1))]) @ np.asarray(lidar2img)[:3].T
-    depth = proj[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u, v = proj[:, 0] / depth, proj[:, 1] / depth
-    return (depth > near) & (depth < far) & (u > 0) & (u < width) & (v > 0) & (v < height)
+    the camera frustum mmdet3d cuts KITTI scans to (``velodyne_reduced``). The depth row first, so only the
+    points in front of the camera are projected."""
+    m = np.asarray(lidar2img, dtype=np.float64)[:3]
+    xyz = np.asarray(points)[:, :3].astype(np.float64)
+    depth = xyz @ m[2, :3] + m[2, 3]
+    mask = (depth > near) & (depth < far)
+    front = np.flatnonzero(mask)
+    d = depth[front]
+    u = (xyz[front] @ m[0, :3] + m[0, 3]) / d
+    v = (xyz[front] @ m[1, :3] + m[1, 3]) / d
+    mask[front] = (u > 0) & (u < width) & (v > 0) & (v < height)
+    return mask
 
 
 def kitti_scan(path) -> np.ndarray:

@@ -3,7 +3,10 @@ format -> COCO. The train/val split is reproducible and written down (see ``coco
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import pickle
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -13,6 +16,8 @@ from admlops.components.convert.coco import write_coco
 from admlops.components.convert.readers import kitti_frames, kitti_split_ids, read_kitti_frame
 from admlops.components.convert.records import STRICT, Frame, Skips, check_reader_options, guarded, read_frames
 from admlops.definition import DatasetDefinition, load_definition
+from admlops.errors import InputError, UsageError
+from admlops.localfs import atomic_dir
 
 
 def hash_split(frame: str, val_fraction: float, seed: int) -> str:
@@ -39,6 +44,13 @@ def _splits(kitti_root: Path, frames: list[str], val_fraction: float, seed: int,
     return split, {"method": "sha256", "val_fraction": val_fraction, "seed": seed}
 
 
+def _kitti_jobs(kitti_root: Path, defn: DatasetDefinition, val_fraction: float, seed: int, skips: Skips):
+    """(jobs: (training dir, frame id, classes) in dataset order, the split of each frame, how it was split)."""
+    training, frames = kitti_frames(kitti_root)
+    split, split_info = _splits(kitti_root, frames, val_fraction, seed, skips)
+    return [(training, f, tuple(defn.mapping("kitti"))) for f in frames if f in split], split, split_info
+
+
 def kitti_to_coco(
     kitti_root: str | Path,
     out: str | Path,
@@ -55,15 +67,68 @@ def kitti_to_coco(
     """
     kitti_root = Path(kitti_root)
     defn = load_definition(definition)
-    mapping = defn.mapping("kitti")
-    training, frames = kitti_frames(kitti_root)
-    split, split_info = _splits(kitti_root, frames, val_fraction, seed, skips)
-    jobs = [(training, f, tuple(mapping)) for f in frames if f in split]
+    jobs, split, split_info = _kitti_jobs(kitti_root, defn, val_fraction, seed, skips)
     with Pool(workers) as pool:
         results = tqdm(pool.imap(guarded(_read_frame), jobs, chunksize=8), total=len(jobs), desc="convert kitti->coco",
                        unit="frame")
         return write_coco(skips.passed((job[1] for job in jobs), results), out, defn, "kitti", lambda frame: split[frame.id],
                           {"kitti_root": str(kitti_root), "split": split_info}, skips)
+
+
+def _relative(frame: Frame, root: Path, to_root: bool) -> Frame:
+    """``frame`` with its file paths relative to ``root`` (``to_root`` False) or resolved under it again."""
+    def move(p):
+        return None if p is None else (root / p if to_root else Path(p).relative_to(root))
+
+    return dataclasses.replace(frame, image=move(frame.image), source=move(frame.source), lidar=move(frame.lidar))
+
+
+def kitti_convert_shard(kitti_root: str | Path, out: str | Path, shard: int, shards: int,
+                        definition: str | Path | DatasetDefinition = "kitti-3class", val_fraction: float = 0.2,
+                        seed: int = 0, workers: int | None = None) -> dict:
+    """Shard ``shard`` of ``shards`` of the conversion, strictly, at ``out`` (atomically): a contiguous range of the
+    frames read (labels, image sizes, LiDAR points per box) into ``frames.pickles``, paths relative to the root;
+    ``merge_convert_shards`` writes the dataset from the shards."""
+    if not 0 <= shard < shards:
+        raise UsageError(f"shard {shard} of {shards}: expected 0 <= shard < shards")
+    kitti_root = Path(kitti_root).resolve()
+    jobs, _, _ = _kitti_jobs(kitti_root, load_definition(definition), val_fraction, seed, STRICT)
+    jobs = jobs[shard * len(jobs) // shards:(shard + 1) * len(jobs) // shards]
+    with atomic_dir(out) as tmp, Pool(workers) as pool, open(tmp / "frames.pickles", "wb") as f:
+        for frame in tqdm(pool.imap(_read_frame, jobs, chunksize=8), total=len(jobs), desc=f"convert shard {shard}",
+                          unit="frame"):
+            pickle.dump(_relative(frame, kitti_root, False), f, protocol=pickle.HIGHEST_PROTOCOL)
+        record = {"shard": shard, "shards": shards, "frames": len(jobs)}
+        (tmp / "shard.json").write_text(json.dumps(record))
+    return record
+
+
+def merge_convert_shards(kitti_root: str | Path, shards: list[str | Path], out: str | Path,
+                         definition: str | Path | DatasetDefinition = "kitti-3class", val_fraction: float = 0.2,
+                         seed: int = 0) -> dict:
+    """The COCO dataset at ``out`` from ``kitti_convert_shard``'s outputs (any order): byte for byte what
+    ``kitti_to_coco`` writes in one process (strictly); the summary."""
+    given, kitti_root = Path(kitti_root), Path(kitti_root).resolve()
+    defn = load_definition(definition)
+    _, split, split_info = _kitti_jobs(kitti_root, defn, val_fraction, seed, STRICT)
+    try:
+        records = {json.loads((Path(d) / "shard.json").read_text())["shard"]: Path(d) for d in shards}
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(shards[0], f"not a convert shard: {exc}") from None
+    if sorted(records) != list(range(len(shards))):
+        raise InputError(shards[0], f"expected shards 0..{len(shards) - 1}, got {sorted(records)}")
+
+    def frames():
+        for k in range(len(shards)):
+            with open(records[k] / "frames.pickles", "rb") as f:
+                while True:
+                    try:
+                        yield _relative(pickle.load(f), kitti_root, True)
+                    except EOFError:
+                        break
+
+    return write_coco(frames(), out, defn, "kitti", lambda frame: split[frame.id],
+                      {"kitti_root": str(given), "split": split_info})
 
 
 def convert_to_coco(

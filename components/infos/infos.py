@@ -68,7 +68,6 @@ def write_infos(source: str, out: str | Path, data_format: str = "kitti", store_
     """Write the mmdet3d data root of ``source`` at ``out`` (atomically) and publish the source; returns
     ``out/infos.json``'s record: format, frames per infos file and the source's ``source_version``."""
     from admlops import refs
-    from admlops.components.convert.lake import publish_source
     from admlops.objectstore import open_store
 
     check_format(data_format)
@@ -82,8 +81,71 @@ def write_infos(source: str, out: str | Path, data_format: str = "kitti", store_
             from admlops.components.infos.nuscenes import write_nuscenes_infos
 
             frames = write_nuscenes_infos(path, tmp, nuscenes_version, max_sweeps=max_sweeps, workers=workers)
-        materialize_links(tmp)
-        version = publish_source(store, path, version, _roles(data_format))
-        summary = {"format": data_format, "frames": frames, "source_version": version.record(store)}
-        (tmp / "infos.json").write_text(json.dumps(summary, indent=2))
+        return _finish(store, path, version, tmp, data_format, frames)
+
+
+def _finish(store, path: Path, version, tmp: Path, data_format: str, frames: dict) -> dict:
+    """A written data root made self-contained, its source published, ``infos.json`` written; the record."""
+    from admlops.components.convert.lake import publish_source
+
+    materialize_links(tmp)
+    version = publish_source(store, path, version, _roles(data_format))
+    summary = {"format": data_format, "frames": frames, "source_version": version.record(store)}
+    (tmp / "infos.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def shards_of(data_format: str, shards: int) -> list[int]:
+    """The shard indices a source is converted in: ``shards`` frame ranges for KITTI; one for nuScenes (its samples
+    reference each other through sweeps and scenes: not split yet)."""
+    check_format(data_format)
+    if shards < 1:
+        raise UsageError(f"shards {shards}: expected at least 1")
+    return list(range(shards)) if data_format == "kitti" else [0]
+
+
+def write_infos_shard(source: str, out: str | Path, shard: int, shards: int, data_format: str = "kitti",
+                      store_uri: str = "", nuscenes_version: str = "v1.0-trainval", max_sweeps: int = 10) -> dict:
+    """Shard ``shard`` of ``shards`` of the data root at ``out`` (KITTI: ``kitti.write_kitti_shard``; nuScenes,
+    one shard: the whole data root); its record."""
+    from admlops import refs
+    from admlops.objectstore import open_store
+
+    if shard not in shards_of(data_format, shards):
+        raise UsageError(f"shard {shard} of {shards}: a {data_format} source has shards {shards_of(data_format, shards)}")
+    with refs.local_copy(open_store(store_uri), "datasets", source) as (path, _):
+        if data_format == "kitti":
+            from admlops.components.infos.kitti import write_kitti_shard
+
+            return write_kitti_shard(path, out, shard, shards)
+        from admlops.components.infos.nuscenes import write_nuscenes_infos
+
+        with atomic_dir(out) as tmp:  # the whole data root, its links made files while the source is at hand
+            record = {"shard": 0, "shards": 1,
+                      "counts": write_nuscenes_infos(path, tmp / "root", nuscenes_version, max_sweeps=max_sweeps)}
+            materialize_links(tmp / "root")
+            (tmp / "shard.json").write_text(json.dumps(record))
+        return record
+
+
+def merge_infos_shards(source: str, shards: list[str | Path], out: str | Path, data_format: str = "kitti",
+                       store_uri: str = "") -> dict:
+    """The data root at ``out`` from ``write_infos_shard``'s outputs (any order): byte for byte what ``write_infos``
+    writes in one process; the source published; ``infos.json``'s record."""
+    from admlops import refs
+    from admlops.objectstore import open_store
+
+    check_format(data_format)
+    store = open_store(store_uri)
+    with refs.local_copy(store, "datasets", source) as (path, version), atomic_dir(out) as tmp:
+        if data_format == "kitti":
+            from admlops.components.infos.kitti import merge_kitti_shards
+
+            frames = merge_kitti_shards(path, shards, tmp)
+        else:
+            if len(shards) != 1:
+                raise UsageError(f"a nuscenes source is converted in one shard, got {len(shards)}")
+            shard = Path(shards[0])
+            shutil.copytree(shard / "root", tmp, dirs_exist_ok=True, copy_function=link_or_copy)
+            frames = json.loads((shard / "shard.json").read_text())["counts"]
+        return _finish(store, path, version, tmp, data_format, frames)

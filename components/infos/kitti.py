@@ -12,6 +12,7 @@ the split's spool, so peak memory does not grow with the dataset (bench/infos_be
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -26,9 +27,9 @@ from admlops.components.convert.lidar import kitti_lidar, kitti_scan
 from admlops.components.convert.readers import kitti_split_ids, read_kitti_frame
 from admlops.components.convert.records import STRICT, Skips, guarded
 from admlops.dataset_formats import kitti
-from admlops.errors import InputError
+from admlops.errors import InputError, UsageError
 from admlops.geometry import hull_bounds_in_image
-from admlops.localfs import atomic_dir
+from admlops.localfs import atomic_dir, link_or_copy
 
 CLASSES = ("Pedestrian", "Cyclist", "Car", "Van", "Truck", "Person_sitting", "Tram", "Misc")
 METAINFO = {"categories": {**{c: i for i, c in enumerate(CLASSES)}, "DontCare": -1}, "dataset": "kitti", "info_version": "1.1"}
@@ -60,16 +61,16 @@ class Spool:
 
 
 def write_pickle(path: Path, fields: dict) -> None:
-    """Pickle the dict ``fields``; a value that is a Spool (or a tuple of Spools) becomes a list of their elements."""
+    """Pickle the dict ``fields``; a value that is a tuple of spool files (``Spool``'s elements, concatenated in
+    order) becomes one list of their elements."""
     with open(path, "wb") as f:
         f.write(b"\x80\x02}")  # PROTO 2, EMPTY_DICT
         for key, value in fields.items():
             f.write(Spool.encode(key)[:-1])
-            if isinstance(value, (Spool, tuple)):
+            if isinstance(value, tuple):
                 f.write(b"]")  # EMPTY_LIST, then the spooled APPENDs
-                for spool in value if isinstance(value, tuple) else (value,):
-                    spool.close()
-                    with open(spool.path, "rb") as src:
+                for part in value:
+                    with open(part, "rb") as src:
                         shutil.copyfileobj(src, f)
             else:
                 f.write(Spool.encode(value)[:-1])
@@ -78,30 +79,74 @@ def write_pickle(path: Path, fields: dict) -> None:
 
 
 class SplitSpools:
-    """The parent's side of a streamed infos writer: a Spool per split and per GT-database class (group ids count
-    objects in dataset order, as the reference's do), the skipped samples, and the clean-up."""
+    """The parent's side of a streamed infos writer: a Spool per split and one stream of GT-database entries (class,
+    entry) in dataset order, under ``spools`` (``SPOOLS`` of an output or shard directory), and the skipped samples.
+    The pickles are written from one or several shards' spools by ``write_split_infos`` and ``write_dbinfos``."""
 
-    def __init__(self, tmp: Path, skips: Skips):
-        self.tmp, self.skips, self.splits, self.db, self.group = tmp, skips, {}, {}, 0
+    def __init__(self, spools: Path, skips: Skips):
+        spools.mkdir(parents=True, exist_ok=True)
+        self.dir, self.skips, self.splits = spools, skips, {}
+        self.db = open(spools / "db.stream", "wb")
 
     def collect(self, split: str, samples: list[str], results: Iterable, desc: str, unit: str) -> None:
         """Spool ``results`` of ``guarded`` jobs, one per name in ``samples``: each an (encoded info, GT-database
         entries) pair, or the InputError that skips the sample (``Skips.passed``)."""
-        self.splits[split] = spool = Spool(self.tmp / f".{split}.spool")
+        self.splits[split] = spool = Spool(self.dir / f"{split}.spool")
         for encoded, db in tqdm(self.skips.passed(samples, results), total=len(samples), desc=desc, unit=unit):
             spool.append_encoded(encoded)
-            for name, entry in db:
-                if name not in self.db:
-                    self.db[name] = Spool(self.tmp / f".db-{name}.spool")
-                self.db[name].append_encoded(Spool.encode({**entry, "group_id": self.group}))
-                self.group += 1
+            for entry in db:
+                pickle.dump(entry, self.db, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def finish(self) -> None:
-        for spool in (*self.splits.values(), *self.db.values()):
+    def finish(self, **meta) -> dict:
+        """Close the spools; write ``shard.json`` (``meta``: which shard; frames per split, the skipped samples); its
+        record."""
+        for spool in self.splits.values():
             spool.close()
-            spool.path.unlink()
-        if not self.skips.strict:
-            self.skips.write(self.tmp)
+        self.db.close()
+        record = {**meta, "counts": {split: spool.count for split, spool in self.splits.items()}, "strict": self.skips.strict,
+                  **self.skips.report()}
+        (self.dir / "shard.json").write_text(json.dumps(record, indent=2))
+        return record
+
+
+SPOOLS = ".spools"  # the spools of an infos output or shard, removed once the pickles are written
+
+
+def write_dbinfos(path: Path, streams: list[Path]) -> None:
+    """The GT-database pickle from the shards' entry streams, in order: ``group_id`` counts the objects in dataset
+    order (as the reference's do), so any split into shards gives the same bytes."""
+    spools: dict[str, Spool] = {}
+    group = 0
+    for stream in streams:
+        with open(stream, "rb") as f:
+            while True:
+                try:
+                    name, entry = pickle.load(f)
+                except EOFError:
+                    break
+                if name not in spools:
+                    spools[name] = Spool(path.parent / f".db-{name}.spool")
+                spools[name].append_encoded(Spool.encode({**entry, "group_id": group}))
+                group += 1
+    for spool in spools.values():
+        spool.close()
+    write_pickle(path, {name: (spool.path,) for name, spool in spools.items()})
+    for spool in spools.values():
+        spool.path.unlink()
+
+
+def shard_records(shards: list[Path]) -> list[dict]:
+    try:
+        return [json.loads((d / SPOOLS / "shard.json").read_text()) for d in shards]
+    except (OSError, ValueError) as exc:
+        raise InputError(shards[0], f"not an infos shard: {exc}") from None
+
+
+def write_skipped(out: Path, records: list[dict]) -> None:
+    """One ``skipped.json`` for the shards' skipped samples (written unless every shard was strict)."""
+    samples = [s for r in records for s in r["samples"]]
+    if not all(r["strict"] for r in records):
+        (out / "skipped.json").write_text(json.dumps({"skipped": len(samples), "samples": samples}, indent=2))
 
 
 def difficulty(height: float, occluded: int, truncated: float) -> int:
@@ -233,31 +278,113 @@ def _not_a_sample_idx(frame: str) -> str | None:
     return None
 
 
+def kitti_splits(root: Path, skips: Skips = STRICT) -> dict[str, list[str]]:
+    """The frame ids per split: ``ImageSets/{train,val}.txt`` (and ``test.txt`` over ``testing/`` when both
+    exist)."""
+    splits = {name: _read_split(root, name, True, skips) for name in ("train", "val")}
+    if (root / "testing").is_dir() and (test := _read_split(root, "test", False, skips)) is not None:
+        splits["test"] = test
+    return splits
+
+
+def shard_of(splits: dict[str, list[str]], shard: int, shards: int) -> dict[str, list[str]]:
+    """Shard ``shard`` of ``shards``: a contiguous range of the frames in dataset order (train, val, test), so the
+    shards' spools concatenated in shard order are the whole dataset's."""
+    if not 0 <= shard < shards:
+        raise UsageError(f"shard {shard} of {shards}: expected 0 <= shard < shards")
+    flat = [(split, frame) for split, ids in splits.items() for frame in ids]
+    part: dict[str, list[str]] = {split: [] for split in splits}
+    for split, frame in flat[shard * len(flat) // shards:(shard + 1) * len(flat) // shards]:
+        part[split].append(frame)
+    return part
+
+
+def _write_frames(root: Path, out: Path, part: dict[str, list[str]], prefix: str, workers: int | None,
+                  skips: Skips, shard: int = 0, shards: int = 1) -> dict:
+    """The frames of ``part`` converted under ``out``: reduced scans and GT-database files at their places in the
+    data root, infos and database entries spooled under ``out/SPOOLS``; the shard record."""
+    (out / f"{prefix}_gt_database").mkdir(exist_ok=True)
+    spools = SplitSpools(out / SPOOLS, skips)
+    with Pool(workers) as pool:
+        for split, ids in part.items():
+            base = root / ("testing" if split == "test" else "training")
+            (out / base.name / "velodyne_reduced").mkdir(parents=True, exist_ok=True)
+            results = pool.imap(_frame_info, [(base, i, out, prefix, split) for i in ids], chunksize=8)
+            spools.collect(split, [f"{base.name}/{i}" for i in ids], results, f"mmdet3d kitti infos ({split})", "frame")
+    return spools.finish(shard=shard, shards=shards)
+
+
+def _assemble(root: Path, out: Path, shards: list[Path], prefix: str) -> dict:
+    """The data root's pickles at ``out`` from the shards' spools (in shard order), the source's folders linked in;
+    the spools removed; returns frames per info file."""
+    records = shard_records(shards)
+    splits = list(records[0]["counts"])
+    for base in {"testing" if split == "test" else "training" for split in splits}:
+        for sub in LINKED:
+            if (root / base / sub).is_dir() and not (out / base / sub).exists():
+                (out / base).mkdir(exist_ok=True)
+                os.symlink(root / base / sub, out / base / sub)
+    infos = {split: tuple(d / SPOOLS / f"{split}.spool" for d in shards) for split in splits}
+    infos["trainval"] = infos["train"] + infos["val"]
+    for name, parts in infos.items():  # unlabelled test frames have no DontCare regions to declare
+        meta = METAINFO if name != "test" else {**METAINFO, "categories": {c: i for i, c in enumerate(CLASSES)}}
+        write_pickle(out / f"{prefix}_infos_{name}.pkl", {"metainfo": meta, "data_list": parts})
+    write_dbinfos(out / f"{prefix}_dbinfos_train.pkl", [d / SPOOLS / "db.stream" for d in shards])
+    write_skipped(out, records)
+    counts = {split: sum(r["counts"][split] for r in records) for split in splits}
+    for d in shards:
+        shutil.rmtree(d / SPOOLS, ignore_errors=True)
+    return {**counts, "trainval": counts["train"] + counts["val"]}
+
+
 def write_kitti_infos(kitti_root: str | Path, out: str | Path, prefix: str = "kitti", workers: int | None = None,
                       skips: Skips = STRICT) -> dict:
     """Write the mmdet3d data root for ``kitti_root`` under ``out`` (atomically); returns frames per info file.
 
     Splits follow ``ImageSets/{train,val}.txt`` (and ``test.txt`` over ``testing/`` when both exist). A bad
-    frame raises, or with non-strict ``skips`` is left out and listed in ``skipped.json``."""
+    frame raises, or with non-strict ``skips`` is left out and listed in ``skipped.json``. The same as the
+    shards of ``write_kitti_shard`` merged by ``merge_kitti_shards``, in one process."""
     root = Path(kitti_root).resolve()
-    splits = {name: _read_split(root, name, True, skips) for name in ("train", "val")}
-    if (root / "testing").is_dir() and (test := _read_split(root, "test", False, skips)) is not None:
-        splits["test"] = test
-    with atomic_dir(out) as tmp, Pool(workers) as pool:
-        (tmp / f"{prefix}_gt_database").mkdir()
-        spools = SplitSpools(tmp, skips)
-        for split, ids in splits.items():
-            base = root / ("testing" if split == "test" else "training")
-            (tmp / base.name / "velodyne_reduced").mkdir(parents=True, exist_ok=True)
-            for sub in LINKED:
-                if (base / sub).is_dir() and not (tmp / base.name / sub).exists():
-                    os.symlink(base / sub, tmp / base.name / sub)
-            results = pool.imap(_frame_info, [(base, i, tmp, prefix, split) for i in ids], chunksize=8)
-            spools.collect(split, [f"{base.name}/{i}" for i in ids], results, f"mmdet3d kitti infos ({split})", "frame")
-        infos = {**spools.splits, "trainval": (spools.splits["train"], spools.splits["val"])}
-        for name, parts in infos.items():  # unlabelled test frames have no DontCare regions to declare
-            meta = METAINFO if name != "test" else {**METAINFO, "categories": {c: i for i, c in enumerate(CLASSES)}}
-            write_pickle(tmp / f"{prefix}_infos_{name}.pkl", {"metainfo": meta, "data_list": parts})
-        write_pickle(tmp / f"{prefix}_dbinfos_train.pkl", spools.db)
-        spools.finish()
-    return {name: sum(s.count for s in (parts if isinstance(parts, tuple) else (parts,))) for name, parts in infos.items()}
+    splits = kitti_splits(root, skips)
+    with atomic_dir(out) as tmp:
+        _write_frames(root, tmp, splits, prefix, workers, skips)
+        return _assemble(root, tmp, [tmp], prefix)
+
+
+def write_kitti_shard(kitti_root: str | Path, out: str | Path, shard: int, shards: int, prefix: str = "kitti",
+                      workers: int | None = None) -> dict:
+    """Shard ``shard`` of ``shards`` (``shard_of``) of the data root, strictly, at ``out`` (atomically): its
+    frames' reduced scans and GT-database files, and its spools; the shard record."""
+    root = Path(kitti_root).resolve()
+    part = shard_of(kitti_splits(root), shard, shards)
+    with atomic_dir(out) as tmp:
+        return _write_frames(root, tmp, part, prefix, workers, STRICT, shard, shards)
+
+
+def merge_kitti_shards(kitti_root: str | Path, shards: list[str | Path], out: str | Path, prefix: str = "kitti") -> dict:
+    """The data root at ``out`` (atomically) from ``write_kitti_shard``'s outputs, in shard order: byte for byte
+    what ``write_kitti_infos`` writes in one process. The shards are left as they were (their files are linked)."""
+    root = Path(kitti_root).resolve()
+    shards = [Path(d) for d in shards]
+    records = shard_records(shards)
+    order = sorted(range(len(shards)), key=lambda i: records[i]["shard"])
+    if [(records[i]["shard"], records[i]["shards"]) for i in order] != [(k, len(shards)) for k in range(len(shards))]:
+        raise InputError(shards[0], f"expected shards 0..{len(shards) - 1} of {len(shards)}, got "
+                         f"{sorted((r['shard'], r['shards']) for r in records)}")
+    shards = [shards[i] for i in order]
+    with atomic_dir(out) as tmp:
+        for d in shards:  # the data files, hard-linked (or copied) to their places; the spools stay in the shards
+            for path in sorted(d.rglob("*")):
+                rel = path.relative_to(d)
+                if rel.parts[0] == SPOOLS:
+                    continue
+                if path.is_dir():
+                    (tmp / rel).mkdir(parents=True, exist_ok=True)
+                else:
+                    link_or_copy(path, tmp / rel)
+        spools = [tmp / SPOOLS / str(i) for i in range(len(shards))]  # _assemble removes the spools it reads:
+        for d, copy in zip(shards, spools):  # it reads links to them, so the shard outputs stay intact
+            shutil.copytree(d / SPOOLS, copy / SPOOLS, copy_function=link_or_copy)
+        counts = _assemble(root, tmp, spools, prefix)
+        shutil.rmtree(tmp / SPOOLS)
+        return counts

@@ -12,6 +12,7 @@ the KITTI writer's streaming (parallel workers, spooled pickles) and errors nami
 from __future__ import annotations
 
 import os
+import shutil
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from nuscenes.utils import splits as official_splits
 
 from admlops.components.convert.lidar import points_in_boxes
 from admlops.components.convert.records import STRICT, Skips, guarded
-from admlops.components.infos.kitti import Spool, SplitSpools, write_pickle
+from admlops.components.infos.kitti import SPOOLS, Spool, SplitSpools, write_dbinfos, write_pickle, write_skipped
 from admlops.dataset_formats import nuscenes as nus
 from admlops.errors import InputError
 from admlops.localfs import atomic_dir
@@ -196,18 +197,21 @@ def write_nuscenes_infos(root: str | Path, out: str | Path, version: str = "v1.0
         for sub in ("samples", "sweeps", "maps", version):
             if (root / sub).is_dir():
                 os.symlink(root / sub, tmp / sub)
-        spools = SplitSpools(tmp, skips)
+        spools = SplitSpools(tmp / SPOOLS, skips)
         for split, tokens in jobs.items():
             # sample_idx is the position in the split (as the reference); a skipped sample leaves a gap
             results = pool.imap(_sample_info, [(t, i, split, tmp, prefix, max_sweeps) for i, t in enumerate(tokens)], chunksize=4)
             spools.collect(split, [f"sample {t}" for t in tokens], results, f"mmdet3d nuscenes infos ({split})", "sample")
+        record = spools.finish()
         ignored = sorted(_categories(tables) - set(NAME_MAPPING) - set(CLASSES))
         metainfo = {"categories": {**{c: i for i, c in enumerate(CLASSES)}, **{c: -1 for c in ignored}},
                     "dataset": "nuscenes", "version": version, "info_version": "1.1"}
-        for split, spool in spools.splits.items():
-            write_pickle(tmp / f"{prefix}_infos_{split}.pkl", {"metainfo": metainfo, "data_list": spool})
-        if "train" in spools.splits:
-            write_pickle(tmp / f"{prefix}_dbinfos_train.pkl", spools.db)
-        spools.finish()
+        for split in record["counts"]:
+            write_pickle(tmp / f"{prefix}_infos_{split}.pkl",
+                         {"metainfo": metainfo, "data_list": (tmp / SPOOLS / f"{split}.spool",)})
+        if "train" in record["counts"]:
+            write_dbinfos(tmp / f"{prefix}_dbinfos_train.pkl", [tmp / SPOOLS / "db.stream"])
+        write_skipped(tmp, [record])
+        shutil.rmtree(tmp / SPOOLS)
     _TABLES = None
-    return {split: spool.count for split, spool in spools.splits.items()}
+    return record["counts"]

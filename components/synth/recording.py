@@ -40,6 +40,7 @@ LAYOUTS = {
     "ouster": ([("x", 7, 0), ("y", 7, 4), ("z", 7, 8), ("intensity", 7, 16), ("t", 6, 20), ("reflectivity", 4, 24),
                 ("ring", 4, 26), ("ambient", 4, 28), ("range", 6, 32)], 48),
     "reordered": ([("intensity", 7, 0), ("x", 8, 8), ("y", 8, 16), ("z", 8, 24), ("ring", 4, 32)], 40),
+    "no-z": ([("x", 7, 0), ("y", 7, 4), ("intensity", 7, 8)], 12),  # bad input: a cloud ingest must refuse
 }
 NUMPY = {2: "u1", 4: "u2", 6: "u4", 7: "f4", 8: "f8"}
 
@@ -51,6 +52,7 @@ class Events:
     bright: tuple[int, ...] = ()
     stop: tuple[int, int] | None = None  # scans [start, end) standing still
     missing: dict[str, tuple[int, ...]] = field(default_factory=dict)  # camera -> scans without its image
+    clock_jump: tuple[int, ...] = ()  # scans whose LiDAR header time is 0.15 s early: out of order (bad input)
 
 
 def default_topics(cameras: int) -> dict:
@@ -136,7 +138,8 @@ def _cloud(bag: _Bag, stamp: int, frame: str, points: np.ndarray, layout: str):
                       "offsets": [f[2] for f in fields], "itemsize": step})
     arr = np.zeros(len(points), dtype=dtype)
     for i, name in enumerate(("x", "y", "z", "intensity")):
-        arr[name] = points[:, i]
+        if name in arr.dtype.names:
+            arr[name] = points[:, i]
     if "ring" in arr.dtype.names:
         arr["ring"] = np.arange(len(points)) % 64
     pf = [_make(bag.ts, "sensor_msgs/msg/PointField", name=n, offset=o, datatype=d, count=1) for n, d, o in fields]
@@ -164,6 +167,18 @@ def _camera_info(bag: _Bag, stamp: int, frame: str, K: np.ndarray, width: int, h
                  r=np.eye(3).reshape(-1), p=P.reshape(-1), binning_x=0, binning_y=0, roi=roi)
 
 
+def beam_returns(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` returns of a 64-beam spinning LiDAR 1.73 m above a flat ground walled at 40-80 m (velodyne frame)."""
+    elevation = np.deg2rad(rng.integers(0, 64, n) * (26.9 / 63) - 24.9)
+    azimuth = rng.uniform(-np.pi, np.pi, n)
+    wall = rng.uniform(40, 80, n)
+    rng_ground = np.where(elevation < 0, 1.73 / np.tan(-np.minimum(elevation, -1e-3)), np.inf)
+    r = np.minimum(rng_ground, wall / np.maximum(np.cos(elevation), 1e-3))
+    xy = r * np.cos(elevation)
+    return np.stack([xy * np.cos(azimuth), xy * np.sin(azimuth), r * np.sin(elevation),
+                     rng.uniform(0, 1, n)], axis=1).astype(np.float32)
+
+
 def _view(seed: int, scene: int, camera: int, index: int, events: Events, frozen: bool) -> tuple[Image.Image, np.ndarray]:
     """The camera's image of ``scene`` with the frame's events applied, and the scan (velodyne frame)."""
     from admlops.components.synth.kitti import render_frame
@@ -185,10 +200,11 @@ def _view(seed: int, scene: int, camera: int, index: int, events: Events, frozen
 
 def synth_recording(out: str | Path, frames: int = 40, cameras: int = 1, storage: str = "mcap", seed: int = 0,
                     topics: dict | None = None, compressed: bool = True, layout: str = "xyzi",
-                    events: Events | None = None) -> dict:
+                    events: Events | None = None, points: int = 0) -> dict:
     """Write a recording of ``frames`` LiDAR scans at ``out`` (a rosbag2 directory, or a ``.bag`` file for ROS 1);
-    ``topics``: a definition's recording section (default: ``default_topics``). Returns the topics, the events and
-    the number of scans written."""
+    ``topics``: a definition's recording section (default: ``default_topics``); ``points``: pad each scan to this
+    many points with a 360-degree 64-beam pattern (a real sensor's density; 0: the renderer's scan as it is).
+    Returns the topics, the events and the number of scans written."""
     from admlops.components.synth.kitti import BASE_CALIB
     from admlops.dataset_formats import kitti
 
@@ -256,17 +272,20 @@ def synth_recording(out: str | Path, frames: int = 40, cameras: int = 1, storage
         frozen = bool(events.stop and events.stop[0] < i < events.stop[1])
         if not frozen:
             scene = i
-        points = None
+        scan = None
         for k, (name, c) in enumerate(cams):
             img, pts, calib = _view(seed, scene, k, i, events, frozen)
-            points = pts if points is None else points
+            scan = pts if scan is None else scan
             stamp = t + 8_000_000 + k * 1_000_000 + int(rng.integers(-3_000_000, 3_000_000))
             frame = f"camera_{name}_optical"
             K = np.asarray(calib["P2"])[:, :3]
             push(stamp + LATENCY["camera"] - 1, c["info"], _camera_info(bag, stamp, frame, K, img.width, img.height))
             if i not in events.missing.get(name, ()):
                 push(stamp + LATENCY["camera"], c["image"], _image(bag, stamp, frame, img, compressed))
-        push(t + LATENCY["lidar"], lidar_topic, _cloud(bag, t, lidar_frame, points, layout))
+        if points > len(scan):
+            scan = np.concatenate([scan, beam_returns(np.random.default_rng([seed, i, 9]), points - len(scan))])
+        stamp = t - 150_000_000 if i in events.clock_jump else t
+        push(t + LATENCY["lidar"], lidar_topic, _cloud(bag, stamp, lidar_frame, scan, layout))
         while heap and heap[0][0] < t:
             logtime, _, topic, msg = heapq.heappop(heap)
             bag.write(topic, logtime, msg)

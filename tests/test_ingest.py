@@ -1,0 +1,257 @@
+"""Recorded drives -> screened frames (components/ingest): every storage read back to what the generator wrote
+(points through the PointCloud2 field table, images, intrinsics, the tf tree's poses and extrinsics), the pairing of
+cameras to LiDAR scans, each screening rule with a control, the unlabeled version iterate reads, and bad
+recordings refused with the file, topic and time (exit 3, nothing written)."""
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from admlops import catalog
+from admlops.components.ingest.ingest import ingest
+from admlops.components.ingest.screen import screen
+from admlops.components.iterate.infer import pool_frames
+from admlops.components.synth.kitti import BASE_CALIB, render_frame
+from admlops.components.synth.recording import SPEED, Events, default_topics, synth_recording
+from admlops.dataset_formats import kitti
+from admlops.errors import InputError
+from admlops.localfs import file_sha256
+from admlops.objectstore import open_store
+from conftest import admlops
+
+ROAD = Path(__file__).resolve().parent.parent / "configs" / "datasets" / "road-3class.yaml"
+
+
+def definition(tmp_path: Path, recording: dict, name: str = "drive.yaml") -> Path:
+    """road-3class with ``recording`` as its recording section."""
+    raw = yaml.safe_load(ROAD.read_text())
+    raw["recording"] = recording
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def bag_path(tmp_path: Path, storage: str) -> Path:
+    return tmp_path / ("drive.bag" if storage == "ros1" else "drive")
+
+
+def expected_pose(t_s: float, stop: tuple[int, int] | None = None) -> np.ndarray:
+    """map <- base_link at t (seconds from the start): the generator's motion written out independently."""
+    if stop:
+        a, b = stop[0] * 0.1, stop[1] * 0.1
+        t_s -= max(0.0, min(t_s, b) - a) if t_s > a else 0.0
+    yaw = 0.02 * t_s
+    odom = np.eye(4)
+    odom[:3, :3] = [[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0], [0, 0, 1]]
+    odom[:3, 3] = [SPEED * t_s * math.cos(yaw / 2), SPEED * t_s * math.sin(yaw / 2), 0]
+    world = np.eye(4)
+    world[:3, :3] = [[math.cos(0.1), -math.sin(0.1), 0], [math.sin(0.1), math.cos(0.1), 0], [0, 0, 1]]
+    world[:3, 3] = [1.0, -2.0, 0.0]
+    return world @ odom
+
+
+@pytest.mark.parametrize("storage,layout,compressed", [("mcap", "xyzi", True), ("sqlite3", "ouster", False),
+                                                       ("ros1", "reordered", True)])
+def test_every_storage_reads_back_what_was_recorded(storage, layout, compressed, tmp_path):
+    topics = default_topics(1)
+    topics["lidar"]["topic"] = "/points_raw"  # the definition, not the generator, says which topic is which
+    topics["frames"] = {"world": "map", "base": "base_link"}
+    defn = definition(tmp_path, topics)
+    synth_recording(bag_path(tmp_path, storage), frames=6, storage=storage, topics=topics, layout=layout,
+                    compressed=compressed, seed=3)
+    summary = ingest(bag_path(tmp_path, storage), str(defn), tmp_path / "frames")
+    record = json.loads((tmp_path / "frames" / "frames.json").read_text())
+    assert summary["frames"] == 6 and summary["scans"] == 6
+    rec = summary["recordings"][0]
+    assert rec["storage"] == {"mcap": "rosbag2-mcap", "sqlite3": "rosbag2-sqlite3", "ros1": "rosbag1"}[storage]
+    on_disk = [bag_path(tmp_path, storage)] if storage == "ros1" else sorted(bag_path(tmp_path, storage).iterdir())
+    assert sorted(rec["sha256"].values()) == sorted(file_sha256(p) for p in on_disk)
+    velo_from_cam_expected = kitti.to_homogeneous(np.asarray(BASE_CALIB["Tr_velo_to_cam"]))
+    for i, frame in enumerate(record["frames"]):
+        image, _, calib, points = render_frame(3, i * 8)
+        got = np.fromfile(tmp_path / "frames" / frame["lidar"], dtype=np.float32).reshape(-1, 4)
+        np.testing.assert_array_equal(got, points)  # every field found through the layout, none shifted
+        np.testing.assert_allclose(frame["ego_pose"], expected_pose(i * 0.1), atol=1e-6)
+        assert abs(frame["speed"] - SPEED) < 1e-3
+        cam = frame["cameras"]["front"]
+        np.testing.assert_allclose(cam["K"], np.asarray(calib["P2"])[:, :3])
+        np.testing.assert_allclose(cam["camera_from_lidar"], velo_from_cam_expected, atol=1e-6)
+        assert abs(cam["offset_ms"]) < 12 and cam["image"].endswith(".jpg")
+        # compressed: the recorded JPEG's bytes untouched; raw (bgr8): the exact pixels, encoded as JPEG 95 by ingest
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=90 if compressed else 95)
+        assert (tmp_path / "frames" / cam["image"]).read_bytes() == buf.getvalue()
+
+
+def test_six_cameras_pair_within_the_tolerance_and_missing_images_drop_their_scans(tmp_path):
+    topics = default_topics(6)
+    defn = definition(tmp_path, {**topics, "sync_tolerance": 0.02})
+    events = Events(missing={"back": (2,), "front_left": (2, 4)})
+    synth_recording(tmp_path / "drive", frames=6, cameras=6, topics=topics, events=events, seed=5)
+    summary = ingest(tmp_path / "drive", str(defn), tmp_path / "frames")
+    assert summary["dropped"]["sync"] == {"front": 0, "front_left": 2, "back_left": 0, "back": 1, "back_right": 0,
+                                          "front_right": 0}
+    frames = json.loads((tmp_path / "frames" / "frames.json").read_text())["frames"]
+    assert [f["id"] for f in frames] == [f"drive_{i:06d}" for i in (0, 1, 3, 5)]
+    tr = kitti.to_homogeneous(np.asarray(BASE_CALIB["Tr_velo_to_cam"]))
+    for k, name in enumerate(["front", "front_left", "back_left", "back", "back_right", "front_right"]):
+        yaw = np.eye(4)
+        yaw[:2, :2] = [[math.cos(k * math.pi / 3), -math.sin(k * math.pi / 3)],
+                       [math.sin(k * math.pi / 3), math.cos(k * math.pi / 3)]]
+        np.testing.assert_allclose(frames[0]["cameras"][name]["camera_from_lidar"], tr @ np.linalg.inv(yaw), atol=1e-6)
+        assert all(abs(f["cameras"][name]["offset_ms"]) <= 20 for f in frames)
+    # control: a tolerance below the cameras' own offsets (8-14 ms) pairs nothing
+    strict = definition(tmp_path, {**topics, "sync_tolerance": 0.004}, "strict.yaml")
+    assert ingest(tmp_path / "drive", str(strict), tmp_path / "strict")["frames"] == 0
+
+
+def screened(tmp_path: Path, screening: dict, events: Events, frames: int = 30) -> tuple[dict, list[dict]]:
+    topics = default_topics(1)
+    defn = definition(tmp_path, {**topics, "screening": screening}, "screen.yaml")
+    bag = tmp_path / "drive"
+    if not bag.exists():
+        synth_recording(bag, frames=frames, topics=topics, events=events, seed=1)
+    shutil.rmtree(tmp_path / "frames", ignore_errors=True)
+    ingest(bag, str(defn), tmp_path / "frames")
+    out = tmp_path / f"screened-{len(list(tmp_path.glob('screened-*')))}"
+    summary = screen(tmp_path / "frames", str(defn), out, str(tmp_path / "store"))
+    return summary, json.loads((out / "frames.json").read_text())["frames"]
+
+
+def test_each_screening_rule_drops_its_frames_and_a_clean_drive_keeps_all(tmp_path):
+    events = Events(blurred=(4,), dark=(6,), bright=(7,), stop=(12, 22))
+    summary, kept = screened(tmp_path, {}, events)
+    d = summary["dropped"]
+    assert (d["exposure"], d["blur"], d["standstill"], d["duplicate"]) == (2, 1, 9, 0)
+    ids = {int(f["id"][-6:]) for f in kept}
+    assert not ids & {4, 6, 7} and not ids & set(range(13, 22)) and 12 in ids and summary["kept"] == 30 - 12
+    # standstill off: the frozen frames are near-duplicates of the one kept before them (sensor noise aside)
+    summary, kept = screened(tmp_path, {"standstill": False}, events)
+    assert summary["dropped"]["duplicate"] == 9 and "standstill" not in summary["dropped"]
+    # every rule off: nothing dropped; the thresholds decide, not the data alone
+    summary, _ = screened(tmp_path, {r: False for r in ("blur", "exposure", "duplicate", "standstill")}, events)
+    assert summary["kept"] == 30
+    # a drive without events keeps every frame under the default thresholds
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    summary, _ = screened(clean, {}, Events())
+    assert summary["kept"] == 30 and sum(v for k, v in summary["dropped"].items() if k != "sync") == 0
+
+
+def test_the_version_is_iterates_pool_with_the_recordings_lineage(tmp_path):
+    events = Events(blurred=(3,))
+    summary, kept = screened(tmp_path, {}, events, frames=8)
+    v = summary["dataset_version"]
+    info = catalog.show(open_store(tmp_path / "store"), "datasets", v["name"], v["version"]).info
+    recording = info["lineage"]["recordings"][0]
+    assert recording["sha256"] == {p.name: file_sha256(p) for p in sorted((tmp_path / "drive").iterdir())}
+    assert info["unlabeled"] is True
+    out = Path(v["uri"].removeprefix("file://"))
+    pulled = tmp_path / "pulled"
+    catalog.pull(open_store(tmp_path / "store"), "datasets", v["name"], v["version"], pulled)
+    frames, kind = pool_frames(pulled)
+    assert kind == "dataset" and sorted(fid for fid, _ in frames) == sorted(f"{f['id']}_front" for f in kept)
+    assert len(kept) == 7 and all(p.is_file() for _, p in frames) and out.name == v["version"]
+    html = (pulled / "report" / "screening.html").read_text()
+    assert "Dropped for blur" in html and "drive_000003" in html and "data:image/png;base64" in html
+
+
+def corrupt(src: Path, dst: Path, how: str) -> Path:
+    shutil.copytree(src, dst)
+    (mcap,) = dst.glob("*.mcap")
+    data = bytearray(mcap.read_bytes())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 3: len(data) // 3 + 4096] = bytes(range(256)) * 16
+    mcap.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def good_bag(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bag") / "drive"
+    synth_recording(path, frames=6, seed=2)
+    return path
+
+
+@pytest.mark.parametrize("case", ["truncated", "corrupt", "missing topic", "unknown type", "out of order", "no z",
+                                  "no tf"])
+def test_bad_recordings_name_file_topic_and_time_and_write_nothing(case, good_bag, tmp_path):
+    topics = default_topics(1)
+    defn = definition(tmp_path, topics)
+    bag = good_bag
+    expect = [good_bag.name]
+    if case in ("truncated", "corrupt"):
+        bag = corrupt(good_bag, tmp_path / "bad", case)
+        expect = ["bad"]
+    elif case == "missing topic":
+        defn = definition(tmp_path, {**topics, "cameras": {"front": {"image": "/camera/front/image",
+                                                                     "info": topics["cameras"]["front"]["info"]}}})
+        expect = ["/camera/front/image", "not in the recording"]
+    elif case == "unknown type":
+        defn = definition(tmp_path, {**topics, "lidar": {"topic": topics["cameras"]["front"]["image"]},
+                                     "cameras": {"front": {"image": topics["lidar"]["topic"],
+                                                           "info": topics["cameras"]["front"]["info"]}}})
+        expect = ["sensor_msgs/msg/CompressedImage", topics["cameras"]["front"]["image"]]
+    elif case == "out of order":
+        bag = tmp_path / "jump"
+        synth_recording(bag, frames=6, seed=2, events=Events(clock_jump=(3,)))
+        expect = [topics["lidar"]["topic"], "out of order", "1700000000.15"]
+    elif case == "no z":
+        bag = tmp_path / "noz"
+        synth_recording(bag, frames=3, seed=2, layout="no-z")
+        expect = [topics["lidar"]["topic"], "no z field", "1700000000.000"]
+    elif case == "no tf":
+        defn = definition(tmp_path, {**topics, "frames": {"world": "earth", "base": "base_link"}})
+        expect = ["'earth' is not in the transform tree", topics["lidar"]["topic"]]
+    out = tmp_path / "frames"
+    with pytest.raises(InputError) as err:
+        ingest(bag, str(defn), out)
+    assert all(e in str(err.value) for e in expect), str(err.value)
+    assert not out.exists() and not list(tmp_path.glob(".frames*"))
+
+
+def test_cli_ingests_and_exits_3_on_a_bad_recording(good_bag, tmp_path):
+    res = admlops("data", "ingest", good_bag, tmp_path / "out", "--store", tmp_path / "store")
+    assert json.loads(res.stdout)["kept"] >= 1 and (tmp_path / "out" / "annotations" / "pool.json").is_file()
+    bad = corrupt(good_bag, tmp_path / "bad", "truncated")
+    res = admlops("data", "ingest", bad, tmp_path / "out2", "--store", tmp_path / "store2", check=False)
+    assert res.returncode == 3 and "bad" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out2").exists() and not catalog.names(open_store(tmp_path / "store2"), "datasets")
+
+
+def test_the_collect_pipeline_takes_a_drive_to_a_labeling_task(learned_model, tmp_path):
+    """``admlops run collect --local``: a recording -> ingest -> screen -> the frames version -> infer / score /
+    select with a zoo model -> a labeling task of frames from the drive (kfp.local, one store)."""
+    from admlops import zoo
+    from admlops.components.convert.lake import COCO_ROLES
+
+    store_dir = tmp_path / "store"
+    store = open_store(store_dir)
+    current = catalog.push(store, "datasets", "kitti-coco", learned_model.dataset, roles=COCO_ROLES)
+    model = tmp_path / "model"
+    shutil.copytree(learned_model.model, model, ignore=shutil.ignore_patterns("work"))
+    first = zoo.publish(store, "det", model, zoo.lineage(current.ref(), model / "config.py"),
+                        gates={"passed": True, "gates": []})
+    zoo.promote(store, "det", first.version, "production")
+    synth_recording(tmp_path / "drive", frames=10, seed=4, events=Events(blurred=(2,)))
+    res = admlops("run", "collect", "--local", "--store", store_dir, "--param", f"recordings={tmp_path / 'drive'}",
+                  "--param", "model=det@production", "--param", f"dataset=kitti-coco@{current.version}",
+                  "--param", "budget=3", "--param", f"store={store_dir}", "--param", "frames_name=drive-frames")
+    (run_line,) = [line for line in res.stdout.splitlines() if line.startswith("run: ")]
+    run = Path(run_line.removeprefix("run: "))
+    summary = json.loads((run / "screen" / "dataset" / "summary.json").read_text())
+    assert summary["kept"] == 9 and summary["dropped"]["blur"] == 1
+    task = json.loads((run / "export-task" / "task" / "task.json").read_text())
+    chosen = [f["frame"] for f in task["frames"]]
+    assert len(chosen) == 3 and all(c.startswith("drive_") and c != "drive_000002_front" for c in chosen)
+    (version,) = catalog.list_versions(store, "datasets", "drive-frames")
+    info = catalog.show(store, "datasets", *version).info
+    assert info["lineage"]["recordings"][0]["sha256"]["drive.mcap"] == file_sha256(tmp_path / "drive" / "drive.mcap")

@@ -1,0 +1,95 @@
+"""Conversion in shards (pipelines' ParallelFor of convert-shard / infos-shard, merged by one step): any split into
+shards, merged in any order, gives byte for byte what one process writes; a missing shard is refused; the compiled
+pipelines retry a shard alone and bound how many run at once."""
+import filecmp
+from pathlib import Path
+
+import pytest
+import yaml
+
+from admlops.components.convert.lake import convert_shard_with_store, convert_with_store
+from admlops.components.infos.infos import merge_infos_shards, write_infos, write_infos_shard
+from admlops.errors import InputError, UsageError
+from admlops.pipelines.profiles import SHARD_RETRIES, load_profile
+
+
+def tree(root: Path) -> dict[str, Path]:
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_same_bytes(a: Path, b: Path) -> None:
+    ta, tb = tree(a), tree(b)
+    assert list(ta) == list(tb)
+    differ = [rel for rel in ta if not filecmp.cmp(ta[rel], tb[rel], shallow=False)]
+    assert not differ, differ
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_infos_shards_merge_to_what_one_process_writes(kitti_root, shards, tmp_path):
+    store = str(tmp_path / "store")
+    one = write_infos(str(kitti_root), tmp_path / "one", "kitti", store, workers=1)
+    parts = [tmp_path / f"part{k}" for k in range(shards)]
+    for k, part in enumerate(parts):
+        write_infos_shard(str(kitti_root), part, k, shards, "kitti", store)
+    merged = merge_infos_shards(str(kitti_root), parts[::-1], tmp_path / "merged", "kitti", store)
+    assert merged == one and sum(merged["frames"][s] for s in ("train", "val")) == 20
+    assert_same_bytes(tmp_path / "one", tmp_path / "merged")  # infos, dbinfos (group ids), scans, GT database
+    assert any(p.name.endswith("_dbinfos_train.pkl") for p in (tmp_path / "merged").iterdir())
+    # the control: two shards in the wrong order give other bytes (the merge's ordering is what is under test)
+    if shards == 2:
+        from admlops.components.infos.kitti import _assemble
+
+        swapped = tmp_path / "swapped"
+        swapped.mkdir()
+        import shutil
+
+        copies = []
+        for k, part in enumerate(parts[::-1]):
+            shutil.copytree(part, swapped / f"s{k}", symlinks=True)
+            copies.append(swapped / f"s{k}")
+        _assemble(kitti_root.resolve(), swapped, copies, "kitti")
+        assert not filecmp.cmp(swapped / "kitti_infos_train.pkl", tmp_path / "one" / "kitti_infos_train.pkl",
+                               shallow=False)
+
+
+def test_infos_merge_refuses_a_missing_or_foreign_shard(kitti_root, tmp_path):
+    store = str(tmp_path / "store")
+    parts = [tmp_path / f"part{k}" for k in range(3)]
+    for k in (0, 2):
+        write_infos_shard(str(kitti_root), parts[k], k, 3, "kitti", store)
+    with pytest.raises(InputError, match="expected shards 0..1 of 2"):
+        merge_infos_shards(str(kitti_root), [parts[0], parts[2]], tmp_path / "merged", "kitti", store)
+    assert not (tmp_path / "merged").exists()
+    with pytest.raises(UsageError, match="shard 3 of 3"):
+        write_infos_shard(str(kitti_root), tmp_path / "bad", 3, 3, "kitti", store)
+    with pytest.raises(UsageError, match="a nuscenes source has shards \\[0\\]"):
+        write_infos_shard(str(kitti_root), tmp_path / "bad", 1, 2, "nuscenes", store)
+
+
+def test_convert_shards_merge_to_what_one_process_writes(kitti_root, tmp_path):
+    store = str(tmp_path / "store")
+    one = convert_with_store(str(kitti_root), tmp_path / "one", "kitti-3class", 0.2, 0, store)
+    parts = [tmp_path / f"part{k}" for k in range(3)]
+    for k, part in enumerate(parts):
+        convert_shard_with_store(str(kitti_root), part, k, 3, "kitti-3class", 0.2, 0, store)
+    merged = convert_with_store(str(kitti_root), tmp_path / "merged", "kitti-3class", 0.2, 0, store, parts[::-1])
+    assert merged["dataset_version"] == one["dataset_version"]  # the same content: the same version
+    assert_same_bytes(tmp_path / "one", tmp_path / "merged")  # annotations, splits, index.parquet, summary
+
+
+def test_compiled_pipelines_retry_a_shard_alone_and_bound_the_shards_at_once(tmp_path):
+    from admlops.pipelines.registry import PIPELINE_DIR, compile_pipeline
+
+    for name, task in (("detection2d", "convert-shard"), ("detection3d", "infos-shard")):
+        for profile in (None, "a100"):  # the committed YAML (test_pipelines keeps it current) and a cluster profile's
+            path = compile_pipeline(name, tmp_path, profile) if profile else PIPELINE_DIR / f"{name}.yaml"
+            spec = next(yaml.safe_load_all(path.read_text()))
+            loops = [t for t in spec["root"]["dag"]["tasks"].values() if "iteratorPolicy" in t]
+            (loop,) = loops
+            expected = load_profile(profile).shard_parallelism if profile else 8
+            assert loop["iteratorPolicy"]["parallelismLimit"] == expected
+            inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+            (shard,) = [t for t in inner.values() if t["taskInfo"]["name"] == task]
+            assert shard["retryPolicy"]["maxRetryCount"] == SHARD_RETRIES
+            # the merge takes every shard's output (dsl.Collected), and nothing else runs per shard
+            assert len(inner) == 1
