@@ -24,6 +24,10 @@ Speed, three runs on the same data:
 Reported: each wall and CPU time, and the wall-time ratio reference / admlops for both admlops runs (the
 one-worker ratio is the part of the speed-up that does not come from using more cores).
 
+Shards: the pipelines' sharded path on the same data, every shard a fresh process with one worker (a pod each),
+one after the other, then the merge; its total wall time against one pod's (``write_kitti_infos`` with one worker)
+is the merge overhead (target <= 10%).
+
 Memory: the peak of the summed RSS of the process and all its children (sampled every 50 ms), for every run.
 The 10k- and 40k-frame sets reuse the rendered frames under new ids (symlinks), so only the frame count
 grows; they run with the default workers, and the ratio 40k / 10k of their peak summed RSS is the target
@@ -123,6 +127,26 @@ def ours(src: Path, out: Path, workers: int | None = None) -> dict:
     return {**result, "worker_processes": workers or os.cpu_count()}
 
 
+SHARD = ("import sys; from admlops.components.infos.kitti import write_kitti_shard; "
+         "write_kitti_shard(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), workers=1)")
+MERGE = ("import sys; from admlops.components.infos.kitti import merge_kitti_shards; "
+         "merge_kitti_shards(sys.argv[1], sys.argv[3:], sys.argv[2])")
+
+
+def sharded(src: Path, work: Path, shards: int) -> dict:
+    """The pipeline's sharded path on one machine: each shard in its own fresh process with one worker (as one pod
+    each), one after the other, then the merge; wall and CPU time of each, summed."""
+    parts = [work / f"shard-{k}" for k in range(shards)]
+    runs = []
+    for k, part in enumerate(parts):
+        shutil.rmtree(part, ignore_errors=True)
+        runs.append(run_measured([sys.executable, "-c", SHARD, str(src), str(part), str(k), str(shards)]))
+    shutil.rmtree(work / "merged", ignore_errors=True)
+    merge = run_measured([sys.executable, "-c", MERGE, str(src), str(work / "merged"), *map(str, parts)])
+    return {"shards": runs, "merge": merge, "wall_s": round(sum(r["wall_s"] for r in runs) + merge["wall_s"], 1),
+            "cpu_s": round(sum(r["cpu_s"] for r in runs) + merge["cpu_s"], 1)}
+
+
 def reference(src: Path) -> dict:
     import mmdet3d
 
@@ -141,6 +165,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/admlops-infos-bench"), help="cache of the synthetic data")
     ap.add_argument("--skip-speed", action="store_true", help="only the memory check")
     ap.add_argument("--skip-memory", action="store_true", help="only the speed comparison")
+    ap.add_argument("--shards", type=int, default=4, help="the sharded run's shards (1: no sharded run)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     kitti = ensure_kitti(args.work / f"kitti-{args.frames}-{args.points}", args.frames, args.points)
@@ -159,6 +184,14 @@ def main() -> None:
                   f"mmdet3d create_data (one process) {ref['wall_s']} s (CPU {ref['cpu_s']} s) -> "
                   f"{results[f'speedup_{key}']}x faster in wall time (peak summed RSS {results[key]['peak_rss_mb']} vs "
                   f"{ref['peak_rss_mb']} MB)", flush=True)
+    if args.shards > 1:  # the sharded run's overhead against one pod, same data, one worker each
+        one = results.get("admlops_one_worker") or ours(kitti, args.work / "out", workers=1)
+        split = sharded(kitti, args.work, args.shards)
+        results["sharded"] = split
+        results["shard_overhead"] = round(split["wall_s"] / one["wall_s"] - 1, 3)
+        print(f"{args.shards} shards one after the other (one worker each) + merge: {split['wall_s']} s (merge "
+              f"{split['merge']['wall_s']} s) against one pod with one worker {one['wall_s']} s: overhead "
+              f"{results['shard_overhead']:+.1%} (target <= +10%)", flush=True)
     if not args.skip_memory:
         small, large = args.memory_frames
         mem = {n: ours(symlink_set(kitti, args.work / f"links-{n}", n), args.work / "out") for n in (small, large)}

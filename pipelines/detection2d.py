@@ -7,7 +7,6 @@ from kfp import dsl
 
 from admlops.components.analyze.component import analyze
 from admlops.components.benchmark.component import benchmark
-from admlops.components.convert.component import convert_merge, convert_shard, shard_plan
 from admlops.components.evaluate.component import evaluate
 from admlops.components.export.component import export
 from admlops.components.export_trt.component import export_trt
@@ -70,14 +69,8 @@ def build(profile: profiles.ClusterProfile | None = None):
         meaningful and the model is registered without an alias. With a GPU profile, ``export-trt`` builds TensorRT engines
         (``deploy_trt_precisions``), gated the same way, and a second benchmark times them on the GPU."""
         on = profiles.scheduler(profile)
-        plan = on(shard_plan(data_format="kitti", shards=data_shards), "convert-plan")
-        with dsl.ParallelFor(plan.output, parallelism=profiles.shard_parallelism(profile)) as shard:
-            part = on(convert_shard(kitti=source, store=store, definition=data_definition,
-                                    val_fraction=data_val_fraction, seed=data_seed, shard=shard, shards=data_shards),
-                      "convert-shard")
-            part.set_retry(num_retries=profiles.SHARD_RETRIES)  # a failed shard is retried alone
-        data = on(convert_merge(kitti=source, store=store, definition=data_definition, val_fraction=data_val_fraction,
-                                seed=data_seed, parts=dsl.Collected(part.outputs["part"])), "convert")
+        data = profiles.converted(on, profile, data_shards, kitti=source, store=store, definition=data_definition,
+                                  val_fraction=data_val_fraction, seed=data_seed)
         on(analyze(dataset=data.outputs["dataset"]), "analyze")
         if profile and profile.train_nodes:  # the TrainJob's nodes get the GPUs; this step only orchestrates
             model = on(train_distributed(

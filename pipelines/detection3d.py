@@ -11,7 +11,7 @@ from admlops.components.benchmark.component import benchmark
 from admlops.components.evaluate.component import evaluate
 from admlops.components.export.component import export
 from admlops.components.convert.component import shard_plan
-from admlops.components.infos.component import infos_merge, infos_shard
+from admlops.components.infos.component import infos, infos_shard
 from admlops.components.register.component import register
 from admlops.components.train.component import train
 from admlops.pipelines import profiles
@@ -71,12 +71,9 @@ def build(profile: profiles.ClusterProfile | None = None):
         on = profiles.scheduler(profile)
 
         plan = on(shard_plan(data_format=data_format, shards=data_shards), "infos-plan")
-        with dsl.ParallelFor(plan.output, parallelism=profiles.shard_parallelism(profile)) as shard:
-            part = on(infos_shard(source=source, data_format=data_format, nuscenes_version=data_nuscenes_version,
-                                  store=store, shard=shard, shards=data_shards), "infos-shard")
-            part.set_retry(num_retries=profiles.SHARD_RETRIES)  # a failed shard is retried alone
-        data = on(infos_merge(source=source, data_format=data_format, store=store,
-                              parts=dsl.Collected(part.outputs["part"])), "infos")
+        data = profiles.sharded(on, profile, plan, infos_shard, infos, "infos", data_shards,
+                                dict(source=source, data_format=data_format, store=store),
+                                dict(nuscenes_version=data_nuscenes_version))
         # Training runs in the step's pod (with the profile's GPU); a TrainJob (profile.train_nodes) is detection2d's.
         model = on(train(dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters,
                          batch_size=train_batch_size, seed=train_seed, cfg_options=train_cfg_options,

@@ -5,7 +5,6 @@ recorded, benchmark) -> the distilled student registered (its lineage names the 
 per model and the accuracy-versus-latency Pareto front (components/optimize)."""
 from kfp import dsl
 
-from admlops.components.convert.component import convert
 from admlops.components.distill.component import distill as distill_step
 from admlops.components.optimize.component import optimize_report, zoo_model
 from admlops.components.register.component import register
@@ -51,8 +50,8 @@ def build(profile: profiles.ClusterProfile | None = None):
         control train ``train_max_iters`` iterations (0: the config's) with seed ``train_seed``. A failed gate is
         recorded, not fatal. ``zoo_model_name``: the distilled student's zoo name, aliased ``zoo_alias`` for the
         targets that passed."""
-        data = on(convert(kitti=source, store=store, definition=data_definition, val_fraction=data_val_fraction,
-                          seed=data_seed), "convert")
+        data = profiles.converted(on, profile, kitti=source, store=store, definition=data_definition,
+                                 val_fraction=data_val_fraction, seed=data_seed)
         guide = on(zoo_model(ref=teacher, store=store), "zoo-model")
         student = on(distill_step(dataset=data.outputs["dataset"], teacher=teacher, store=store,
                                   student_config=student_config, max_iters=train_max_iters,

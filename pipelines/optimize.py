@@ -8,7 +8,6 @@ from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model
 
 from admlops.components.benchmark.component import benchmark
-from admlops.components.convert.component import convert
 from admlops.components.evaluate.component import evaluate
 from admlops.components.export.component import export
 from admlops.components.optimize.component import optimize_report, zoo_model
@@ -76,8 +75,8 @@ def build(profile: profiles.ClusterProfile | None = None):
         fine-tunes ``prune_finetune_iters`` iterations (negative: the config's; 0: none). Both models go through the
         same export gates and benchmark; a failed gate is recorded, not fatal. ``zoo_model_name``: the pruned
         model's zoo name, aliased ``zoo_alias`` for the targets that passed."""
-        data = on(convert(kitti=source, store=store, definition=data_definition, val_fraction=data_val_fraction,
-                          seed=data_seed), "convert")
+        data = profiles.converted(on, profile, kitti=source, store=store, definition=data_definition,
+                                 val_fraction=data_val_fraction, seed=data_seed)
         base = on(zoo_model(ref=parent, store=store), "zoo-model")
         small = on(prune(dataset=data.outputs["dataset"], parent=parent, store=store,
                          flops_reduction=prune_flops_reduction, finetune_iters=prune_finetune_iters, seed=prune_seed),

@@ -100,7 +100,22 @@ def scheduler(profile: ClusterProfile | None):
     return on
 
 
-def shard_parallelism(profile: ClusterProfile | None) -> int:
-    """How many conversion shards run at once: the profile's, or (no profile: kfp.local, the committed YAML) the
-    default's."""
-    return (profile or ClusterProfile("")).shard_parallelism
+def sharded(on, profile: ClusterProfile | None, plan, shard_step, merge_step, name: str, shards, inputs: dict,
+            shard_inputs: dict | None = None):
+    """A conversion in shards: ``plan`` (the shard indices), a ParallelFor over them of ``shard_step(shard=...,
+    shards=..., **inputs, **shard_inputs)`` (at most the profile's ``shard_parallelism`` at once, each retried alone
+    on failure), and ``merge_step(parts=<every shard's output>, **inputs)`` named ``name``; returns the merge task."""
+    from kfp import dsl
+
+    with dsl.ParallelFor(plan.output, parallelism=(profile or ClusterProfile("")).shard_parallelism) as shard:
+        part = on(shard_step(shard=shard, shards=shards, **inputs, **(shard_inputs or {})), f"{name}-shard")
+        part.set_retry(num_retries=SHARD_RETRIES)
+    return on(merge_step(parts=dsl.Collected(part.outputs["part"]), **inputs), name)
+
+
+def converted(on, profile: ClusterProfile | None, shards=1, **inputs):
+    """KITTI -> COCO in shards (components/convert): the merged ``convert`` task, whose ``dataset`` is the dataset."""
+    from admlops.components.convert.component import convert, convert_shard, shard_plan
+
+    plan = on(shard_plan(data_format="kitti", shards=shards), "convert-plan")
+    return sharded(on, profile, plan, convert_shard, convert, "convert", shards, inputs)

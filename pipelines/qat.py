@@ -8,7 +8,6 @@ int8 model: its row's accuracy is its int8 accuracy (evaluate runs it quantized)
 gates check that each runtime computes what it computed."""
 from kfp import dsl
 
-from admlops.components.convert.component import convert
 from admlops.components.optimize.component import optimize_report, zoo_model
 from admlops.components.qat.component import qat as qat_step
 from admlops.components.register.component import register
@@ -50,8 +49,8 @@ def build(profile: profiles.ClusterProfile | None = None):
         ``store``). ``qat_iters``: fine-tuning iterations (negative: the config's; 0: calibrated only).
         ``deploy_backends``: int8 targets (the QAT model has no other). A failed gate is recorded, not fatal.
         ``zoo_model_name``: the QAT model's zoo name, aliased ``zoo_alias`` for the targets that passed."""
-        data = on(convert(kitti=source, store=store, definition=data_definition, val_fraction=data_val_fraction,
-                          seed=data_seed), "convert")
+        data = profiles.converted(on, profile, kitti=source, store=store, definition=data_definition,
+                                 val_fraction=data_val_fraction, seed=data_seed)
         base = on(zoo_model(ref=parent, store=store), "zoo-model")
         tuned = on(qat_step(dataset=data.outputs["dataset"], parent=parent, store=store, iters=qat_iters, seed=qat_seed),
                    "qat", gpu=True)

@@ -3,7 +3,6 @@ search space, its trials run by a ParallelFor of workers sharing the study (each
 evaluation) -> the best model, registered in the zoo with the study in its lineage."""
 from kfp import dsl
 
-from admlops.components.convert.component import convert
 from admlops.components.tune.component import tune_best, tune_study, tune_worker
 from admlops.pipelines import profiles
 
@@ -31,8 +30,8 @@ def build(profile: profiles.ClusterProfile | None = None):
         one pod each, with a GPU under a GPU profile) sharing one study through a journal file on the profile's
         study volume; ``zoo_model_name``: register the best model under it (empty: not registered)."""
         on = profiles.scheduler(profile)
-        data = on(convert(kitti=source, store=store, definition=data_definition, val_fraction=data_val_fraction,
-                          seed=data_seed), "convert")
+        data = profiles.converted(on, profile, kitti=source, store=store, definition=data_definition,
+                                 val_fraction=data_val_fraction, seed=data_seed)
         study = on(tune_study(dataset=data.outputs["dataset"], config=train_config, seed=tune_seed,
                               workers=tune_workers, store=store), "tune-study")
         with dsl.ParallelFor(study.outputs["Output"]) as worker:

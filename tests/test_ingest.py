@@ -255,3 +255,21 @@ def test_the_collect_pipeline_takes_a_drive_to_a_labeling_task(learned_model, tm
     (version,) = catalog.list_versions(store, "datasets", "drive-frames")
     info = catalog.show(store, "datasets", *version).info
     assert info["lineage"]["recordings"][0]["sha256"]["drive.mcap"] == file_sha256(tmp_path / "drive" / "drive.mcap")
+
+
+def test_a_dead_camera_is_not_waited_for():
+    """Scans are decided while the drive streams even when a camera never sends an image (memory holds seconds,
+    not the drive); the live camera's images pair, the dead camera's scans are counted out at the end."""
+    from admlops.components.ingest.ingest import MAX_LAG, Pending, Synchroniser
+
+    sync = Synchroniser(["front", "dead"], 50_000_000)
+    decided = []
+    for i in range(60):  # 6 s at 10 Hz
+        t = i * 100_000_000
+        decided += sync.image("front", t + 5_000_000, f"img{i}", "cam")
+        decided += sync.scan(Pending(t, i, np.zeros((1, 4), np.float32), "lidar"))
+        assert len(sync.scans) <= (MAX_LAG + 50_000_000) // 100_000_000 + 2  # bounded while streaming
+    decided += sync.finish()
+    assert [s.index for s in decided] == list(range(60))
+    assert all("front" in s.images and "dead" not in s.images for s in decided)
+    assert all(len(q) <= MAX_LAG // 100_000_000 + 2 for q in sync.images.values())

@@ -22,7 +22,9 @@ def test_compiled_yaml_is_up_to_date(name, tmp_path):
 def test_detection2d_shape():
     spec = yaml.safe_load((PIPELINE_DIR / "detection2d.yaml").read_text())
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"convert", "analyze", "train", "evaluate", "export", "benchmark", "register"}
+    loop = "for-loop-1"  # the conversion's shards (tests/test_shards.py)
+    assert set(tasks) == {"shard-plan", loop, "convert", "analyze", "train", "evaluate", "export", "benchmark", "register"}
+    assert tasks["convert"]["inputs"]["artifacts"]["parts"]["taskOutputArtifact"]["producerTask"] == loop
     assert tasks["train"]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"]["producerTask"] == "convert"
     assert tasks["benchmark"]["inputs"]["artifacts"]["onnx_model"]["taskOutputArtifact"]["producerTask"] == "export"
     outputs = {name: comp.get("outputDefinitions", {}).get("artifacts", {}) for name, comp in spec["components"].items()}

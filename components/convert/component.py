@@ -1,21 +1,12 @@
-"""KFP components: KITTI -> COCO for mmdet, with class mapping from a dataset definition; a committed dataset
-version of the lake as a Dataset artifact."""
+"""KFP components: KITTI -> COCO for mmdet, with class mapping from a dataset definition, in shards (the plan: the
+shard indices, a ParallelFor's items; one pod per shard; the merge, ``convert``); a committed dataset version of
+the lake as a Dataset artifact."""
 from typing import List
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
 
 from admlops.images import image_for
-
-
-@dsl.component(base_image=image_for("convert"), install_kfp_package=False)
-def convert(kitti: str, definition: str, val_fraction: float, seed: int, store: str, dataset: Output[Dataset]):
-    """Convert KITTI (a path or a dataset version NAME@VERSION in ``store``) into a COCO dataset artifact;
-    the source and the result are published as dataset versions and their URIs kept in the metadata."""
-    from admlops.components.convert.lake import convert_with_store, dataset_metadata
-
-    summary = convert_with_store(kitti, dataset.path, definition, val_fraction, seed, store)
-    dataset.metadata.update(dataset_metadata(summary))
 
 
 @dsl.component(base_image=image_for("convert"), install_kfp_package=False)
@@ -39,10 +30,11 @@ def convert_shard(kitti: str, definition: str, val_fraction: float, seed: int, s
 
 
 @dsl.component(base_image=image_for("convert"), install_kfp_package=False)
-def convert_merge(kitti: str, definition: str, val_fraction: float, seed: int, store: str,
-                  parts: Input[List[Artifact]], dataset: Output[Dataset]):
-    """The COCO dataset artifact from the shards (what ``convert`` writes in one pod); the source and the result
-    published as dataset versions, their URIs kept in the metadata."""
+def convert(kitti: str, definition: str, val_fraction: float, seed: int, store: str, parts: Input[List[Artifact]],
+            dataset: Output[Dataset]):
+    """KITTI (a path or a dataset version NAME@VERSION in ``store``) as a COCO dataset artifact, merged from the
+    shards ``convert_shard`` read (byte for byte what one process writes); the source and the result published as
+    dataset versions, their URIs kept in the metadata."""
     from admlops.components.convert.lake import convert_with_store, dataset_metadata
 
     summary = convert_with_store(kitti, dataset.path, definition, val_fraction, seed, store, [p.path for p in parts])

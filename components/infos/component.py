@@ -21,7 +21,7 @@ def infos_shard(source: str, data_format: str, nuscenes_version: str, store: str
 
 
 @dsl.component(base_image=image_for("infos"), install_kfp_package=False)
-def infos_merge(source: str, data_format: str, store: str, parts: Input[List[Artifact]], dataset: Output[Dataset]):
+def infos(source: str, data_format: str, store: str, parts: Input[List[Artifact]], dataset: Output[Dataset]):
     """The data root from the shards, and the source published as a dataset version, whose record the metadata
     carries (``version``: the lineage of the models trained on it)."""
     from admlops.components.infos.infos import merge_infos_shards

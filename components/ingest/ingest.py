@@ -89,16 +89,21 @@ class Pending:
     images: dict = field(default_factory=dict)  # camera -> (stamp, msg, frame_id)
 
 
+MAX_LAG = 2_000_000_000  # ns: a sensor this far behind the others is not waited for (a dead camera, a gap)
+
+
 class Synchroniser:
     """LiDAR scans paired with each camera's nearest image in header time, streaming. A scan is decided once every
-    camera has shown an image later than the scan plus the tolerance (each sensor's times only go forward), or
-    when the recording ends; images too old to pair with any later scan are let go."""
+    camera has shown an image later than the scan plus the tolerance (each sensor's times only go forward), once
+    the LiDAR is ``MAX_LAG`` past it (a camera that stopped is not waited for), or when the recording ends; images
+    too old to pair with any later scan are let go, so memory holds seconds, not the drive."""
 
     def __init__(self, cameras: list[str], tolerance: int):
         self.cameras, self.tol = cameras, tolerance
         self.scans: deque[Pending] = deque()
         self.images = {c: deque() for c in cameras}
         self.latest = {c: -(1 << 62) for c in cameras}
+        self.lidar = -(1 << 62)
 
     def _pair(self, scan: Pending, cam: str, stamp: int, item) -> None:
         gap = abs(stamp - scan.stamp)
@@ -106,6 +111,7 @@ class Synchroniser:
             scan.images[cam] = (stamp, *item)
 
     def scan(self, scan: Pending) -> list[Pending]:
+        self.lidar = max(self.lidar, scan.stamp)
         for cam, queue in self.images.items():
             for stamp, *item in queue:
                 self._pair(scan, cam, stamp, item)
@@ -116,12 +122,16 @@ class Synchroniser:
         self.latest[cam] = stamp
         for scan in self.scans:
             self._pair(scan, cam, stamp, item)
-        self.images[cam].append((stamp, *item))
+        queue = self.images[cam]
+        queue.append((stamp, *item))
+        while queue[0][0] < stamp - MAX_LAG:  # no scan still to come is that old (the LiDAR lags less)
+            queue.popleft()
         return self._decided()
 
     def _decided(self, final: bool = False) -> list[Pending]:
         out = []
-        while self.scans and (final or all(self.latest[c] > self.scans[0].stamp + self.tol for c in self.cameras)):
+        while self.scans and (final or self.lidar > self.scans[0].stamp + self.tol + MAX_LAG or
+                              all(self.latest[c] > self.scans[0].stamp + self.tol for c in self.cameras)):
             out.append(self.scans.popleft())
         if out:
             oldest = (self.scans[0].stamp if self.scans else out[-1].stamp) - self.tol
