@@ -36,8 +36,12 @@ IMAGE_CONTENTS = {
 # step -> (image without a GPU, image when the step is given a GPU). Every step that may hold a GPU names a
 # CUDA image for that case, so a GPU is never held by CPU-only torch.
 COMPONENT_IMAGES: dict[str, tuple[str, str]] = {
-    "convert": ("cpu", "cpu"),
-    "infos": ("cpu", "cpu"),  # KITTI / nuScenes -> an mmdet3d data root
+    "convert": ("cpu", "cpu"),  # merges the shards into the COCO dataset
+    "convert-plan": ("cpu", "cpu"),  # the shard indices
+    "convert-shard": ("cpu", "cpu"),  # a frame range read
+    "infos": ("cpu", "cpu"),  # KITTI / nuScenes -> an mmdet3d data root (merges the shards)
+    "infos-plan": ("cpu", "cpu"),
+    "infos-shard": ("cpu", "cpu"),
     "analyze": ("cpu", "cpu"),
     "train": ("cpu", "train"),
     "tune-study": ("cpu", "cpu"),  # creates the study

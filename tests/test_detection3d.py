@@ -40,7 +40,8 @@ def _producer(task: dict, artifact: str) -> str:
 def test_compiled_shape(tmp_path):
     spec = yaml.safe_load(compile_pipeline("detection3d", tmp_path).read_text())
     tasks = _tasks(spec)
-    assert set(tasks) == {"infos", "train", "evaluate", "export", "benchmark", "register", "register-else"}
+    assert set(tasks) == {"infos-plan", "for-loop-1", "infos-shard", "infos", "train", "evaluate", "export",
+                          "benchmark", "register", "register-else"}  # the infos in shards: tests/test_shards.py
     for task, producer in (("train", "infos"), ("evaluate", "train"), ("export", "train"), ("register", "train"),
                            ("register-else", "train")):
         artifact = "model" if task != "train" else "dataset"
@@ -62,6 +63,8 @@ def test_compiled_shape(tmp_path):
 def test_profile_puts_train_and_evaluate_on_gpus(tmp_path):
     spec = next(yaml.safe_load_all(compile_pipeline("detection3d", tmp_path, "a100").read_text()))
     for name, task in _tasks(spec).items():
+        if name.startswith("for-loop"):  # the infos shards' loop: its task is checked as infos-shard
+            continue
         container = spec["deploymentSpec"]["executors"][task["componentRef"]["name"].replace("comp-", "exec-")]["container"]
         gpu = name in ("train", "evaluate")
         assert container["image"] == images.image_for(name.removesuffix("-else"), gpu=gpu), name
@@ -186,7 +189,8 @@ def _output_metadata(run_dir, task: str, output: str) -> dict:
 def test_run_writes_a_self_contained_data_root(run, kitti_root):
     run_dir, store, console = run
     steps = json.loads((run_dir / "steps.json").read_text())
-    assert [s["task"] for s in steps] == ["infos", "train", "evaluate", "export", "benchmark", "register"]
+    assert [s["task"] for s in steps] == ["shard-plan", "for-loop-1-iteration-0/infos-shard", "infos", "train",
+                                          "evaluate", "export", "benchmark", "register"]
     root = run_dir / "infos" / "dataset"
     assert not [p for p in root.rglob("*") if p.is_symlink()]  # an artifact holds its files
     assert len(list((root / "training" / "velodyne").glob("*.bin"))) == 20

@@ -134,7 +134,8 @@ def test_deploy_gates_reach_the_zoo(run_dir):
 
 def test_run_prints_one_line_per_step(run_dir):
     steps = json.loads((run_dir / "steps.json").read_text())
-    assert {s["task"] for s in steps} == {"convert", "analyze", "train", "evaluate", "export", "benchmark", "register"}
+    assert {s["task"] for s in steps} == {"shard-plan", "for-loop-1-iteration-0/convert-shard", "convert", "analyze",
+                                          "train", "evaluate", "export", "benchmark", "register"}
     assert all(s["status"] == "SUCCESS" and (run_dir / "logs" / f"{s['task']}.log").is_file() for s in steps)
     assert (run_dir / "analyze" / "html.html").is_file() and "analyze/html.html" in (run_dir / "index.html").read_text()
 
@@ -146,7 +147,8 @@ def test_bad_dataset_fails_the_run_cleanly(tmp_path):
     )
     assert res.returncode == 4, res.stderr[-3000:]
     assert f"{tmp_path / 'nope' / 'training' / 'label_2'}: not a KITTI object dataset" in res.stdout + res.stderr
-    assert "admlops: error: task convert failed; its log is " in res.stderr and "Traceback" not in res.stdout
+    assert "admlops: error: task for-loop-1-iteration-0/convert-shard failed; its log is " in res.stderr
+    assert "Traceback" not in res.stdout
     (run,) = (tmp_path / "runs").iterdir()
     dataset = run / "convert" / "dataset"
     assert not dataset.exists() or not any(dataset.iterdir())

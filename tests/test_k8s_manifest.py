@@ -114,7 +114,7 @@ def test_invalid_versions_are_refused(bad):
 
 
 def test_unknown_pipeline_is_refused():
-    with pytest.raises(ValueError, match="expected one of detection2d"):
+    with pytest.raises(ValueError, match="expected one of collect, detection2d"):
         render_manifests("no-such-pipeline", "v1")
 
 
