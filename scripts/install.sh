@@ -43,7 +43,7 @@ echo "[install] kfp, storage, tracking, test tools" >&2
 # kubeflow-trainer-api is Kubeflow Trainer's pydantic models, which train-distributed renders its TrainJob with
 pip install -q "kfp==$PIN_KFP" "kfp-kubernetes==$PIN_KFP_KUBERNETES" "kubeflow-trainer-api==$PIN_KUBEFLOW_TRAINER_API" \
   "pyarrow==$PIN_PYARROW" "boto3==$PIN_BOTO3" \
-  "wandb==$PIN_WANDB" "optuna==$PIN_OPTUNA" "rosbags==$PIN_ROSBAGS" "torch-pruning==$PIN_TORCH_PRUNING" "moto[server]==$PIN_MOTO" "pytest==$PIN_PYTEST" "pytest-timeout==$PIN_PYTEST_TIMEOUT" \
+  "wandb==$PIN_WANDB" "optuna==$PIN_OPTUNA" "rosbags==$PIN_ROSBAGS" "threadpoolctl==$PIN_THREADPOOLCTL" "torch-pruning==$PIN_TORCH_PRUNING" "moto[server]==$PIN_MOTO" "pytest==$PIN_PYTEST" "pytest-timeout==$PIN_PYTEST_TIMEOUT" \
   "tqdm==$PIN_TQDM" "pyyaml==$PIN_PYYAML" "kubernetes-validate==$PIN_KUBERNETES_VALIDATE" "numpy$PIN_NUMPY"
 # mmengine resolves `mmdet::` config bases through pkg_resources, which setuptools>=70 dropped
 # and which some packages above upgrade past: pin it back last.

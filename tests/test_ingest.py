@@ -273,3 +273,18 @@ def test_a_dead_camera_is_not_waited_for():
     assert [s.index for s in decided] == list(range(60))
     assert all("front" in s.images and "dead" not in s.images for s in decided)
     assert all(len(q) <= MAX_LAG // 100_000_000 + 2 for q in sync.images.values())
+
+
+def test_pointcloud_fields_are_read_by_their_table_and_nan_returns_dropped():
+    from types import SimpleNamespace as Msg
+
+    from admlops.components.ingest.messages import pointcloud_xyzi
+
+    pts = np.array([[1, 2, 3, 0.5], [np.nan, 0, 0, 0.1], [4, 5, 6, 0.9], [7, 8, 9, 0.2]], np.float32)
+    fields = [Msg(name=n, offset=4 * i, datatype=7, count=1) for i, n in enumerate(("x", "y", "z", "intensity"))]
+    for big in (False, True):  # the packed little-endian fast path, and a big-endian cloud through the field table
+        data = np.frombuffer(pts.astype(">f4" if big else "<f4").tobytes(), np.uint8)
+        # two rows of two points, each row padded to 40 bytes (row_step > width * point_step)
+        rows = np.concatenate([np.concatenate([data[r * 32:(r + 1) * 32], np.zeros(8, np.uint8)]) for r in (0, 1)])
+        msg = Msg(fields=fields, is_bigendian=big, point_step=16, row_step=40, width=2, height=2, data=rows)
+        np.testing.assert_array_equal(pointcloud_xyzi(msg), pts[[0, 2, 3]])

@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import json
 import pickle
-from multiprocessing import Pool
 from pathlib import Path
 
 from tqdm import tqdm
@@ -16,6 +15,7 @@ from admlops.components.convert.coco import write_coco
 from admlops.components.convert.readers import kitti_frames, kitti_split_ids, read_kitti_frame
 from admlops.components.convert.records import STRICT, Frame, Skips, check_reader_options, guarded, read_frames
 from admlops.definition import DatasetDefinition, load_definition
+from admlops.cpu import worker_pool
 from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir
 
@@ -68,7 +68,7 @@ def kitti_to_coco(
     kitti_root = Path(kitti_root)
     defn = load_definition(definition)
     jobs, split, split_info = _kitti_jobs(kitti_root, defn, val_fraction, seed, skips)
-    with Pool(workers) as pool:
+    with worker_pool(workers) as pool:
         results = tqdm(pool.imap(guarded(_read_frame), jobs, chunksize=8), total=len(jobs), desc="convert kitti->coco",
                        unit="frame")
         return write_coco(skips.passed((job[1] for job in jobs), results), out, defn, "kitti", lambda frame: split[frame.id],
@@ -94,7 +94,7 @@ def kitti_convert_shard(kitti_root: str | Path, out: str | Path, shard: int, sha
     kitti_root = Path(kitti_root).resolve()
     jobs, _, _ = _kitti_jobs(kitti_root, load_definition(definition), val_fraction, seed, STRICT)
     jobs = jobs[shard * len(jobs) // shards:(shard + 1) * len(jobs) // shards]
-    with atomic_dir(out) as tmp, Pool(workers) as pool, open(tmp / "frames.pickles", "wb") as f:
+    with atomic_dir(out) as tmp, worker_pool(workers) as pool, open(tmp / "frames.pickles", "wb") as f:
         for frame in tqdm(pool.imap(_read_frame, jobs, chunksize=8), total=len(jobs), desc=f"convert shard {shard}",
                           unit="frame"):
             pickle.dump(_relative(frame, kitti_root, False), f, protocol=pickle.HIGHEST_PROTOCOL)

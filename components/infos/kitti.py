@@ -16,7 +16,6 @@ import json
 import os
 import pickle
 import shutil
-from multiprocessing import Pool
 from pathlib import Path
 from typing import Iterable
 
@@ -27,6 +26,7 @@ from admlops.components.convert.lidar import kitti_lidar, kitti_scan
 from admlops.components.convert.readers import kitti_split_ids, read_kitti_frame
 from admlops.components.convert.records import STRICT, Skips, guarded
 from admlops.dataset_formats import kitti
+from admlops.cpu import worker_pool
 from admlops.errors import InputError, UsageError
 from admlops.geometry import hull_bounds_in_image
 from admlops.localfs import atomic_dir, link_or_copy
@@ -305,7 +305,7 @@ def _write_frames(root: Path, out: Path, part: dict[str, list[str]], prefix: str
     data root, infos and database entries spooled under ``out/SPOOLS``; the shard record."""
     (out / f"{prefix}_gt_database").mkdir(exist_ok=True)
     spools = SplitSpools(out / SPOOLS, skips)
-    with Pool(workers) as pool:
+    with worker_pool(workers) as pool:
         for split, ids in part.items():
             base = root / ("testing" if split == "test" else "training")
             (out / base.name / "velodyne_reduced").mkdir(parents=True, exist_ok=True)

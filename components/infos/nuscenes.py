@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from nuscenes.utils import splits as official_splits
 from admlops.components.convert.lidar import points_in_boxes
 from admlops.components.convert.records import STRICT, Skips, guarded
 from admlops.components.infos.kitti import SPOOLS, Spool, SplitSpools, write_dbinfos, write_pickle, write_skipped
+from admlops.cpu import worker_pool
 from admlops.dataset_formats import nuscenes as nus
 from admlops.errors import InputError
 from admlops.localfs import atomic_dir
@@ -192,7 +192,7 @@ def write_nuscenes_infos(root: str | Path, out: str | Path, version: str = "v1.0
             scene = tables.follow("sample", sample, "scene_token", "scene")
             if (split := split_of[scene["token"]]) is not None:
                 jobs[split].append(sample["token"])
-    with atomic_dir(out) as tmp, Pool(workers) as pool:
+    with atomic_dir(out) as tmp, worker_pool(workers) as pool:
         (tmp / f"{prefix}_gt_database").mkdir()
         for sub in ("samples", "sweeps", "maps", version):
             if (root / sub).is_dir():

@@ -29,6 +29,7 @@ message that does not hold what its type says — is an InputError naming the fi
 """
 from __future__ import annotations
 
+import bisect
 import io
 import json
 import re
@@ -41,6 +42,7 @@ from tqdm import tqdm
 
 from admlops.components.ingest import messages as m
 from admlops.components.ingest.spec import RecordingSpec, recording_spec
+from admlops.cpu import one_blas_thread
 from admlops.definition import load_definition
 from admlops.errors import InputError
 from admlops.localfs import atomic_dir, file_sha256
@@ -280,9 +282,10 @@ class RecordingReader:
                 "start_ns": min(stamps) if stamps else None, "end_ns": max(stamps) if stamps else None}
 
     def info_at(self, cam: str, stamp: int) -> dict:
+        """The camera's CameraInfo last before ``stamp`` (its first, for an image that came before any)."""
         found = self.infos[cam]
-        before = [info for t, info in found if t <= stamp]
-        return before[-1] if before else found[0][1]
+        i = bisect.bisect_right(found, stamp, key=lambda item: item[0])
+        return found[max(i - 1, 0)][1]
 
     def write(self, scan: Pending, thumbs: list) -> dict | None:
         """The frame record of a decided scan (files written), or None when it is dropped (counted)."""
@@ -389,7 +392,7 @@ def ingest(source: str | Path, definition: str, out: str | Path, store_uri: str 
     if len(set(names)) != len(names):
         raise InputError(source, f"two recordings share a name ({names}): frame ids would collide")
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp, one_blas_thread():
         (tmp / "points").mkdir()
         (tmp / "images").mkdir()
         records, thumbs, recordings = [], [], []
@@ -410,5 +413,5 @@ def ingest(source: str | Path, definition: str, out: str | Path, store_uri: str 
         summary = {"definition": definition.name, "recordings": recordings, "frames": len(records),
                    "scans": sum(r["scans"] for r in recordings), "dropped": dropped,
                    "cameras": [c.name for c in spec.cameras], "sync_tolerance_ms": spec.sync_tolerance_ns / 1e6}
-        (tmp / "frames.json").write_text(json.dumps({**summary, "frames": records}, indent=1))
+        (tmp / "frames.json").write_text(json.dumps({**summary, "frames": records}))
     return summary

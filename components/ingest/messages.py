@@ -72,15 +72,16 @@ def compressed_format(msg) -> str:
 
 
 def gray_preview(data: bytes | np.ndarray, size: int = 320) -> np.ndarray:
-    """A grey image about ``size`` pixels wide (float32, 0-255) of an encoded image or an array, for screening:
-    JPEGs are decoded at a reduced scale directly (libjpeg's DCT scaling), so the full image is never built."""
+    """A grey image at most ``size`` pixels wide (float32, 0-255; a JPEG's between ``size`` / 2 and ``size``) of an
+    encoded image or an array, for screening: JPEGs are decoded at a reduced scale directly (libjpeg's DCT
+    scaling), so the full image is never built."""
     from PIL import Image
 
     if isinstance(data, np.ndarray):
         img = Image.fromarray(data)
-    else:
+    else:  # libjpeg's scaling gives at least the size asked for: ask for half, get the reduction nearest ``size``
         img = Image.open(io.BytesIO(data))
-        img.draft("L", (size, size * img.height // max(img.width, 1)))
+        img.draft("L", (size // 2, size * img.height // max(img.width, 1) // 2))
     img = img.convert("L")
     if img.width > size:
         img = img.resize((size, max(1, img.height * size // img.width)), Image.BILINEAR)
@@ -128,12 +129,19 @@ def pointcloud_xyzi(msg, intensity: str = "intensity") -> np.ndarray:
         raise MessageError(f"PointCloud2 data of {data.size} bytes does not hold {height} rows of {width} points "
                            f"(point_step {step}, row_step {row})")
     rows = data[: height * row].reshape(height, row)[:, : width * step]
-    points = np.ascontiguousarray(rows).view(dtype).reshape(-1)
-    out = np.zeros((points.size, 4), dtype=np.float32)
-    for i, name in enumerate(("x", "y", "z", intensity)):
-        if name in names:
-            out[:, i] = points[name]
-    return out[np.isfinite(out[:, :3]).all(axis=1)]
+    packed = np.dtype({"names": ["x", "y", "z", intensity], "formats": ["<f4"] * 4, "offsets": [0, 4, 8, 12],
+                       "itemsize": 16})
+    if dtype == packed:  # the common layout is already the output's: one copy
+        out = np.ascontiguousarray(rows).view(np.float32).reshape(-1, 4).copy()
+    else:
+        points = np.ascontiguousarray(rows).view(dtype).reshape(-1)
+        out = np.zeros((points.size, 4), dtype=np.float32)
+        for i, name in enumerate(("x", "y", "z", intensity)):
+            if name in names:
+                out[:, i] = points[name]
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(out[:, 0] + out[:, 1] + out[:, 2])  # one NaN or inf makes the sum so
+    return out if finite.all() else out[finite]
 
 
 def _quat_matrix(q) -> np.ndarray:
