@@ -44,7 +44,7 @@ def test_submit_usage_and_unreachable_host(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["compile", "nope"], "unknown pipeline 'nope': expected one of detection2d"),
+    (["compile", "nope"], "unknown pipeline 'nope': expected one of collect, detection2d"),
     (["compile", "--profile", "nope"], "unknown cluster profile 'nope': expected a path or one of a100"),
     (["data", "spec", "--definition", "nope"], "unknown dataset definition 'nope'"),
     (["data", "spec", "--definition", "missing/def.yaml"], "missing/def.yaml: dataset definition not found"),

@@ -270,7 +270,7 @@ def test_parameters_are_checked_before_anything_is_sent(kfp_server):
         submit("detection2d", host, {"train_max_iters": 3}, "ns", "Default", None, wait=False, timeout_s=30)
     with pytest.raises(ValueError, match="unknown parameters"):
         submit("detection2d", host, {**PARAMS, "max_iters": 3}, "ns", "Default", None, wait=False, timeout_s=30)
-    with pytest.raises(ValueError, match="expected one of detection2d"):
+    with pytest.raises(ValueError, match="expected one of collect, detection2d"):
         submit("no-such-pipeline", host, {}, "ns", "Default", None, wait=False, timeout_s=30)
     assert kfp.requests == []
 

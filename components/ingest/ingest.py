@@ -183,7 +183,8 @@ def thumbnail(gray: np.ndarray) -> np.ndarray:
 
 
 class RecordingReader:
-    """One recording read into ``out``: frames appended to ``records``, thumbnails to ``thumbs``."""
+    """One recording read into ``out``: ``read`` writes each frame's files as its scan is decided (``store``),
+    ``locate`` gives them their poses and calibration once the whole recording is read."""
 
     def __init__(self, path: Path, spec: RecordingSpec, out: Path, name: str):
         self.path, self.spec, self.out, self.name = path, spec, out, name
@@ -191,7 +192,8 @@ class RecordingReader:
         self.infos: dict[str, list[tuple[int, dict]]] = {c.name: [] for c in spec.cameras}
         self.last_stamp: dict[str, int] = {}
         self.dropped = {"sync": {c.name: 0 for c in spec.cameras}, "pose": 0}
-        self.decided: list[Pending] = []
+        self.stored: list[tuple[dict, np.ndarray]] = []  # frames written, awaiting their pose (``locate``)
+        self.scans = 0
 
     def fail(self, topic: str, stamp: int | None, message: str) -> InputError:
         when = f" at {stamp / 1e9:.3f} s ({stamp} ns)" if stamp is not None else ""
@@ -224,13 +226,13 @@ class RecordingReader:
         return wanted
 
     def read(self, progress: tqdm) -> dict:
-        """Read the recording; returns its record. Decided frames are left in ``self.decided``."""
+        """Read the recording, storing its frames; returns its record."""
         roles = self.spec.topics()
         cams = {c.image: c.name for c in self.spec.cameras}
         infos = {c.info: c.name for c in self.spec.cameras}
         sync = Synchroniser([c.name for c in self.spec.cameras], self.spec.sync_tolerance_ns)
         counts: dict[str, int] = {}
-        stamps = []
+        first = last = None
         try:
             with open_reader(self.path) as reader:
                 wanted = self.check_topics(reader)
@@ -250,14 +252,14 @@ class RecordingReader:
                             raise self.fail(topic, stamp, f"header time goes back {(self.last_stamp[topic] - stamp) / 1e6:.1f} "
                                             f"ms from the previous message's ({self.last_stamp[topic]} ns): out of order")
                         self.last_stamp[topic] = stamp
-                        stamps.append(stamp)
+                        first, last = (stamp, stamp) if first is None else (min(first, stamp), max(last, stamp))
                         if topic in infos:
                             self.infos[infos[topic]].append((stamp, m.camera_info(msg)))
                         elif topic in cams:
-                            self.decided += sync.image(cams[topic], stamp, msg, msg.header.frame_id)
+                            self.store(sync.image(cams[topic], stamp, msg, msg.header.frame_id))
                         else:
                             points = m.pointcloud_xyzi(msg, self.spec.intensity_field)
-                            self.decided += sync.scan(Pending(stamp, index, points, msg.header.frame_id))
+                            self.store(sync.scan(Pending(stamp, index, points, msg.header.frame_id)))
                             index += 1
                     except m.MessageError as exc:
                         raise self.fail(topic, stamp if stamp is not None else logtime, f"{roles.get(topic, topic)}: {exc}") from None
@@ -265,7 +267,7 @@ class RecordingReader:
                         raise self.fail(topic, logtime, f"message cannot be decoded ({type(exc).__name__}: {exc})") from None
                     finally:
                         progress.update()
-                self.decided += sync.finish()
+                self.store(sync.finish())
         except InputError:
             raise
         except FileNotFoundError as exc:
@@ -279,7 +281,7 @@ class RecordingReader:
                 raise InputError(self.path, f"topic {topic} ({cam} info) has no message: no camera intrinsics")
         return {"name": self.name, "file": self.path.name, "storage": storage_of(self.path),
                 "sha256": recording_hashes(self.path), "messages": counts,
-                "start_ns": min(stamps) if stamps else None, "end_ns": max(stamps) if stamps else None}
+                "start_ns": first, "end_ns": last}
 
     def info_at(self, cam: str, stamp: int) -> dict:
         """The camera's CameraInfo last before ``stamp`` (its first, for an image that came before any)."""
@@ -287,48 +289,59 @@ class RecordingReader:
         i = bisect.bisect_right(found, stamp, key=lambda item: item[0])
         return found[max(i - 1, 0)][1]
 
-    def write(self, scan: Pending, thumbs: list) -> dict | None:
-        """The frame record of a decided scan (files written), or None when it is dropped (counted)."""
-        missing = [c.name for c in self.spec.cameras if c.name not in scan.images]
-        for cam in missing:
-            self.dropped["sync"][cam] += 1
-        if missing:
-            return None
-        try:
-            world_from_base = self.tf.lookup(self.spec.world, self.spec.base, scan.stamp)
-            base_from_lidar = self.tf.lookup(self.spec.base, scan.frame_id, scan.stamp)
-        except m.MessageError as exc:
-            raise self.fail(self.spec.lidar, scan.stamp, str(exc)) from None
-        if world_from_base is None or base_from_lidar is None:
-            self.dropped["pose"] += 1
-            return None
-        fid = f"{self.name}_{scan.index:06d}"
-        (self.out / "points" / f"{fid}.bin").write_bytes(scan.points.astype(np.float32).tobytes())
-        record = {"id": fid, "recording": self.name, "stamp_ns": scan.stamp, "lidar": f"points/{fid}.bin",
-                  "lidar_frame": scan.frame_id, "points": int(len(scan.points)),
-                  "ego_pose": world_from_base.tolist(), "lidar_to_ego": base_from_lidar.tolist(), "cameras": {}}
-        frame_thumbs = []
-        for cam in self.spec.cameras:
-            stamp, msg, frame_id = scan.images[cam.name]
+    def store(self, scans: list[Pending]) -> None:
+        """Write decided scans' files as soon as they are decided (memory holds seconds of the drive, not the drive):
+        the scan, each camera's image and its measurements; a scan some camera has no image for is dropped
+        (counted per camera). The pose and calibration come once the recording is read (``locate``)."""
+        for scan in scans:
+            self.scans += 1
+            missing = [c.name for c in self.spec.cameras if c.name not in scan.images]
+            for cam in missing:
+                self.dropped["sync"][cam] += 1
+            if missing:
+                continue
+            fid = f"{self.name}_{scan.index:06d}"
+            (self.out / "points" / f"{fid}.bin").write_bytes(scan.points.astype(np.float32).tobytes())
+            record = {"id": fid, "recording": self.name, "stamp_ns": scan.stamp, "lidar": f"points/{fid}.bin",
+                      "lidar_frame": scan.frame_id, "points": int(len(scan.points)), "cameras": {}}
+            thumbs = []
+            for cam in self.spec.cameras:
+                stamp, msg, frame_id = scan.images[cam.name]
+                try:
+                    data, ext, size, gray = encode_image(msg)
+                except m.MessageError as exc:
+                    raise self.fail(cam.image, stamp, str(exc)) from None
+                name = f"images/{fid}_{cam.name}.{ext}"
+                (self.out / name).write_bytes(data)
+                record["cameras"][cam.name] = {"image": name, "stamp_ns": stamp, "offset_ms": (stamp - scan.stamp) / 1e6,
+                                               "frame": frame_id, "width": size[0], "height": size[1], **measure(gray)}
+                thumbs.append(thumbnail(gray))
+            self.stored.append((record, np.stack(thumbs)))
+
+    def locate(self) -> list[tuple[dict, np.ndarray]]:
+        """The stored frames with the ego pose, the LiDAR's mounting and each camera's intrinsics and pose relative
+        to the LiDAR, from the whole transform record and every CameraInfo; a frame outside the recorded transforms
+        is dropped (counted, its files removed)."""
+        located = []
+        for record, thumbs in self.stored:
+            t, lidar = record["stamp_ns"], record["lidar_frame"]
             try:
-                camera_from_lidar = self.tf.lookup(frame_id, scan.frame_id, stamp)
-                data, ext, size, gray = encode_image(msg)
+                poses = [self.tf.lookup(self.spec.world, self.spec.base, t), self.tf.lookup(self.spec.base, lidar, t)]
+                poses += [self.tf.lookup(v["frame"], lidar, v["stamp_ns"]) for v in record["cameras"].values()]
             except m.MessageError as exc:
-                raise self.fail(cam.image, stamp, str(exc)) from None
-            if camera_from_lidar is None:
+                raise self.fail(self.spec.lidar, t, str(exc)) from None
+            if any(p is None for p in poses):
                 self.dropped["pose"] += 1
-                return None
-            name = f"images/{fid}_{cam.name}.{ext}"
-            (self.out / name).write_bytes(data)
-            info = self.info_at(cam.name, stamp)
-            record["cameras"][cam.name] = {
-                "image": name, "stamp_ns": stamp, "offset_ms": (stamp - scan.stamp) / 1e6, "frame": frame_id,
-                "width": size[0], "height": size[1], "K": info["K"], "D": info["D"],
-                "distortion_model": info["distortion_model"], "camera_from_lidar": camera_from_lidar.tolist(),
-                **measure(gray)}
-            frame_thumbs.append(thumbnail(gray))
-        thumbs.append(np.stack(frame_thumbs))
-        return record
+                for rel in [record["lidar"], *(v["image"] for v in record["cameras"].values())]:
+                    (self.out / rel).unlink()
+                continue
+            record["ego_pose"], record["lidar_to_ego"] = poses[0].tolist(), poses[1].tolist()
+            for (cam, v), pose in zip(record["cameras"].items(), poses[2:]):
+                info = self.info_at(cam, v["stamp_ns"])
+                v.update(K=info["K"], D=info["D"], distortion_model=info["distortion_model"],
+                         camera_from_lidar=pose.tolist())
+            located.append((record, thumbs))
+        return located
 
 
 def storage_of(path: Path) -> str:
@@ -401,10 +414,10 @@ def ingest(source: str | Path, definition: str, out: str | Path, store_uri: str 
             for path, name in zip(paths, names):
                 rec = RecordingReader(path, spec, tmp, name)
                 recordings.append(rec.read(progress))
-                rec_records = [r for r in (rec.write(scan, thumbs) for scan in rec.decided) if r is not None]
-                recordings[-1]["frames"] = len(rec_records)
-                recordings[-1]["scans"] = len(rec.decided)
-                records += rec_records
+                located = rec.locate()
+                recordings[-1].update(frames=len(located), scans=rec.scans)
+                records += [r for r, _ in located]
+                thumbs += [t for _, t in located]
                 for cam, n in rec.dropped["sync"].items():
                     dropped["sync"][cam] += n
                 dropped["pose"] += rec.dropped["pose"]
