@@ -6,10 +6,9 @@ with a zoo model against the current dataset version -> a labeling task of the c
 back, go through the ``iterate`` pipeline's import and merge (``returned``), with the task this run exported."""
 from kfp import dsl
 
-from admlops.components.convert.component import dataset_version
 from admlops.components.ingest.component import ingest, screen
-from admlops.components.iterate.component import export_task, infer, report, score, select
 from admlops.pipelines import profiles
+from admlops.pipelines.iterate import mine
 
 
 def build(profile: profiles.ClusterProfile | None = None):
@@ -41,18 +40,8 @@ def build(profile: profiles.ClusterProfile | None = None):
         frames = on(ingest(recordings=recordings, definition=data_definition, store=store), "ingest")
         kept = on(screen(frames=frames.outputs["frames"], definition=data_definition, store=store, name=frames_name),
                   "screen")
-        current = on(dataset_version(ref=dataset, store=store), "dataset-version")
-        preds = on(infer(pool="", pool_frames=kept.outputs["dataset"], model_ref=model, store=store,
-                         batch_size=infer_batch_size, score_thr=infer_score_thr, dataset=current.outputs["dataset"]),
-                   "iterate-infer", gpu=True)
-        scores = on(score(predictions=preds.outputs["predictions"], dataset=current.outputs["dataset"]), "score")
-        chosen = on(select(predictions=preds.outputs["predictions"], scores=scores.outputs["scores"], budget=budget,
-                           diversity=select_diversity, budget_boxes=budget_boxes,
-                           target_classes=select_target_classes), "select")
-        on(report(predictions=preds.outputs["predictions"], scores=scores.outputs["scores"],
-                  selection=chosen.outputs["selection"]), "report")
-        on(export_task(selection=chosen.outputs["selection"], predictions=preds.outputs["predictions"],
-                       label_format=label_format), "export-task")
+        mine(on, dict(pool="", pool_frames=kept.outputs["dataset"]), model, dataset, store, budget, budget_boxes,
+             label_format, infer_batch_size, infer_score_thr, select_diversity, select_target_classes)
 
     return collect
 

@@ -12,6 +12,25 @@ from admlops.components.iterate.component import export_task, import_labels, inf
 from admlops.pipelines import profiles
 
 
+def mine(on, pool: dict, model, dataset, store, budget, budget_boxes, label_format, infer_batch_size, infer_score_thr,
+         select_diversity, select_target_classes):
+    """The mining half of the loop as tasks: the current dataset version, infer over the pool (``pool``: infer's
+    pool inputs), score, select, the report and the labeling task; returns the dataset-version and export-task
+    tasks."""
+    current = on(dataset_version(ref=dataset, store=store), "dataset-version")
+    preds = on(infer(**pool, model_ref=model, store=store, batch_size=infer_batch_size, score_thr=infer_score_thr,
+                     dataset=current.outputs["dataset"]), "iterate-infer", gpu=True)
+    scores = on(score(predictions=preds.outputs["predictions"], dataset=current.outputs["dataset"]), "score")
+    chosen = on(select(predictions=preds.outputs["predictions"], scores=scores.outputs["scores"], budget=budget,
+                       diversity=select_diversity, budget_boxes=budget_boxes, target_classes=select_target_classes),
+                "select")
+    on(report(predictions=preds.outputs["predictions"], scores=scores.outputs["scores"],
+              selection=chosen.outputs["selection"]), "report")
+    task = on(export_task(selection=chosen.outputs["selection"], predictions=preds.outputs["predictions"],
+                          label_format=label_format), "export-task")
+    return current, task
+
+
 def build(profile: profiles.ClusterProfile | None = None):
     @dsl.pipeline(name="iterate", description="Mine corner cases from an unlabeled pool with a zoo model, hand them to "
                   "labeling, and merge the returned labels into a new dataset version.")
@@ -39,17 +58,8 @@ def build(profile: profiles.ClusterProfile | None = None):
         per ``label_format``), empty until they are back."""
         on = profiles.scheduler(profile)
 
-        current = on(dataset_version(ref=dataset, store=store), "dataset-version")
-        preds = on(infer(pool=pool, model_ref=model, store=store, batch_size=infer_batch_size, score_thr=infer_score_thr,
-                         dataset=current.outputs["dataset"]), "iterate-infer", gpu=True)
-        scores = on(score(predictions=preds.outputs["predictions"], dataset=current.outputs["dataset"]), "score")
-        chosen = on(select(predictions=preds.outputs["predictions"], scores=scores.outputs["scores"], budget=budget,
-                           diversity=select_diversity, budget_boxes=budget_boxes,
-                           target_classes=select_target_classes), "select")
-        on(report(predictions=preds.outputs["predictions"], scores=scores.outputs["scores"],
-                  selection=chosen.outputs["selection"]), "report")
-        task = on(export_task(selection=chosen.outputs["selection"], predictions=preds.outputs["predictions"],
-                              label_format=label_format), "export-task")
+        current, task = mine(on, dict(pool=pool), model, dataset, store, budget, budget_boxes, label_format,
+                             infer_batch_size, infer_score_thr, select_diversity, select_target_classes)
         with dsl.If(returned != "", name="labels-returned"):
             labels = on(import_labels(task=task.outputs["task"], returned=returned), "import-labels")
             on(merge(labels=labels.outputs["labels"], parent=current.outputs["dataset"], store=store, name=merged_name),

@@ -16,8 +16,10 @@ def _compiled(tmp_path, profile=None):
     spec = docs[0]
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(docs) > 1 else {}
     executors = spec["deploymentSpec"]["executors"]
-    # executor label -> task display name
-    names = {t["componentRef"]["name"].replace("comp-", "exec-"): t["taskInfo"]["name"] for t in spec["root"]["dag"]["tasks"].values()}
+    # executor label -> task display name, the tasks inside loops (the conversion's shards) too
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    names = {t["componentRef"]["name"].replace("comp-", "exec-"): t["taskInfo"]["name"]
+             for dag in dags for t in dag["tasks"].values() if "iteratorPolicy" not in t and "parameterIterator" not in t}
     return spec, executors, platform, names
 
 
@@ -104,8 +106,8 @@ def test_tune_workers_share_the_study_volume_in_a_parallel_for(tmp_path):
     for label in mounted:
         env = spec["deploymentSpec"]["executors"][label]["container"]["env"]
         assert {"name": STUDY_DIR_ENV, "value": "/studies"} in env
-    loop = next(t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
-    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("tune-study-Output")
+    (loop,) = [t for t in spec["root"]["dag"]["tasks"].values()  # the workers' loop (the other: convert's shards)
+               if t.get("parameterIterator", {}).get("items", {}).get("inputParameter", "").endswith("tune-study-Output")]
     best = spec["root"]["dag"]["tasks"]["tune-best"]["inputs"]["artifacts"]["models"]
     assert best["taskOutputArtifact"]["producerTask"] == loop["taskInfo"]["name"]
     volume = load_profile("a100").study_volume
