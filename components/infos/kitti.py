@@ -9,6 +9,11 @@ Field by field what mmdet3d's own ``tools/create_data.py kitti`` writes (checked
 tests/test_mmdet3d_infos.py), but streamed: frames are processed in parallel, each worker writes its
 reduced scan and GT-database files and returns its info already pickled, and the parent appends it to
 the split's spool, so peak memory does not grow with the dataset (bench/infos_bench.py measures it).
+
+In shards (the pipelines' ParallelFor): ``write_kitti_shard`` converts a contiguous range of the frames and keeps
+its spools; ``merge_kitti_shards`` links the shards' files into one data root and writes the pickles from their
+spools in shard order (GT-database group ids numbered there, in dataset order). ``write_kitti_infos`` is the same
+code with one shard, so any split gives the same bytes.
 """
 from __future__ import annotations
 
