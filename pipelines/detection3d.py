@@ -56,7 +56,7 @@ def build(profile: profiles.ClusterProfile | None = None):
         label_2, calib, velodyne; ImageSets/ train and val) or, with ``data_format=nuscenes``, a nuScenes root of
         ``data_nuscenes_version``. ``data_shards``: the infos step's shards (KITTI: frame ranges, one pod each, at
         most the profile's ``shard_parallelism`` at once, each retried alone on failure, merged into the data root
-        one pod writes; nuScenes: one). ``train_config``: a name in configs/models or a path; ``train_max_iters`` /
+        one pod writes; nuScenes: sample ranges). ``train_config``: a name in configs/models or a path; ``train_max_iters`` /
         ``train_batch_size`` of 0 keep the config's values; ``train_cfg_options``: space-separated KEY=VALUE
         overrides as ``admlops train --cfg-options`` takes them; ``train_init_from``: a zoo model to start from
         (``auto``: the model that mined ``source``, else from scratch; empty: from scratch). Evaluate logs KITTI's AP40 at moderate difficulty
@@ -72,8 +72,8 @@ def build(profile: profiles.ClusterProfile | None = None):
 
         plan = on(shard_plan(data_format=data_format, shards=data_shards), "infos-plan")
         data = profiles.sharded(on, profile, plan, infos_shard, infos, "infos", data_shards,
-                                dict(source=source, data_format=data_format, store=store),
-                                dict(nuscenes_version=data_nuscenes_version))
+                                dict(source=source, data_format=data_format, nuscenes_version=data_nuscenes_version,
+                                     store=store))
         # Training runs in the step's pod (with the profile's GPU); a TrainJob (profile.train_nodes) is detection2d's.
         model = on(train(dataset=data.outputs["dataset"], config=train_config, max_iters=train_max_iters,
                          batch_size=train_batch_size, seed=train_seed, cfg_options=train_cfg_options,

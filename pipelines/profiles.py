@@ -100,15 +100,14 @@ def scheduler(profile: ClusterProfile | None):
     return on
 
 
-def sharded(on, profile: ClusterProfile | None, plan, shard_step, merge_step, name: str, shards, inputs: dict,
-            shard_inputs: dict | None = None):
+def sharded(on, profile: ClusterProfile | None, plan, shard_step, merge_step, name: str, shards, inputs: dict):
     """A conversion in shards: ``plan`` (the shard indices), a ParallelFor over them of ``shard_step(shard=...,
-    shards=..., **inputs, **shard_inputs)`` (at most the profile's ``shard_parallelism`` at once, each retried alone
-    on failure), and ``merge_step(parts=<every shard's output>, **inputs)`` named ``name``; returns the merge task."""
+    shards=..., **inputs)`` (at most the profile's ``shard_parallelism`` at once, each retried alone on failure), and
+    ``merge_step(parts=<every shard's output>, **inputs)`` named ``name``; returns the merge task."""
     from kfp import dsl
 
     with dsl.ParallelFor(plan.output, parallelism=(profile or ClusterProfile("")).shard_parallelism) as shard:
-        part = on(shard_step(shard=shard, shards=shards, **inputs, **(shard_inputs or {})), f"{name}-shard")
+        part = on(shard_step(shard=shard, shards=shards, **inputs), f"{name}-shard")
         part.set_retry(num_retries=SHARD_RETRIES)
     return on(merge_step(parts=dsl.Collected(part.outputs["part"]), **inputs), name)
 

@@ -52,6 +52,18 @@ def test_infos_shards_merge_to_what_one_process_writes(kitti_root, shards, tmp_p
                                shallow=False)
 
 
+def test_nuscenes_shards_merge_to_what_one_process_writes(nuscenes_root, tmp_path):
+    """Sample ranges (a range may end inside a scene: each sample's info reads the tables, not another sample's)."""
+    store = str(tmp_path / "store")
+    one = write_infos(str(nuscenes_root), tmp_path / "one", "nuscenes", store, "v1.0-mini", max_sweeps=10, workers=1)
+    parts = [tmp_path / f"part{k}" for k in range(3)]
+    for k, part in enumerate(parts):
+        write_infos_shard(str(nuscenes_root), part, k, 3, "nuscenes", store, "v1.0-mini")
+    merged = merge_infos_shards(str(nuscenes_root), parts[::-1], tmp_path / "merged", "nuscenes", store, "v1.0-mini")
+    assert merged == one and sum(merged["frames"].values()) == 8
+    assert_same_bytes(tmp_path / "one", tmp_path / "merged")
+
+
 def test_infos_merge_refuses_a_missing_or_foreign_shard(kitti_root, tmp_path):
     store = str(tmp_path / "store")
     parts = [tmp_path / f"part{k}" for k in range(3)]
@@ -62,8 +74,8 @@ def test_infos_merge_refuses_a_missing_or_foreign_shard(kitti_root, tmp_path):
     assert not (tmp_path / "merged").exists()
     with pytest.raises(UsageError, match="shard 3 of 3"):
         write_infos_shard(str(kitti_root), tmp_path / "bad", 3, 3, "kitti", store)
-    with pytest.raises(UsageError, match="a nuscenes source has shards \\[0\\]"):
-        write_infos_shard(str(kitti_root), tmp_path / "bad", 1, 2, "nuscenes", store)
+    with pytest.raises(UsageError, match="shards 0: expected at least 1"):
+        write_infos_shard(str(kitti_root), tmp_path / "bad", 0, 0, "kitti", store)
 
 
 def test_convert_shards_merge_to_what_one_process_writes(kitti_root, tmp_path):

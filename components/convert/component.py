@@ -11,8 +11,7 @@ from admlops.images import image_for
 
 @dsl.component(base_image=image_for("convert"), install_kfp_package=False)
 def shard_plan(data_format: str, shards: int) -> List[int]:
-    """The shard indices of a conversion (a ParallelFor's items): ``shards`` frame ranges of a KITTI source, one
-    for nuScenes."""
+    """The shard indices of a conversion (a ParallelFor's items): ``shards`` ranges of the source's frames."""
     from admlops.components.infos.infos import shards_of
 
     return shards_of(data_format, shards)

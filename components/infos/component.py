@@ -21,11 +21,12 @@ def infos_shard(source: str, data_format: str, nuscenes_version: str, store: str
 
 
 @dsl.component(base_image=image_for("infos"), install_kfp_package=False)
-def infos(source: str, data_format: str, store: str, parts: Input[List[Artifact]], dataset: Output[Dataset]):
+def infos(source: str, data_format: str, nuscenes_version: str, store: str, parts: Input[List[Artifact]],
+          dataset: Output[Dataset]):
     """The data root from the shards, and the source published as a dataset version, whose record the metadata
     carries (``version``: the lineage of the models trained on it)."""
     from admlops.components.infos.infos import merge_infos_shards
 
-    summary = merge_infos_shards(source, [p.path for p in parts], dataset.path, data_format, store)
+    summary = merge_infos_shards(source, [p.path for p in parts], dataset.path, data_format, store, nuscenes_version)
     dataset.metadata.update({"format": f"mmdet3d-{data_format}", "frames": summary["frames"],
                              "source": summary["source_version"], "version": summary["source_version"]})

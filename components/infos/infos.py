@@ -96,40 +96,35 @@ def _finish(store, path: Path, version, tmp: Path, data_format: str, frames: dic
 
 
 def shards_of(data_format: str, shards: int) -> list[int]:
-    """The shard indices a source is converted in: ``shards`` frame ranges for KITTI; one for nuScenes (its samples
-    reference each other through sweeps and scenes: not split yet)."""
+    """The shard indices a source is converted in: ``shards`` contiguous ranges of its frames (KITTI) or samples
+    (nuScenes) in dataset order."""
     check_format(data_format)
     if shards < 1:
         raise UsageError(f"shards {shards}: expected at least 1")
-    return list(range(shards)) if data_format == "kitti" else [0]
+    return list(range(shards))
 
 
 def write_infos_shard(source: str, out: str | Path, shard: int, shards: int, data_format: str = "kitti",
                       store_uri: str = "", nuscenes_version: str = "v1.0-trainval", max_sweeps: int = 10) -> dict:
-    """Shard ``shard`` of ``shards`` of the data root at ``out`` (KITTI: ``kitti.write_kitti_shard``; nuScenes,
-    one shard: the whole data root); its record."""
+    """Shard ``shard`` of ``shards`` of the data root at ``out`` (``kitti.write_kitti_shard``,
+    ``nuscenes.write_nuscenes_shard``); its record."""
     from admlops import refs
     from admlops.objectstore import open_store
 
     if shard not in shards_of(data_format, shards):
-        raise UsageError(f"shard {shard} of {shards}: a {data_format} source has shards {shards_of(data_format, shards)}")
+        raise UsageError(f"shard {shard} of {shards}: expected 0 <= shard < shards")
     with refs.local_copy(open_store(store_uri), "datasets", source) as (path, _):
         if data_format == "kitti":
             from admlops.components.infos.kitti import write_kitti_shard
 
             return write_kitti_shard(path, out, shard, shards)
-        from admlops.components.infos.nuscenes import write_nuscenes_infos
+        from admlops.components.infos.nuscenes import write_nuscenes_shard
 
-        with atomic_dir(out) as tmp:  # the whole data root, its links made files while the source is at hand
-            record = {"shard": 0, "shards": 1,
-                      "counts": write_nuscenes_infos(path, tmp / "root", nuscenes_version, max_sweeps=max_sweeps)}
-            materialize_links(tmp / "root")
-            (tmp / "shard.json").write_text(json.dumps(record))
-        return record
+        return write_nuscenes_shard(path, out, shard, shards, nuscenes_version, max_sweeps=max_sweeps)
 
 
 def merge_infos_shards(source: str, shards: list[str | Path], out: str | Path, data_format: str = "kitti",
-                       store_uri: str = "") -> dict:
+                       store_uri: str = "", nuscenes_version: str = "v1.0-trainval") -> dict:
     """The data root at ``out`` from ``write_infos_shard``'s outputs (any order): byte for byte what ``write_infos``
     writes in one process; the source published; ``infos.json``'s record."""
     from admlops import refs
@@ -143,9 +138,7 @@ def merge_infos_shards(source: str, shards: list[str | Path], out: str | Path, d
 
             frames = merge_kitti_shards(path, shards, tmp)
         else:
-            if len(shards) != 1:
-                raise UsageError(f"a nuscenes source is converted in one shard, got {len(shards)}")
-            shard = Path(shards[0])
-            shutil.copytree(shard / "root", tmp, dirs_exist_ok=True, copy_function=link_or_copy)
-            frames = json.loads((shard / "shard.json").read_text())["counts"]
+            from admlops.components.infos.nuscenes import merge_nuscenes_shards
+
+            frames = merge_nuscenes_shards(path, shards, tmp, nuscenes_version)
         return _finish(store, path, version, tmp, data_format, frames)

@@ -366,30 +366,35 @@ def write_kitti_shard(kitti_root: str | Path, out: str | Path, shard: int, shard
         return _write_frames(root, tmp, part, prefix, workers, STRICT, shard, shards)
 
 
-def merge_kitti_shards(kitti_root: str | Path, shards: list[str | Path], out: str | Path, prefix: str = "kitti") -> dict:
-    """The data root at ``out`` (atomically) from ``write_kitti_shard``'s outputs, in shard order: byte for byte
-    what ``write_kitti_infos`` writes in one process. The shards are left as they were (their files are linked)."""
-    root = Path(kitti_root).resolve()
+def gather_shards(shards: list[str | Path], out: Path) -> list[Path]:
+    """The shards' data files hard-linked (or copied) to their places under ``out``, their spools linked under
+    ``out/SPOOLS/<k>`` in shard order (checked: shards 0..n-1 of n); returns those spool parents, which
+    ``_assemble``-style writers read and remove while the shard outputs stay intact."""
     shards = [Path(d) for d in shards]
     records = shard_records(shards)
     order = sorted(range(len(shards)), key=lambda i: records[i]["shard"])
     if [(records[i]["shard"], records[i]["shards"]) for i in order] != [(k, len(shards)) for k in range(len(shards))]:
         raise InputError(shards[0], f"expected shards 0..{len(shards) - 1} of {len(shards)}, got "
                          f"{sorted((r['shard'], r['shards']) for r in records)}")
-    shards = [shards[i] for i in order]
+    spools = []
+    for k, d in enumerate(shards[i] for i in order):
+        for path in sorted(d.rglob("*")):
+            rel = path.relative_to(d)
+            if rel.parts[0] == SPOOLS:
+                continue
+            if path.is_dir():
+                (out / rel).mkdir(parents=True, exist_ok=True)
+            else:
+                link_or_copy(path, out / rel)
+        shutil.copytree(d / SPOOLS, out / SPOOLS / str(k) / SPOOLS, copy_function=link_or_copy)
+        spools.append(out / SPOOLS / str(k))
+    return spools
+
+
+def merge_kitti_shards(kitti_root: str | Path, shards: list[str | Path], out: str | Path, prefix: str = "kitti") -> dict:
+    """The data root at ``out`` (atomically) from ``write_kitti_shard``'s outputs, in shard order: byte for byte
+    what ``write_kitti_infos`` writes in one process. The shards are left as they were (their files are linked)."""
     with atomic_dir(out) as tmp:
-        for d in shards:  # the data files, hard-linked (or copied) to their places; the spools stay in the shards
-            for path in sorted(d.rglob("*")):
-                rel = path.relative_to(d)
-                if rel.parts[0] == SPOOLS:
-                    continue
-                if path.is_dir():
-                    (tmp / rel).mkdir(parents=True, exist_ok=True)
-                else:
-                    link_or_copy(path, tmp / rel)
-        spools = [tmp / SPOOLS / str(i) for i in range(len(shards))]  # _assemble removes the spools it reads:
-        for d, copy in zip(shards, spools):  # it reads links to them, so the shard outputs stay intact
-            shutil.copytree(d / SPOOLS, copy / SPOOLS, copy_function=link_or_copy)
-        counts = _assemble(root, tmp, spools, prefix)
+        counts = _assemble(Path(kitti_root).resolve(), tmp, gather_shards(shards, tmp), prefix)
         shutil.rmtree(tmp / SPOOLS)
         return counts

@@ -20,7 +20,9 @@ from nuscenes.utils import splits as official_splits
 
 from admlops.components.convert.lidar import points_in_boxes
 from admlops.components.convert.records import STRICT, Skips, guarded
-from admlops.components.infos.kitti import SPOOLS, Spool, SplitSpools, write_dbinfos, write_pickle, write_skipped
+from admlops.components.infos.kitti import (
+    SPOOLS, Spool, SplitSpools, gather_shards, shard_of, shard_records, write_dbinfos, write_pickle, write_skipped,
+)
 from admlops.cpu import worker_pool
 from admlops.dataset_formats import nuscenes as nus
 from admlops.errors import InputError
@@ -172,46 +174,97 @@ def _categories(tables: nus.Tables) -> set[str]:
     return {tables.category(ann) for sample, anns in tables.anns.items() if sample not in tables.broken for ann in anns}
 
 
-def write_nuscenes_infos(root: str | Path, out: str | Path, version: str = "v1.0-trainval", prefix: str = "nuscenes",
-                         max_sweeps: int = 10, workers: int | None = None, skips: Skips = STRICT) -> dict:
-    """Write the mmdet3d data root for a nuScenes ``version`` under ``out`` (atomically); samples per info file.
-    A bad sample (a token pointing nowhere, a missing file) raises, or with non-strict ``skips`` is left out and
-    listed in ``skipped.json``; unreadable tables always raise."""
-    global _TABLES
+def _jobs(root: Path, version: str, skips: Skips) -> tuple[nus.Tables, dict[str, list[tuple[str, int]]]]:
+    """The tables, and per split its samples in sample-table order (as the reference) with their ``sample_idx``
+    (the position in the split)."""
     if version not in nus.VERSIONS:
         raise InputError(root, f"unknown nuScenes version {version!r}; expected one of {', '.join(nus.VERSIONS)}")
-    root = Path(root).resolve()
-    _TABLES = tables = nus.Tables(root, version)
+    tables = nus.Tables(root, version)
     scene_split = {name: split for split, names in scene_splits(version).items() for name in names}
     split_of = {s["token"]: scene_split.get(s["name"]) for s in tables.rows["scene"]}
     jobs: dict[str, list] = {split: [] for split in scene_splits(version)}
     for name, exc in tables.unlinked:  # records of no sample: listed, never silently dropped
         skips.add(exc, name)
-    for sample in tables.rows["sample"]:  # sample-table order, as the reference
+    for sample in tables.rows["sample"]:
         with skips.sample(f"sample {sample['token']}"):  # a sample of no scene has no split
             scene = tables.follow("sample", sample, "scene_token", "scene")
             if (split := split_of[scene["token"]]) is not None:
                 jobs[split].append(sample["token"])
-    with atomic_dir(out) as tmp, worker_pool(workers) as pool:
-        (tmp / f"{prefix}_gt_database").mkdir()
-        for sub in ("samples", "sweeps", "maps", version):
-            if (root / sub).is_dir():
-                os.symlink(root / sub, tmp / sub)
-        spools = SplitSpools(tmp / SPOOLS, skips)
-        for split, tokens in jobs.items():
-            # sample_idx is the position in the split (as the reference); a skipped sample leaves a gap
-            results = pool.imap(_sample_info, [(t, i, split, tmp, prefix, max_sweeps) for i, t in enumerate(tokens)], chunksize=4)
-            spools.collect(split, [f"sample {t}" for t in tokens], results, f"mmdet3d nuscenes infos ({split})", "sample")
-        record = spools.finish()
-        ignored = sorted(_categories(tables) - set(NAME_MAPPING) - set(CLASSES))
-        metainfo = {"categories": {**{c: i for i, c in enumerate(CLASSES)}, **{c: -1 for c in ignored}},
-                    "dataset": "nuscenes", "version": version, "info_version": "1.1"}
-        for split in record["counts"]:
-            write_pickle(tmp / f"{prefix}_infos_{split}.pkl",
-                         {"metainfo": metainfo, "data_list": (tmp / SPOOLS / f"{split}.spool",)})
-        if "train" in record["counts"]:
-            write_dbinfos(tmp / f"{prefix}_dbinfos_train.pkl", [tmp / SPOOLS / "db.stream"])
-        write_skipped(tmp, [record])
+    return tables, {split: [(t, i) for i, t in enumerate(tokens)] for split, tokens in jobs.items()}
+
+
+def _write_samples(tables: nus.Tables, out: Path, part: dict, prefix: str, max_sweeps: int, workers: int | None,
+                   skips: Skips, shard: int = 0, shards: int = 1) -> dict:
+    """The samples of ``part`` converted under ``out`` (GT-database files; infos and entries spooled); the record."""
+    global _TABLES
+    _TABLES = tables
+    (out / f"{prefix}_gt_database").mkdir(exist_ok=True)
+    spools = SplitSpools(out / SPOOLS, skips)
+    try:
+        with worker_pool(workers) as pool:
+            for split, items in part.items():
+                # sample_idx is the position in the split (as the reference); a skipped sample leaves a gap
+                results = pool.imap(_sample_info, [(t, i, split, out, prefix, max_sweeps) for t, i in items], chunksize=4)
+                spools.collect(split, [f"sample {t}" for t, _ in items], results, f"mmdet3d nuscenes infos ({split})",
+                               "sample")
+    finally:
+        _TABLES = None
+    return spools.finish(shard=shard, shards=shards)
+
+
+def _assemble(root: Path, out: Path, shards: list[Path], tables: nus.Tables, version: str, prefix: str) -> dict:
+    """The data root's pickles at ``out`` from the shards' spools (in shard order), the source linked in; the
+    spools removed; samples per info file."""
+    records = shard_records(shards)
+    for sub in ("samples", "sweeps", "maps", version):
+        if (root / sub).is_dir():
+            os.symlink(root / sub, out / sub)
+    ignored = sorted(_categories(tables) - set(NAME_MAPPING) - set(CLASSES))
+    metainfo = {"categories": {**{c: i for i, c in enumerate(CLASSES)}, **{c: -1 for c in ignored}},
+                "dataset": "nuscenes", "version": version, "info_version": "1.1"}
+    splits = list(records[0]["counts"])
+    for split in splits:
+        write_pickle(out / f"{prefix}_infos_{split}.pkl",
+                     {"metainfo": metainfo, "data_list": tuple(d / SPOOLS / f"{split}.spool" for d in shards)})
+    if "train" in splits:
+        write_dbinfos(out / f"{prefix}_dbinfos_train.pkl", [d / SPOOLS / "db.stream" for d in shards])
+    write_skipped(out, records)
+    for d in shards:
+        shutil.rmtree(d / SPOOLS, ignore_errors=True)
+    return {split: sum(r["counts"][split] for r in records) for split in splits}
+
+
+def write_nuscenes_infos(root: str | Path, out: str | Path, version: str = "v1.0-trainval", prefix: str = "nuscenes",
+                         max_sweeps: int = 10, workers: int | None = None, skips: Skips = STRICT) -> dict:
+    """Write the mmdet3d data root for a nuScenes ``version`` under ``out`` (atomically); samples per info file.
+    A bad sample (a token pointing nowhere, a missing file) raises, or with non-strict ``skips`` is left out and
+    listed in ``skipped.json``; unreadable tables always raise. The same as ``write_nuscenes_shard``'s shards
+    merged by ``merge_nuscenes_shards``, in one process."""
+    root = Path(root).resolve()
+    tables, jobs = _jobs(root, version, skips)
+    with atomic_dir(out) as tmp:
+        _write_samples(tables, tmp, jobs, prefix, max_sweeps, workers, skips)
+        return _assemble(root, tmp, [tmp], tables, version, prefix)
+
+
+def write_nuscenes_shard(root: str | Path, out: str | Path, shard: int, shards: int, version: str = "v1.0-trainval",
+                         prefix: str = "nuscenes", max_sweeps: int = 10, workers: int | None = None) -> dict:
+    """Shard ``shard`` of ``shards`` (a contiguous range of the samples in dataset order), strictly, at ``out``
+    (atomically): its GT-database files and spools; the shard record."""
+    root = Path(root).resolve()
+    tables, jobs = _jobs(root, version, STRICT)
+    with atomic_dir(out) as tmp:
+        return _write_samples(tables, tmp, shard_of(jobs, shard, shards), prefix, max_sweeps, workers, STRICT, shard,
+                              shards)
+
+
+def merge_nuscenes_shards(root: str | Path, shards: list[str | Path], out: str | Path, version: str = "v1.0-trainval",
+                          prefix: str = "nuscenes") -> dict:
+    """The data root at ``out`` (atomically) from ``write_nuscenes_shard``'s outputs: byte for byte what
+    ``write_nuscenes_infos`` writes in one process."""
+    root = Path(root).resolve()
+    tables, _ = _jobs(root, version, STRICT)
+    with atomic_dir(out) as tmp:
+        counts = _assemble(root, tmp, gather_shards(shards, tmp), tables, version, prefix)
         shutil.rmtree(tmp / SPOOLS)
-    _TABLES = None
-    return record["counts"]
+        return counts
