@@ -76,18 +76,13 @@ def worker_pool(workers: int | None = None):
     120k-point scans with one worker: 7.3 s of system time against 1.9 s, over a 7 s run)."""
     from multiprocessing import Pool
 
-    return Pool(workers, initializer=_one_blas_thread)
-
-
-def _one_blas_thread() -> None:
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
+    return Pool(workers, initializer=one_blas_thread)
 
 
 def one_blas_thread():
-    """A context in which numpy's BLAS runs on one thread: for work that is one worker by design (ingest), whose
-    small matrix products would otherwise wake BLAS threads that spin on the other cores."""
+    """numpy's BLAS held to one thread, from now on (a pool worker's initializer) or for a ``with`` block (work that
+    is one worker by design, ingest), whose small matrix products would otherwise wake BLAS threads that spin on the
+    other cores."""
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(1)

@@ -16,8 +16,9 @@ from admlops.components.convert.readers import kitti_frames, kitti_split_ids, re
 from admlops.components.convert.records import STRICT, Frame, Skips, check_reader_options, guarded, read_frames
 from admlops.definition import DatasetDefinition, load_definition
 from admlops.cpu import worker_pool
-from admlops.errors import InputError, UsageError
+from admlops.errors import InputError
 from admlops.localfs import atomic_dir
+from admlops.shards import in_shard_order, shard_range
 
 
 def hash_split(frame: str, val_fraction: float, seed: int) -> str:
@@ -89,11 +90,9 @@ def kitti_convert_shard(kitti_root: str | Path, out: str | Path, shard: int, sha
     """Shard ``shard`` of ``shards`` of the conversion, strictly, at ``out`` (atomically): a contiguous range of the
     frames read (labels, image sizes, LiDAR points per box) into ``frames.pickles``, paths relative to the root;
     ``merge_convert_shards`` writes the dataset from the shards."""
-    if not 0 <= shard < shards:
-        raise UsageError(f"shard {shard} of {shards}: expected 0 <= shard < shards")
     kitti_root = Path(kitti_root).resolve()
     jobs, _, _ = _kitti_jobs(kitti_root, load_definition(definition), val_fraction, seed, STRICT)
-    jobs = jobs[shard * len(jobs) // shards:(shard + 1) * len(jobs) // shards]
+    jobs = shard_range(jobs, shard, shards)
     with atomic_dir(out) as tmp, worker_pool(workers) as pool, open(tmp / "frames.pickles", "wb") as f:
         for frame in tqdm(pool.imap(_read_frame, jobs, chunksize=8), total=len(jobs), desc=f"convert shard {shard}",
                           unit="frame"):
@@ -112,15 +111,14 @@ def merge_convert_shards(kitti_root: str | Path, shards: list[str | Path], out: 
     defn = load_definition(definition)
     _, split, split_info = _kitti_jobs(kitti_root, defn, val_fraction, seed, STRICT)
     try:
-        records = {json.loads((Path(d) / "shard.json").read_text())["shard"]: Path(d) for d in shards}
-    except (OSError, ValueError, KeyError) as exc:
+        records = [json.loads((Path(d) / "shard.json").read_text()) for d in shards]
+    except (OSError, ValueError) as exc:
         raise InputError(shards[0], f"not a convert shard: {exc}") from None
-    if sorted(records) != list(range(len(shards))):
-        raise InputError(shards[0], f"expected shards 0..{len(shards) - 1}, got {sorted(records)}")
+    ordered = in_shard_order(shards, records)
 
     def frames():
-        for k in range(len(shards)):
-            with open(records[k] / "frames.pickles", "rb") as f:
+        for shard in ordered:
+            with open(shard / "frames.pickles", "rb") as f:
                 while True:
                     try:
                         yield _relative(pickle.load(f), kitti_root, True)

@@ -32,9 +32,10 @@ from admlops.components.convert.readers import kitti_split_ids, read_kitti_frame
 from admlops.components.convert.records import STRICT, Skips, guarded
 from admlops.dataset_formats import kitti
 from admlops.cpu import worker_pool
-from admlops.errors import InputError, UsageError
+from admlops.errors import InputError
 from admlops.geometry import hull_bounds_in_image
 from admlops.localfs import atomic_dir, link_or_copy
+from admlops.shards import in_shard_order, shard_range
 
 CLASSES = ("Pedestrian", "Cyclist", "Car", "Van", "Truck", "Person_sitting", "Tram", "Misc")
 METAINFO = {"categories": {**{c: i for i, c in enumerate(CLASSES)}, "DontCare": -1}, "dataset": "kitti", "info_version": "1.1"}
@@ -293,13 +294,10 @@ def kitti_splits(root: Path, skips: Skips = STRICT) -> dict[str, list[str]]:
 
 
 def shard_of(splits: dict[str, list[str]], shard: int, shards: int) -> dict[str, list[str]]:
-    """Shard ``shard`` of ``shards``: a contiguous range of the frames in dataset order (train, val, test), so the
-    shards' spools concatenated in shard order are the whole dataset's."""
-    if not 0 <= shard < shards:
-        raise UsageError(f"shard {shard} of {shards}: expected 0 <= shard < shards")
-    flat = [(split, frame) for split, ids in splits.items() for frame in ids]
+    """Shard ``shard`` of ``shards`` of the frames per split (``shards.shard_range`` over them in dataset order:
+    train, val, test)."""
     part: dict[str, list[str]] = {split: [] for split in splits}
-    for split, frame in flat[shard * len(flat) // shards:(shard + 1) * len(flat) // shards]:
+    for split, frame in shard_range([(split, frame) for split, ids in splits.items() for frame in ids], shard, shards):
         part[split].append(frame)
     return part
 
@@ -371,13 +369,8 @@ def gather_shards(shards: list[str | Path], out: Path) -> list[Path]:
     ``out/SPOOLS/<k>`` in shard order (checked: shards 0..n-1 of n); returns those spool parents, which
     ``_assemble``-style writers read and remove while the shard outputs stay intact."""
     shards = [Path(d) for d in shards]
-    records = shard_records(shards)
-    order = sorted(range(len(shards)), key=lambda i: records[i]["shard"])
-    if [(records[i]["shard"], records[i]["shards"]) for i in order] != [(k, len(shards)) for k in range(len(shards))]:
-        raise InputError(shards[0], f"expected shards 0..{len(shards) - 1} of {len(shards)}, got "
-                         f"{sorted((r['shard'], r['shards']) for r in records)}")
     spools = []
-    for k, d in enumerate(shards[i] for i in order):
+    for k, d in enumerate(in_shard_order(shards, shard_records(shards))):
         for path in sorted(d.rglob("*")):
             rel = path.relative_to(d)
             if rel.parts[0] == SPOOLS:
