@@ -96,6 +96,7 @@ def run_measured(cmd: list[str], cwd: Path | None = None, env: dict | None = Non
     """Run ``cmd``; its wall time, its CPU time (user + system of it and every descendant it waited for, e.g. a
     pool's workers: the figure that machine load does not inflate) and the peak of the summed RSS of it and its
     children (sampled every 50 ms)."""
+    os.sync()  # the previous run's written files reach the disk first, not during this run's clock
     start = time.perf_counter()
     errors = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe of progress bars would block the child
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=errors, text=True)
@@ -118,11 +119,18 @@ def run_measured(cmd: list[str], cwd: Path | None = None, env: dict | None = Non
     return {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "peak_rss_mb": round(peak / 2**20, 1)}
 
 
-def ours(src: Path, out: Path, workers: int | None = None) -> dict:
+def fresh(runs: Path, name: str) -> Path:
+    """A new directory under ``runs`` for one run's outputs. Outputs are never written where others were just
+    deleted: a file created just after thousands were deleted costs ext4 a scan of the recently freed inodes
+    (measured: a fifth of a run), which a pod writing its first output never pays; ``runs`` goes after every timing."""
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=runs))
+
+
+def ours(src: Path, runs: Path, workers: int | None = None) -> dict:
     """``write_kitti_infos`` in a fresh process with ``workers`` pool processes (None: os.cpu_count())."""
     code = ("import sys; from admlops.components.infos.kitti import write_kitti_infos; "
             "write_kitti_infos(sys.argv[1], sys.argv[2], workers=int(sys.argv[3]) or None)")
-    shutil.rmtree(out, ignore_errors=True)
+    out = fresh(runs, "admlops") / "out"
     result = run_measured([sys.executable, "-c", code, str(src), str(out), str(workers or 0)])
     return {**result, "worker_processes": workers or os.cpu_count()}
 
@@ -133,27 +141,32 @@ MERGE = ("import sys; from admlops.components.infos.kitti import merge_kitti_sha
          "merge_kitti_shards(sys.argv[1], sys.argv[3:], sys.argv[2])")
 
 
-def sharded(src: Path, work: Path, shards: int) -> dict:
+def sharded(src: Path, runs: Path, shards: int) -> dict:
     """The pipeline's sharded path on one machine: each shard in its own fresh process with one worker (as one pod
     each), one after the other, then the merge; wall and CPU time of each, summed."""
+    work = fresh(runs, "sharded")
     parts = [work / f"shard-{k}" for k in range(shards)]
-    runs = []
-    for k, part in enumerate(parts):
-        shutil.rmtree(part, ignore_errors=True)
-        runs.append(run_measured([sys.executable, "-c", SHARD, str(src), str(part), str(k), str(shards)]))
-    shutil.rmtree(work / "merged", ignore_errors=True)
+    timed = [run_measured([sys.executable, "-c", SHARD, str(src), str(part), str(k), str(shards)])
+             for k, part in enumerate(parts)]
     merge = run_measured([sys.executable, "-c", MERGE, str(src), str(work / "merged"), *map(str, parts)])
-    return {"shards": runs, "merge": merge, "wall_s": round(sum(r["wall_s"] for r in runs) + merge["wall_s"], 1),
-            "cpu_s": round(sum(r["cpu_s"] for r in runs) + merge["cpu_s"], 1)}
+    return {"shards": timed, "merge": merge, "wall_s": round(sum(r["wall_s"] for r in timed) + merge["wall_s"], 1),
+            "cpu_s": round(sum(r["cpu_s"] for r in timed) + merge["cpu_s"], 1)}
 
 
-def reference(src: Path) -> dict:
+def reference(src: Path, runs: Path) -> dict:
+    """mmdet3d's create_data in a fresh data root whose inputs are links to ``src``'s folders (it writes its
+    outputs into the root it reads)."""
     import mmdet3d
 
     tools = Path(mmdet3d.__file__).parent / ".mim"
-    for stale in ("training/velodyne_reduced", "kitti_gt_database"):
-        shutil.rmtree(src / stale, ignore_errors=True)
-    cmd = [sys.executable, "tools/create_data.py", "kitti", "--root-path", str(src), "--out-dir", str(src), "--extra-tag", "kitti"]
+    root = fresh(runs, "reference")
+    os.symlink(src / "ImageSets", root / "ImageSets")
+    for split in ("training", "testing"):
+        for sub in SUBDIRS:
+            if (src / split / sub).is_dir():
+                (root / split).mkdir(exist_ok=True)
+                os.symlink(src / split / sub, root / split / sub)
+    cmd = [sys.executable, "tools/create_data.py", "kitti", "--root-path", str(root), "--out-dir", str(root), "--extra-tag", "kitti"]
     return {**run_measured(cmd, cwd=tools, env=dict(os.environ, PYTHONPATH=str(tools))), "worker_processes": 0}
 
 
@@ -169,13 +182,14 @@ def main() -> None:
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     kitti = ensure_kitti(args.work / f"kitti-{args.frames}-{args.points}", args.frames, args.points)
+    runs = Path(tempfile.mkdtemp(prefix="runs-", dir=args.work))
     results = {"frames": args.frames, "points": args.points, "cpus": os.cpu_count(),
                "timed": "one fresh process doing the whole conversion: wall time, CPU time (user + system of it and its "
                         "workers), peak RSS summed over it and its children"}
     if not args.skip_speed:
-        results["admlops"] = ours(kitti, args.work / "out")
-        results["admlops_one_worker"] = ours(kitti, args.work / "out", workers=1)
-        results["reference"] = reference(kitti)
+        results["admlops"] = ours(kitti, runs)
+        results["admlops_one_worker"] = ours(kitti, runs, workers=1)
+        results["reference"] = reference(kitti, runs)
         ref = results["reference"]
         for key, label in (("admlops", f"{results['admlops']['worker_processes']} workers (default)"),
                            ("admlops_one_worker", "1 worker")):
@@ -185,7 +199,7 @@ def main() -> None:
                   f"{results[f'speedup_{key}']}x faster in wall time (peak summed RSS {results[key]['peak_rss_mb']} vs "
                   f"{ref['peak_rss_mb']} MB)", flush=True)
     if args.shards > 1:  # the sharded run's overhead against one pod, same data, one worker each: alternated
-        pairs = [(ours(kitti, args.work / "out", workers=1), sharded(kitti, args.work, args.shards)) for _ in range(2)]
+        pairs = [(ours(kitti, runs, workers=1), sharded(kitti, runs, args.shards)) for _ in range(2)]
         one = min((p[0] for p in pairs), key=lambda r: r["wall_s"])  # the best of two each: noise only adds
         split = min((p[1] for p in pairs), key=lambda r: r["wall_s"])
         results["sharded"], results["one_pod"] = split, one
@@ -195,13 +209,14 @@ def main() -> None:
               f"{results['shard_overhead']:+.1%} (target <= +10%)", flush=True)
     if not args.skip_memory:
         small, large = args.memory_frames
-        mem = {n: ours(symlink_set(kitti, args.work / f"links-{n}", n), args.work / "out") for n in (small, large)}
+        mem = {n: ours(symlink_set(kitti, args.work / f"links-{n}", n), runs) for n in (small, large)}
         results["memory"] = {str(n): m for n, m in mem.items()}
         results["rss_ratio"] = round(mem[large]["peak_rss_mb"] / mem[small]["peak_rss_mb"], 3)
         print(f"peak summed RSS, {mem[small]['worker_processes']} workers: {small} frames {mem[small]['peak_rss_mb']} MB, "
               f"{large} frames {mem[large]['peak_rss_mb']} MB -> ratio {results['rss_ratio']} "
               f"(wall {mem[small]['wall_s']} s / {mem[large]['wall_s']} s)")
     (args.work / "results.json").write_text(json.dumps(results, indent=2))
+    shutil.rmtree(runs)
     print(json.dumps(results, indent=2))
 
 

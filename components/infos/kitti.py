@@ -371,14 +371,14 @@ def gather_shards(shards: list[str | Path], out: Path) -> list[Path]:
     shards = [Path(d) for d in shards]
     spools = []
     for k, d in enumerate(in_shard_order(shards, shard_records(shards))):
-        for path in sorted(d.rglob("*")):
-            rel = path.relative_to(d)
-            if rel.parts[0] == SPOOLS:
-                continue
-            if path.is_dir():
-                (out / rel).mkdir(parents=True, exist_ok=True)
-            else:
-                link_or_copy(path, out / rel)
+        for parent, dirs, files in os.walk(d):  # strings, not Paths: a data root holds files by the ten thousand
+            rel = os.path.relpath(parent, d)
+            if rel == ".":
+                dirs.remove(SPOOLS)
+            dest = os.path.join(out, rel)
+            os.makedirs(dest, exist_ok=True)
+            for name in files:
+                link_or_copy(os.path.join(parent, name), os.path.join(dest, name))
         shutil.copytree(d / SPOOLS, out / SPOOLS / str(k) / SPOOLS, copy_function=link_or_copy)
         spools.append(out / SPOOLS / str(k))
     return spools

@@ -301,7 +301,7 @@ class RecordingReader:
             if missing:
                 continue
             fid = f"{self.name}_{scan.index:06d}"
-            (self.out / "points" / f"{fid}.bin").write_bytes(scan.points.astype(np.float32).tobytes())
+            (self.out / "points" / f"{fid}.bin").write_bytes(np.ascontiguousarray(scan.points, dtype=np.float32))
             record = {"id": fid, "recording": self.name, "stamp_ns": scan.stamp, "lidar": f"points/{fid}.bin",
                       "lidar_frame": scan.frame_id, "points": int(len(scan.points)), "cameras": {}}
             thumbs = []
@@ -362,16 +362,15 @@ def encode_image(msg) -> tuple[bytes, str, tuple[int, int], np.ndarray]:
         ext = m.compressed_format(msg)
         data = bytes(np.asarray(msg.data, dtype=np.uint8))
         try:
-            with Image.open(io.BytesIO(data)) as img:
-                size = img.size
-            gray = m.gray_preview(data)
+            gray, size = m.gray_preview(data)
         except OSError as exc:
             raise m.MessageError(f"compressed image cannot be decoded ({exc})") from None
         return data, ext, size, gray
     pixels = m.image_array(msg)
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
-    return buf.getvalue(), "jpg", (pixels.shape[1], pixels.shape[0]), m.gray_preview(pixels)
+    gray, size = m.gray_preview(pixels)
+    return buf.getvalue(), "jpg", size, gray
 
 
 def speeds(records: list[dict]) -> None:

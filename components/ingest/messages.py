@@ -71,21 +71,20 @@ def compressed_format(msg) -> str:
     raise MessageError(f"compressed image is neither JPEG nor PNG (format {msg.format!r})")
 
 
-def gray_preview(data: bytes | np.ndarray, size: int = 320) -> np.ndarray:
+def gray_preview(data: bytes | np.ndarray, size: int = 320) -> tuple[np.ndarray, tuple[int, int]]:
     """A grey image at most ``size`` pixels wide (float32, 0-255; a JPEG's between ``size`` / 2 and ``size``) of an
-    encoded image or an array, for screening: JPEGs are decoded at a reduced scale directly (libjpeg's DCT
-    scaling), so the full image is never built."""
+    encoded image or an array, for screening, and the image's own (width, height): JPEGs are decoded at a reduced
+    scale directly (libjpeg's DCT scaling), so the full image is never built."""
     from PIL import Image
 
-    if isinstance(data, np.ndarray):
-        img = Image.fromarray(data)
-    else:  # libjpeg's scaling gives at least the size asked for: ask for half, get the reduction nearest ``size``
-        img = Image.open(io.BytesIO(data))
-        img.draft("L", (size // 2, size * img.height // max(img.width, 1) // 2))
+    img = Image.fromarray(data) if isinstance(data, np.ndarray) else Image.open(io.BytesIO(data))
+    full = img.size
+    # libjpeg's scaling gives at least the size asked for: ask for half, get the reduction nearest ``size``
+    img.draft("L", (size // 2, size * img.height // max(img.width, 1) // 2))
     img = img.convert("L")
     if img.width > size:
         img = img.resize((size, max(1, img.height * size // img.width)), Image.BILINEAR)
-    return np.asarray(img, dtype=np.float32)
+    return np.asarray(img, dtype=np.float32), full
 
 
 def camera_info(msg) -> dict:
