@@ -29,6 +29,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -347,10 +348,12 @@ def _who() -> str:
         return "unknown"
 
 
-def pull(store: ObjectStore, kind: str, name: str, version: str, dest: str | Path) -> Version:
-    """Materialise a committed version at ``dest`` (atomically), verifying every file's sha256."""
+def pull(store: ObjectStore, kind: str, name: str, version: str, dest: str | Path,
+         only: Callable[[str], bool] | None = None) -> Version:
+    """Materialise a committed version at ``dest`` (atomically), verifying every file's sha256; with ``only``, the
+    files whose paths it accepts (the returned Version is the whole version's)."""
     meta = show(store, kind, name, version)
-    rows = read_manifest(store, kind, name, version)
+    rows = [r for r in read_manifest(store, kind, name, version) if only is None or only(r["path"])]
     for row in rows:  # before anything is written: no '..', no absolute paths, no keys outside the content area
         check_key(row["path"])
         if not check_key(row["object"]).startswith(("packs/sha256/", "objects/sha256/")):

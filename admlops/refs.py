@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Collection, Hashable, Iterator
 
 from admlops import catalog
 from admlops.errors import UsageError
@@ -96,6 +96,34 @@ def local_copy(store: Store, kind: str, text: str | Path,
         return
     with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
         yield fetch(store, kind, text, Path(scratch) / WHAT[kind])
+
+
+@contextlib.contextmanager
+def local_shard(store: Store, text: str | Path, frame_of: Callable[[str], Hashable | None],
+                frames_of: Callable[[Path], Collection[Hashable]],
+                prefix: str = "admlops-src-") -> Iterator[tuple[Path, catalog.Version | None]]:
+    """A dataset as one shard's step needs it, for the block: a local path as it is; a dataset version pulled in two
+    passes, so a shard's pod downloads its share of the scans and images, not the whole set: first every file that
+    belongs to no frame (``frame_of(path)`` is None: labels, calibration, split lists, what the shards are planned
+    from) and the folders of all, then the files of the frames ``frames_of(that directory)`` names (the shard's:
+    ``frame_of``'s keys)."""
+    if not is_reference(text):
+        yield Path(text), None
+        return
+    opened = _opened(store)
+    name, version = resolve(opened, "datasets", text)
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        root, more = Path(scratch) / "dataset", Path(scratch) / "frames"
+        meta = catalog.pull(opened, "datasets", name, version, root, only=lambda p: frame_of(p) is None)
+        folders = {Path(r["path"]).parent for r in catalog.read_manifest(opened, "datasets", name, version)}
+        for folder in folders:
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        wanted = set(frames_of(root))
+        catalog.pull(opened, "datasets", name, version, more, only=lambda p: frame_of(p) in wanted)
+        for path in more.rglob("*"):
+            if path.is_file():
+                path.replace(root / path.relative_to(more))
+        yield root, meta
 
 
 @contextlib.contextmanager

@@ -192,6 +192,58 @@ def test_int8_quantizes_the_convolutions_calibrated_on_train_scans(exported, dat
     assert min(correlations(wrong)) < 0.95, correlations(wrong)  # fails the criterion the calibrated build meets
 
 
+def test_qat_of_the_voxel_detector_exports_a_qdq_graph_that_onnx_runtime_runs_as_trained(data_root, model_dir, tmp_path):
+    """Quantization-aware training of PointPillars: the backbone's and neck's convolutions fake-quantized, the head's
+    kept float (as post-training int8 keeps them), their ranges calibrated on the voxelized train scans, fine-tuned
+    one iteration; the export's graph carries the Q/DQ pairs, onnxruntime:int8 takes it as it is (no calibration of
+    its own) and computes what the quantized PyTorch model computes, which the float network does not (the
+    control: the same weights with the quantizers off). Trained for a CPU without VNNI, its weights are 7-bit."""
+    import onnx
+    import torch
+    from mmdet3d.apis import init_model
+
+    from admlops import compat
+    from admlops.backends import get_backend
+    from admlops.components.export.export import export
+    from admlops.components.qat.qat import qat
+    from admlops.mmext.quantized import float_convs
+    from admlops.tasks import voxel_detection as export3d
+
+    import shutil
+
+    parent = tmp_path / "parent"  # for a fleet without VNNI: 7-bit weights (admlops/mmext/quantized.py)
+    shutil.copytree(model_dir, parent)
+    (parent / "config.py").write_text((model_dir / "config.py").read_text() + "\nqat = dict(int8_cpu='avx2')\n")
+    record = qat(parent, data_root, tmp_path / "qat", iters=1, batch_size=2)
+    assert record["keep_float"] == ["bbox_head"] and record["quantized"] >= 10 and record["weight_bits"] == 7
+    assert record["act_amax"] and not any(name.startswith("bbox_head") for name in record["act_amax"])
+    assert record["calibration"]["images"] == 6  # every train scan: fewer than the 32 asked for
+    export(data_root, tmp_path / "qat", tmp_path / "export", targets="onnxruntime:int8", gate_floor=0.0)
+    build = json.loads((tmp_path / "export" / "onnxruntime-int8" / "build.json").read_text())
+    assert build["calibration"] is None and build["quantization"]["q_nodes"] == 2 * record["quantized"]
+    assert build["quantization"]["weight_bits"] == 7  # rebuilt from config.py in export: the setting travelled
+    graph = onnx.load(str(tmp_path / "export" / "end2end.onnx")).graph
+    assert sum(n.op_type == "QuantizeLinear" for n in graph.node) == 2 * record["quantized"]  # input and weight each
+
+    compat.apply()
+    cfg = _configs(tmp_path / "export", data_root)
+    model = init_model(cfg, str(tmp_path / "qat" / "model.pth"), device="cpu")
+    points, samples = export3d.load_scans(cfg, export3d.split_scans(cfg, data_root, max_scans=2))
+    voxelize = export3d.voxelizer(model.data_preprocessor)
+    voxels = [voxelize(p, s) for p, s in zip(points, samples, strict=True)]
+    ort = export3d.runner_network(get_backend("onnxruntime").load(tmp_path / "export" / "onnxruntime-int8"))
+    network = export3d.torch_network(model)
+    for v in voxels:  # one activation level flipped by float rounding moves a map value by ~1e-3: mean and p99
+        got, want = ort(v), network(v)
+        with float_convs():
+            plain = network(v)
+        for name in export3d.OUTPUTS:
+            err = np.abs(got[name] - want[name].numpy())  # measured: mean 3e-5, p99 1.7e-4
+            assert err.mean() < 1e-4 and np.percentile(err, 99) < 1e-3, (name, err.mean(), np.percentile(err, 99))
+            moved = np.abs(plain[name].numpy() - want[name].numpy())  # the control: mean 6e-4, p99 4e-3
+            assert moved.mean() > 1e-4 and np.percentile(moved, 99) > 1e-3, name
+
+
 def test_the_floor_refuses_gates_of_a_model_that_learned_too_little(exported, data_root, model_dir, tmp_path):
     """With the 3D default floor (class-mean 3D AP40 moderate 1.0) the barely trained model's gates are not
     meaningful: an enforcing export fails (exit 4) naming the metric and the floor and publishes nothing; the

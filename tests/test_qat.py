@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import admlops
 
 
-def toy(seed=0):
+def toy(seed=0, weight_bits=8):
     """Two fake-quantized convolutions with a BatchNorm and SiLU between them, ranges calibrated on random inputs."""
     import torch
 
@@ -21,7 +21,7 @@ def toy(seed=0):
                               torch.nn.Conv2d(8, 4, 3, padding=1))
     net[1].running_var.uniform_(0.5, 2)
     net[1].running_mean.uniform_(-0.5, 0.5)
-    assert len(quantize(net)) == 2
+    assert len(quantize(net, weight_bits=weight_bits)) == 2
     batches = [torch.randn(2, 3, 16, 16) for _ in range(4)]
     calibrate(net, lambda m, b: m(b), batches, percentile=100)
     return net.eval()
@@ -118,6 +118,53 @@ def test_the_exported_qdq_graph_computes_what_training_simulated(tmp_path):
         assert np.abs(got_ov - want).max() < 0.05 * step * np.abs(net[3].weight.detach().numpy()).sum(axis=(1, 2, 3)).max()
 
 
+OV_RUN = """
+import sys, numpy as np, openvino as ov
+x = np.load(sys.argv[1])
+for graph in sys.argv[2:]:
+    compiled = ov.Core().compile_model(ov.convert_model(graph), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    np.save(graph + ".out.npy", compiled(x)[0])
+"""
+
+
+def test_seven_bit_weights_keep_openvinos_int8_exact_on_kernels_without_vnni(tmp_path):
+    """OpenVINO's int8 kernels held to AVX2 (oneDNN's ``ONEDNN_MAX_CPU_ISA``, what a CPU without VNNI runs; on such
+    a CPU the setting changes nothing): with QAT's 7-bit weights (``weight_bits=7``, chosen for a deploy CPU without
+    VNNI) they compute what PyTorch's fake quantization computed; with full 8-bit weights their 16-bit pair sums
+    saturate and the output moves by a third of its range (the control, measured 0.52 of 1.55). The graphs say
+    which they carry (``carried_qdq``'s weight_bits), and OpenVINO's build records the overflow fix it implies."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from admlops.backends import get_backend
+    from admlops.backends.graphs import carried_qdq
+
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 16, 16)
+    np.save(tmp_path / "x.npy", x.numpy())
+    nets, graphs = {}, {}
+    for bits in (8, 7):
+        nets[bits] = toy(weight_bits=bits)
+        graphs[bits] = export_toy(nets[bits], tmp_path / f"int8-{bits}bit.onnx")
+        assert carried_qdq(graphs[bits])["weight_bits"] == bits
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
+    subprocess.run([sys.executable, "-c", OV_RUN, str(tmp_path / "x.npy"), *map(str, graphs.values())], env=env,
+                   check=True, timeout=300)
+    err = {}
+    for bits, net in nets.items():
+        with torch.no_grad():
+            want = net(x).numpy()
+        err[bits] = float(np.abs(np.load(f"{graphs[bits]}.out.npy") - want).max())
+    assert err[7] < 1e-4, err
+    assert err[8] > 1000 * max(err[7], 1e-6), err  # the control: 8-bit weights saturate there
+    fixed = get_backend("openvino").build(graphs[7], tmp_path / "ov7", "int8").report["quantization"]["cpu"]
+    full = get_backend("openvino").build(graphs[8], tmp_path / "ov8", "int8").report["quantization"]["cpu"]
+    assert fixed["overflow_fix"] and not full["overflow_fix"]
+
+
 def test_int8_targets_take_a_carried_graph_as_it_is_and_tensorrt_refuses_unsigned_ones(tmp_path):
     from admlops.backends import get_backend
     from admlops.backends.base import Calibration
@@ -147,7 +194,7 @@ def test_int8_targets_take_a_carried_graph_as_it_is_and_tensorrt_refuses_unsigne
         precision_graph(tmp_path / "u8.onnx", tmp_path, "int8", None, None)
 
 
-def test_qat_refuses_bad_settings_a_missing_parent_and_a_3d_model(learned_model, tmp_path):
+def test_qat_refuses_bad_settings_a_missing_parent_and_a_model_without_an_int8_target(learned_model, tmp_path):
     from admlops.errors import UsageError
     from admlops.tasks import get_task
 
@@ -157,11 +204,14 @@ def test_qat_refuses_bad_settings_a_missing_parent_and_a_3d_model(learned_model,
     (model / "config.py").write_text((learned_model.model / "config.py").read_text() + "\nqat = dict(percentile=20)\n")
     res = admlops("qat", model, learned_model.dataset, tmp_path / "out", check=False)
     assert res.returncode == 2 and "qat percentile 20: expected a value in (50, 100]" in res.stderr
+    (model / "config.py").write_text((learned_model.model / "config.py").read_text() + "\nqat = dict(int8_cpu='sse9')\n")
+    res = admlops("qat", model, learned_model.dataset, tmp_path / "out", check=False)
+    assert res.returncode == 2 and "config.py: qat unknown int8 CPU kernel class 'sse9'" in res.stderr
     res = admlops("qat", "nope@v1", learned_model.dataset, tmp_path / "out", "--store", tmp_path / "store", check=False)
     assert res.returncode == 2 and "nope" in res.stderr
     assert not (tmp_path / "out").exists()
     with pytest.raises(UsageError, match="quantization-aware training of a .* is not supported"):
-        get_task("voxel-detection").qat_forward()
+        get_task("nuscenes-detection").qat_forward()  # no deployed graph: no int8 target to train for
 
 
 def test_the_qat_pipeline_fine_tunes_with_int8_in_the_loop_and_measures_it_beside_its_parent(learned_model, tmp_path):

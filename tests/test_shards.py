@@ -52,6 +52,52 @@ def test_infos_shards_merge_to_what_one_process_writes(kitti_root, shards, tmp_p
                                shallow=False)
 
 
+def test_shards_of_a_dataset_version_pull_only_their_frames_scans_and_images(kitti_root, tmp_path, monkeypatch):
+    """A shard's pod downloads the labels, calibration and split lists whole (the shards are planned from them) but
+    the scans and images of its own frames only; merged, the shards are what one process writes from the folder."""
+    from admlops import catalog
+    from admlops.components.convert.lake import KITTI_ROLES
+    from admlops.components.infos.kitti import kitti_splits, shard_of
+
+    from admlops.objectstore import open_store
+
+    store = str(tmp_path / "store")
+    one = write_infos(str(kitti_root), tmp_path / "one", "kitti", store, workers=1)
+    version = catalog.push(open_store(store), "datasets", kitti_root.resolve().name, kitti_root, roles=KITTI_ROLES)
+    assert version.record(open_store(store)) == one["source_version"]  # the version the folder was published as
+    ref = f"{version.name}@{version.version}"
+    pulled: list[set[str]] = []
+    real_pull = catalog.pull
+
+    def recording_pull(*args, **kwargs):
+        meta = real_pull(*args, **kwargs)
+        pulled[-1] |= {p.relative_to(args[4]).as_posix() for p in Path(args[4]).rglob("*") if p.is_file()}
+        return meta
+
+    monkeypatch.setattr(catalog, "pull", recording_pull)
+    splits = kitti_splits(kitti_root.resolve())
+    parts, seen = [tmp_path / f"part{k}" for k in range(2)], set()
+    for k, part in enumerate(parts):
+        pulled.append(set())
+        write_infos_shard(ref, part, k, 2, "kitti", store)
+        frames = {f for ids in shard_of(splits, k, 2).values() for f in ids}
+        scans = {Path(p).stem for p in pulled[-1] if p.startswith("training/velodyne/")}
+        images = {Path(p).stem for p in pulled[-1] if p.startswith("training/image_2/")}
+        labels = {Path(p).stem for p in pulled[-1] if p.startswith("training/label_2/")}
+        assert scans == images == frames and len(frames) == 10  # its own frames' scans and images
+        assert len(labels) == 20  # every label: the plan reads them
+        seen |= scans
+    assert len(seen) == 20  # the two shards together: every frame once
+    pulled.append(set())
+    merged = merge_infos_shards(ref, parts, tmp_path / "merged", "kitti", store)
+    assert merged == one
+    assert_same_bytes(tmp_path / "one", tmp_path / "merged")
+    # the 2D convert's shards too: their frames' images only
+    pulled.append(set())
+    convert_shard_with_store(ref, tmp_path / "c0", 0, 2, "kitti-3class", 0.2, 0, store)
+    assert 0 < len({p for p in pulled[-1] if p.startswith("training/image_2/")}) < 20
+
+
 def test_nuscenes_shards_merge_to_what_one_process_writes(nuscenes_root, tmp_path):
     """Sample ranges (a range may end inside a scene: each sample's info reads the tables, not another sample's)."""
     store = str(tmp_path / "store")

@@ -207,7 +207,34 @@ def carried_qdq(onnx_file: str | Path) -> dict | None:
         zero = tensors.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
         if zero is None or zero.data_type != TensorProto.INT8 or numpy_helper.to_array(zero).any():
             unsigned.append(n.name)
+    levels = _weight_levels(nodes, tensors)
     return {"tool": "the graph's own QuantizeLinear/DequantizeLinear (quantization-aware training)",
             "q_nodes": sum(n.op_type == "QuantizeLinear" for n in nodes),
             "dq_nodes": sum(n.op_type == "DequantizeLinear" for n in nodes),
-            "signed_symmetric": not unsigned, "not_signed_symmetric": unsigned[:5]}
+            "signed_symmetric": not unsigned, "not_signed_symmetric": unsigned[:5],
+            "weight_bits": None if levels is None else 7 if levels <= 63 else 8}
+
+
+def _weight_levels(nodes, tensors: dict) -> int | None:
+    """The largest magnitude of the integers the graph's constant weights are quantized to (None: it quantizes no
+    constant): 63 or less means 7-bit weights, which int8 kernels without VNNI sum without saturating."""
+    from onnx import numpy_helper
+
+    top = None
+    for n in nodes:
+        if n.input[0] not in tensors:
+            continue  # an activation
+        x = numpy_helper.to_array(tensors[n.input[0]])
+        if n.op_type == "QuantizeLinear" and x.dtype.kind == "f" and n.input[1] in tensors:
+            scale = numpy_helper.to_array(tensors[n.input[1]]).astype(np.float64)
+            if scale.ndim == 1 and x.ndim > 1:  # per channel, along ``axis`` (ONNX's default 1)
+                shape = [1] * x.ndim
+                shape[next((a.i for a in n.attribute if a.name == "axis"), 1)] = -1
+                scale = scale.reshape(shape)
+            q = np.rint(x / scale)
+        elif n.op_type == "DequantizeLinear" and x.dtype == np.int8:
+            q = x.astype(np.int64)
+        else:
+            continue
+        top = max(top or 0, int(np.abs(q).max()) if q.size else 0)
+    return top

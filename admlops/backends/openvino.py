@@ -60,9 +60,11 @@ class OpenVINO(Backend):
         opt = shapes.get(model.inputs[0].get_any_name(), {}).get("opt_shape")
         report = {"inference_precision_hint": HINTS[precision], "opt_shape": opt}
         if precision == "int8" and calibration is None:  # the graph's own Q/DQ: FakeQuantize in the IR, as it is
-            # its weights are full 8-bit whatever the CPU (no overflow fix): a CPU without VNNI is warned of on load
-            cpu = {**int8_settings(options.get("int8_cpu", "auto")), "overflow_fix": False}
-            report["quantization"] = {**carried_qdq(onnx_file), "cpu": cpu}
+            # the overflow fix is what its training chose: 7-bit weights (qat's int8_cpu); a graph with full 8-bit
+            # weights loaded on a CPU without VNNI is warned of
+            carried = carried_qdq(onnx_file)
+            cpu = {**int8_settings(options.get("int8_cpu", "auto")), "overflow_fix": carried["weight_bits"] == 7}
+            report["quantization"] = {**carried, "cpu": cpu}
         elif precision == "int8":
             import nncf
             from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix

@@ -1,6 +1,7 @@
 """A detector trained with int8 in the loop (quantization-aware training) and exported as a Q/DQ graph.
 
-    model = dict(type='QuantizedDetector', int8=dict(detector='RTMDet', keep_float=[...]), <the detector's own keys>)
+    model = dict(type='QuantizedDetector', int8=dict(detector='RTMDet', keep_float=[...], weight_bits=8),
+                 <the detector's own keys>)
 
 ``QuantizedDetector`` builds ``int8['detector']`` from the other keys (so ``bbox_head``, ``test_cfg`` ... stay where
 every tool reads them; ``PrunedDetector`` nests, its own ``detector`` and ``channels`` among them) and makes every
@@ -10,7 +11,9 @@ by its class, apply) and the checkpoint's weights load into it as into any model
 
 A ``QuantConv2d`` computes int8's arithmetic in training, evaluation and export alike: its input fake-quantized per
 tensor (signed symmetric int8, scale ``act_amax / 127``, values beyond it clipped) and its weights per output
-channel (signed symmetric int8, scale ``max |w| / 127`` of each channel), the gradients passed straight through
+channel (signed symmetric int8, scale ``max |w| / 127`` of each channel; with ``weight_bits=7``, ``max |w| / 63``:
+the weights take the integers -63..63 only, so a CPU without VNNI, whose int8 kernels add two u8 x s8 products in
+a saturating 16-bit sum, cannot overflow: 2 x 255 x 63 < 32767, admlops/cpu.py), the gradients passed straight through
 inside the range (the straight-through estimator of ``torch.fake_quantize_*``). This is the arithmetic of TensorRT's
 explicit quantization and of ONNX's QuantizeLinear/DequantizeLinear: exported at opset 13, each becomes a Q/DQ pair
 with its scale a constant. So the model is an int8 model wherever it runs: ``evaluate`` measures its int8 accuracy,
@@ -60,6 +63,7 @@ def dequantize(model: nn.Module) -> nn.Module:
         if type(module) is QuantConv2d:
             module.__class__ = nn.Conv2d
             del module._buffers["act_amax"]
+            module.__dict__.pop("weight_levels", None)
     return model
 
 
@@ -68,6 +72,7 @@ class QuantConv2d(nn.Conv2d):
     from a built convolution, whose parameters it keeps."""
 
     act_amax: torch.Tensor
+    weight_levels = QMAX  # the largest weight integer: 127 (8-bit weights) or 63 (7-bit)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _float:
@@ -77,20 +82,23 @@ class QuantConv2d(nn.Conv2d):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # constants are what is meant here
                 x = torch.fake_quantize_per_tensor_affine(x, max(float(self.act_amax), 1e-8) / QMAX, 0, QMIN, QMAX)
-                w_scale = torch.tensor((w_amax / QMAX).tolist())
+                w_scale = torch.tensor((w_amax / self.weight_levels).tolist())
                 w_zero = torch.tensor([0] * w_scale.shape[0], dtype=torch.int32)
         else:
             scale = (self.act_amax / QMAX).clamp(min=1e-8 / QMAX).to(x.dtype)
             x = torch.fake_quantize_per_tensor_affine(x, scale, torch.zeros((), dtype=torch.int32, device=x.device),
                                                       QMIN, QMAX)
-            w_scale, w_zero = w_amax / QMAX, torch.zeros_like(w_amax, dtype=torch.int32)
+            w_scale, w_zero = w_amax / self.weight_levels, torch.zeros_like(w_amax, dtype=torch.int32)
         w = torch.fake_quantize_per_channel_affine(self.weight, w_scale, w_zero, 0, QMIN, QMAX)
         return self._conv_forward(x, w, self.bias)
 
 
-def quantize(model: nn.Module, keep_float: list[str] = ()) -> list[str]:
-    """Make every ``nn.Conv2d`` of ``model`` not under a ``keep_float`` name a QuantConv2d (in place, parameters
-    kept, ``act_amax`` 0 until calibrated); returns the names of the quantized convolutions."""
+def quantize(model: nn.Module, keep_float: list[str] = (), weight_bits: int = 8) -> list[str]:
+    """Make every ``nn.Conv2d`` of ``model`` not under a ``keep_float`` name a QuantConv2d with ``weight_bits`` (8 or
+    7) weights (in place, parameters kept, ``act_amax`` 0 until calibrated); returns the names of the quantized
+    convolutions."""
+    if weight_bits not in (7, 8):
+        raise ValueError(f"int8 weight_bits {weight_bits}: expected 8, or 7 for CPUs without VNNI")
     names = dict(model.named_modules())
     missing = [k for k in keep_float if k not in names]
     if missing:
@@ -100,16 +108,17 @@ def quantize(model: nn.Module, keep_float: list[str] = ()) -> list[str]:
         if type(module) is nn.Conv2d and not any(name == k or name.startswith(k + ".") for k in keep_float):
             module.__class__ = QuantConv2d
             module.register_buffer("act_amax", torch.zeros((), device=module.weight.device))
+            module.weight_levels = 2 ** (weight_bits - 1) - 1
             done.append(name)
     return done
 
 
 def build_quantized(int8: dict, **cfg) -> nn.Module:
     """``QuantizedDetector``: ``int8['detector']`` built from ``cfg`` in the current scope, its convolutions
-    quantized (``int8['keep_float']``: module names kept float)."""
+    quantized (``int8['keep_float']``: module names kept float; ``int8['weight_bits']``, default 8)."""
     settings = dict(int8)
     model = MODELS.build(dict(type=settings.pop("detector"), **cfg))
-    quantize(model, settings.pop("keep_float", []))
+    quantize(model, settings.pop("keep_float", []), settings.pop("weight_bits", 8))
     return model
 
 

@@ -93,6 +93,7 @@ class Task:
     codebase: str | None = None
     targets: str = ""
     max_drop: float = 0.5
+    qat_keep_float: tuple[str, ...] = ()  # modules QAT keeps float unless the config's qat.keep_float names others
     # benchmark
     input_unit = "image"  # what one benchmark input is
     batch_sizes: tuple[int, ...] = (1,)
@@ -153,8 +154,8 @@ class Task:
     def qat_forward(self):
         """What quantization-aware training calibrates its activation ranges with: ``forward(model, batch)`` running
         the network on one of the task's int8 calibration batches (``calibration_set``)."""
-        raise UsageError(f"quantization-aware training of a {self.description} is not supported: it takes models "
-                         "whose deployed graph's input is an image")
+        raise UsageError(f"quantization-aware training of a {self.description} is not supported: it takes the kinds "
+                         "of model with int8 deploy targets (2D image detectors, 3D voxel detectors)")
 
     # ---- export ------------------------------------------------------------------------------------------------
 

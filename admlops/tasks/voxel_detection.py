@@ -196,6 +196,7 @@ class VoxelDetection(Task):
     codebase = "mmdet3d"
     targets = "onnxruntime:fp32,onnxruntime:int8"
     max_drop = MAX_DROP_3D
+    qat_keep_float = ("bbox_head",)  # its convolutions write the graph's outputs: float in post-training int8 too
     input_unit = "scan"
     timed = TIMED
     worker_imports = ("torch", "mmdet3d.models", "mmdet3d.structures")  # every row: voxelizer and head
@@ -267,6 +268,13 @@ class VoxelDetection(Task):
             pillars = model.voxel_encoder(voxels["voxels"].clone(), voxels["num_points"], voxels["coors"])
             bev = model.middle_encoder(pillars, voxels["coors"], 1)
         return (lambda detector, x: detector.bbox_head(detector.neck(detector.backbone(x)))), bev
+
+    def qat_forward(self):
+        """The network (pillar encoder, scatter, backbone, neck, head) on one calibration scan's voxels, as the
+        graph takes them (``calibration_set``); the pillar encoder and scatter have no convolutions to quantize."""
+        import torch
+
+        return lambda model, batch: model._forward({"voxels": {k: torch.from_numpy(v).clone() for k, v in batch.items()}})
 
     def prepare(self, deploy_cfg, model_cfg, dataset_dir) -> str:
         """The first val scan, which the export traces on."""

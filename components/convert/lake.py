@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from admlops import catalog, refs
-from admlops.components.convert.to_coco import kitti_convert_shard, kitti_to_coco, merge_convert_shards
+from admlops.components.convert.readers.kitti import kitti_frame_file
+from admlops.components.convert.to_coco import (kitti_convert_shard, kitti_shard_frames, kitti_to_coco,
+                                                 merge_convert_shards)
 from admlops.objectstore import open_store
 
 KITTI_ROLES = {"training/image_2/": "image", "training/label_2/": "label", "training/calib/": "calib",
@@ -60,7 +62,10 @@ def convert_shard_with_store(source: str, out: str | Path, shard: int, shards: i
 
     from admlops.localfs import atomic_dir
 
-    with refs.local_copy(open_store(store_uri), "datasets", source) as (path, _):
+    def frames(root: Path) -> set:  # a version's images and scans: the shard's frames' only
+        return set() if is_converted(root) else kitti_shard_frames(root, shard, shards, definition, val_fraction, seed)
+
+    with refs.local_shard(store_uri, source, kitti_frame_file, frames) as (path, _):
         if not is_converted(path):
             return kitti_convert_shard(path, out, shard, shards, definition, val_fraction, seed)
     record = {"shard": shard, "shards": shards, "frames": 0, "converted": True}

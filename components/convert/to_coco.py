@@ -84,6 +84,18 @@ def _relative(frame: Frame, root: Path, to_root: bool) -> Frame:
     return dataclasses.replace(frame, image=move(frame.image), source=move(frame.source), lidar=move(frame.lidar))
 
 
+def _shard_jobs(kitti_root: Path, shard: int, shards: int, definition, val_fraction: float, seed: int) -> list:
+    jobs, _, _ = _kitti_jobs(kitti_root, load_definition(definition), val_fraction, seed, STRICT)
+    return shard_range(jobs, shard, shards)
+
+
+def kitti_shard_frames(kitti_root: str | Path, shard: int, shards: int,
+                       definition: str | Path | DatasetDefinition = "kitti-3class", val_fraction: float = 0.2,
+                       seed: int = 0) -> set[tuple[str, str]]:
+    """The frames ``kitti_convert_shard`` converts as (``training``, id): ``kitti_frame_file``'s keys."""
+    return {("training", job[1]) for job in _shard_jobs(Path(kitti_root), shard, shards, definition, val_fraction, seed)}
+
+
 def kitti_convert_shard(kitti_root: str | Path, out: str | Path, shard: int, shards: int,
                         definition: str | Path | DatasetDefinition = "kitti-3class", val_fraction: float = 0.2,
                         seed: int = 0, workers: int | None = None) -> dict:
@@ -91,8 +103,7 @@ def kitti_convert_shard(kitti_root: str | Path, out: str | Path, shard: int, sha
     frames read (labels, image sizes, LiDAR points per box) into ``frames.pickles``, paths relative to the root;
     ``merge_convert_shards`` writes the dataset from the shards."""
     kitti_root = Path(kitti_root).resolve()
-    jobs, _, _ = _kitti_jobs(kitti_root, load_definition(definition), val_fraction, seed, STRICT)
-    jobs = shard_range(jobs, shard, shards)
+    jobs = _shard_jobs(kitti_root, shard, shards, definition, val_fraction, seed)
     with atomic_dir(out) as tmp, worker_pool(workers) as pool, open(tmp / "frames.pickles", "wb") as f:
         for frame in tqdm(pool.imap(_read_frame, jobs, chunksize=8), total=len(jobs), desc=f"convert shard {shard}",
                           unit="frame"):

@@ -107,19 +107,23 @@ def shards_of(data_format: str, shards: int) -> list[int]:
 def write_infos_shard(source: str, out: str | Path, shard: int, shards: int, data_format: str = "kitti",
                       store_uri: str = "", nuscenes_version: str = "v1.0-trainval", max_sweeps: int = 10) -> dict:
     """Shard ``shard`` of ``shards`` of the data root at ``out`` (``kitti.write_kitti_shard``,
-    ``nuscenes.write_nuscenes_shard``); its record."""
+    ``nuscenes.write_nuscenes_shard``); its record. From a dataset version, a KITTI shard pulls the scans and
+    images of its own frames only (``refs.local_shard``); a nuScenes shard pulls the whole version (a sample's
+    sweeps reach back into the previous samples' files, so its files are not one range)."""
     from admlops import refs
     from admlops.objectstore import open_store
 
     if shard not in shards_of(data_format, shards):
         raise UsageError(f"shard {shard} of {shards}: expected 0 <= shard < shards")
-    with refs.local_copy(open_store(store_uri), "datasets", source) as (path, _):
-        if data_format == "kitti":
-            from admlops.components.infos.kitti import write_kitti_shard
+    if data_format == "kitti":  # a version's scans and images: the shard's frames' only
+        from admlops.components.convert.readers.kitti import kitti_frame_file
+        from admlops.components.infos.kitti import shard_frames, write_kitti_shard
 
+        with refs.local_shard(store_uri, source, kitti_frame_file, lambda root: shard_frames(root, shard, shards)) as (path, _):
             return write_kitti_shard(path, out, shard, shards)
-        from admlops.components.infos.nuscenes import write_nuscenes_shard
+    from admlops.components.infos.nuscenes import write_nuscenes_shard
 
+    with refs.local_copy(open_store(store_uri), "datasets", source) as (path, _):  # the whole version: see the doc
         return write_nuscenes_shard(path, out, shard, shards, nuscenes_version, max_sweeps=max_sweeps)
 
 

@@ -302,6 +302,12 @@ def shard_of(splits: dict[str, list[str]], shard: int, shards: int) -> dict[str,
     return part
 
 
+def shard_frames(root: Path, shard: int, shards: int) -> set[tuple[str, str]]:
+    """The frames of shard ``shard`` of ``shards`` as (``training`` / ``testing``, id), ``kitti_frame_file``'s keys."""
+    part = shard_of(kitti_splits(root), shard, shards)
+    return {("testing" if split == "test" else "training", frame) for split, ids in part.items() for frame in ids}
+
+
 def _write_frames(root: Path, out: Path, part: dict[str, list[str]], prefix: str, workers: int | None,
                   skips: Skips, shard: int = 0, shards: int = 1) -> dict:
     """The frames of ``part`` converted under ``out``: reduced scans and GT-database files at their places in the

@@ -1,5 +1,6 @@
 """Quantization-aware training: a trained detector fine-tuned with int8 in the loop, for the int8 deploy targets
-where post-training quantization loses more than the gate allows.
+where post-training quantization loses more than the gate allows: 2D image detectors (every int8 target) and 3D
+voxel detectors (onnxruntime:int8; calibrated and run on voxelized scans, the head kept float).
 
 The parent's convolutions become fake-quantized ones (``QuantizedDetector``, admlops/mmext/quantized.py: signed
 symmetric int8, activations per tensor, weights per output channel), the range of each convolution's input is
@@ -21,9 +22,14 @@ PyTorch's ONNX exporter writes as ONNX's own Q/DQ.
 The model config's optional ``qat`` dict (defaults below):
 
     qat = dict(
-        keep_float=[],            # modules (and everything under them) whose convolutions stay float
+        keep_float=[],            # modules (and everything under them) whose convolutions stay float; empty: the
+                                  # task's (3D voxel detectors: bbox_head, as their post-training int8 keeps it)
         percentile=99.99,         # of |input| per convolution, the activation range (100: the maximum)
         calibration_images=32,    # train images the ranges are calibrated on
+        int8_cpu="auto",          # the CPU the int8 model will run on: auto (this machine's) or a kernel class
+                                  # (admlops/cpu.py: avx2, avx512, avx512_vnni, avx_vnni, amx); where it has no
+                                  # VNNI/AMX the weights are trained 7-bit, the overflow fix post-training int8
+                                  # applies there too (admlops/mmext/quantized.py)
     )
 
 The published directory is train's (``model.pth`` with each convolution's ``act_amax``; ``config.py`` with the model
@@ -36,10 +42,11 @@ import json
 from pathlib import Path
 
 from admlops import refs
+from admlops.cpu import int8_settings
 from admlops.errors import UsageError
 from admlops.localfs import atomic_dir
 
-DEFAULTS = {"keep_float": [], "percentile": 99.99, "calibration_images": 32}
+DEFAULTS = {"keep_float": [], "percentile": 99.99, "calibration_images": 32, "int8_cpu": "auto"}
 
 
 def settings(cfg, config_file: str | Path) -> dict:
@@ -52,16 +59,22 @@ def settings(cfg, config_file: str | Path) -> dict:
         raise UsageError(f"{config_file}: qat percentile {found['percentile']}: expected a value in (50, 100]")
     if int(found["calibration_images"]) < 1:
         raise UsageError(f"{config_file}: qat calibration_images {found['calibration_images']}: at least 1")
+    try:
+        cpu = int8_settings(str(found["int8_cpu"]))
+    except UsageError as e:
+        raise UsageError(f"{config_file}: qat {e}") from None
     return {"keep_float": list(found["keep_float"]), "percentile": float(found["percentile"]),
-            "calibration_images": int(found["calibration_images"])}
+            "calibration_images": int(found["calibration_images"]), "int8_cpu": str(found["int8_cpu"]),
+            "cpu": cpu, "weight_bits": 7 if cpu["overflow_fix"] else 8}
 
 
-def quantized_config(cfg, keep_float: list[str]) -> None:
+def quantized_config(cfg, keep_float: list[str], weight_bits: int) -> None:
     """Turn ``cfg`` in place into the quantization-aware model's: ``QuantizedDetector`` around its model."""
     from admlops.mmconfig import import_mmext
 
     model = dict(cfg.model)
-    cfg.model = dict(type="QuantizedDetector", int8=dict(detector=model.pop("type"), keep_float=keep_float), **model)
+    cfg.model = dict(type="QuantizedDetector", int8=dict(detector=model.pop("type"), keep_float=keep_float,
+                                                        weight_bits=weight_bits), **model)
     import_mmext(cfg)
 
 
@@ -91,11 +104,12 @@ def qat(parent: str | Path, dataset_dir: str | Path, out: str | Path, iters: int
             raise UsageError(f"{name} is quantization-aware trained already: fine-tune it with train --init-from")
         task = task_of(cfg)
         forward = task.qat_forward()  # a UsageError for a kind of model QAT does not take
+        found["keep_float"] = found["keep_float"] or list(task.qat_keep_float)
         init_default_scope(cfg.get("default_scope", "mmdet"))
         model = MODELS.build(cfg.model)
         checkpoint = load_checkpoint(model, str(parent_dir / "model.pth"), map_location="cpu", logger="silent")
         try:
-            quantized = quantize(model, found["keep_float"])
+            quantized = quantize(model, found["keep_float"], found["weight_bits"])
         except ValueError as e:
             raise UsageError(f"{parent_dir / 'config.py'}: {e}") from None
         deploy_cfg = load_config("deploy", task.deploy_config)
@@ -103,7 +117,7 @@ def qat(parent: str | Path, dataset_dir: str | Path, out: str | Path, iters: int
         task.prepare(deploy_cfg, cfg, dataset_dir)
         batches = task.calibration_set(dataset_dir, cfg, deploy_cfg, found["calibration_images"])
         ranges = calibrate(model, forward, batches.batches, found["percentile"])
-        quantized_config(cfg, found["keep_float"])
+        quantized_config(cfg, found["keep_float"], found["weight_bits"])
         record = {"parent": name, "parent_sha256": file_sha256(parent_dir / "model.pth"), **found,
                   "quantized": len(quantized), "calibration": {"source": batches.source, "images": len(batches.images)},
                   "act_amax": {k: round(v, 6) for k, v in ranges.items()}}

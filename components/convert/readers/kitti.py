@@ -24,6 +24,20 @@ def kitti_frames(root: str | Path) -> tuple[Path, list[str]]:
     return training, frames
 
 
+# a frame's large files (labels, calibration and planes are small); testing/image_2 is not one: its files are how
+# the test frames are listed (as training's by label_2), so they are needed to plan the shards
+FRAME_FOLDERS = {"training": ("image_2", "image_3", "velodyne"), "testing": ("image_3", "velodyne")}
+
+
+def kitti_frame_file(path: str) -> tuple[str, str] | None:
+    """(``training`` or ``testing``, frame id) of a KITTI image or scan (``training/velodyne/000042.bin``): the
+    large files a shard needs of its own frames only (``refs.local_shard``); None for any other file."""
+    parts = path.split("/")
+    if len(parts) == 3 and parts[1] in FRAME_FOLDERS.get(parts[0], ()):
+        return parts[0], parts[2].rpartition(".")[0] or parts[2]
+    return None
+
+
 def kitti_split_ids(path: Path, frames: set[str], skips: Skips, missing: str = "has no label in training/label_2",
                     sample: Callable[[str], str] = str, check: Callable[[str], str | None] | None = None) -> list[str]:
     """The frame ids a KITTI split file lists (``ImageSets/<split>.txt``: whitespace-separated, one a line), in order.
