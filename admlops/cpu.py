@@ -76,7 +76,18 @@ def worker_pool(workers: int | None = None):
     120k-point scans with one worker: 7.3 s of system time against 1.9 s, over a 7 s run)."""
     from multiprocessing import Pool
 
-    return Pool(workers, initializer=one_blas_thread)
+    return Pool(workers, initializer=_worker_blas)
+
+
+def _worker_blas() -> None:
+    """A pool worker's initializer: one BLAS thread, and never an exception (a multiprocessing pool whose initializer
+    raises replaces each worker as it dies, forever, and the work waits on results that never come: one thread fewer
+    is an optimisation, not worth a hang)."""
+    try:
+        one_blas_thread()
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        warnings.warn(f"could not hold BLAS to one thread in a worker ({type(exc).__name__}: {exc}); it runs with its "
+                      "default threads", stacklevel=1)
 
 
 def one_blas_thread():

@@ -38,8 +38,8 @@ PACKAGES: dict[str, str] = {
     "boto3": "1.44.5",
     "wandb": "0.31.0",
     "torch-pruning": "1.6.1",  # prune: structural (channel) pruning with its dependency graph
-    "rosbags": "0.11.9",
-    "threadpoolctl": "3.8.0",  # conversion pools: one BLAS thread per worker process (admlops.cpu.worker_pool)  # ingest: ROS 1 / ROS 2 (sqlite3, MCAP) bags, pure Python, no ROS installation
+    "rosbags": "0.11.9",  # ingest: ROS 1 / ROS 2 (sqlite3, MCAP) bags, pure Python, no ROS installation
+    "threadpoolctl": "3.8.0",  # conversion pools: one BLAS thread per worker process (admlops.cpu.worker_pool)
     "optuna": "5.0.0",  # tune: the study (TPE sampler, median pruner, SQLite storage through SQLAlchemy)
     "moto": "5.2.5",
     "pytest": "9.2.0",

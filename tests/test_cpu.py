@@ -47,3 +47,23 @@ def test_loading_a_vnni_build_on_a_saturating_cpu_warns(monkeypatch, tmp_path):
         warnings.simplefilter("error")
         cpu.check_int8_build(cpu.int8_settings("amx"), tmp_path / "model.xml")  # the CPU it was built for
         cpu.check_int8_build(cpu.int8_settings("avx2"), tmp_path / "model.xml")  # 7-bit weights run anywhere
+
+
+def _fail():
+    raise OSError("no BLAS to limit")
+
+
+def test_a_pool_whose_blas_limit_fails_still_works(monkeypatch):
+    """The conversion pools' worker initializer cannot take the work down: a multiprocessing pool whose initializer
+    raises replaces its dying workers forever while the caller waits (the control, without the guard, times out)."""
+    import multiprocessing
+
+    monkeypatch.setattr(cpu, "one_blas_thread", _fail)  # the forked workers inherit it
+    with pytest.warns(UserWarning, match="could not hold BLAS to one thread"):
+        cpu._worker_blas()
+    with cpu.worker_pool(1) as pool:
+        assert pool.map_async(abs, [-3, 4]).get(timeout=60) == [3, 4]
+    with multiprocessing.get_context("fork").Pool(1, initializer=_fail) as pool:  # the control
+        with pytest.raises(multiprocessing.TimeoutError):
+            pool.map_async(abs, [-3]).get(timeout=3)
+        pool.terminate()
