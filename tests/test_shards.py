@@ -98,6 +98,46 @@ def test_shards_of_a_dataset_version_pull_only_their_frames_scans_and_images(kit
     assert 0 < len({p for p in pulled[-1] if p.startswith("training/image_2/")}) < 20
 
 
+def test_nuscenes_shards_of_a_dataset_version_pull_their_samples_files_and_the_sweeps_before_them(nuscenes_root,
+                                                                                                  tmp_path, monkeypatch):
+    """A nuScenes shard's pod pulls the tables and maps whole and, of samples/ and sweeps/, the files its samples
+    read (keyframes, and the LiDAR sweeps before each); merged, the shards are what one process writes."""
+    from admlops import catalog
+    from admlops.components.infos.infos import NUSCENES_ROLES
+    from admlops.components.infos.nuscenes import shard_files
+    from admlops.objectstore import open_store
+
+    store = str(tmp_path / "store")
+    one = write_infos(str(nuscenes_root), tmp_path / "one", "nuscenes", store, "v1.0-mini", max_sweeps=10, workers=1)
+    version = catalog.push(open_store(store), "datasets", nuscenes_root.resolve().name, nuscenes_root,
+                           roles=NUSCENES_ROLES)
+    ref = f"{version.name}@{version.version}"
+    sensor = {r["path"] for r in catalog.read_manifest(open_store(store), "datasets", version.name, version.version)
+              if r["path"].startswith(("samples/", "sweeps/"))}
+    pulled: list[set[str]] = []
+    real_pull = catalog.pull
+
+    def recording_pull(*args, **kwargs):
+        meta = real_pull(*args, **kwargs)
+        pulled[-1] |= {p.relative_to(args[4]).as_posix() for p in Path(args[4]).rglob("*") if p.is_file()}
+        return meta
+
+    monkeypatch.setattr(catalog, "pull", recording_pull)
+    parts, seen = [tmp_path / f"part{k}" for k in range(3)], set()
+    for k, part in enumerate(parts):
+        pulled.append(set())
+        write_infos_shard(ref, part, k, 3, "nuscenes", store, "v1.0-mini")
+        got = {p for p in pulled[-1] if p.startswith(("samples/", "sweeps/"))}
+        assert got == shard_files(nuscenes_root, k, 3, "v1.0-mini") and 0 < len(got) < len(sensor)  # its share
+        assert {p for p in sensor if p.startswith("samples/LIDAR_TOP/")} & got  # keyframe scans among them
+        assert any(p.startswith("v1.0-mini/") for p in pulled[-1])  # the tables whole
+        seen |= got
+    assert {p for p in sensor if p.startswith("samples/")} <= seen  # every keyframe by some shard
+    merged = merge_infos_shards(ref, parts, tmp_path / "merged", "nuscenes", store, "v1.0-mini")
+    assert merged == one
+    assert_same_bytes(tmp_path / "one", tmp_path / "merged")
+
+
 def test_nuscenes_shards_merge_to_what_one_process_writes(nuscenes_root, tmp_path):
     """Sample ranges (a range may end inside a scene: each sample's info reads the tables, not another sample's)."""
     store = str(tmp_path / "store")

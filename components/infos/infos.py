@@ -107,23 +107,25 @@ def shards_of(data_format: str, shards: int) -> list[int]:
 def write_infos_shard(source: str, out: str | Path, shard: int, shards: int, data_format: str = "kitti",
                       store_uri: str = "", nuscenes_version: str = "v1.0-trainval", max_sweeps: int = 10) -> dict:
     """Shard ``shard`` of ``shards`` of the data root at ``out`` (``kitti.write_kitti_shard``,
-    ``nuscenes.write_nuscenes_shard``); its record. From a dataset version, a KITTI shard pulls the scans and
-    images of its own frames only (``refs.local_shard``); a nuScenes shard pulls the whole version (a sample's
-    sweeps reach back into the previous samples' files, so its files are not one range)."""
+    ``nuscenes.write_nuscenes_shard``); its record. From a dataset version, a shard pulls the labels, tables,
+    calibration and split lists whole and the sensor files of its own frames only (``refs.local_shard``): a KITTI
+    frame's scan and images, a nuScenes sample's keyframes and the LiDAR sweeps before it."""
     from admlops import refs
-    from admlops.objectstore import open_store
 
     if shard not in shards_of(data_format, shards):
         raise UsageError(f"shard {shard} of {shards}: expected 0 <= shard < shards")
-    if data_format == "kitti":  # a version's scans and images: the shard's frames' only
+    if data_format == "kitti":
         from admlops.components.convert.readers.kitti import kitti_frame_file
         from admlops.components.infos.kitti import shard_frames, write_kitti_shard
 
         with refs.local_shard(store_uri, source, kitti_frame_file, lambda root: shard_frames(root, shard, shards)) as (path, _):
             return write_kitti_shard(path, out, shard, shards)
-    from admlops.components.infos.nuscenes import write_nuscenes_shard
+    from admlops.components.infos.nuscenes import sensor_file, shard_files, write_nuscenes_shard
 
-    with refs.local_copy(open_store(store_uri), "datasets", source) as (path, _):  # the whole version: see the doc
+    def files(root: Path) -> set[str]:
+        return shard_files(root, shard, shards, nuscenes_version, max_sweeps)
+
+    with refs.local_shard(store_uri, source, sensor_file, files) as (path, _):
         return write_nuscenes_shard(path, out, shard, shards, nuscenes_version, max_sweeps=max_sweeps)
 
 

@@ -247,6 +247,29 @@ def write_nuscenes_infos(root: str | Path, out: str | Path, version: str = "v1.0
         return _assemble(root, tmp, [tmp], tables, version, prefix)
 
 
+def shard_files(root: str | Path, shard: int, shards: int, version: str = "v1.0-trainval",
+                max_sweeps: int = 10) -> set[str]:
+    """The sensor files (``samples/``, ``sweeps/``) shard ``shard`` of ``shards`` reads: its samples' keyframes and
+    the LiDAR sweeps before each (``max_sweeps``), as ``sample_info`` follows them; the tables alone say which."""
+    tables, jobs = _jobs(Path(root).resolve(), version, STRICT)
+    files = set()
+    for items in shard_of(jobs, shard, shards).values():
+        for token, _ in items:
+            keyframes = tables.sample_data[token]
+            files |= {sd["filename"] for sd in keyframes.values()}
+            sd, n = keyframes.get("LIDAR_TOP"), 0
+            while sd is not None and n < max_sweeps and sd["prev"]:
+                sd, n = tables.follow("sample_data", sd, "prev", "sample_data"), n + 1
+                files.add(sd["filename"])
+    return files
+
+
+def sensor_file(path: str) -> str | None:
+    """A nuScenes sensor file's path (``samples/...``, ``sweeps/...``), ``shard_files``' keys; None for the tables and
+    maps (``refs.local_shard``)."""
+    return path if path.startswith(("samples/", "sweeps/")) else None
+
+
 def write_nuscenes_shard(root: str | Path, out: str | Path, shard: int, shards: int, version: str = "v1.0-trainval",
                          prefix: str = "nuscenes", max_sweeps: int = 10, workers: int | None = None) -> dict:
     """Shard ``shard`` of ``shards`` (a contiguous range of the samples in dataset order), strictly, at ``out``
