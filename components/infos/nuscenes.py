@@ -255,7 +255,7 @@ def shard_files(root: str | Path, shard: int, shards: int, version: str = "v1.0-
     files = set()
     for items in shard_of(jobs, shard, shards).values():
         for token, _ in items:
-            keyframes = tables.sample_data[token]
+            keyframes = tables.sample_data.get(token, {})  # a sample without them: its writer names it
             files |= {sd["filename"] for sd in keyframes.values()}
             sd, n = keyframes.get("LIDAR_TOP"), 0
             while sd is not None and n < max_sweeps and sd["prev"]:
