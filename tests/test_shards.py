@@ -24,6 +24,23 @@ def assert_same_bytes(a: Path, b: Path) -> None:
     assert not differ, differ
 
 
+def record_pulls(monkeypatch) -> list[set[str]]:
+    """Every later ``catalog.pull``'s files, relative to its destination, added to the last set of the list returned
+    (append a set to start a new step's record)."""
+    from admlops import catalog
+
+    pulled: list[set[str]] = []
+    real_pull = catalog.pull
+
+    def recording_pull(*args, **kwargs):
+        meta = real_pull(*args, **kwargs)
+        pulled[-1] |= {p.relative_to(args[4]).as_posix() for p in Path(args[4]).rglob("*") if p.is_file()}
+        return meta
+
+    monkeypatch.setattr(catalog, "pull", recording_pull)
+    return pulled
+
+
 @pytest.mark.parametrize("shards", [2, 3])
 def test_infos_shards_merge_to_what_one_process_writes(kitti_root, shards, tmp_path):
     store = str(tmp_path / "store")
@@ -66,15 +83,7 @@ def test_shards_of_a_dataset_version_pull_only_their_frames_scans_and_images(kit
     version = catalog.push(open_store(store), "datasets", kitti_root.resolve().name, kitti_root, roles=KITTI_ROLES)
     assert version.record(open_store(store)) == one["source_version"]  # the version the folder was published as
     ref = f"{version.name}@{version.version}"
-    pulled: list[set[str]] = []
-    real_pull = catalog.pull
-
-    def recording_pull(*args, **kwargs):
-        meta = real_pull(*args, **kwargs)
-        pulled[-1] |= {p.relative_to(args[4]).as_posix() for p in Path(args[4]).rglob("*") if p.is_file()}
-        return meta
-
-    monkeypatch.setattr(catalog, "pull", recording_pull)
+    pulled = record_pulls(monkeypatch)
     splits = kitti_splits(kitti_root.resolve())
     parts, seen = [tmp_path / f"part{k}" for k in range(2)], set()
     for k, part in enumerate(parts):
@@ -114,15 +123,7 @@ def test_nuscenes_shards_of_a_dataset_version_pull_their_samples_files_and_the_s
     ref = f"{version.name}@{version.version}"
     sensor = {r["path"] for r in catalog.read_manifest(open_store(store), "datasets", version.name, version.version)
               if r["path"].startswith(("samples/", "sweeps/"))}
-    pulled: list[set[str]] = []
-    real_pull = catalog.pull
-
-    def recording_pull(*args, **kwargs):
-        meta = real_pull(*args, **kwargs)
-        pulled[-1] |= {p.relative_to(args[4]).as_posix() for p in Path(args[4]).rglob("*") if p.is_file()}
-        return meta
-
-    monkeypatch.setattr(catalog, "pull", recording_pull)
+    pulled = record_pulls(monkeypatch)
     parts, seen = [tmp_path / f"part{k}" for k in range(3)], set()
     for k, part in enumerate(parts):
         pulled.append(set())
