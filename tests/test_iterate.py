@@ -488,6 +488,15 @@ def test_infer_keeps_boxes_class_vectors_flips_and_embeddings(inferred, data, zo
     train = [Path(im["file_name"]).stem for im in json.loads((data["parent"] / "annotations" / "train.json").read_text())["images"]]
     assert 0 < len(train) < 10 and ref.shape == (len(train), preds[0].embedding.shape[0])
     assert json.loads((inferred / "reference_frames.json").read_text()) == train
+    # the class probe: fitted on the train split's labeled boxes, crowd regions left out; a probability per box
+    coco = json.loads((data["parent"] / "annotations" / "train.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    labeled = [names[a["category_id"]] for a in coco["annotations"] if not a["iscrowd"]]
+    assert len(labeled) < len(coco["annotations"])
+    assert summary["probe"]["exemplars"] == {c: labeled.count(c) for c in CLASSES}
+    for p in preds:
+        assert p.dets.probe_scores.shape == (len(p.dets.scores), 3)
+        np.testing.assert_allclose(p.dets.probe_scores.sum(axis=1), 1.0, atol=1e-4)
 
 
 def test_infer_boxes_are_what_the_model_predicts(inferred, zoo_model):
@@ -545,6 +554,7 @@ def test_round_trip_makes_new_dataset_versions_with_lineage(data, inferred, zoo_
     score(inferred, data["parent"], tmp_path / "scores")
     sel = select(inferred, tmp_path / "scores", tmp_path / "sel", budget=3)
     chosen = [c["frame"] for c in sel["frames"]]
+    assert sel["evidence"].startswith("the class probe's probabilities (fitted on the reference's labeled boxes: Car ")
     parent = data["parent"]
     versions = []
     for fmt, prefix in (("cvat", None), ("labelstudio", "pool2")):  # the second iteration builds on the first

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from admlops.components.iterate import probe
 from admlops.components.iterate.predictions import Detections, FramePrediction, write_predictions
 from admlops.components.iterate.report import report
 from admlops.components.iterate.score import score
@@ -94,6 +95,63 @@ def test_boxes_of_one_object_merge_and_any_class_counts_as_evidence():
     no_vectors = frame_boxes(Detections.of([one], [0.7], [2]), 3, 0.3)  # labels and scores only
     np.testing.assert_allclose(no_vectors.expected(), [0, 0, 1.0])
 
+    probed = Detections.of([one, [12, 10, 50, 90]], [0.6, 0.4], [1, 2], [[0.1, 0.6, 0.35], [0.1, 0.3, 0.4]],
+                           [[0.05, 0.25, 0.7], [0.1, 0.1, 0.8]])  # the probe's probabilities win over the head's
+    np.testing.assert_allclose(frame_boxes(probed, 3, 0.3).expected(), np.array([0.1, 0.25, 0.8]) / 1.15)
+    np.testing.assert_allclose(Detections.from_json(probed.to_json()).probe_scores, probed.probe_scores)
+
+
+# ---------------------------------------------------------------- the class probe (probe.py)
+
+
+def _clusters(rng, mu, counts):
+    return (np.concatenate([mu[c] + rng.normal(0, 1, (n, mu.shape[1])) for c, n in enumerate(counts)]),
+            np.repeat(np.arange(len(counts)), counts))
+
+
+def test_the_balanced_probe_finds_a_rare_class_an_unweighted_fit_misses():
+    """Cars, Pedestrians and 8 Cyclists near the Pedestrians in a 16-d feature space: weighing the classes equally,
+    the probe calls most new Cyclists Cyclists and few Pedestrians; the same fit unweighted (the control) calls
+    most Cyclists something else."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    mu = rng.normal(0, 1, (3, 16))
+    mu[2] = mu[1] + 0.675 * rng.normal(0, 1, 16)
+    x, y = _clusters(rng, mu, [300, 200, 8])
+    p, why = probe.fit(x, y, CLASSES)
+    assert why == "" and p.exemplars == (300, 200, 8) and p.penalty in probe.PENALTIES and p.balanced_accuracy > 0.7
+    test, truth = _clusters(rng, mu, [0, 300, 300])
+    q = p(test)
+    np.testing.assert_allclose(q.sum(axis=1), 1.0)
+    assert (q[truth == 2].argmax(axis=1) == 2).mean() > 0.6 and (q[truth == 1].argmax(axis=1) == 2).mean() < 0.15
+    w, b = probe._fit(torch.as_tensor(x), torch.as_tensor(y), torch.ones(len(y), dtype=torch.float64), 3, p.penalty)
+    unweighted = torch.softmax(torch.as_tensor(test) @ w + b, dim=1).numpy()
+    assert (unweighted[truth == 2].argmax(axis=1) == 2).mean() < 0.35
+    none, why = probe.fit(x[:-6], y[:-6], CLASSES)  # 2 Cyclists: fewer than the folds
+    assert none is None and "Cyclist 2" in why
+
+
+def test_probe_features_pool_the_box_at_each_stages_stride():
+    """Feature maps whose two channels are their own x and y coordinates: each bin of a box's RoIAlign is the bin's
+    centre in the map's coordinates, wherever the image was resized and whatever the stage's stride (a wrong
+    scale or stride moves the centres)."""
+    import torch
+
+    width = 64  # the network input; the original image was 128 wide (scale 0.5)
+    stages = []
+    for stride in (8, 16):
+        ys, xs = torch.meshgrid(torch.arange(width // stride), torch.arange(width // stride), indexing="ij")
+        stages.append(torch.stack([xs, ys]).float()[None])
+    box = np.array([[16.0, 32.0, 80.0, 96.0]])  # original pixels; in the input: 8..40 x 16..48
+    (feats,) = probe.roi_features(stages, [box], [(0.5, 0.5)], width)
+    for k, stride in enumerate((8, 16)):
+        x0, y0, x1, y1 = np.array([8, 16, 40, 48]) / stride - 0.5  # aligned: pixel centres at +0.5
+        cx = [x0 + (x1 - x0) * (i + 0.5) / 2 for i in range(2)]
+        cy = [y0 + (y1 - y0) * (i + 0.5) / 2 for i in range(2)]
+        want = np.array([cx[0], cx[1], cx[0], cx[1], cy[0], cy[0], cy[1], cy[1]])
+        np.testing.assert_allclose(feats[0, 8 * k : 8 * k + 8], want / np.linalg.norm(want) / np.sqrt(2), atol=1e-5)
+
 
 def test_targets_parse_with_shares():
     assert parse_targets(["Cyclist", "Pedestrian=0.25"]) == {"Cyclist": 1.0, "Pedestrian": 0.25}
@@ -167,6 +225,7 @@ def test_the_report_shows_chosen_boxes_per_class_against_random(pool, tmp_path):
     assert f"| Cyclist | {cyc['chosen']:.1f} | {cyc['random']:.1f} | {cyc['ratio']:.2f}x |" in md
     assert "| target | first | 4 |" in md and "Budget: 4 boxes; targets Cyclist (share 1)." in md
     assert "Boxes per class: chosen vs a random pick" in html and f"<td>Cyclist</td><td>{cyc['chosen']:.1f}</td>" in html
+    assert "Each predicted box split among the classes by the head's class scores, normalised." in md  # no probe here
 
 
 # ---------------------------------------------------------------- bad input: exit 2, naming the value

@@ -31,6 +31,12 @@ With ``reference`` (the current dataset, convert's output), the frames of its tr
 frames teach the model nothing, and a team's val split often holds, on purpose, the rare cases the model lacks
 (measured in bench/iterate_bench.py: with val among the reference, every dark pool frame sat at cosine distance
 ~0 from a dark val frame and scored novelty 0, though the train split has no dark frame).
+
+With a converted ``reference``, the same backbone pass also takes the features of its train split's labeled boxes,
+and a class-balanced probe is fitted on them (``probe.py``: the evidence for a class the model has seen too few
+of); every detection then carries the probe's class probabilities (``probe_scores``) beside the head's, and the
+summary records the exemplars per class, the chosen penalty and the held-out balanced accuracy (or why no probe
+was fitted: too few labeled boxes of a class, or a reference without labels).
 """
 from __future__ import annotations
 
@@ -43,7 +49,9 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
+from admlops.components.iterate import probe as class_probe
 from admlops.components.iterate.predictions import Detections, FramePrediction, write_predictions
+from admlops.components.iterate.probe import Probe, roi_features
 from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir
 
@@ -119,6 +127,7 @@ class Detector:
         steps[0] = dict(type="mmdet.LoadImageFromNDArray")  # images come as arrays (the frame and its mirror)
         self.pipeline = Compose(steps)
         self.test_cfg = cfg.model.test_cfg
+        self.probe: Probe | None = None  # fitted by infer on the reference's labeled boxes (probe.py)
 
     def _batch(self, images: list[np.ndarray]):
         from mmengine.dataset import pseudo_collate
@@ -128,11 +137,18 @@ class Detector:
 
     def embed(self, images: list[np.ndarray]) -> np.ndarray:
         """[len(images), D] appearance embeddings (novelty): every backbone stage pooled (``_stages``)."""
+        return self.embed_boxes(images, [np.zeros((0, 4))] * len(images))[0]
+
+    def embed_boxes(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The images' appearance embeddings and, from the same backbone pass, the probe's features of each
+        image's ``boxes`` (original pixels; probe.roi_features)."""
         import torch
 
-        inputs, _ = self._batch(images)
+        inputs, metas = self._batch(images)
         with torch.no_grad():
-            return _stages(self.model.backbone(inputs))
+            stages = self.model.backbone(inputs)
+        feats = roi_features(stages, boxes, [m["scale_factor"] for m in metas], inputs.shape[-1]) if any(map(len, boxes)) else []
+        return _stages(stages), feats
 
     def content(self, images: list[np.ndarray]) -> np.ndarray:
         """[len(images), D'] content embeddings (diversity): the last stage on the exposure-equalised images."""
@@ -155,8 +171,12 @@ class Detector:
             outs = head(self.model.neck(stages) if self.model.with_neck else stages)
             results = head.predict_by_feat(*outs, batch_img_metas=metas, cfg=cfg, rescale=True)
             vectors = _class_vectors(head, outs, metas, results)
-        dets = [Detections.of(r.bboxes.cpu().numpy(), r.scores.cpu().numpy(), r.labels.cpu().numpy(), v)
-                for r, v in zip(results, vectors, strict=True)]
+        boxes = [r.bboxes.cpu().numpy() for r in results]
+        probed = [None] * len(boxes)
+        if self.probe is not None and any(map(len, boxes)):
+            probed = [self.probe(f) for f in roi_features(stages, boxes, [m["scale_factor"] for m in metas], inputs.shape[-1])]
+        dets = [Detections.of(b, r.scores.cpu().numpy(), r.labels.cpu().numpy(), v, p)
+                for b, r, v, p in zip(boxes, results, vectors, probed, strict=True)]
         return dets, _stages(stages)
 
 
@@ -223,7 +243,7 @@ def _batches(frames: list[tuple[str, Path]], size: int) -> Iterator[list[tuple[s
 def _unflip(d: Detections, width: int) -> Detections:
     boxes = d.boxes.copy()
     boxes[:, [0, 2]] = width - d.boxes[:, [2, 0]]
-    return Detections(boxes, d.scores, d.labels, d.class_scores)
+    return Detections(boxes, d.scores, d.labels, d.class_scores, d.probe_scores)
 
 
 def infer(model: str | Path, pool: str | Path, out: str | Path, reference: str | Path | None = None, store: str = "",
@@ -250,11 +270,46 @@ def infer(model: str | Path, pool: str | Path, out: str | Path, reference: str |
     with atomic_dir(out) as tmp:
         ref = None
         if ref_frames:
+            exemplars = _exemplar_boxes(Path(reference), det.classes)
             batches = tqdm(_batches(ref_frames, batch_size), total=-(-len(ref_frames) // batch_size), desc="embed reference",
                            unit="batch")
-            ref = ([f for f, _ in ref_frames], np.concatenate([det.embed([im for _, _, im in b]) for b in batches]))
+            embs, feats, labels = [], [], []
+            for b in batches:
+                labeled = [exemplars.get(f, (np.zeros((0, 4)), np.zeros(0, dtype=np.int64))) for f, _, _ in b]
+                e, f = det.embed_boxes([im for _, _, im in b], [x for x, _ in labeled])
+                embs.append(e)
+                feats += [x for x in f if len(x)]
+                labels += [y for _, y in labeled]
+            ref = ([f for f, _ in ref_frames], np.concatenate(embs))
+            det.probe, why = class_probe.fit(np.concatenate(feats) if feats else np.zeros((0, 0)),
+                                             np.concatenate(labels).astype(np.int64), det.classes)
+            summary["probe"] = {"exemplars": dict(zip(det.classes, det.probe.exemplars, strict=True)),
+                                "penalty": det.probe.penalty, "held_out_balanced_accuracy":
+                                round(det.probe.balanced_accuracy, 4)} if det.probe else {"skipped": why}
         count = write_predictions(tmp, _predict(det, frames, batch_size, score_thr, flip), summary, ref)
     return summary | {"frames": count}
+
+
+def _exemplar_boxes(reference: Path, classes: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The probe's exemplars: frame id -> (boxes x1 y1 x2 y2, class indices) of the labeled boxes of the model's
+    classes in the reference dataset's train split (no crowd or ignore regions), at most ``MAX_PER_CLASS`` per
+    class (probe.sample_exemplars); empty for a folder of images (no labels)."""
+    ann_path = reference / "annotations" / "train.json"
+    if not ann_path.is_file():
+        return {}
+    coco = json.loads(ann_path.read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    stems = {im["id"]: Path(im["file_name"]).stem for im in coco["images"]}
+    rows = [(stems[a["image_id"]], a["bbox"], classes.index(names[a["category_id"]])) for a in coco["annotations"]
+            if not a.get("iscrowd") and names.get(a["category_id"]) in classes]
+    labels = np.array([c for _, _, c in rows], dtype=np.int64)
+    out: dict[str, tuple[list, list]] = {}
+    for i in class_probe.sample_exemplars(labels, len(classes)):
+        frame, (x, y, w, h), c = rows[i]
+        boxes, labs = out.setdefault(frame, ([], []))
+        boxes.append([x, y, x + w, y + h])
+        labs.append(c)
+    return {f: (np.array(b, dtype=np.float64), np.array(c, dtype=np.int64)) for f, (b, c) in out.items()}
 
 
 def _predict(det: Detector, frames: list[tuple[str, Path]], batch_size: int, score_thr: float,

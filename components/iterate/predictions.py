@@ -29,37 +29,45 @@ from admlops.errors import InputError
 @dataclass(frozen=True)
 class Detections:
     """Boxes [N, 4], their scores [N] and labels [N] (indices into the model's classes), and, where the model's
-    head gives them, the per-class score vector of each box [N, C]."""
+    head gives them, the per-class score vector of each box [N, C]; where infer fitted a class probe (probe.py),
+    its class probabilities of each box [N, C]."""
 
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
     class_scores: np.ndarray | None = None
+    probe_scores: np.ndarray | None = None
 
     @staticmethod
-    def of(boxes, scores, labels, class_scores=None) -> "Detections":
+    def of(boxes, scores, labels, class_scores=None, probe_scores=None) -> "Detections":
         """Detections from lists or arrays (the shapes normalised, so an empty list is [0, 4])."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        cs = None if class_scores is None else np.asarray(class_scores, dtype=np.float64)
-        if cs is not None:  # [N, C]; no boxes: [0, C], or [0, 0] when C is not known (an empty JSON list)
-            cs = cs.reshape(len(boxes), -1) if cs.size else cs.reshape(0, cs.shape[-1] if cs.ndim == 2 else 0)
         scores, labels = np.asarray(scores, dtype=np.float64).reshape(-1), np.asarray(labels, dtype=np.int64).reshape(-1)
-        return Detections(boxes, scores, labels, cs)
+        return Detections(boxes, scores, labels, _per_box(class_scores, len(boxes)), _per_box(probe_scores, len(boxes)))
 
     def confident(self, threshold: float) -> "Detections":
         """The detections scoring at least ``threshold``."""
         keep = self.scores >= threshold
         return Detections(self.boxes[keep], self.scores[keep], self.labels[keep],
-                          None if self.class_scores is None else self.class_scores[keep])
+                          *(None if v is None else v[keep] for v in (self.class_scores, self.probe_scores)))
 
     def to_json(self) -> dict:
         return {"boxes": np.round(self.boxes, 2).tolist(), "scores": np.round(self.scores, 5).tolist(),
                 "labels": self.labels.tolist(),
-                "class_scores": None if self.class_scores is None else np.round(self.class_scores, 5).tolist()}
+                "class_scores": None if self.class_scores is None else np.round(self.class_scores, 5).tolist()} | (
+                   {} if self.probe_scores is None else {"probe_scores": np.round(self.probe_scores, 5).tolist()})
 
     @staticmethod
     def from_json(d: dict) -> "Detections":
-        return Detections.of(d["boxes"], d["scores"], d["labels"], d.get("class_scores"))
+        return Detections.of(d["boxes"], d["scores"], d["labels"], d.get("class_scores"), d.get("probe_scores"))
+
+
+def _per_box(vectors, n: int) -> np.ndarray | None:
+    """Per-box class vectors as [n, C]; no boxes: [0, C], or [0, 0] when C is not known (an empty JSON list)."""
+    if vectors is None:
+        return None
+    v = np.asarray(vectors, dtype=np.float64)
+    return v.reshape(n, -1) if v.size else v.reshape(0, v.shape[-1] if v.ndim == 2 else 0)
 
 
 @dataclass(frozen=True)

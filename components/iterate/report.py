@@ -112,7 +112,8 @@ def render_html(selection: dict, figs: list[tuple[str, str]], thumbs: dict[str, 
     body.append("</table>")
     if selection.get("by_class"):
         body.append(f"<h2>Boxes per class: chosen vs a random pick</h2><p>{boxes.get('chosen')} predicted boxes chosen "
-                    f"of the pool's {boxes.get('pool')}, each split among the classes by its normalised class scores; a "
+                    f"of the pool's {boxes.get('pool')}, each split among the classes by "
+                    f"{esc(selection.get('evidence') or 'its normalised class scores')}; a "
                     "random pick of the same budget: the pool's boxes of the class x the chosen fraction of its frames (a "
                     "frame budget) or of its boxes (a box budget).</p><table><tr><th>class</th><th>chosen (expected boxes)"
                     "</th><th>random pick</th><th>ratio</th></tr>")
@@ -141,7 +142,8 @@ def render_markdown(selection: dict) -> str:
              "| driver | weight | chosen frames it drove |", "| --- | --- | --- |"]
     lines += [f"| {n} | {w} | {k} |" for n, w, k in driver_rows(selection)]
     if selection.get("by_class"):
-        lines += ["", "| class | expected boxes chosen | a random pick of the same budget | ratio |", "| --- | --- | --- | --- |"]
+        lines += ["", f"Each predicted box split among the classes by {selection.get('evidence') or 'its normalised class scores'}.",
+                  "", "| class | expected boxes chosen | a random pick of the same budget | ratio |", "| --- | --- | --- | --- |"]
         lines += [f"| {c} | {n:.1f} | {r:.1f} | {q} |" for c, n, r, q in class_rows(selection)]
     lines += ["", "| rank | frame | combined | drivers | reason |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {c['rank']} | {c['frame']} | {c['combined']:.2f} | {', '.join(c['drivers'])} | "

@@ -31,7 +31,8 @@ no frame left has evidence of one, the pick is the combined score's as above: wi
 unchanged.
 
 The selection also counts, per class, the expected boxes of the chosen frames (``target.py``: each predicted box
-split among the classes by its normalised class scores, so a class the model never yet ranks first still shows)
+split among the classes by the class probe's probabilities or the head's normalised class scores, so a class the
+model never yet ranks first still shows; ``evidence`` says which)
 against what a random pick of the same budget is expected to hold: the pool's expected boxes of the class x the
 chosen fraction of the pool's frames (a frame budget) or of its predicted boxes (a budget in boxes).
 """
@@ -114,6 +115,18 @@ def greedy(combined: np.ndarray, embeddings: np.ndarray | None, budget: int | No
     return picks
 
 
+def evidence(pred_summary: dict, probed: bool) -> str:
+    """What the per-class expected boxes are made of, in words: the class probe's probabilities (target.py) or the
+    head's normalised class scores."""
+    fitted = pred_summary.get("probe") or {}
+    if probed and "exemplars" in fitted:
+        counts = ", ".join(f"{c} {n}" for c, n in fitted["exemplars"].items())
+        return (f"the class probe's probabilities (fitted on the reference's labeled boxes: {counts}; held-out balanced "
+                f"accuracy {fitted['held_out_balanced_accuracy']:.2f})")
+    why = f" (no class probe: {fitted['skipped']})" if "skipped" in fitted else ""
+    return f"the head's class scores, normalised{why}"
+
+
 def _definition_classes(definition: str | None) -> list[str] | None:
     if not definition:
         return None
@@ -136,7 +149,7 @@ def select(predictions: str | Path, scores: str | Path, out: str | Path, budget:
     frame's predicted boxes, a target class the dataset definition (or the model) does not have, a share outside
     (0, 1] and an empty pool are UsageErrors (exit 2)."""
     records, score_summary = read_scores(scores)
-    preds, _ = read_predictions(predictions)
+    preds, pred_summary = read_predictions(predictions)
     if not records:
         raise UsageError(f"{scores}: the pool is empty: nothing to select")
     if budget is None and budget_boxes is None:
@@ -228,6 +241,7 @@ def select(predictions: str | Path, scores: str | Path, out: str | Path, budget:
         "chosen_by_signal": {n: sum(n in c["drivers"] for c in chosen) for n in names}
         | ({"target": sum("target" in c["drivers"] for c in chosen)} if targets else {}),
         "boxes": {"chosen": chosen_boxes, "pool": pool_boxes, "random": round(pool_boxes * fraction, 2)},
+        "evidence": evidence(pred_summary, any(p.dets.probe_scores is not None for p in preds)),
         "by_class": by_class,
         "model": score_summary.get("model"), "pool": score_summary.get("pool"), "dataset": score_summary.get("dataset"),
         "definition": score_summary.get("definition"), "classes": score_summary.get("classes"),

@@ -18,7 +18,14 @@ of an expected Cyclist. A frame's expected boxes of class c, the sum of that ove
 classes to its predicted box count. Why normalised: measured on bench/iterate_bench.py's rare-class pool, the start
 model (Cyclist AP@0.5 0.27, its cyclists mostly boxed as Cars) scores Cyclist 0.145 on true cyclists and 0.107 /
 0.118 on cars / pedestrians; normalised, 0.23 against 0.14 / 0.15, and the 100 boxes chosen held 45% Cyclists
-against 37% with the raw scores (the pool: 20%). ``select`` (see there) turns the expected boxes into the frame's
+against 37% with the raw scores (the pool: 20%).
+
+Where infer fitted a class probe (``probe.py``: a class-balanced linear classifier on the backbone's features of
+the current dataset's labeled boxes), an object's class vector is the probe's probabilities instead of the head's
+scores: the head of a model trained with few of a class is biased against it, the probe weighs every class the
+same. Measured on the rare-class pool with every object in any class's colour (a Cyclist told from a Pedestrian
+by its wheels and size only): the head's normalised Cyclist score separates true Cyclists from true Pedestrians
+with a ROC AUC of 0.56, the probe's with 0.89. ``select`` (see there) turns the expected boxes into the frame's
 value while a target's share of the chosen boxes is below what was asked.
 """
 from __future__ import annotations
@@ -63,7 +70,9 @@ class FrameBoxes:
 def frame_boxes(dets: Detections, num_classes: int, confident: float) -> FrameBoxes:
     """The detected objects of ``dets`` (top score >= ``confident``), boxes of one object merged (module doc)."""
     d = dets.confident(confident)
-    if d.class_scores is not None and d.class_scores.shape[1] == num_classes:
+    if d.probe_scores is not None and d.probe_scores.shape[1] == num_classes:
+        vectors = d.probe_scores
+    elif d.class_scores is not None and d.class_scores.shape[1] == num_classes:
         vectors = d.class_scores
     else:
         vectors = np.zeros((len(d.scores), num_classes))
