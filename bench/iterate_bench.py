@@ -29,8 +29,9 @@ labels to match it.
 
 **rare-class.** Its own generator settings (``RARE_MIX``, seeds ``RARE_SEEDS``): the start dataset's objects are
 ~1 in 20 Cyclists, the pool's ~1 in 5 (the same road where cyclists are common), the val split's classes about
-balanced. The start model (``--base-iters`` on the start dataset) runs over the pool; the product selects with
-``target Cyclist`` and ``--budget-boxes`` predicted boxes (every signal, default weights and diversity). Boxes are
+balanced. The start model (``--base-iters`` on the start dataset) runs over the pool (infer, with the start dataset
+as the reference: its labeled boxes fit the class probe); the product selects with ``target Cyclist`` and
+``--budget-boxes`` predicted boxes (every signal, default weights and diversity). Boxes are
 counted as the vendor bills them: the ground-truth objects of the definition's classes (Car, Pedestrian, Cyclist)
 in the chosen frames. Random picks take pool frames in a seeded random order while their boxes fit in the
 product's labeled boxes x each ``--random-multiples`` (a frame that does not fit is passed over). Each pick is

@@ -1,6 +1,6 @@
 """Starting from a model (``admlops train --init-from``, components/train/init_from.py): same-shaped layers loaded,
 a class head remapped by class name, another architecture refused naming its first mismatched layer; fine-tuning
-from a zoo model reaches the from-scratch model's mAP in a third of its iterations, and the zoo records the parent."""
+from a zoo model reaches the from-scratch model's mAP in a sixth of its iterations, and the zoo records the parent."""
 from __future__ import annotations
 
 import json
@@ -94,8 +94,8 @@ def test_a_trained_models_head_is_remapped_and_another_width_refused(learned_mod
         initial_weights(cfg, learned_model.model, classes, tmp_path / "other.pth")
 
 
-def test_fine_tuning_from_the_zoo_reaches_the_learned_map_in_a_third_of_the_iterations(learned_model, tmp_path):
-    """New data of the same classes (another generator seed): from the zoo's learned model, a third of the learned
+def test_fine_tuning_from_the_zoo_reaches_the_learned_map_in_a_sixth_of_the_iterations(learned_model, tmp_path):
+    """New data of the same classes (another generator seed): from the zoo's learned model, a sixth of the learned
     model's iterations reaches the mAP@0.5 floor the learned model was held to; from scratch the same iterations do
     not (the control). The model records what it started from and register makes it the lineage's parent."""
     from admlops import catalog, zoo
@@ -108,7 +108,7 @@ def test_fine_tuning_from_the_zoo_reaches_the_learned_map_in_a_third_of_the_iter
     kitti, data = tmp_path / "kitti", tmp_path / "data"
     admlops("data", "synth", "kitti", "--frames", LEARNED["frames"], "--seed", LEARNED["seed"] + 100, "--out", kitti)
     admlops("data", "convert", "--strict", kitti, data)
-    iters = LEARNED["iters"] // 3
+    iters = LEARNED["iters"] // 6  # measured: 0.61 tuned against 0.01 from scratch (at a third: 0.84 / 0.07)
     maps = {}
     for name, extra in (("tuned", ["--init-from", "det@production", "--store", store]), ("scratch", [])):
         admlops("train", data, tmp_path / name, "--max-iters", iters, "--batch-size", LEARNED["batch_size"], *extra)

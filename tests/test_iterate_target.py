@@ -130,6 +130,9 @@ def test_the_balanced_probe_finds_a_rare_class_an_unweighted_fit_misses():
     assert (unweighted[truth == 2].argmax(axis=1) == 2).mean() < 0.35
     none, why = probe.fit(x[:-6], y[:-6], CLASSES)  # 2 Cyclists: fewer than the folds
     assert none is None and "Cyclist 2" in why
+    many = np.repeat([0, 1, 2], [probe.MAX_PER_CLASS + 100, 7, 0])  # a common class is sampled, a rare one kept whole
+    kept = probe.sample_exemplars(many, 3)
+    assert np.bincount(many[kept], minlength=3).tolist() == [probe.MAX_PER_CLASS, 7, 0] and (np.diff(kept) > 0).all()
 
 
 def test_probe_features_pool_the_box_at_each_stages_stride():

@@ -123,7 +123,7 @@ def test_a_parent_missing_from_the_zoo_or_without_pruning_settings_is_named(rtmd
 
 
 def test_the_optimize_pipeline_prunes_a_zoo_model_measures_both_and_registers_the_pruned_one(learned_model, tmp_path):
-    """A learned RTMDet-tiny in the zoo, pruned by 40% of its MACs and fine-tuned 30 iterations, through the optimize
+    """A learned RTMDet-tiny in the zoo, pruned by 40% of its MACs and fine-tuned 15 iterations, through the optimize
     pipeline run locally: both models evaluated, exported (ONNX Runtime fp32, gated) and benchmarked on the same data;
     the pruned one registered with its parent in the lineage; the report's rows and Pareto front."""
     from admlops import catalog, zoo
@@ -133,7 +133,7 @@ def test_the_optimize_pipeline_prunes_a_zoo_model_measures_both_and_registers_th
     store = tmp_path / "store"
     parent = zoo.publish(open_store(str(store)), "det", learned_model.model, zoo.lineage(None, None))
     run = run_local("optimize", {"source": str(learned_model.kitti), "parent": f"det@{parent.version}",
-                                 "zoo_model_name": "det-small", "prune_finetune_iters": 30,
+                                 "zoo_model_name": "det-small", "prune_finetune_iters": 15,
                                  "deploy_backends": "onnxruntime:fp32", "bench_max_images": 4, "bench_warmup": 1}, store)
     [pruned] = list(run.rglob("prune.json"))
     record = json.loads(pruned.read_text())
