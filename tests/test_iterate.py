@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -497,6 +498,18 @@ def test_infer_keeps_boxes_class_vectors_flips_and_embeddings(inferred, data, zo
     for p in preds:
         assert p.dets.probe_scores.shape == (len(p.dets.scores), 3)
         np.testing.assert_allclose(p.dets.probe_scores.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_a_reference_with_a_broken_annotation_is_named_and_nothing_is_published(data, zoo_model, tmp_path):
+    reference = tmp_path / "parent"
+    shutil.copytree(data["parent"], reference)
+    ann = reference / "annotations" / "train.json"
+    coco = json.loads(ann.read_text())
+    del coco["annotations"][0]["bbox"]
+    ann.write_text(json.dumps(coco))
+    with pytest.raises(InputError, match="not a COCO annotation file") as err:
+        infer(zoo_model["dir"], data["pool"], tmp_path / "preds", reference=reference)
+    assert err.value.path == str(ann) and not (tmp_path / "preds").exists()
 
 
 def test_infer_boxes_are_what_the_model_predicts(inferred, zoo_model):

@@ -297,11 +297,14 @@ def _exemplar_boxes(reference: Path, classes: list[str]) -> dict[str, tuple[np.n
     ann_path = reference / "annotations" / "train.json"
     if not ann_path.is_file():
         return {}
-    coco = json.loads(ann_path.read_text())
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    stems = {im["id"]: Path(im["file_name"]).stem for im in coco["images"]}
-    rows = [(stems[a["image_id"]], a["bbox"], classes.index(names[a["category_id"]])) for a in coco["annotations"]
-            if not a.get("iscrowd") and names.get(a["category_id"]) in classes]
+    try:
+        coco = json.loads(ann_path.read_text())
+        names = {c["id"]: c["name"] for c in coco["categories"]}
+        stems = {im["id"]: Path(im["file_name"]).stem for im in coco["images"]}
+        rows = [(stems[a["image_id"]], [float(v) for v in a["bbox"]], classes.index(names[a["category_id"]]))
+                for a in coco["annotations"] if not a.get("iscrowd") and names.get(a["category_id"]) in classes]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(ann_path, f"not a COCO annotation file ({type(exc).__name__}: {exc})") from None
     labels = np.array([c for _, _, c in rows], dtype=np.int64)
     out: dict[str, tuple[list, list]] = {}
     for i in class_probe.sample_exemplars(labels, len(classes)):
