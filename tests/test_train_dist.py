@@ -127,17 +127,21 @@ def test_two_processes_train_the_same_model_as_one(coco_dir, det_config, tmp_pat
     log = json.loads((single / "train_log.json").read_text())
     assert [r["iter"] for r in log if "loss" in r] == list(range(1, ITERS + 1))
 
-    # W&B: an offline run under the published work dir, grouped by the run id, with the training losses
+    # W&B: an offline run under the published work dir, grouped by the run id, with the training losses and the
+    # config, and no code artifact (mmengine's own backend uploads every .py under the working directory: this one's
+    # .venv)
     runs = list((single / "work" / "wandb").rglob("run-*.wandb"))
     assert len(runs) == 1 and "offline-run" in str(runs[0])
     records = _wandb_records(runs[0])
     assert any(r.get("group") == "run-w1" for r in records)
     assert any("loss" in r for r in records)
+    assert any({"model", "train_cfg"} <= r.get("config", set()) for r in records), records
+    assert not [r for r in records if "artifact" in r], records
 
 
 def _wandb_records(path: Path) -> list[dict]:
-    """Run and history records of an offline W&B run file: a 7-byte ":W&B" header, then LevelDB-log records
-    (32 KiB blocks; each fragment: crc32 4, length 2, type 1 (full, first, middle, last)) of protobuf Records."""
+    """Run, history, config (its keys) and artifact (its type) records of an offline W&B run file: a 7-byte ":W&B"
+    header, then LevelDB-log records (32 KiB blocks; each fragment: crc32 4, length 2, type 1 (full, first, middle, last)) of protobuf Records."""
     import json
     import struct
 
@@ -161,6 +165,10 @@ def _wandb_records(path: Path) -> list[dict]:
                 out.append({"group": rec.run.run_group})
             elif kind_name == "history":
                 out.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+            elif kind_name == "config":
+                out.append({"config": {i.key or "/".join(i.nested_key) for i in rec.config.update}})
+            elif kind_name == "artifact":
+                out.append({"artifact": rec.artifact.type})
         elif kind == 0 and not length:
             break
     return out

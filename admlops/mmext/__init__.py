@@ -14,10 +14,12 @@
   its configs).
 * ``quantized.QuantizedDetector`` — a detector whose convolutions train with int8 in the loop and export as a Q/DQ
   graph (components/qat writes its configs).
+* ``tracking.WandbConfigVisBackend`` — mmengine's W&B backend recording the config without uploading the working
+  directory's code (train's ``wandb`` logging).
 
 Add your own: one file here (or anywhere importable) whose classes carry ``@TRANSFORMS.register_module()`` /
 ``@MODELS.register_module()`` from ``mmdet.registry`` (``mmdet3d.registry`` for 3D), import it below, and name
 the class as ``type='YourClass'`` in a config that has the ``custom_imports`` line above. A module outside this
 package goes into that config's ``imports`` list instead.
 """
-from admlops.mmext import distill, necks, pruned, quantized, transforms  # noqa: F401  (importing registers the modules)
+from admlops.mmext import distill, necks, pruned, quantized, tracking, transforms  # noqa: F401  (importing registers the modules)

@@ -210,9 +210,11 @@ def train(
     work = work_dir_of(out)
     cfg.work_dir = str(work)
     if wandb:
+        import admlops.mmext  # noqa: F401  (registers WandbConfigVisBackend: the config, not the directory's code)
+
         os.environ.setdefault("WANDB_MODE", "offline")  # nothing leaves the machine unless asked
         cfg.visualizer.vis_backends = [dict(type="LocalVisBackend"), dict(
-            type="WandbVisBackend", save_dir=str(work / "wandb"),
+            type="WandbConfigVisBackend", save_dir=str(work / "wandb"),
             init_kwargs=dict(project="admlops", group=run_id or None, name=f"{run_id or 'local'}-rank{rank}",
                              config=dict(config=str(config), dataset=str(dataset_dir))))]
     sync = StoreCheckpoints(store, run_id, work) if store and run_id else None
