@@ -161,8 +161,8 @@ def learned_model(tmp_path_factory) -> LearnedModel:
     product's own commands: ``admlops data synth kitti`` -> ``data convert`` -> ``train`` -> ``evaluate``.
 
     Measured on the 2-core development machine (LEARNED: 200 frames = 160 train / 40 val, 120 iterations at
-    batch 8): PyTorch mAP@0.5 0.000 on the val split (FILLED IN BELOW), the fixture takes about 0 min
-    (training ~0 s). Deterministic for a given machine: same seed, same data, same schedule.
+    batch 8): PyTorch mAP@0.5 0.708 on the val split; the fixture takes about 3 min (training ~160 s).
+    Deterministic for a given machine: same seed, same data, same schedule.
     """
     root = tmp_path_factory.mktemp("learned")
     kitti, dataset, model, report = root / "kitti", root / "dataset", root / "model", root / "evaluate"
