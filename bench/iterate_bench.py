@@ -30,20 +30,19 @@ labels to match it.
 **rare-class.** Its own generator settings (``RARE_MIX``, seeds ``RARE_SEEDS``): the start dataset's labeled boxes
 are ~1 in 50 Cyclists (15 of 775), the pool's ~1 in 5 (the same road where cyclists are common), the val split's
 classes about balanced (150 frames: a class's AP rests on ~150 boxes). ``--work`` caches the data, the start model
-and each fine-tune; a cache made with other generator settings is refused. The start model (``--base-iters`` on the start dataset) runs over the pool (infer, with the start dataset
-as the reference: its labeled boxes fit the class probe); the product selects with ``target Cyclist`` and
-``--budget-boxes`` predicted boxes (every signal, default weights and diversity). Boxes are
-counted as the vendor bills them: the ground-truth objects of the definition's classes (Car, Pedestrian, Cyclist)
-in the chosen frames. Random picks take pool frames in a seeded random order while their boxes fit in the
-product's labeled boxes x each ``--random-multiples`` (a frame that does not fit is passed over). Each pick is
-fine-tuned from the start model as above but at a quarter of the config's learning rate (``--tune-lr``: the
-config's rate is for training from scratch), and evaluated on val: Cyclist AP@0.5 and mAP@0.5. The product
-without a target (today's selection, same box budget) is shown for its picks only. Printed: per method the
-labeled boxes, Cyclists among them and their share, Cyclist AP@0.5 and mAP@0.5 (mean, min..max over seeds).
-A random pick's Cyclist share is also drawn ``SHARE_DRAWS`` times at equal boxes (no training: its mean is what
-random selection holds on average, the trained seeds' picks are too few to say). Targets: the product's chosen
-boxes hold >= 2x that share; its Cyclist AP@0.5 beats
-random's by >= 5 points; random needs >= 2x the boxes to match it.
+and each fine-tune; a cache made with other generator settings is refused. The start model (``--base-iters`` on the
+start dataset) runs over the pool (infer, with the start dataset as the reference: its labeled boxes fit the class
+probe); the product selects with ``target Cyclist`` and ``--budget-boxes`` predicted boxes (every signal, default
+weights and diversity). Boxes are counted as the vendor bills them: the ground-truth objects of the definition's
+classes (Car, Pedestrian, Cyclist) in the chosen frames. Random picks take pool frames in a seeded random order
+while their boxes fit in the product's labeled boxes x each ``--random-multiples`` (a frame that does not fit is
+passed over). Each pick is fine-tuned from the start model as above but at a quarter of the config's learning rate
+(``--tune-lr``: the config's rate is for training from scratch), and evaluated on val: Cyclist AP@0.5 and mAP@0.5.
+The product without a target (today's selection, same box budget) is shown for its picks only. Printed: per method
+the labeled boxes, Cyclists among them and their share, Cyclist AP@0.5 and mAP@0.5 (mean, min..max over seeds). A
+random pick's Cyclist share is also drawn ``SHARE_DRAWS`` times at equal boxes (no training: its mean is what random
+selection holds on average, the trained seeds' picks are too few to say). Targets: the product's chosen boxes hold
+>= 2x that share; its Cyclist AP@0.5 beats random's by >= 5 points; random needs >= 2x the boxes to match it.
 """
 from __future__ import annotations
 
@@ -256,7 +255,8 @@ def rare_class(args) -> None:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     sizes = {"start": args.start_frames, "pool": args.pool_frames, "val": args.val_frames}
-    made = {"mix": RARE_MIX, "seeds": RARE_SEEDS, "sizes": sizes, "palette": args.palette, "base_iters": args.base_iters}
+    made = {"mix": RARE_MIX, "seeds": RARE_SEEDS, "sizes": sizes, "palette": args.palette,
+            "base_iters": args.base_iters}
     if (work / "settings.json").is_file() and json.loads((work / "settings.json").read_text()) != made:
         raise SystemExit(f"{work} caches data and a start model made with other settings ({work / 'settings.json'}): "
                          "pass another --work")

@@ -141,7 +141,8 @@ def test_two_processes_train_the_same_model_as_one(coco_dir, det_config, tmp_pat
 
 def _wandb_records(path: Path) -> list[dict]:
     """Run, history, config (its keys) and artifact (its type) records of an offline W&B run file: a 7-byte ":W&B"
-    header, then LevelDB-log records (32 KiB blocks; each fragment: crc32 4, length 2, type 1 (full, first, middle, last)) of protobuf Records."""
+    header, then LevelDB-log records (32 KiB blocks; each fragment: crc32 4, length 2, type 1 (full, first, middle,
+    last)) of protobuf Records."""
     import json
     import struct
 
