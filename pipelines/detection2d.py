@@ -67,7 +67,8 @@ def build(profile: profiles.ClusterProfile | None = None):
         the run goes on with the targets that passed (``deploy_gates_fatal``: any failed gate fails export, as a CI
         promotion run wants). Below ``deploy_gate_floor`` (PyTorch mAP@0.5; negative: 0.05) the gates are not
         meaningful and the model is registered without an alias. With a GPU profile, ``export-trt`` builds TensorRT engines
-        (``deploy_trt_precisions``), gated the same way, and a second benchmark times them on the GPU."""
+        (``deploy_trt_precisions``), gated the same way (a failed engine is recorded in the zoo and blocked from the alias,
+        not timed), and a second benchmark times the engines that passed on the GPU."""
         on = profiles.scheduler(profile)
         data = profiles.converted(on, profile, data_shards, kitti=source, store=store, definition=data_definition,
                                   val_fraction=data_val_fraction, seed=data_seed)
@@ -94,20 +95,22 @@ def build(profile: profiles.ClusterProfile | None = None):
         bench = on(benchmark(dataset=data.outputs["dataset"], onnx_model=onnx.outputs["onnx_model"], model=model.outputs["model"],
                              backends=deploy_backends, batch_sizes=bench_batch_sizes, threads=bench_threads,
                              warmup=bench_warmup, max_images=bench_max_images), "benchmark")
-        reg = on(register(dataset=data.outputs["dataset"], model=model.outputs["model"], report=scores.outputs["report"],
-                          onnx_model=onnx.outputs["onnx_model"], bench=bench.outputs["results"], name=zoo_model_name,
-                          parent=zoo_parent, alias=zoo_alias, store=store, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
-                 "register")
-        if profile and profile.gpus:  # TensorRT on the deploy image: its gates fail the run before register aliases
+        trt = None
+        if profile and profile.gpus:  # TensorRT engines on the deploy image, gated like export's targets
             trt = on(export_trt(dataset=data.outputs["dataset"], onnx_model=onnx.outputs["onnx_model"],
                                 precisions=deploy_trt_precisions, calibration_images=deploy_calibration_images,
-                                max_drop_float=deploy_max_drop_float, max_drop_int8=deploy_max_drop_int8),
+                                max_drop_float=deploy_max_drop_float, max_drop_int8=deploy_max_drop_int8,
+                                enforce_gates=deploy_gates_fatal),
                      "export-trt", gpu=True)
             on(benchmark(dataset=data.outputs["dataset"], onnx_model=onnx.outputs["onnx_model"], model=model.outputs["model"],
-                         backends=bench_trt_backends,
+                         backends=bench_trt_backends, engines=trt.outputs["engines"],
                          batch_sizes=bench_batch_sizes, threads=bench_threads, warmup=bench_warmup,
-                         max_images=bench_max_images).after(trt), "benchmark-trt", gpu=True)
-            reg.after(trt)
+                         max_images=bench_max_images), "benchmark-trt", gpu=True)
+        on(register(dataset=data.outputs["dataset"], model=model.outputs["model"], report=scores.outputs["report"],
+                    onnx_model=onnx.outputs["onnx_model"], bench=bench.outputs["results"], name=zoo_model_name,
+                    parent=zoo_parent, alias=zoo_alias, store=store, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    **({"engines": trt.outputs["engines"]} if trt else {})),
+           "register")
 
     return detection2d
 

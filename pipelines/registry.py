@@ -20,7 +20,8 @@ from admlops.pipelines.profiles import load_profile
 BUILDERS = {"collect": _collect.build, "detection2d": _detection2d.build, "detection3d": _detection3d.build, "distill": _distill.build,
             "iterate": _iterate.build,
             "optimize": _optimize.build, "promote": _promote.build, "qat": _qat.build, "tune": _tune.build}
-PREFLIGHTS = {"detection3d": _detection3d.preflight}  # checks of a run's inputs before its first step
+# checks of a run's inputs before its first step
+PREFLIGHTS = {"detection3d": _detection3d.preflight, "iterate": _iterate.preflight, "collect": _iterate.preflight}
 PIPELINES = {name: build() for name, build in BUILDERS.items()}
 PIPELINE_DIR = Path(__file__).resolve().parent
 # Renamed parameters, old -> new: the old name is still taken, with a warning, until the release after 0.1 (scripts and

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from admlops.backends.parity import below_floor, remedy
+from admlops.backends.parity import below_floor, deploy_gates, remedy
 from admlops.tasks import get_task
 
 
@@ -39,7 +39,7 @@ def summarize_run(run_dir: str | Path) -> str:
     if onnx:  # each target's numbers beside PyTorch's (whichever targets were asked for)
         task = get_task(onnx["task"])
         lines += [task.export_line(tag, measured, onnx["pytorch"]) for tag, measured in onnx["backends"].items()]
-    gates = _load(run_dir / "export" / "onnx_model" / "gates.json")
+    gates = deploy_gates(run_dir / "export" / "onnx_model", run_dir / "export-trt" / "engines")
     failed = [g for g in (gates or {}).get("gates", []) if not g["passed"]]
     vacuous = below_floor(gates)
     for g in (gates or {}).get("gates", []):

@@ -203,18 +203,21 @@ def test_rows_name_the_kernels_they_ran(report):
     assert f"| onnxruntime:fp32 | {ort_row['kernels']} |" in md and "## Not deployable" not in md
 
 
-def test_a_target_that_failed_its_gate_is_listed_not_timed(coco_dir, export_dir, model_dir, tmp_path):
-    """export's gates.json says onnxruntime fp32 failed: the sweep times PyTorch alone and lists the target with
-    its gate in the report."""
+@pytest.mark.parametrize("where", ["export", "engines"])
+def test_a_target_that_failed_its_gate_is_listed_not_timed(coco_dir, export_dir, model_dir, tmp_path, where):
+    """export's gates.json (or export-trt's, given as ``engines_dir``: the GPU profile's engines) says onnxruntime
+    fp32 failed: the sweep times PyTorch alone and lists the target with its gate in the report."""
     from admlops.components.benchmark.benchmark import sweep
 
     failed = tmp_path / "export"
     shutil.copytree(export_dir, failed)
+    gated = failed if where == "export" else tmp_path / "engines"
+    gated.mkdir(exist_ok=True)
     gate = {"backend": "onnxruntime", "precision": "fp32", "pytorch": 0.5, "measured": 0.4, "drop_points": 10.0,
             "allowed_points": 0.5, "passed": False}
-    (failed / "gates.json").write_text(json.dumps({"metric": "bbox_mAP_50", "passed": False, "gates": [gate]}))
+    (gated / "gates.json").write_text(json.dumps({"metric": "bbox_mAP_50", "passed": False, "gates": [gate]}))
     result = sweep(coco_dir, failed, model_dir, tmp_path / "out", backends=["onnxruntime:fp32"], batch_sizes=(1,),
-                   threads=(1,), warmup=0, max_images=1)
+                   threads=(1,), warmup=0, max_images=1, engines_dir=tmp_path / "engines" if where == "engines" else None)
     assert {r["runtime"] for r in result["rows"]} == {"pytorch"} and result["not_deployable"] == [gate]
     md = (tmp_path / "out" / "benchmark.md").read_text()
     assert "## Not deployable" in md and "| onnxruntime:fp32 | +10.00 | 0.50 |" in md

@@ -64,9 +64,8 @@ def test_yaml_compiled_with_credentials_in_the_environment_holds_none(s3_env, tm
     out.mkdir()
     compiled = []
     for i, name in enumerate(sorted(PIPELINES)):  # every pipeline, and each under one profile in turn: every profile
-        profile = profiles[i % len(profiles)]     # is compiled (the code that maps the Secret is the profile's)
-        compiled.append(compile_pipeline(name, out))
-        compiled.append(compile_pipeline(name, out, profile))
+        profile = profiles[i % len(profiles)]     # is compiled (the code that maps the Secret is the profile's); the
+        compiled.append(compile_pipeline(name, out))  # manifest holds the profile's compiled spec and platform spec
         compiled.append(write_manifests(name, out / f"{name}-{profile}.k8s.yaml", "v1", "admlops", profile))
     assert len(PIPELINES) >= len(profiles)
     for path in compiled:

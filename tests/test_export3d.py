@@ -307,6 +307,32 @@ def test_benchmark_times_voxelization_network_and_post_processing(exported, data
     assert not (tmp_path / "b4").exists()
 
 
+def test_a_pruned_pointpillars_exports_gates_and_benchmarks_like_any_model(data_root, model_dir, tmp_path):
+    """The trained model pruned by 30% of its 2D part's MACs (not fine-tuned) from its published directory: export
+    writes its voxel graph (head maps equal to the pruned PyTorch model's on a val scan) and records its gate, and
+    the benchmark times it beside PyTorch with the same boxes."""
+    import json
+
+    from admlops.components.benchmark.benchmark import sweep
+    from admlops.components.export.export import export
+    from admlops.components.prune.prune import prune
+
+    pruned = tmp_path / "pruned"
+    record = prune(model_dir, data_root, pruned, 0.3, finetune_iters=0)
+    assert record["macs"][-1] <= 0.7 * record["macs"][0]
+    export(data_root, pruned, tmp_path / "export", targets="onnxruntime:fp32", gate_floor=0.0)
+    _, _, _, ours, theirs = _voxels_and_maps(tmp_path / "export", data_root, pruned, scans=1)
+    for name, ref in ours[0].items():
+        np.testing.assert_allclose(theirs[0][name], ref.numpy(), atol=ATOL, rtol=RTOL, err_msg=name)
+    gates = json.loads((tmp_path / "export" / "gates.json").read_text())["gates"]
+    assert [(g["backend"], g["precision"]) for g in gates] == [("onnxruntime", "fp32")]
+    report = sweep(data_root, tmp_path / "export", pruned, tmp_path / "bench", backends=["onnxruntime:fp32"],
+                   threads=[1], warmup=0, max_images=1)
+    rows = {(r["runtime"], r["precision"]): r for r in report["rows"]}
+    assert set(rows) == {("pytorch", "fp32"), ("onnxruntime", "fp32")}
+    assert rows["pytorch", "fp32"]["boxes"] == rows["onnxruntime", "fp32"]["boxes"]
+
+
 def _model_dir_with(config: str, tmp_path: Path) -> Path:
     from mmengine.config import Config
 

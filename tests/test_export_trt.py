@@ -297,6 +297,93 @@ def test_export_trt_names_what_is_wrong(fake_export, learned_model, tmp_path):
     assert not any((tmp_path / n).exists() for n in "abc")
 
 
+def _tensorrt_bindings(version: str, parse_errors: tuple[str, ...] = ()):
+    """What export-trt touches of the tensorrt bindings up to the ONNX parser, at ``version``, whose parser reports
+    ``parse_errors`` on any graph (the real bindings need the deploy image and a GPU: the error paths are tested
+    here through the product's own calls)."""
+    import types
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+
+    class ILogger:
+        class Severity:
+            ERROR, WARNING = 1, 2
+
+        def __init__(self):
+            pass
+
+    class Error:
+        def __init__(self, text):
+            self.text = text
+
+        def node(self):
+            return 3
+
+        def desc(self):
+            return self.text
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            self.num_errors = len(parse_errors)
+
+        def parse_from_file(self, path):
+            return not parse_errors
+
+        def get_error(self, i):
+            return Error(parse_errors[i])
+
+    trt.ILogger, trt.IOutputAllocator, trt.OnnxParser = ILogger, ILogger, OnnxParser
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
+    trt.Builder = lambda logger: types.SimpleNamespace(create_network=lambda flags: None)
+    return trt
+
+
+@pytest.fixture()
+def bindings(monkeypatch):
+    """Installs ``_tensorrt_bindings`` as ``tensorrt`` (and a CUDA device) for one test."""
+    import sys
+
+    def install(version: str, parse_errors: tuple[str, ...] = ()):
+        monkeypatch.setitem(sys.modules, "tensorrt", _tensorrt_bindings(version, parse_errors))
+        monkeypatch.setattr(trt_backend, "cuda_device", lambda: {"gpu": "a GPU", "compute_capability": "9.0"})
+        trt_backend._classes.cache_clear()
+
+    yield install
+    trt_backend._classes.cache_clear()
+
+
+def test_export_trt_refuses_an_unsupported_tensorrt_naming_it_and_publishes_nothing(fake_export, learned_model,
+                                                                                    tmp_path, bindings):
+    from admlops.components.export_trt.export_trt import export_trt
+
+    bindings("12.0.1")
+    with pytest.raises(UsageError, match=r"tensorrt 12\.0\.1 is installed; .* TensorRT 10\.x to 11\.x") as err:
+        export_trt(learned_model.dataset, fake_export, tmp_path / "engines", precisions="fp16")
+    assert err.value.exit_code == 2
+    assert not (tmp_path / "engines").exists() and not list(tmp_path.glob(".engines*"))
+
+
+def test_a_graph_tensorrts_parser_refuses_is_named_and_nothing_is_published(fake_export, learned_model, tmp_path,
+                                                                            bindings):
+    """The parser's errors (node and description) in an InputError naming export's ONNX file and the precision's
+    graph (exit 3); the build directory with that graph is not published. A graph it takes gets past the parser
+    (the control: the error is the parser's, not the bindings')."""
+    from admlops.components.export_trt.export_trt import export_trt
+
+    bindings("10.16.0", ("QuantizeLinear: zero point must be int8 0",))
+    with pytest.raises(InputError) as err:
+        export_trt(learned_model.dataset, fake_export, tmp_path / "engines", precisions="fp16")
+    assert err.value.exit_code == 3 and err.value.path == str(fake_export / "end2end.onnx")
+    assert "refused its fp16 graph (model.fp16.onnx): node 3: QuantizeLinear: zero point must be int8 0" in str(
+        err.value)
+    assert not (tmp_path / "engines").exists() and not list(tmp_path.glob(".engines*"))
+    bindings("11.0.0")
+    with pytest.raises(Exception) as past:
+        export_trt(learned_model.dataset, fake_export, tmp_path / "engines", precisions="fp16")
+    assert "parser refused" not in str(past.value)
+
+
 # -- on a GPU -------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

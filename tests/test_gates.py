@@ -49,7 +49,8 @@ def test_enforce_names_backend_precision_measured_and_allowed():
     assert err.value.exit_code == 4
     assert str(err.value) == ("parity gate failed: openvino int8: mAP@0.5 0.7120 vs PyTorch 0.7450, drop +3.30 points, "
                               "allowed 1.50: FAILED. Remedy: " + remedy("int8"))
-    assert "calibrate on more train images" in remedy("int8") and "deploy config" in remedy("fp32")
+    assert "calibrate on more train images" in remedy("int8") and "admlops qat" in remedy("int8")
+    assert "deploy config" in remedy("fp32")
 
 
 def test_the_learned_models_targets_pass_their_gates(learned_model, learned_onnx):

@@ -144,6 +144,31 @@ def test_each_screening_rule_drops_its_frames_and_a_clean_drive_keeps_all(tmp_pa
     assert summary["kept"] == 30 and sum(v for k, v in summary["dropped"].items() if k != "sync") == 0
 
 
+def test_the_definitions_threshold_values_decide_and_the_report_counts_each_rule(tmp_path):
+    """The thresholds are the definition's numbers, not switches: while standing, one frame per keep_every seconds
+    (0.5 s keeps frame 17 beside 12, the last moving one, where the default 5 s drops all 9 at rest: the first test);
+    the report's table gives each rule's count with its thresholds. A malformed screening or recording section is an InputError naming the
+    definition file and the key."""
+    from admlops.components.ingest.spec import recording_spec
+    from admlops.definition import load_definition
+
+    events = Events(stop=(12, 22))
+    summary, kept = screened(tmp_path, {"standstill": {"keep_every": 0.5}, "duplicate": False}, events)
+    ids = sorted(int(f["id"][-6:]) for f in kept)
+    assert summary["dropped"]["standstill"] == 8 and [i for i in ids if 12 <= i < 22] == [12, 17]
+    report = (tmp_path / "screened-0" / "report" / "screening.md").read_text()
+    assert "| dropped: standstill (min_speed 0.5, keep_every 0.5) | 8 |" in report and "| kept | 22 |" in report
+    topics = default_topics(1)
+    for section, key in (({**topics, "screening": {"blur": {"min_relative_sharpness": -1}}}, "screening.blur"),
+                         ({**topics, "screening": {"glare": {}}}, "screening"),
+                         ({**topics, "sync_tolerance": 2}, "sync_tolerance"),
+                         ({**topics, "frames": {"world": "map"}}, "frames")):
+        defn = definition(tmp_path, section, "bad.yaml")
+        with pytest.raises(InputError) as err:
+            recording_spec(load_definition(str(defn)))
+        assert err.value.path == str(defn) and f"recording.{key}: expected" in str(err.value), str(err.value)
+
+
 def test_the_version_is_iterates_pool_with_the_recordings_lineage(tmp_path):
     events = Events(blurred=(3,))
     summary, kept = screened(tmp_path, {}, events, frames=8)
@@ -160,6 +185,33 @@ def test_the_version_is_iterates_pool_with_the_recordings_lineage(tmp_path):
     assert len(kept) == 7 and all(p.is_file() for _, p in frames) and out.name == v["version"]
     html = (pulled / "report" / "screening.html").read_text()
     assert "Dropped for blur" in html and "drive_000003" in html and "data:image/png;base64" in html
+
+
+def test_the_collection_analysis_covers_the_route_the_kept_frames_drove(tmp_path):
+    """analyze on screen's version: the distance along the kept frames is the generator's motion between them
+    (written out independently), the time is theirs, the speed the generator's; a collection standing still is
+    warned of (the same frames with every speed 0 as the control)."""
+    from admlops.components.analyze.report import analyze
+
+    _, kept = screened(tmp_path, {}, Events(blurred=(3,)), frames=8)
+    version = tmp_path / "screened-0"
+    report = analyze(version, tmp_path / "analysis")
+    steps = [int(f["id"][-6:]) for f in kept]
+    assert steps == [0, 1, 2, 4, 5, 6, 7]
+    expected = sum(np.linalg.norm(expected_pose(b * 0.1)[:3, 3] - expected_pose(a * 0.1)[:3, 3])
+                   for a, b in zip(steps, steps[1:]))
+    assert abs(report["distance_m"] - expected) < 1e-3 and abs(report["duration_s"] - 0.7) < 1e-6
+    assert abs(report["speed_m_s"]["median"] - SPEED) < 0.05 and report["frames"] == 7 and report["warnings"] == []
+    html = (tmp_path / "analysis" / "report.html").read_text()
+    assert "Route of the kept frames" in html and html.count("data:image/png;base64") == 2
+    standing = tmp_path / "standing"
+    shutil.copytree(version, standing)
+    record = json.loads((standing / "frames.json").read_text())
+    for f in record["frames"]:
+        f["speed"] = 0.0
+    (standing / "frames.json").write_text(json.dumps(record))
+    warned = analyze(standing, tmp_path / "analysis-standing")["warnings"]
+    assert warned == ["7 of 7 frames with the ego below 1 m/s: a collection of standing scenes"]
 
 
 def corrupt(src: Path, dst: Path, how: str) -> Path:
@@ -188,9 +240,9 @@ def test_bad_recordings_name_file_topic_and_time_and_write_nothing(case, good_ba
     defn = definition(tmp_path, topics)
     bag = good_bag
     expect = [good_bag.name]
-    if case in ("truncated", "corrupt"):
+    if case in ("truncated", "corrupt"):  # cut: MCAP's footer is gone; corrupt: a message's bytes are overwritten
         bag = corrupt(good_bag, tmp_path / "bad", case)
-        expect = ["bad"]
+        expect = ["bad", "before any message was read" if case == "truncated" else " s (1700000000"]
     elif case == "missing topic":
         defn = definition(tmp_path, {**topics, "cameras": {"front": {"image": "/camera/front/image",
                                                                      "info": topics["cameras"]["front"]["info"]}}})
@@ -227,9 +279,34 @@ def test_cli_ingests_and_exits_3_on_a_bad_recording(good_bag, tmp_path):
     assert not (tmp_path / "out2").exists() and not catalog.names(open_store(tmp_path / "store2"), "datasets")
 
 
+@pytest.mark.parametrize("storage", ["ros1", "sqlite3"])
+def test_a_truncated_ros1_or_sqlite3_bag_exits_3_naming_it_and_writes_nothing(storage, tmp_path):
+    """The other storages cut at 60%: the CLI exits 3 naming the file and that no message could be read, writes no
+    frames and publishes no version; the whole bag ingests (the control)."""
+    whole = bag_path(tmp_path / "whole", storage)
+    synth_recording(whole, frames=6, storage=storage, seed=2)
+    bag = bag_path(tmp_path / "cut", storage)
+    if storage == "ros1":
+        bag.parent.mkdir()
+        data = whole.read_bytes()
+        bag.write_bytes(data[: len(data) * 6 // 10])
+        named = bag
+    else:
+        shutil.copytree(whole, bag)
+        (named,) = bag.glob("*.db3")
+        data = named.read_bytes()
+        named.write_bytes(data[: len(data) * 6 // 10])
+    res = admlops("data", "ingest", bag, tmp_path / "out", "--store", tmp_path / "store", check=False)
+    assert res.returncode == 3 and str(bag) in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+    # both keep their index at the end (a ROS 1 bag's index records, sqlite3's page structure): read at open
+    assert "cannot read the recording before any message was read" in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "out").exists() and not catalog.names(open_store(tmp_path / "store"), "datasets")
+    assert ingest(whole, "road-3class", tmp_path / "control")["frames"] == 6
+
+
 def test_the_collect_pipeline_takes_a_drive_to_a_labeling_task(learned_model, tmp_path):
-    """``admlops run collect --local``: a recording -> ingest -> screen -> the frames version -> infer / score /
-    select with a zoo model -> a labeling task of frames from the drive (kfp.local, one store)."""
+    """``admlops run collect --local``: a recording -> ingest -> screen -> the frames version -> analyze -> infer /
+    score / select with a zoo model -> a labeling task of frames from the drive (kfp.local, one store)."""
     from admlops import zoo
     from admlops.components.convert.lake import COCO_ROLES
 
@@ -249,6 +326,8 @@ def test_the_collect_pipeline_takes_a_drive_to_a_labeling_task(learned_model, tm
     run = Path(run_line.removeprefix("run: "))
     summary = json.loads((run / "screen" / "dataset" / "summary.json").read_text())
     assert summary["kept"] == 9 and summary["dropped"]["blur"] == 1
+    analysis = json.loads((run / "analyze" / "report" / "summary.json").read_text())
+    assert analysis["frames"] == 9 and analysis["kind"] == "unlabeled collection"
     task = json.loads((run / "export-task" / "task" / "task.json").read_text())
     chosen = [f["frame"] for f in task["frames"]]
     assert len(chosen) == 3 and all(c.startswith("drive_") and c != "drive_000002_front" for c in chosen)
@@ -288,3 +367,48 @@ def test_pointcloud_fields_are_read_by_their_table_and_nan_returns_dropped():
         rows = np.concatenate([np.concatenate([data[r * 32:(r + 1) * 32], np.zeros(8, np.uint8)]) for r in (0, 1)])
         msg = Msg(fields=fields, is_bigendian=big, point_step=16, row_step=40, width=2, height=2, data=rows)
         np.testing.assert_array_equal(pointcloud_xyzi(msg), pts[[0, 2, 3]])
+    # a vendor naming its intensity otherwise (uint16 "reflectivity" after x, y, z and a float "t"): the definition's
+    # intensity_field picks it; a cloud without that field reads intensity 0 (the control: the default name)
+    layout = np.dtype({"names": ["x", "y", "z", "t", "reflectivity"], "formats": ["<f4"] * 4 + ["<u2"],
+                       "offsets": [0, 4, 8, 12, 16], "itemsize": 20})
+    cloud = np.zeros(2, layout)
+    cloud["x"], cloud["y"], cloud["z"], cloud["t"], cloud["reflectivity"] = [1, 2], [3, 4], [5, 6], [0.1, 0.2], [7, 900]
+    fields = [Msg(name=n, offset=layout.fields[n][1], datatype={"reflectivity": 4}.get(n, 7), count=1)
+              for n in layout.names]
+    msg = Msg(fields=fields, is_bigendian=False, point_step=20, row_step=40, width=2, height=1,
+              data=np.frombuffer(cloud.tobytes(), np.uint8))
+    np.testing.assert_array_equal(pointcloud_xyzi(msg, "reflectivity"), [[1, 3, 5, 7], [2, 4, 6, 900]])
+    np.testing.assert_array_equal(pointcloud_xyzi(msg)[:, 3], [0, 0])
+
+
+def test_a_raw_sensors_bayer_mosaic_and_packed_yuv_decode_to_its_colours():
+    """A smooth RGB image sampled as each Bayer pattern and as UYVY / YUY2 decodes back to itself (mean error a few
+    levels: demosaicing interpolates); decoded with the wrong pattern or byte order it does not (the controls)."""
+    from types import SimpleNamespace as Msg
+
+    from admlops.components.ingest.messages import image_array
+
+    h, w = 48, 64
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.stack([40 + 3 * xx, 200 - 2 * yy, 60 + xx + yy], axis=-1).clip(0, 255).astype(np.uint8)
+
+    def error(msg) -> float:
+        return float(np.abs(image_array(msg).astype(int) - rgb.astype(int))[2:-2, 2:-2].mean())
+
+    at = {"r": 0, "g": 1, "b": 2}
+    for pattern in ("rggb", "bggr", "gbrg", "grbg"):
+        mosaic = np.zeros((h, w), np.uint8)
+        for k, colour in enumerate(pattern):  # the 2x2 cell: (0,0), (0,1), (1,0), (1,1)
+            mosaic[k // 2::2, k % 2::2] = rgb[k // 2::2, k % 2::2, at[colour]]
+        msg = Msg(encoding=f"bayer_{pattern}8", height=h, width=w, step=w, is_bigendian=False, data=mosaic.ravel())
+        assert error(msg) < 4, pattern
+        swapped = {"rggb": "bggr", "bggr": "rggb", "gbrg": "grbg", "grbg": "gbrg"}[pattern]
+        assert error(Msg(**{**vars(msg), "encoding": f"bayer_{swapped}8"})) > 20, pattern
+    n = rgb / 255.0  # BT.601 at video range (Y 16-235), as cameras send it; chroma of each pair's first pixel
+    y = 16 + 65.481 * n[..., 0] + 128.553 * n[..., 1] + 24.966 * n[..., 2]
+    u = (128 - 37.797 * n[..., 0] - 74.203 * n[..., 1] + 112.0 * n[..., 2])[:, ::2]
+    v = (128 + 112.0 * n[..., 0] - 93.786 * n[..., 1] - 18.214 * n[..., 2])[:, ::2]
+    uyvy = np.stack([u, y[:, ::2], v, y[:, 1::2]], axis=-1).round().clip(0, 255).astype(np.uint8).reshape(h, 2 * w)
+    msg = Msg(encoding="yuv422", height=h, width=w, step=2 * w, is_bigendian=False, data=uyvy.ravel())
+    assert error(msg) < 2
+    assert error(Msg(**{**vars(msg), "encoding": "yuv422_yuy2"})) > 20

@@ -277,6 +277,43 @@ def test_budget_and_empty_pool_are_usage_errors(tmp_path):
         select(preds, scores, tmp_path / "sel", budget=1, weights={"nope": 1.0})
 
 
+def test_weights_name_the_conditions_wanted(tmp_path, capsys):
+    """A team wanting more of a condition weighs its signal (``--weight SIGNAL=WEIGHT``, the pipelines'
+    ``select_weights``): with novelty weighed 3 the novel scenes (n*) are chosen and each names novelty as its
+    driver; at the default weights the uncertain ones (u*, a higher mean) are (the control); a malformed item, a
+    negative weight, a signal named twice or one the scores lack exits 2 naming it."""
+    from admlops.pipelines.cli import main
+
+    values = {**{f"u{i}": (0.9, 0.3) for i in range(4)}, **{f"n{i}": (0.2, 0.7) for i in range(4)}}
+    preds = [FramePrediction(f, "", 100, 100, det([], [], []), None, e) for f, e in zip(values, np.eye(8))]
+    (tmp_path / "preds").mkdir()
+    write_predictions(tmp_path / "preds", preds, {"classes": CLASSES})
+    (tmp_path / "scores").mkdir()
+    (tmp_path / "scores" / "scores.jsonl").write_text("".join(json.dumps({"frame": f, "signals": {
+        "uncertainty": {"score": u, "reason": f"u={u}"}, "novelty": {"score": n, "reason": f"n={n}"}}}) + "\n"
+        for f, (u, n) in values.items()))
+    (tmp_path / "scores" / "summary.json").write_text(json.dumps({"signals": ["uncertainty", "novelty"],
+                                                                   "classes": CLASSES}))
+
+    def run(out: str, *weights: str) -> dict:
+        assert main(["iterate", "select", str(tmp_path / "preds"), str(tmp_path / "scores"), str(tmp_path / out),
+                     "--budget", "3", *(f"--weight={w}" for w in weights)]) == 0
+        return json.loads((tmp_path / out / "selection.json").read_text())
+
+    novel = run("novel", "novelty=3")
+    assert all(c["frame"].startswith("n") and c["drivers"] == ["novelty"] for c in novel["frames"])
+    assert novel["weights"] == {"uncertainty": 1.0, "novelty": 3.0} and novel["chosen_by_signal"]["novelty"] == 3
+    assert all(c["frame"].startswith("u") for c in run("default")["frames"])
+    for bad, named in (("novelty", "weight 'novelty': expected SIGNAL=WEIGHT"), ("novelty=-1", "'novelty=-1'"),
+                       ("novelty=nan", "'novelty=nan'"), ("weather=2", "weather")):
+        assert main(["iterate", "select", str(tmp_path / "preds"), str(tmp_path / "scores"), str(tmp_path / "bad"),
+                     "--budget", "3", "--weight", bad]) == 2
+        assert named in capsys.readouterr().err
+    assert main(["iterate", "select", str(tmp_path / "preds"), str(tmp_path / "scores"), str(tmp_path / "bad"),
+                 "--budget", "3", "--weight", "novelty=1", "--weight", "novelty=2"]) == 2
+    assert "signal 'novelty' is weighed twice" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
 # ---------------------------------------------------------------- report
 
 

@@ -273,6 +273,24 @@ def test_cli_exits_2_naming_the_value(pool, tmp_path, capsys):
     assert sel["targets"] == {"Cyclist": 0.5, "Pedestrian": 1.0} and sel["budget_boxes"] == 2
 
 
+@pytest.mark.parametrize("pipeline,param,named", [
+    ("collect", "select_target_classes=Cyclist=2", "the share 2 is outside (0, 1]"),
+    ("collect", "select_weights=novelty=-1", "weight 'novelty=-1': expected SIGNAL=WEIGHT"),
+    ("iterate", "select_weights=novelty", "weight 'novelty': expected SIGNAL=WEIGHT"),
+    ("iterate", "select_weights=novelty=2,novelty=3", "signal 'novelty' is weighed twice"),
+    ("iterate", "budget=0", "give a budget in frames or boxes")])
+def test_a_pipeline_run_refuses_bad_selection_settings_before_any_step(pipeline, param, named, tmp_path, capsys):
+    """``admlops run iterate|collect --local``: bad selection settings exit 2 naming the value before any step ran
+    (not as a failed select step after inference)."""
+    given = {"collect": ["recordings=drive", "model=det@production", "dataset=d@v1", "budget=3"],
+             "iterate": ["model=det@production", "pool=pool", "dataset=d@v1", "budget=3"]}[pipeline]
+    params = [p for p in given if p.split("=")[0] != param.split("=")[0]] + [param]
+    args = ["run", pipeline, "--local", "--store", str(tmp_path / "store")] + [x for p in params for x in ("--param", p)]
+    assert main(args) == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "store" / "runs").exists()
+
+
 # ---------------------------------------------------------------- the benchmark's generator setting
 
 

@@ -67,7 +67,12 @@ def test_tensorrt_steps_only_with_a_gpu_profile(tmp_path):
     spec, _, _, _ = _compiled(tmp_path, "a100")
     tasks = {t["taskInfo"]["name"]: (key, t) for key, t in spec["root"]["dag"]["tasks"].items()}
     assert {"export-trt", "benchmark-trt"} <= set(tasks)
-    assert tasks["export-trt"][0] in tasks["register"][1]["dependentTasks"]  # TRT's gates fail the run before the alias
+    # a failed engine is recorded in the zoo and left untimed; it ends the run only under deploy_gates_fatal
+    trt_key, trt = tasks["export-trt"]
+    assert trt["inputs"]["parameters"]["enforce_gates"] == {"componentInputParameter": "deploy_gates_fatal"}
+    for step in ("register", "benchmark-trt"):
+        engines = tasks[step][1]["inputs"]["artifacts"]["engines"]["taskOutputArtifact"]
+        assert engines == {"outputArtifactKey": "engines", "producerTask": trt_key}
     plain, _, _, _ = _compiled(tmp_path / "plain")
     assert not {"export-trt", "benchmark-trt"} & {t["taskInfo"]["name"] for t in plain["root"]["dag"]["tasks"].values()}
 

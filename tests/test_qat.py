@@ -287,3 +287,15 @@ def test_the_report_names_a_target_that_failed_its_gate_where_its_latency_would_
     assert by_name["qat"]["gates"]["onnxruntime int8"] == {"passed": True}
     page = (tmp_path / "out" / "report.html").read_text()
     assert "gate failed (drop +2.30, allowed 1.50)" in page and "<td>40.0</td>" in page
+    # the parameters (M), MACs (G) and artifact size (MB) columns; the plot's axis is PyTorch, where both were timed
+    assert "<td>qat</td><td>4.80</td><td>4.00</td><td>0.735</td>" in page and "<td>5.0</td>" in page
+    assert result["target"] == "pytorch fp32" and [r["pareto"] for r in result["rows"]] == [False, True]
+
+
+def test_the_pareto_front_on_known_points():
+    """(latency, accuracy): a point is on the front unless another is faster and at least as accurate, or as fast
+    and more accurate; ties keep both."""
+    from admlops.components.optimize.report import pareto
+
+    points = [(10.0, 0.70), (20.0, 0.80), (15.0, 0.65), (20.0, 0.75), (30.0, 0.80), (5.0, 0.50), (5.0, 0.50)]
+    assert pareto(points) == [True, True, False, False, False, True, True]

@@ -37,6 +37,20 @@ def test_all_passed_names_no_remedy(tmp_path):
     assert "remedy" not in text and "FAILED" not in text and text.endswith("alias candidate")
 
 
+def test_the_tensorrt_engines_gates_are_summarised_beside_exports(tmp_path):
+    """A GPU profile's run: export-trt's gates follow export's, a failed engine with the verdict and its remedy."""
+    _run(tmp_path, int8_passed=True)
+    engines = tmp_path / "export-trt" / "engines"
+    engines.mkdir(parents=True)
+    gate = {"backend": "tensorrt", "precision": "int8", "pytorch": 0.848, "measured": 0.80, "drop_points": 4.8,
+            "allowed_points": 1.5, "passed": False}
+    (engines / "gates.json").write_text(json.dumps({"metric": "bbox_mAP_50", "passed": False, "gates": [gate]}))
+    text = summarize_run(tmp_path)
+    assert "gate openvino:int8      bbox_mAP_50 drop +3.00 points, allowed 1.50: passed" in text
+    assert "gate tensorrt:int8      bbox_mAP_50 drop +4.80 points, allowed 1.50: FAILED" in text
+    assert f"remedy (int8): {remedy('int8')}" in text
+
+
 def test_a_2d_export_without_onnx_runtime_is_summarised(tmp_path):
     """Targets without onnxruntime:fp32 (metrics.json has no "onnxruntime" key): every target's line, no KeyError."""
     export = tmp_path / "export" / "onnx_model"

@@ -53,6 +53,27 @@ def test_register_aliases_the_targets_that_passed(tmp_path, passed, capsys):
     assert ("candidate blocked for the targets whose gates failed: openvino int8" in err) is not passed
 
 
+def test_the_tensorrt_engines_gates_join_the_record_and_a_failed_engine_is_blocked(tmp_path):
+    """export-trt's gates.json (the GPU profile's engines) is recorded beside export's: a failed int8 engine is
+    blocked from candidate while every export target and the fp16 engine keep it; the record passes only if both do."""
+    from admlops.components.register.register import register
+
+    steps = _steps(tmp_path, True)
+    engines = tmp_path / "engines"
+    engines.mkdir()
+    trt = [{"backend": "tensorrt", "precision": p, "pytorch": 0.9, "measured": m, "drop_points": d,
+            "allowed_points": a, "passed": d <= a} for p, m, d, a in (("fp16", 0.9, 0.0, 0.5), ("int8", 0.86, 4.0, 1.5))]
+    (engines / "gates.json").write_text(json.dumps({"metric": "bbox_mAP_50", "passed": False, "gates": trt}))
+    dataset = {"name": "kitti-coco", "version": "v1", "manifest_sha256": "0" * 64}
+    result = register(*steps, dataset, "det", store_uri=str(tmp_path / "store"), engines_dir=engines)
+    info = catalog.show(open_store(tmp_path / "store"), "models", "det", result["version"]).info
+    assert info["gates"]["passed"] is False and info["gates"]["gates"] == _gates(True)["gates"] + trt
+    assert result["failed_gates"] == ["tensorrt int8 (drop 4.00 > 1.50 points)"]
+    assert result["alias"]["targets"] == ["onnxruntime:fp32", "openvino:int8", "tensorrt:fp16"]
+    control = register(*steps, dataset, "det", store_uri=str(tmp_path / "store2"))  # without the engines
+    assert control["gates_passed"] and "tensorrt:fp16" not in control["alias"]["targets"]
+
+
 def test_register_does_not_alias_a_model_whose_every_target_failed(tmp_path, capsys):
     from admlops.components.register.register import register
 

@@ -133,6 +133,17 @@ def failed_gates(export_dir: Path) -> list[dict]:
     return [g for g in json.loads(path.read_text())["gates"] if not g["passed"]] if path.is_file() else []
 
 
+def deploy_gates(*export_dirs: str | Path | None) -> dict | None:
+    """One gates record of the export steps' gates.json files (export's, export-trt's): every target's gate, passed
+    only when all passed; the floor is the first's (each gates against the same PyTorch evaluation)."""
+    reports = [json.loads((Path(d) / GATES_FILE).read_text()) for d in export_dirs
+               if d and (Path(d) / GATES_FILE).is_file()]
+    if not reports:
+        return None
+    return {**reports[0], "passed": all(r["passed"] for r in reports),
+            "gates": [g for r in reports for g in r["gates"]]}
+
+
 def enforce(gates: list[Gate]) -> None:
     """Raise StepFailed naming every failing gate, or the floor PyTorch did not reach."""
     vacuous = below_floor(gates_report(gates))

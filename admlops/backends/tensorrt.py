@@ -289,7 +289,8 @@ class TensorRT(Backend):
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(graph)):
             errors = [f"node {e.node()}: {e.desc()}" for e in map(parser.get_error, range(parser.num_errors))]
-            raise InputError(graph, "TensorRT's ONNX parser refused it: " + "; ".join(errors or logger.errors))
+            what = "it" if graph == onnx_file else f"its {precision} graph ({graph.name})"
+            raise InputError(onnx_file, f"TensorRT's ONNX parser refused {what}: " + "; ".join(errors or logger.errors))
         layer_types = Counter(str(network.get_layer(i).type).rsplit(".", 1)[-1] for i in range(network.num_layers))
 
         config = builder.create_builder_config()

@@ -7,7 +7,8 @@ from admlops.images import image_for
 
 @dsl.component(base_image=image_for("analyze"), install_kfp_package=False)
 def analyze(dataset: Input[Dataset], report: Output[Artifact], html: Output[HTML], markdown: Output[Markdown]):
-    """Class balance, box geometry, positions, truncation/occlusion, distance, empty frames, label errors."""
+    """Class balance, box geometry, positions, truncation/occlusion, distance, empty frames, label errors; of an
+    unlabeled collection (screen's output): route, distance, speed, light and LiDAR density."""
     import shutil
     from pathlib import Path
 
@@ -16,5 +17,5 @@ def analyze(dataset: Input[Dataset], report: Output[Artifact], html: Output[HTML
     summary = run(dataset.path, report.path)
     shutil.copyfile(Path(report.path) / "report.html", html.path)
     shutil.copyfile(Path(report.path) / "report.md", markdown.path)
-    report.metadata.update({"warnings": len(summary["warnings"]), "label_errors": len(summary["label_errors"]),
-                            "empty_frames": len(summary["empty_frames"])})
+    report.metadata.update({"warnings": len(summary["warnings"]),
+                            **{k: len(summary[k]) for k in ("label_errors", "empty_frames") if k in summary}})

@@ -1,5 +1,6 @@
 """Dataset analysis: class balance, box geometry, image positions, truncation/occlusion, distance, empty
-frames and label errors of a converted dataset (convert's output, read through its index.parquet).
+frames and label errors of a converted dataset (convert's output, read through its index.parquet); an unlabeled
+collection (screen's output) is analysed by ``drive.py``.
 
 Writes ``report.html`` (self-contained: plots embedded as PNG), ``summary.json`` and ``report.md``.
 """
@@ -168,7 +169,13 @@ def render_markdown(summary: dict) -> str:
 
 
 def analyze(dataset_dir: str | Path, out: str | Path) -> dict:
-    """Analyse convert's output ``dataset_dir``; publishes report.html, report.md and summary.json at ``out``."""
+    """Analyse convert's output ``dataset_dir`` (or screen's, an unlabeled collection: ``drive.py``); publishes
+    report.html, report.md and summary.json at ``out``."""
+    if (Path(dataset_dir) / "frames.json").is_file() and not (Path(dataset_dir) / "index.parquet").is_file():
+        from admlops.components.analyze.drive import analyze_drive
+
+        with atomic_dir(out) as tmp:
+            return analyze_drive(dataset_dir, tmp)
     summary, rows = summarize(dataset_dir)
     palette = json.loads((Path(dataset_dir) / "summary.json").read_text())["palette"]
     figures = plots(summary, rows, palette)

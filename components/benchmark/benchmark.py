@@ -187,6 +187,7 @@ def sweep(
     max_images: int = 0,
     repeats: int = 1,
     rounds: int = 1,
+    engines_dir: str | Path | None = None,
 ) -> dict:
     """Benchmark every backend x precision in ``backends`` and PyTorch eager, at each batch size and thread count,
     on the val images of ``dataset_dir`` (convert's output); publishes benchmark.json, benchmark.md and
@@ -198,7 +199,8 @@ def sweep(
     times the whole list of rows runs, each row in a fresh process each time, in alternating order (forward, then
     reversed, ...) with the timings pooled: on a shared machine a slow spell then hits every row, not whichever ran
     during it (detections and memory are the first round's, load time the median);
-    ``batch_sizes`` None = the task's (2D 1, 4, 8; a 3D export 1); ``backends`` None = the task's default targets."""
+    ``batch_sizes`` None = the task's (2D 1, 4, 8; a 3D export 1); ``backends`` None = the task's default targets;
+    ``engines_dir``: export-trt's output, whose failed gates make those TensorRT targets not deployable too."""
     from mmengine.config import Config
 
     from admlops.backends import build_settings, get_backend, parse_targets, quantized_targets
@@ -221,7 +223,8 @@ def sweep(
     if is_quantized(model_cfg):  # an int8 model: its targets are int8
         pairs = quantized_targets(pairs, explicit=backends is not None)
     # a target that failed its parity gate is not deployable: it is listed with its gate, not timed
-    failed = [g for g in failed_gates(export_dir) if (g["backend"], g["precision"]) in pairs]
+    failed = [g for d in (export_dir, engines_dir) if d for g in failed_gates(d)
+              if (g["backend"], g["precision"]) in pairs]
     pairs = [p for p in pairs if p not in {(g["backend"], g["precision"]) for g in failed}]
     batch_sizes = list(dict.fromkeys(parse_ints(batch_sizes or task.batch_sizes, "batch sizes")))
     threads = list(dict.fromkeys(parse_ints(threads, "threads")))

@@ -232,7 +232,7 @@ class RecordingReader:
         infos = {c.info: c.name for c in self.spec.cameras}
         sync = Synchroniser([c.name for c in self.spec.cameras], self.spec.sync_tolerance_ns)
         counts: dict[str, int] = {}
-        first = last = None
+        first = last = read = None
         try:
             with open_reader(self.path) as reader:
                 wanted = self.check_topics(reader)
@@ -241,6 +241,7 @@ class RecordingReader:
                 index = 0
                 for conn, logtime, raw in reader.messages(connections=list(wanted.values())):
                     topic, stamp = conn.topic, None
+                    read = (topic, logtime)  # where a reader error after this message is placed
                     try:
                         msg = reader.deserialize(raw, conn.msgtype)
                         counts[topic] = counts.get(topic, 0) + 1
@@ -273,8 +274,10 @@ class RecordingReader:
         except FileNotFoundError as exc:
             raise InputError(self.path, f"cannot open the recording: {exc}") from None
         except _read_errors() as exc:
-            raise InputError(self.path, f"cannot read the recording ({type(exc).__name__}: {exc}): truncated or "
-                             "corrupt?") from None
+            where = (f"after topic {read[0]} at {read[1] / 1e9:.3f} s ({read[1]} ns), the last message read"
+                     if read else "before any message was read")
+            raise InputError(self.path, f"cannot read the recording {where} ({type(exc).__name__}: {exc}): "
+                             "truncated or corrupt?") from None
         for cam, found in self.infos.items():
             if not found:
                 topic = next(c.info for c in self.spec.cameras if c.name == cam)

@@ -24,7 +24,11 @@ POINTCLOUD = ("sensor_msgs/msg/PointCloud2",)
 TF = ("tf2_msgs/msg/TFMessage", "tf/msg/tfMessage")
 # PointField.datatype -> numpy type (sensor_msgs/PointField's constants)
 POINT_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
-CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "mono16": 1, "8UC1": 1, "8UC3": 3}
+CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "mono16": 1, "8UC1": 1, "8UC3": 3, "16UC1": 1}
+# a raw sensor's mosaic (ROS's pattern name -> OpenCV's name for the same pattern, as cv_bridge maps them) and
+# packed 4:2:2 YUV (ROS's yuv422 is UYVY); both converted to RGB by OpenCV
+BAYER = {"bayer_rggb8": "BayerBG", "bayer_bggr8": "BayerRG", "bayer_gbrg8": "BayerGR", "bayer_grbg8": "BayerGB"}
+YUV422 = {"yuv422": "UYVY", "uyvy": "UYVY", "yuv422_yuy2": "YUY2", "yuyv": "YUY2"}
 
 
 class MessageError(ValueError):
@@ -38,13 +42,16 @@ def stamp_ns(msg) -> int:
 
 
 def image_array(msg) -> np.ndarray:
-    """An uncompressed ``sensor_msgs/Image`` as H x W x 3 (RGB) or H x W uint8."""
+    """An uncompressed ``sensor_msgs/Image`` as H x W x 3 (RGB) or H x W uint8: RGB/BGR(A), mono 8/16 bit, a Bayer
+    mosaic (demosaiced) or packed YUV 4:2:2."""
     enc = msg.encoding
-    if enc not in CHANNELS:
-        raise MessageError(f"image encoding {enc!r} is not supported (expected one of {', '.join(CHANNELS)})")
-    wide = enc == "mono16"
+    known = [*CHANNELS, *BAYER, *YUV422]
+    if enc not in known:
+        raise MessageError(f"image encoding {enc!r} is not supported (expected one of {', '.join(known)})")
+    wide = enc in ("mono16", "16UC1")
     itemsize = 2 if wide else 1
-    h, w, c = int(msg.height), int(msg.width), CHANNELS[enc]
+    h, w = int(msg.height), int(msg.width)
+    c = 2 if enc in YUV422 else CHANNELS.get(enc, 1)
     data = np.asarray(msg.data, dtype=np.uint8)
     if int(msg.step) < w * c * itemsize or data.size < h * int(msg.step):
         raise MessageError(f"image data of {data.size} bytes does not hold {h} rows of step {msg.step} ({w}x{c} {enc})")
@@ -53,6 +60,11 @@ def image_array(msg) -> np.ndarray:
         dtype = ">u2" if msg.is_bigendian else "<u2"
         return (rows.copy().view(dtype).reshape(h, w) >> 8).astype(np.uint8)
     pixels = rows.reshape(h, w, c) if c > 1 else rows.reshape(h, w)
+    if enc in BAYER or enc in YUV422:
+        import cv2
+
+        code = f"COLOR_{BAYER[enc]}2RGB" if enc in BAYER else f"COLOR_YUV2RGB_{YUV422[enc]}"
+        return cv2.cvtColor(np.ascontiguousarray(pixels), getattr(cv2, code))
     if enc.startswith("bgr"):
         pixels = pixels[..., 2::-1]
     elif c == 4:

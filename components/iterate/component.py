@@ -32,13 +32,14 @@ def score(predictions: Input[Artifact], dataset: Input[Dataset], scores: Output[
 
 @dsl.component(base_image=image_for("iterate"), install_kfp_package=False)
 def select(predictions: Input[Artifact], scores: Input[Artifact], budget: int, diversity: float,
-           selection: Output[Artifact], budget_boxes: int = 0, target_classes: str = ""):
+           selection: Output[Artifact], budget_boxes: int = 0, target_classes: str = "", weights: str = ""):
     """``budget`` frames and/or ``budget_boxes`` predicted boxes (0: that limit unused) by combined signal with a
-    diversity penalty, each with its reasons; ``target_classes`` (``CLASS[=SHARE],...``, empty: none) first."""
+    diversity penalty, each with its reasons; ``target_classes`` (``CLASS[=SHARE],...``, empty: none) first;
+    ``weights`` (``SIGNAL=WEIGHT,...``, empty: 1 each) weigh the signals."""
     from admlops.components.iterate.select import select as run
 
     summary = run(predictions.path, scores.path, selection.path, budget or None, diversity=diversity,
-                  budget_boxes=budget_boxes or None, targets=target_classes)
+                  budget_boxes=budget_boxes or None, targets=target_classes, weights=weights)
     selection.metadata.update({"budget": budget, "budget_boxes": budget_boxes, "targets": summary["targets"],
                                "chosen_by_signal": summary["chosen_by_signal"], "boxes": summary["boxes"]})
 

@@ -39,6 +39,7 @@ chosen fraction of the pool's frames (a frame budget) or of its predicted boxes 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -136,14 +137,15 @@ def _definition_classes(definition: str | None) -> list[str] | None:
 
 
 def select(predictions: str | Path, scores: str | Path, out: str | Path, budget: int | None = None,
-           weights: dict[str, float] | None = None, diversity: float = DIVERSITY, budget_boxes: int | None = None,
-           targets: dict[str, float] | list[str] | str | None = None) -> dict:
+           weights: dict[str, float] | list[str] | str | None = None, diversity: float = DIVERSITY,
+           budget_boxes: int | None = None, targets: dict[str, float] | list[str] | str | None = None) -> dict:
     """Choose frames from score's output ``scores`` (boxes and embeddings from infer's ``predictions``): at most
     ``budget`` frames and/or frames holding at most ``budget_boxes`` predicted boxes; publishes
     ``out/selection.json``: the frames in the order chosen, each with its signals, reasons and rank, and the chosen
-    boxes per class against a random pick's. ``weights`` (signal -> weight, default 1 each) weigh the combined
-    score; ``diversity`` the penalty; ``targets`` (class -> share, or ``CLASS[=SHARE]`` items) the classes the
-    team is short of (module doc).
+    boxes per class against a random pick's. ``weights`` (signal -> weight, or ``SIGNAL=WEIGHT`` items;
+    default 1 each) weigh the combined score: the conditions the team wants more of (``novelty=3``: scenes unlike
+    the dataset's; ``flip=0``: not the model's left-right inconsistency); ``diversity`` the penalty; ``targets``
+    (class -> share, or ``CLASS[=SHARE]`` items) the classes the team is short of (module doc).
 
     No budget, a budget below 1, a frame budget above the pool's size, a box budget smaller than every pool
     frame's predicted boxes, a target class the dataset definition (or the model) does not have, a share outside
@@ -163,7 +165,7 @@ def select(predictions: str | Path, scores: str | Path, out: str | Path, budget:
     if diversity < 0:
         raise UsageError(f"diversity must be >= 0, got {diversity}")
     names = score_summary["signals"]
-    weights = {n: 1.0 for n in names} | (weights or {})
+    weights = {n: 1.0 for n in names} | (dict(weights) if isinstance(weights, dict) else parse_weights(weights))
     unknown = [n for n in weights if n not in names]
     if unknown or any(w < 0 for w in weights.values()) or not sum(weights.values()):
         raise UsageError(f"weights {weights}: expected non-negative weights, not all 0, of the scored signals {names}")
@@ -250,6 +252,25 @@ def select(predictions: str | Path, scores: str | Path, out: str | Path, budget:
     with atomic_dir(out) as tmp:
         (tmp / "selection.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def parse_weights(specs: list[str] | str | None) -> dict[str, float]:
+    """``SIGNAL=WEIGHT`` items (a list, or one comma-separated string: the pipeline parameter) as signal -> weight;
+    a malformed item, a weight that is not a finite number >= 0 and a signal named twice are UsageErrors naming it
+    (select checks the names against the scored signals)."""
+    weights: dict[str, float] = {}
+    for item in filter(None, (s.strip() for s in (specs.split(",") if isinstance(specs, str) else specs or []))):
+        name, sep, value = (x.strip() for x in item.partition("="))
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not sep or not name or not math.isfinite(weight) or weight < 0:
+            raise UsageError(f"weight {item!r}: expected SIGNAL=WEIGHT with WEIGHT a number >= 0")
+        if name in weights:
+            raise UsageError(f"signal {name!r} is weighed twice")
+        weights[name] = weight
+    return weights
 
 
 def read_selection(selection_dir: str | Path) -> dict:

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from admlops import zoo
+from admlops.backends.parity import deploy_gates
 from admlops.objectstore import open_store
 
 
@@ -28,6 +29,7 @@ def register(
     alias: str = "candidate",
     store_uri: str = "",
     study_dir: str | Path | None = None,
+    engines_dir: str | Path | None = None,
 ) -> dict:
     """Publish and alias; ``dataset`` is the dataset's version record (the lineage). ``onnx_dir`` and ``bench_dir``
     (export's and benchmark's outputs) may be None for a model not exported. ``parent``: the parent model in the
@@ -57,9 +59,9 @@ def register(
         for src, dst in files:
             (stage / dst).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, stage / dst)
-        gates = json.loads((onnx_dir / "gates.json").read_text()) if onnx_dir and (onnx_dir / "gates.json").is_file() else None
+        gates = deploy_gates(onnx_dir, engines_dir)
         if gates:
-            shutil.copyfile(onnx_dir / "gates.json", stage / "metrics" / "gates.json")
+            (stage / "metrics" / "gates.json").write_text(json.dumps(gates, indent=2))
         record = zoo.lineage(dataset, stage / "config.py", run_id=run_id, parent=parent)
         if (model_dir / "distill.json").is_file():  # the teacher that guided its training
             distilled = json.loads((model_dir / "distill.json").read_text())

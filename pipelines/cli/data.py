@@ -218,8 +218,9 @@ def add_commands(sub) -> None:
     s.add_argument("--prefix", help="file name prefix (mmdet3d's --extra-tag; default: the format)")
     strict_arg(s)
     s.set_defaults(func=cmd_infos)
-    s = data.add_parser("analyze", help="HTML report (plots), Markdown and JSON summary of a converted dataset")
-    s.add_argument("dataset", help="convert's output directory")
+    s = data.add_parser("analyze", help="HTML report (plots), Markdown and JSON summary of a converted dataset or "
+                        "of a screened collection (route, speed, light, LiDAR density)")
+    s.add_argument("dataset", help="convert's output directory, or screen's (an unlabeled collection)")
     s.add_argument("out", help="directory for report.html, report.md and summary.json")
     s.set_defaults(func=cmd_analyze)
     s = data.add_parser("spec", help="render a definition's labeling standard as a Markdown document")

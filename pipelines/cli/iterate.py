@@ -23,7 +23,7 @@ def cmd_select(args) -> None:
     from admlops.components.iterate.select import select
 
     print_json(select(args.predictions, args.scores, args.out, args.budget, diversity=args.diversity,
-                      budget_boxes=args.budget_boxes, targets=args.target_class))
+                      budget_boxes=args.budget_boxes, targets=args.target_class, weights=args.weight))
 
 
 def cmd_report(args) -> None:
@@ -81,6 +81,9 @@ def add_commands(sub) -> None:
     s.add_argument("--target-class", action="append", metavar="CLASS[=SHARE]",
                    help="a class of the dataset definition the team wants more of, and its wanted share of the chosen "
                    "boxes in (0, 1] (default 1: as many as the budget buys); repeatable")
+    s.add_argument("--weight", action="append", metavar="SIGNAL=WEIGHT",
+                   help="a signal's weight in the combined score (default 1 each): the conditions the team wants more "
+                   "of, e.g. novelty=3 (scenes unlike the dataset's) or flip=0; repeatable")
     s.add_argument("--diversity", type=float, default=0.5, help="penalty weight for frames like those already chosen")
     s.set_defaults(func=cmd_select)
     s = it.add_parser("report", help="the corner-case report: thumbnails with boxes, score distributions, counts")
