@@ -298,6 +298,12 @@ def test_component_wires_the_outputs(monkeypatch, tmp_path):
                           results=art["results"], table=art["table"], html=art["html"])
     assert calls == {"dataset": art["dataset"].path, "export": art["onnx"].path, "model": art["model"].path,
                      "backends": ["onnxruntime", "openvino:int8"], "batch_sizes": [1, 4], "threads": [0, 2], "warmup": 2,
-                     "max_images": 3}
+                     "max_images": 3, "engines_dir": None}  # no export-trt output: export's gates alone
     assert Path(art["table"].path).read_text() == "# md" and Path(art["html"].path).read_text() == "<html>"
     assert art["results"].metadata == {"fastest": "onnxruntime:fp32", "fastest_speedup_p50": 2.0}
+    engines = SimpleNamespace(path=str(tmp_path / "engines"), metadata={})  # the GPU profile's benchmark-trt
+    benchmark.python_func(dataset=art["dataset"], onnx_model=art["onnx"], model=art["model"], backends="tensorrt:fp16",
+                          batch_sizes="1", threads="0", warmup=0, max_images=1, engines=engines,
+                          results=SimpleNamespace(path=str(tmp_path / "trt"), metadata={}), table=art["table"],
+                          html=art["html"])
+    assert calls["engines_dir"] == engines.path
