@@ -176,6 +176,35 @@ def learned_model(tmp_path_factory) -> LearnedModel:
     return learned
 
 
+# the pipeline tests' KITTI source: the learned model's frames with the val split cut to this many frames (train
+# unchanged): their pipelines evaluate each model on val in several steps, where the full 40 frames cost minutes
+PIPELINE_VAL_FRAMES = 12
+
+
+@dataclass(frozen=True)
+class SmallVal:
+    kitti: Path  # a KITTI root: the learned model's training/ folder, ImageSets with the val split cut
+    map50: float  # the learned model's PyTorch mAP@0.5 on that val split
+
+
+@pytest.fixture(scope="session")
+def small_val(learned_model, tmp_path_factory) -> SmallVal:
+    root = tmp_path_factory.mktemp("small-val")
+    kitti = root / "kitti"
+    kitti.mkdir()
+    for entry in learned_model.kitti.iterdir():
+        if entry.name != "ImageSets":
+            (kitti / entry.name).symlink_to(entry)
+    (kitti / "ImageSets").mkdir()
+    sets = learned_model.kitti / "ImageSets"
+    (kitti / "ImageSets" / "train.txt").write_text((sets / "train.txt").read_text())
+    val = (sets / "val.txt").read_text().split()[:PIPELINE_VAL_FRAMES]
+    (kitti / "ImageSets" / "val.txt").write_text("\n".join(val) + "\n")
+    admlops("data", "convert", "--strict", kitti, root / "dataset")
+    admlops("evaluate", root / "dataset", learned_model.model, root / "evaluate")
+    metrics = json.loads((root / "evaluate" / "metrics.json").read_text())
+    return SmallVal(kitti, metrics["bbox"]["bbox_mAP_50"])
+
 # export ``learned_model`` with components/export/export.py: mmdeploy -> end2end.onnx, evaluated under ONNX Runtime
 # (fp32 only, where export builds several deploy targets: the other targets have their own tests)
 _EXPORT = """

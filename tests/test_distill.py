@@ -160,7 +160,7 @@ def to_teacher(teacher_dir, student_dir, dataset_dir) -> dict:
     return {"neck": neck_loss(sf, tf).item(), "logits": logit_loss(sl, tl, 1.0).item()}
 
 
-def test_the_distill_pipeline_trains_the_student_under_its_teacher_and_measures_it_beside_both(learned_model, tmp_path):
+def test_the_distill_pipeline_trains_the_student_under_its_teacher_and_measures_it_beside_both(learned_model, small_val, tmp_path):
     """The learned RTMDet-tiny in the zoo teaches a fresh one 20 iterations in the distill pipeline run locally; the
     same config trains alone as the control; all three are evaluated, exported (ONNX Runtime fp32) and benchmarked.
     The student, published as a plain RTMDet, is closer to its teacher than the control trained alone."""
@@ -173,7 +173,7 @@ def test_the_distill_pipeline_trains_the_student_under_its_teacher_and_measures_
 
     store = tmp_path / "store"
     teacher = zoo.publish(open_store(str(store)), "big", learned_model.model, zoo.lineage(None, None))
-    run = run_local("distill", {"source": str(learned_model.kitti), "teacher": f"big@{teacher.version}",
+    run = run_local("distill", {"source": str(small_val.kitti), "teacher": f"big@{teacher.version}",
                                 "zoo_model_name": "small", "train_max_iters": 20, "train_batch_size": 4,
                                 "deploy_backends": "onnxruntime:fp32", "bench_max_images": 2, "bench_warmup": 1}, store)
     [record_file] = list(run.rglob("distill.json"))
@@ -189,7 +189,7 @@ def test_the_distill_pipeline_trains_the_student_under_its_teacher_and_measures_
     assert distance["distill"]["logits"] < 0.5 * distance["train"]["logits"], distance
     rows = {r["name"]: r for r in json.loads((run / "optimize-report" / "table").read_text())["rows"]}
     assert list(rows) == ["teacher", "alone", "distilled"]
-    assert rows["teacher"]["value"] == pytest.approx(learned_model.map50, abs=0.02)
+    assert rows["teacher"]["value"] == pytest.approx(small_val.map50, abs=0.02)
     assert rows["alone"]["macs"] == rows["distilled"]["macs"] == rows["teacher"]["macs"], "the same architecture"
     assert all(r["latency"]["onnxruntime fp32"]["p50_ms"] > 0 for r in rows.values())
     registered = json.loads((run / "register" / "zoo_model").read_text())

@@ -214,7 +214,7 @@ def test_qat_refuses_bad_settings_a_missing_parent_and_a_model_without_an_int8_t
         get_task("nuscenes-detection").qat_forward()  # no deployed graph: no int8 target to train for
 
 
-def test_the_qat_pipeline_fine_tunes_with_int8_in_the_loop_and_measures_it_beside_its_parent(learned_model, tmp_path):
+def test_the_qat_pipeline_fine_tunes_with_int8_in_the_loop_and_measures_it_beside_its_parent(learned_model, small_val, tmp_path):
     """A learned RTMDet-tiny in the zoo through the qat pipeline run locally (8 iterations): the parent's ONNX
     Runtime int8 is post-training quantized, the QAT model's built from its own Q/DQ graph (OpenVINO's build of
     such a graph is tested above); both gated and benchmarked; the QAT model registered under its parent."""
@@ -225,7 +225,7 @@ def test_the_qat_pipeline_fine_tunes_with_int8_in_the_loop_and_measures_it_besid
 
     store = tmp_path / "store"
     parent = zoo.publish(open_store(str(store)), "det", learned_model.model, zoo.lineage(None, None))
-    run = run_local("qat", {"source": str(learned_model.kitti), "parent": f"det@{parent.version}",
+    run = run_local("qat", {"source": str(small_val.kitti), "parent": f"det@{parent.version}",
                             "zoo_model_name": "det-int8", "qat_iters": 8,
                             "deploy_backends": "onnxruntime:int8", "deploy_calibration_images": 8,
                             "bench_max_images": 2, "bench_warmup": 1}, store)
