@@ -37,13 +37,10 @@ def preflight(params: dict) -> None:
     boxes, and the target classes' and signal weights' grammar (a share outside (0, 1], a weight below 0): UsageErrors
     naming the value, exit 2. Whether a target class exists depends on the dataset version's definition and the
     model, which select checks once it has them."""
-    from admlops.components.iterate.select import parse_weights
+    from admlops.components.iterate.select import check_budget, parse_weights
     from admlops.components.iterate.target import parse_targets
-    from admlops.errors import UsageError
 
-    if params["budget"] < 0 or params["budget_boxes"] < 0 or not (params["budget"] or params["budget_boxes"]):
-        raise UsageError(f"budget {params['budget']} frames, budget_boxes {params['budget_boxes']}: give a budget in "
-                         "frames or boxes (>= 1; 0 leaves that limit unused)")
+    check_budget(params["budget"] or None, params["budget_boxes"] or None)  # 0: that limit unused, as select takes it
     parse_targets(params["select_target_classes"])
     parse_weights(params["select_weights"])
 

@@ -22,15 +22,19 @@ SPARSE_POINTS = 1000  # a scan with fewer points than this is a sensor or range 
 ONE_SIDED = 0.8  # a warning when this share of the frames is slow, dark, or from one recording
 
 
-def summarize_drive(dataset_dir: str | Path) -> dict:
-    dataset_dir = Path(dataset_dir)
-    record = json.loads((dataset_dir / "frames.json").read_text())
+def route(frames: list[dict], recording: str) -> tuple[list[dict], np.ndarray]:
+    """A recording's frames and the ego's positions at them (N x 3, the world frame)."""
+    own = [f for f in frames if f["recording"] == recording]
+    return own, np.array([np.asarray(f["ego_pose"])[:3, 3] for f in own]).reshape(-1, 3)
+
+
+def summarize_drive(dataset_dir: str | Path, record: dict) -> dict:
+    """The summary of screen's output ``dataset_dir`` from its frames.json ``record``."""
     frames = record["frames"]
     cams = list(record["cameras"])  # the definition's camera names
     recordings = []
     for rec in record["recordings"]:
-        own = [f for f in frames if f["recording"] == rec["name"]]
-        xyz = np.array([np.asarray(f["ego_pose"])[:3, 3] for f in own]).reshape(-1, 3)
+        own, xyz = route(frames, rec["name"])
         stamps = [f["stamp_ns"] for f in own]
         recordings.append({"name": rec["name"], "frames": len(own),
                            "duration_s": (max(stamps) - min(stamps)) / 1e9 if own else 0.0,
@@ -71,18 +75,16 @@ def _stats(values: np.ndarray) -> dict:
     return {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max())}
 
 
-def plots(dataset_dir: Path, summary: dict) -> list[tuple[str, str]]:
+def plots(frames: list[dict], summary: dict) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frames = json.loads((dataset_dir / "frames.json").read_text())["frames"]
     out = []
     fig, ax = plt.subplots(figsize=(6, 4))
     for rec in summary["recordings"]:
-        own = [f for f in frames if f["recording"] == rec["name"]]
-        xyz = np.array([np.asarray(f["ego_pose"])[:3, 3] for f in own]).reshape(-1, 3)
+        _, xyz = route(frames, rec["name"])
         ax.plot(xyz[:, 0], xyz[:, 1], ".-", ms=3, label=f"{rec['name']} ({rec['distance_m']:.0f} m)")
     ax.set(xlabel="x (m, world frame)", ylabel="y (m)", aspect="equal")
     ax.legend(fontsize="small")
@@ -116,8 +118,9 @@ def render_markdown(summary: dict) -> str:
 
 def analyze_drive(dataset_dir: str | Path, tmp: Path) -> dict:
     """Write the collection's report.html, report.md and summary.json into ``tmp`` (the caller publishes it)."""
-    summary = summarize_drive(dataset_dir)
-    figures = plots(Path(dataset_dir), summary)
+    record = json.loads((Path(dataset_dir) / "frames.json").read_text())
+    summary = summarize_drive(dataset_dir, record)
+    figures = plots(record["frames"], summary)
     summary["plots"] = [t for t, _ in figures]
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in summary["warnings"]) or "<li>none</li>"
     body = [f"<h1>Collection analysis</h1><p>{html.escape(summary['dataset'])}</p>",

@@ -49,7 +49,7 @@ from tqdm import tqdm
 from admlops.components.iterate.predictions import read_predictions
 from admlops.components.iterate.score import read_scores
 from admlops.components.iterate.signals import CONFIDENT, normalise
-from admlops.components.iterate.target import check_targets, frame_boxes, parse_targets
+from admlops.components.iterate.target import check_targets, frame_boxes, parse_targets, spec_items
 from admlops.errors import InputError, UsageError
 from admlops.localfs import atomic_dir
 
@@ -154,14 +154,9 @@ def select(predictions: str | Path, scores: str | Path, out: str | Path, budget:
     preds, pred_summary = read_predictions(predictions)
     if not records:
         raise UsageError(f"{scores}: the pool is empty: nothing to select")
-    if budget is None and budget_boxes is None:
-        raise UsageError("no budget: give one in frames (budget), in boxes (budget_boxes) or both")
-    if budget is not None and (not isinstance(budget, int) or budget < 1):
-        raise UsageError(f"budget must be a whole number of frames >= 1, got {budget!r}")
+    check_budget(budget, budget_boxes)
     if budget is not None and budget > len(records):
         raise UsageError(f"budget {budget} is larger than the pool ({len(records)} frames)")
-    if budget_boxes is not None and (not isinstance(budget_boxes, int) or budget_boxes < 1):
-        raise UsageError(f"budget in boxes must be a whole number of boxes >= 1, got {budget_boxes!r}")
     if diversity < 0:
         raise UsageError(f"diversity must be >= 0, got {diversity}")
     names = score_summary["signals"]
@@ -254,12 +249,22 @@ def select(predictions: str | Path, scores: str | Path, out: str | Path, budget:
     return summary
 
 
+def check_budget(budget: int | None, budget_boxes: int | None) -> None:
+    """A budget in frames and/or in boxes (None: that limit unused), each a whole number >= 1; else a UsageError."""
+    if budget is None and budget_boxes is None:
+        raise UsageError("no budget: give a budget in frames or boxes (budget, budget_boxes) or both")
+    if budget is not None and (not isinstance(budget, int) or budget < 1):
+        raise UsageError(f"budget must be a whole number of frames >= 1, got {budget!r}")
+    if budget_boxes is not None and (not isinstance(budget_boxes, int) or budget_boxes < 1):
+        raise UsageError(f"budget in boxes must be a whole number of boxes >= 1, got {budget_boxes!r}")
+
+
 def parse_weights(specs: list[str] | str | None) -> dict[str, float]:
     """``SIGNAL=WEIGHT`` items (a list, or one comma-separated string: the pipeline parameter) as signal -> weight;
     a malformed item, a weight that is not a finite number >= 0 and a signal named twice are UsageErrors naming it
     (select checks the names against the scored signals)."""
     weights: dict[str, float] = {}
-    for item in filter(None, (s.strip() for s in (specs.split(",") if isinstance(specs, str) else specs or []))):
+    for item in spec_items(specs):
         name, sep, value = (x.strip() for x in item.partition("="))
         try:
             weight = float(value)

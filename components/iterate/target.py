@@ -90,13 +90,18 @@ def frame_boxes(dets: Detections, num_classes: int, confident: float) -> FrameBo
     return FrameBoxes(np.array(merged).reshape(-1, num_classes))
 
 
+def spec_items(specs: list[str] | str | None) -> list[str]:
+    """The non-empty items of a list (the CLI's repeated option) or of one comma-separated string (a pipeline
+    parameter), stripped."""
+    return [s.strip() for s in (specs.split(",") if isinstance(specs, str) else specs or []) if s.strip()]
+
+
 def parse_targets(specs: list[str] | str | None) -> dict[str, float]:
     """``CLASS[=SHARE]`` items (a list, or one comma-separated string: the pipeline parameter) as class -> share;
     the share is the wanted fraction of the chosen boxes, in (0, 1], default 1. A malformed item, a share outside
     (0, 1] and a class named twice are UsageErrors."""
-    items = [s.strip() for s in (specs.split(",") if isinstance(specs, str) else specs or [])]
     targets: dict[str, float] = {}
-    for item in filter(None, items):
+    for item in spec_items(specs):
         name, sep, share = (x.strip() for x in item.partition("="))
         try:
             value = float(share) if sep else 1.0
